@@ -1,0 +1,126 @@
+// bnorm/kernels/batch_norm.hpp: stateless batch-normalization kernels (float32, CPU).
+//
+// Layout. Every kernel sees its input as a row-major (N, C, S) block: N outer positions,
+// C channels, S inner positions. Statistics of channel c are taken over its N*S elements
+//   x[n, c, s],  n < N, s < S.
+// Channels-last data (..., C) is (N = product of the leading dims, C, S = 1);
+// channels-first data (N, C, H, W) is (N, C, S = H*W). A layer maps any channel axis to
+// this view; the kernels never see an axis list.
+//
+// Kernels keep no state: moving statistics, momentum and mode belong to the layer, which
+// passes what the formula needs and receives batch statistics back.
+//
+// Numerics (all implementations): statistics are accumulated in double, the variance by
+// two passes (mean first, then sum (x - mean)^2), so an offset of 1e6 times the spread
+// costs no accuracy; the variance used for normalization is the biased batch variance;
+// invstd = 1 / sqrt(var + epsilon). Output uses the folded form of TensorFlow's
+// tf.nn.batch_normalization and PyTorch's CPU kernel:
+//   alpha_c = invstd_c * gamma_c,  shift_c = beta_c - mean_c * alpha_c,
+//   y = x * alpha_c + shift_c.
+// Results are bitwise identical for any number of threads (partial sums are taken over
+// fixed blocks and merged in a fixed order).
+//
+// Preconditions (checked by the callers at the API boundary, asserted in debug builds):
+// N, C, S >= 0; pointers to buffers of the sizes in the shape comments; gamma and beta
+// may be null (meaning gamma = 1, beta = 0). Output buffers must not alias inputs,
+// except y may alias x in the forward kernels.
+//
+// Every output is ASSIGNED (overwritten), never accumulated into. Nullable outputs
+// (dx, dgamma, dbeta) are skipped when null. With N*S == 0 (an empty batch) the forward
+// training kernel writes mean = 0 and var = 0 and computes nothing else; callers are
+// expected to treat an empty batch before calling it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace bnorm::kernels {
+
+struct BatchNormDims {
+  std::int64_t N = 0;  // outer positions (batch times leading spatial dims)
+  std::int64_t C = 0;  // channels
+  std::int64_t S = 1;  // inner positions (trailing spatial dims); 1 for channels-last
+  std::int64_t count() const noexcept { return N * S; }  // elements per channel
+  std::int64_t numel() const noexcept { return N * C * S; }
+};
+
+// Which implementation runs. `automatic` picks the first of the ordered list
+// {cpu (channels-last loop when S == 1, channels-first loop otherwise), reference} that
+// supports the call; `reference` forces the permanent reference kernel.
+enum class Impl { automatic, cpu, reference };
+
+// Name of the implementation `automatic` would choose for `dims`, and why the ones
+// before it were rejected ("cpu_nhwc", "cpu_nchw", "reference"). With the environment
+// variable BNORM_VERBOSE=1 every dispatch prints this line to stderr.
+std::string explain_choice(const BatchNormDims& dims);
+
+// Threads used by the cpu kernels (OpenMP). 0 restores the default (all cores).
+void set_num_threads(int n);
+int num_threads();
+
+// Batch moments.
+//   mean_c = (1/count) sum x,  var_c = (1/count) sum (x - mean_c)^2   (biased)
+void moments(const float* x,       // (N, C, S)
+             const BatchNormDims& dims,
+             float* mean,          // (C) assigned
+             float* var,           // (C) assigned, biased
+             Impl impl = Impl::automatic);
+
+// Forward, training mode: batch statistics, then normalization with them.
+//   y = (x - mean_c) * invstd_c * gamma_c + beta_c   (folded form above)
+void forward_training(const float* x,      // (N, C, S)
+                      const BatchNormDims& dims,
+                      const float* gamma,  // (C) or null
+                      const float* beta,   // (C) or null
+                      float epsilon,
+                      float* y,            // (N, C, S) assigned; may alias x
+                      float* mean,         // (C) assigned: batch mean
+                      float* var,          // (C) assigned: biased batch variance
+                      float* invstd,       // (C) assigned: 1/sqrt(var + epsilon)
+                      Impl impl = Impl::automatic);
+
+// Forward, inference mode: normalization with given statistics (a layer's moving ones).
+//   y = (x - mean_c) / sqrt(var_c + epsilon) * gamma_c + beta_c   (folded form)
+void forward_inference(const float* x,      // (N, C, S)
+                       const BatchNormDims& dims,
+                       const float* mean,   // (C)
+                       const float* var,    // (C)
+                       const float* gamma,  // (C) or null
+                       const float* beta,   // (C) or null
+                       float epsilon,
+                       float* y,            // (N, C, S) assigned; may alias x
+                       Impl impl = Impl::automatic);
+
+// Backward of forward_training (gradient flows through the batch mean and variance).
+// With xhat = (x - mean_c) * invstd_c, per channel over its count elements:
+//   dbeta_c  = sum dy
+//   dgamma_c = sum dy * xhat
+//   dx       = gamma_c * invstd_c * (dy - dbeta_c / count - xhat * dgamma_c / count)
+// mean and invstd are the values forward_training returned.
+void backward_training(const float* dy,      // (N, C, S)
+                       const float* x,       // (N, C, S)
+                       const BatchNormDims& dims,
+                       const float* mean,    // (C)
+                       const float* invstd,  // (C)
+                       const float* gamma,   // (C) or null
+                       float* dx,            // (N, C, S) assigned, or null
+                       float* dgamma,        // (C) assigned, or null
+                       float* dbeta,         // (C) assigned, or null
+                       Impl impl = Impl::automatic);
+
+// Backward of forward_inference (statistics are constants):
+//   invstd_c = 1/sqrt(var_c + epsilon)
+//   dx = dy * gamma_c * invstd_c;  dgamma_c = invstd_c * sum dy*(x - mean_c);  dbeta_c = sum dy
+void backward_inference(const float* dy,      // (N, C, S)
+                        const float* x,       // (N, C, S)
+                        const BatchNormDims& dims,
+                        const float* mean,    // (C)
+                        const float* var,     // (C)
+                        const float* gamma,   // (C) or null
+                        float epsilon,
+                        float* dx,            // (N, C, S) assigned, or null
+                        float* dgamma,        // (C) assigned, or null
+                        float* dbeta,         // (C) assigned, or null
+                        Impl impl = Impl::automatic);
+
+}  // namespace bnorm::kernels

@@ -1,0 +1,193 @@
+// bnorm/nn/batch_normalization.hpp: the Keras BatchNormalization layer.
+//
+// MOMENTUM CONVENTION: Keras. `momentum` is the weight of the OLD moving value:
+//     moving_mean     = moving_mean     * momentum + batch_mean     * (1 - momentum)
+//     moving_variance = moving_variance * momentum + batch_variance * (1 - momentum)
+// (default 0.99). PyTorch's momentum is the weight of the NEW batch: for that
+// convention use bnorm::nn::TorchBatchNorm (torch_batch_norm.hpp); PyTorch momentum 0.1
+// corresponds to Keras momentum 0.9.
+//
+// Semantics (shared/spec/SEMANTICS.md section 1), Keras 3 by default:
+// * call(x, training): training unset (std::nullopt) means INFERENCE, as a bare Keras
+//   `layer(x)` / `model(x)`. Batch statistics are used, and the moving statistics
+//   updated, only when `training && trainable()`; otherwise the layer normalizes with
+//   moving_mean / moving_variance and changes nothing.
+//     training: y = gamma * (x - batch_mean) / sqrt(batch_var + epsilon) + beta
+//     inference: y = gamma * (x - moving_mean) / sqrt(moving_variance + epsilon) + beta
+//   batch_var is always the biased batch variance.
+// * trainable(false) (the TF2 fine-tuning rule): inference mode even when called with
+//   training = true, no statistic update, gamma/beta frozen (not in trainable_weights).
+// * Weights in order gamma, beta, moving_mean, moving_variance (gamma only when
+//   scale, beta only when center), created by build() from the first input shape.
+// * axis: int or list, negative allowed; the other axes are reduced.
+// * version keras2 (tf_keras, TF2 eager): the moving update is written
+//   V <- V - (V - v) * (1 - momentum); with fused resolution (rank 4 with axis 1 or 3,
+//   rank 5 with axis 1 or 4, single axis) the fused kernel's convention applies: the
+//   STORED variance is the unbiased N/(N-1) * batch_var (N-1 taken as 1 when N == 1),
+//   V <- (1-f) V + f N/(N-1) var with f = 1 - momentum.
+//
+// Errors (all leave weights, moving statistics and counters unchanged):
+//   ArgumentError: momentum outside [0, 1], epsilon <= 0 or not finite, axis out of
+//     range or repeated, fused = yes with an unfusable configuration.
+//   ShapeError: input rank or channel sizes different from the built ones.
+//   NumericalError: non-finite batch statistics in training (unless
+//     nan_policy = propagate, Keras's own behaviour).
+// An empty batch (no element per channel) in training returns an empty output and
+// changes nothing.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bnorm/core/tensor.hpp"
+#include "bnorm/nn/initializers.hpp"
+#include "bnorm/nn/regularizers.hpp"
+#include "bnorm/nn/variable.hpp"
+
+namespace bnorm::nn {
+
+enum class KerasVersion { keras3, keras2 };
+// keras2 only: Keras's `fused` argument. automatic = Keras's resolution in build().
+enum class Fused { automatic, yes, no };
+// What happens when training statistics are not finite (NaN/Inf input).
+enum class NanPolicy {
+  reject,     // throw NumericalError, nothing changes (bnorm's default)
+  propagate,  // Keras/PyTorch behaviour: NaN flows into the output and moving statistics
+};
+
+struct BatchNormalizationOptions {
+  std::vector<int> axis{-1};
+  double momentum = 0.99;  // Keras convention: weight of the OLD moving value
+  double epsilon = 1e-3;
+  bool center = true;      // create beta
+  bool scale = true;       // create gamma
+  Initializer beta_initializer = Initializer::zeros();
+  Initializer gamma_initializer = Initializer::ones();
+  Initializer moving_mean_initializer = Initializer::zeros();
+  Initializer moving_variance_initializer = Initializer::ones();
+  Regularizer beta_regularizer{};
+  Regularizer gamma_regularizer{};
+  Constraint beta_constraint{};
+  Constraint gamma_constraint{};
+  bool trainable = true;
+  KerasVersion version = KerasVersion::keras3;
+  Fused fused = Fused::automatic;
+  NanPolicy nan_policy = NanPolicy::reject;
+  std::string name{};      // empty: automatic ("batch_normalization", "batch_normalization_1", ...)
+
+  friend bool operator==(const BatchNormalizationOptions&, const BatchNormalizationOptions&) = default;
+};
+
+// What a training call contributes to the moving statistics: the batch statistics and
+// the number of elements per channel they were taken over.
+struct StatisticsUpdate {
+  Tensor batch_mean;      // (C) parameter shape
+  Tensor batch_variance;  // (C) biased
+  std::int64_t count = 0;
+};
+
+// What backward() needs from a forward call.
+struct BatchNormContext {
+  Tensor x;                    // the input, as called
+  Tensor mean;                 // (C) mean used to normalize (batch or moving)
+  Tensor var;                  // (C) variance used to normalize (biased batch, or moving)
+  Tensor invstd;               // (C) 1/sqrt(var + epsilon)
+  bool used_batch_statistics = false;
+};
+
+struct BatchNormGradients {
+  Tensor dx;                   // assigned, x's shape
+  std::optional<Tensor> dgamma;  // assigned, parameter shape; absent without scale
+  std::optional<Tensor> dbeta;   // assigned, parameter shape; absent without center
+};
+
+class BatchNormalization {
+ public:
+  // Validates the options (ArgumentError naming the option).
+  explicit BatchNormalization(BatchNormalizationOptions options = {});
+
+  // Creates the weights for inputs of this shape (dimension 0, the batch, is ignored;
+  // pass -1 for unknown dimensions that are not channel axes). Called by the first
+  // call() when not called before. Throws on an axis that does not fit the rank.
+  void build(const Shape& input_shape);
+  bool built() const noexcept { return built_; }
+
+  // Keras `layer(x, training=...)`.
+  Tensor operator()(const Tensor& x, std::optional<bool> training = std::nullopt) {
+    return call(x, training);
+  }
+  Tensor call(const Tensor& x, std::optional<bool> training = std::nullopt);
+  // Same as call, and records what backward() needs in *context (when not null).
+  Tensor forward(const Tensor& x, std::optional<bool> training, BatchNormContext* context);
+  // Gradients of sum(y * dy) for the call recorded in `context`: the training-mode
+  // formula when batch statistics were used, else the inference formula.
+  BatchNormGradients backward(const BatchNormContext& context, const Tensor& dy) const;
+
+  // Training-mode forward WITHOUT touching the moving statistics: the update is
+  // returned instead, for the caller to apply (TF1 UPDATE_OPS style) or discard.
+  Tensor forward_collect(const Tensor& x, StatisticsUpdate& update, BatchNormContext* context = nullptr);
+  // Applies an update with this layer's momentum convention. Throws ShapeError for a
+  // wrong-size update, NumericalError for non-finite statistics (nan_policy reject).
+  void apply_update(const StatisticsUpdate& update);
+
+  // Keras attributes.
+  const std::string& name() const noexcept { return name_; }
+  bool trainable() const noexcept { return trainable_; }
+  void set_trainable(bool trainable);
+  const BatchNormalizationOptions& options() const noexcept { return options_; }
+  // Keras get_config()/from_config(): the options, with the resolved name.
+  BatchNormalizationOptions get_config() const;
+  static BatchNormalization from_config(const BatchNormalizationOptions& config) {
+    return BatchNormalization(config);
+  }
+  // Channel axes, non-negative, sorted (valid after build).
+  const std::vector<int>& axes() const noexcept { return axes_; }
+  // keras2: whether the fused kernel's convention is in effect (valid after build).
+  bool fused() const noexcept { return fused_; }
+
+  // Variables (null before build, or when absent).
+  Variable* gamma() noexcept { return slot(gamma_); }
+  Variable* beta() noexcept { return slot(beta_); }
+  Variable* moving_mean() noexcept { return slot(moving_mean_); }
+  Variable* moving_variance() noexcept { return slot(moving_variance_); }
+  const Variable* gamma() const noexcept { return slot(gamma_); }
+  const Variable* beta() const noexcept { return slot(beta_); }
+  const Variable* moving_mean() const noexcept { return slot(moving_mean_); }
+  const Variable* moving_variance() const noexcept { return slot(moving_variance_); }
+
+  // Keras order: gamma, beta, moving_mean, moving_variance (present ones only).
+  std::vector<Variable*> weights();
+  std::vector<Variable*> trainable_weights();      // gamma, beta when trainable
+  std::vector<Variable*> non_trainable_weights();  // the rest
+  std::vector<Tensor> get_weights() const;
+  // Same order and shapes as get_weights(); ShapeError (nothing assigned) otherwise.
+  void set_weights(const std::vector<Tensor>& weights);
+  // Regularization losses, one per active regularizer (Keras layer.losses).
+  std::vector<float> losses() const;
+  // Applies gamma/beta constraints (what an optimizer does after its update).
+  void apply_constraints();
+
+ private:
+  void check_input(const Tensor& x) const;
+  // Normalizes x with batch statistics (fills `update`, touches no state) or with the
+  // moving statistics.
+  Tensor run(const Tensor& x, bool batch_statistics, StatisticsUpdate& update,
+             BatchNormContext* context) const;
+  std::vector<Variable*> all_weights();
+  Variable* slot(std::optional<Variable>& v) noexcept { return v ? &*v : nullptr; }
+  const Variable* slot(const std::optional<Variable>& v) const noexcept { return v ? &*v : nullptr; }
+
+  BatchNormalizationOptions options_;
+  std::string name_;
+  bool trainable_ = true;
+  bool built_ = false;
+  bool fused_ = false;
+  std::vector<int> axes_;         // channel axes, sorted
+  Shape input_shape_;             // as built (batch dimension ignored)
+  Shape param_shape_;             // (C) or Keras 2's broadcast shape for several axes
+  std::optional<Variable> gamma_, beta_, moving_mean_, moving_variance_;
+};
+
+}  // namespace bnorm::nn

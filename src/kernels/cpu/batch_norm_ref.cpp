@@ -1,0 +1,188 @@
+// The permanent reference batch-norm kernels: naive loops, one channel at a time,
+// accumulation in double, two-pass variance. Never optimized; every fast kernel is
+// tested against these. For T = float the float roundings are placed exactly where the
+// fast kernels place them (statistics rounded once from double, the folded affine form
+// and the backward coefficients in float), so both agree to about one ulp.
+#include "bnorm/kernels/batch_norm_ref.hpp"
+
+#include <cmath>
+#include <cstdint>
+
+namespace bnorm::kernels::reference {
+namespace {
+
+// Position of x[n, c, s] in the row-major (N, C, S) view.
+std::int64_t offset(const BatchNormDims& dims, std::int64_t n, std::int64_t c,
+                    std::int64_t s) {
+  return (n * dims.C + c) * dims.S + s;
+}
+
+template <typename T>
+T gamma_at(const T* gamma, std::int64_t c) {
+  return gamma != nullptr ? gamma[c] : T(1);
+}
+
+template <typename T>
+T beta_at(const T* beta, std::int64_t c) {
+  return beta != nullptr ? beta[c] : T(0);
+}
+
+// invstd = 1 / sqrt(var + epsilon), computed in double and rounded once to T.
+template <typename T>
+T invstd_of(double var, T epsilon) {
+  return static_cast<T>(1.0 / std::sqrt(var + static_cast<double>(epsilon)));
+}
+
+// Batch statistics of channel c in double: mean = sum x / count, then
+// var = sum (x - mean)^2 / count (biased). An empty batch gives 0, 0.
+template <typename T>
+void channel_moments(const T* x, const BatchNormDims& dims, std::int64_t c, double& mean,
+                     double& var) {
+  mean = 0.0;
+  var = 0.0;
+  if (dims.count() == 0) return;
+  const double count = static_cast<double>(dims.count());
+
+  double sum = 0.0;
+  for (std::int64_t n = 0; n < dims.N; ++n)
+    for (std::int64_t s = 0; s < dims.S; ++s) sum += static_cast<double>(x[offset(dims, n, c, s)]);
+  mean = sum / count;
+
+  double squares = 0.0;
+  for (std::int64_t n = 0; n < dims.N; ++n)
+    for (std::int64_t s = 0; s < dims.S; ++s) {
+      const double deviation = static_cast<double>(x[offset(dims, n, c, s)]) - mean;
+      squares += deviation * deviation;
+    }
+  var = squares / count;
+}
+
+// y = x * alpha + shift over channel c, with alpha = invstd * gamma and
+// shift = beta - mean * alpha computed in T (tf.nn.batch_normalization's order).
+template <typename T>
+void normalize_channel(const T* x, const BatchNormDims& dims, std::int64_t c, T mean,
+                       T invstd, const T* gamma, const T* beta, T* y) {
+  const T alpha = invstd * gamma_at(gamma, c);
+  const T shift = beta_at(beta, c) - mean * alpha;
+  for (std::int64_t n = 0; n < dims.N; ++n)
+    for (std::int64_t s = 0; s < dims.S; ++s) {
+      const std::int64_t i = offset(dims, n, c, s);
+      y[i] = x[i] * alpha + shift;
+    }
+}
+
+// sum dy and sum dy * (x - mean) over channel c, in double.
+template <typename T>
+void gradient_sums(const T* dy, const T* x, const BatchNormDims& dims, std::int64_t c,
+                   T mean, double& sum_dy, double& dotp) {
+  sum_dy = 0.0;
+  dotp = 0.0;
+  for (std::int64_t n = 0; n < dims.N; ++n)
+    for (std::int64_t s = 0; s < dims.S; ++s) {
+      const std::int64_t i = offset(dims, n, c, s);
+      sum_dy += static_cast<double>(dy[i]);
+      dotp += static_cast<double>(dy[i]) * (static_cast<double>(x[i]) - static_cast<double>(mean));
+    }
+}
+
+}  // namespace
+
+template <typename T>
+void moments(const T* x, const BatchNormDims& dims, T* mean, T* var) {
+  for (std::int64_t c = 0; c < dims.C; ++c) {
+    double channel_mean = 0.0, channel_var = 0.0;
+    channel_moments(x, dims, c, channel_mean, channel_var);
+    mean[c] = static_cast<T>(channel_mean);
+    var[c] = static_cast<T>(channel_var);
+  }
+}
+
+template <typename T>
+void forward_training(const T* x, const BatchNormDims& dims, const T* gamma, const T* beta,
+                      T epsilon, T* y, T* mean, T* var, T* invstd) {
+  for (std::int64_t c = 0; c < dims.C; ++c) {
+    double channel_mean = 0.0, channel_var = 0.0;
+    channel_moments(x, dims, c, channel_mean, channel_var);
+    const T m = static_cast<T>(channel_mean);
+    const T inv = invstd_of(channel_var, epsilon);
+    mean[c] = m;
+    var[c] = static_cast<T>(channel_var);
+    invstd[c] = inv;
+    // Channel c's elements were all read above, so y may alias x.
+    normalize_channel(x, dims, c, m, inv, gamma, beta, y);
+  }
+}
+
+template <typename T>
+void forward_inference(const T* x, const BatchNormDims& dims, const T* mean, const T* var,
+                       const T* gamma, const T* beta, T epsilon, T* y) {
+  for (std::int64_t c = 0; c < dims.C; ++c) {
+    const T inv = invstd_of(static_cast<double>(var[c]), epsilon);
+    normalize_channel(x, dims, c, mean[c], inv, gamma, beta, y);
+  }
+}
+
+template <typename T>
+void backward_training(const T* dy, const T* x, const BatchNormDims& dims, const T* mean,
+                       const T* invstd, const T* gamma, T* dx, T* dgamma, T* dbeta) {
+  for (std::int64_t c = 0; c < dims.C; ++c) {
+    double sum_dy = 0.0, dotp = 0.0;
+    gradient_sums(dy, x, dims, c, mean[c], sum_dy, dotp);
+    const double inv = static_cast<double>(invstd[c]);
+    if (dgamma != nullptr) dgamma[c] = static_cast<T>(dotp * inv);
+    if (dbeta != nullptr) dbeta[c] = static_cast<T>(sum_dy);
+    if (dx == nullptr || dims.count() == 0) continue;
+
+    // dx = (dy - sum_dy/count - (x - mean) * dotp*invstd^2/count) * invstd * gamma
+    const double count = static_cast<double>(dims.count());
+    const T grad_mean = static_cast<T>(sum_dy / count);
+    const T k = static_cast<T>(dotp * inv * inv / count);
+    const T scale = invstd[c] * gamma_at(gamma, c);
+    for (std::int64_t n = 0; n < dims.N; ++n)
+      for (std::int64_t s = 0; s < dims.S; ++s) {
+        const std::int64_t i = offset(dims, n, c, s);
+        dx[i] = (dy[i] - grad_mean - (x[i] - mean[c]) * k) * scale;
+      }
+  }
+}
+
+template <typename T>
+void backward_inference(const T* dy, const T* x, const BatchNormDims& dims, const T* mean,
+                        const T* var, const T* gamma, T epsilon, T* dx, T* dgamma, T* dbeta) {
+  for (std::int64_t c = 0; c < dims.C; ++c) {
+    const T inv = invstd_of(static_cast<double>(var[c]), epsilon);
+    if (dgamma != nullptr || dbeta != nullptr) {
+      double sum_dy = 0.0, dotp = 0.0;
+      gradient_sums(dy, x, dims, c, mean[c], sum_dy, dotp);
+      if (dgamma != nullptr) dgamma[c] = static_cast<T>(static_cast<double>(inv) * dotp);
+      if (dbeta != nullptr) dbeta[c] = static_cast<T>(sum_dy);
+    }
+    if (dx == nullptr) continue;
+
+    // dx = dy * gamma * invstd
+    const T scale = inv * gamma_at(gamma, c);
+    for (std::int64_t n = 0; n < dims.N; ++n)
+      for (std::int64_t s = 0; s < dims.S; ++s) {
+        const std::int64_t i = offset(dims, n, c, s);
+        dx[i] = dy[i] * scale;
+      }
+  }
+}
+
+#define BNORM_INSTANTIATE_REFERENCE(T)                                                        \
+  template void moments<T>(const T*, const BatchNormDims&, T*, T*);                           \
+  template void forward_training<T>(const T*, const BatchNormDims&, const T*, const T*, T, T*, \
+                                    T*, T*, T*);                                              \
+  template void forward_inference<T>(const T*, const BatchNormDims&, const T*, const T*,      \
+                                     const T*, const T*, T, T*);                              \
+  template void backward_training<T>(const T*, const T*, const BatchNormDims&, const T*,      \
+                                     const T*, const T*, T*, T*, T*);                         \
+  template void backward_inference<T>(const T*, const T*, const BatchNormDims&, const T*,     \
+                                      const T*, const T*, T, T*, T*, T*);
+
+BNORM_INSTANTIATE_REFERENCE(float)
+BNORM_INSTANTIATE_REFERENCE(double)
+
+#undef BNORM_INSTANTIATE_REFERENCE
+
+}  // namespace bnorm::kernels::reference
