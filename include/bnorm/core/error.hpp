@@ -51,9 +51,8 @@ class NumericalError : public Error {
   using Error::Error;
 };
 
-// A call that is valid in general but not in the object's current state: inference on
-// a PyTorch-convention layer whose running statistics are not tracked, weights read
-// before the layer is built.
+// A call that is valid in general but not in the object's current state: weights set
+// or gradients asked of a layer that was never built or called.
 class StateError : public Error {
  public:
   using Error::Error;
