@@ -39,7 +39,9 @@ bool nchw_supports(const BatchNormDims& dims, std::string& why_not) {
   return false;
 }
 
-bool reference_supports(const BatchNormDims&, std::string&) { return true; }
+bool reference_supports(const BatchNormDims&, std::string&) {
+  return true;
+}
 
 constexpr Candidate kImplementations[] = {
     {Path::cpu_nhwc, "cpu_nhwc", nhwc_supports},
@@ -101,9 +103,8 @@ Path dispatch(const char* op, Impl impl, const BatchNormDims& dims) {
   if (!verbose()) return resolve(impl, dims, nullptr);
   std::string explanation;
   const Path path = resolve(impl, dims, &explanation);
-  std::fprintf(stderr, "bnorm: %s (N=%lld,C=%lld,S=%lld) -> %s\n", op,
-               static_cast<long long>(dims.N), static_cast<long long>(dims.C),
-               static_cast<long long>(dims.S), explanation.c_str());
+  std::fprintf(stderr, "bnorm: %s (N=%lld,C=%lld,S=%lld) -> %s\n", op, static_cast<long long>(dims.N),
+               static_cast<long long>(dims.C), static_cast<long long>(dims.S), explanation.c_str());
   return path;
 }
 
@@ -115,8 +116,7 @@ std::atomic<int> g_threads{0};  // 0: OpenMP's default
 }
 
 // Statistics of an empty batch (N*S == 0): mean = 0, var = 0, invstd = 1/sqrt(epsilon).
-void write_empty_batch_stats(std::int64_t C, float epsilon, float* mean, float* var,
-                             float* invstd) {
+void write_empty_batch_stats(std::int64_t C, float epsilon, float* mean, float* var, float* invstd) {
   for (std::int64_t c = 0; c < C; ++c) {
     mean[c] = 0.0f;
     var[c] = 0.0f;
@@ -139,7 +139,9 @@ std::string explain_choice(const BatchNormDims& dims) {
   return explanation;
 }
 
-void set_num_threads(int n) { g_threads.store(n > 0 ? n : 0, std::memory_order_relaxed); }
+void set_num_threads(int n) {
+  g_threads.store(n > 0 ? n : 0, std::memory_order_relaxed);
+}
 
 int num_threads() {
   const int n = g_threads.load(std::memory_order_relaxed);
@@ -147,7 +149,7 @@ int num_threads() {
 }
 
 void moments(const float* x, const BatchNormDims& dims, float* mean, float* var, Impl impl) {
-  assert(valid(dims) && mean != nullptr && var != nullptr);
+  assert(valid(dims) && (dims.C == 0 || (mean != nullptr && var != nullptr)));
   const Path path = dispatch("moments", impl, dims);
   if (dims.C == 0) return;
   if (path == Path::reference) return reference::moments(x, dims, mean, var);
@@ -156,39 +158,34 @@ void moments(const float* x, const BatchNormDims& dims, float* mean, float* var,
   cpu::nchw_moments(x, dims, mean, var, num_threads());
 }
 
-void forward_training(const float* x, const BatchNormDims& dims, const float* gamma,
-                      const float* beta, float epsilon, float* y, float* mean, float* var,
-                      float* invstd, Impl impl) {
-  assert(valid(dims) && mean != nullptr && var != nullptr && invstd != nullptr);
+void forward_training(const float* x, const BatchNormDims& dims, const float* gamma, const float* beta,
+                      float epsilon, float* y, float* mean, float* var, float* invstd, Impl impl) {
+  assert(valid(dims) && (dims.C == 0 || (mean != nullptr && var != nullptr && invstd != nullptr)));
   const Path path = dispatch("forward_training", impl, dims);
   if (dims.C == 0) return;
   if (path == Path::reference)
     return reference::forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd);
   if (dims.count() == 0) return write_empty_batch_stats(dims.C, epsilon, mean, var, invstd);
   if (path == Path::cpu_nhwc)
-    return cpu::nhwc_forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd,
-                                      num_threads());
-  cpu::nchw_forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd,
-                             num_threads());
+    return cpu::nhwc_forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd, num_threads());
+  cpu::nchw_forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd, num_threads());
 }
 
-void forward_inference(const float* x, const BatchNormDims& dims, const float* mean,
-                       const float* var, const float* gamma, const float* beta, float epsilon,
-                       float* y, Impl impl) {
+void forward_inference(const float* x, const BatchNormDims& dims, const float* mean, const float* var,
+                       const float* gamma, const float* beta, float epsilon, float* y, Impl impl) {
   assert(valid(dims));
   const Path path = dispatch("forward_inference", impl, dims);
   if (dims.numel() == 0) return;
   if (path == Path::reference)
     return reference::forward_inference(x, dims, mean, var, gamma, beta, epsilon, y);
   if (path == Path::cpu_nhwc)
-    return cpu::nhwc_forward_inference(x, dims, mean, var, gamma, beta, epsilon, y,
-                                       num_threads());
+    return cpu::nhwc_forward_inference(x, dims, mean, var, gamma, beta, epsilon, y, num_threads());
   cpu::nchw_forward_inference(x, dims, mean, var, gamma, beta, epsilon, y, num_threads());
 }
 
-void backward_training(const float* dy, const float* x, const BatchNormDims& dims,
-                       const float* mean, const float* invstd, const float* gamma, float* dx,
-                       float* dgamma, float* dbeta, Impl impl) {
+void backward_training(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
+                       const float* invstd, const float* gamma, float* dx, float* dgamma, float* dbeta,
+                       Impl impl) {
   assert(valid(dims));
   const Path path = dispatch("backward_training", impl, dims);
   if (dims.C == 0) return;
@@ -196,27 +193,23 @@ void backward_training(const float* dy, const float* x, const BatchNormDims& dim
     return reference::backward_training(dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta);
   if (dims.count() == 0) return write_zeros(dims.C, dgamma, dbeta);
   if (path == Path::cpu_nhwc)
-    return cpu::nhwc_backward_training(dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta,
-                                       num_threads());
-  cpu::nchw_backward_training(dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta,
-                              num_threads());
+    return cpu::nhwc_backward_training(dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, num_threads());
+  cpu::nchw_backward_training(dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, num_threads());
 }
 
-void backward_inference(const float* dy, const float* x, const BatchNormDims& dims,
-                        const float* mean, const float* var, const float* gamma, float epsilon,
-                        float* dx, float* dgamma, float* dbeta, Impl impl) {
+void backward_inference(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
+                        const float* var, const float* gamma, float epsilon, float* dx, float* dgamma,
+                        float* dbeta, Impl impl) {
   assert(valid(dims));
   const Path path = dispatch("backward_inference", impl, dims);
   if (dims.C == 0) return;
   if (path == Path::reference)
-    return reference::backward_inference(dy, x, dims, mean, var, gamma, epsilon, dx, dgamma,
-                                         dbeta);
+    return reference::backward_inference(dy, x, dims, mean, var, gamma, epsilon, dx, dgamma, dbeta);
   if (dims.count() == 0) return write_zeros(dims.C, dgamma, dbeta);
   if (path == Path::cpu_nhwc)
-    return cpu::nhwc_backward_inference(dy, x, dims, mean, var, gamma, epsilon, dx, dgamma,
-                                        dbeta, num_threads());
-  cpu::nchw_backward_inference(dy, x, dims, mean, var, gamma, epsilon, dx, dgamma, dbeta,
-                               num_threads());
+    return cpu::nhwc_backward_inference(dy, x, dims, mean, var, gamma, epsilon, dx, dgamma, dbeta,
+                                        num_threads());
+  cpu::nchw_backward_inference(dy, x, dims, mean, var, gamma, epsilon, dx, dgamma, dbeta, num_threads());
 }
 
 }  // namespace bnorm::kernels

@@ -4,6 +4,7 @@
 // backward invariants, aliasing / null / assigned outputs, dispatch and empty batches.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -62,47 +63,47 @@ class Rng {
 };
 
 std::string str(const BatchNormDims& d) {
-  return "(N=" + std::to_string(d.N) + ",C=" + std::to_string(d.C) + ",S=" +
-         std::to_string(d.S) + ")";
+  return "(N=" + std::to_string(d.N) + ",C=" + std::to_string(d.C) + ",S=" + std::to_string(d.S) + ")";
 }
 
-std::vector<float> junk(std::int64_t n) { return std::vector<float>(static_cast<std::size_t>(n), kNaN); }
+std::vector<float> junk(std::int64_t n) {
+  return std::vector<float>(static_cast<std::size_t>(n), kNaN);
+}
 
 // |got - want| <= atol + rtol * |want| elementwise, every value finite.
-void expect_close(const std::vector<float>& got, const std::vector<float>& want,
-                  const std::string& what, double rtol = 1e-5, double atol = 1e-6) {
+void expect_close(const std::vector<float>& got, const std::vector<float>& want, const std::string& what,
+                  double rtol = 1e-5, double atol = 1e-6) {
   ASSERT_EQ(got.size(), want.size()) << what;
   int failures = 0;
   for (std::size_t i = 0; i < got.size(); ++i) {
     const double g = got[i], w = want[i];
     const bool ok = std::isfinite(g) && std::abs(g - w) <= atol + rtol * std::abs(w);
-    if (!ok && ++failures <= 5)
-      ADD_FAILURE() << what << "[" << i << "]: got " << g << ", want " << w;
+    if (!ok && ++failures <= 5) ADD_FAILURE() << what << "[" << i << "]: got " << g << ", want " << w;
   }
   EXPECT_EQ(failures, 0) << what << ": " << failures << " of " << got.size() << " differ";
 }
 
-void expect_bitwise(const std::vector<float>& got, const std::vector<float>& want,
-                    const std::string& what) {
+void expect_bitwise(const std::vector<float>& got, const std::vector<float>& want, const std::string& what) {
   ASSERT_EQ(got.size(), want.size()) << what;
   EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0) << what;
 }
 
 // Everything every op produces for one input, by one implementation.
 struct Outputs {
-  std::vector<float> m_mean, m_var;                       // moments
-  std::vector<float> y, mean, var, invstd;                // forward_training
-  std::vector<float> y_inf;                               // forward_inference
-  std::vector<float> dx, dgamma, dbeta;                   // backward_training
-  std::vector<float> dx_inf, dgamma_inf, dbeta_inf;       // backward_inference
+  std::vector<float> m_mean, m_var;                  // moments
+  std::vector<float> y, mean, var, invstd;           // forward_training
+  std::vector<float> y_inf;                          // forward_inference
+  std::vector<float> dx, dgamma, dbeta;              // backward_training
+  std::vector<float> dx_inf, dgamma_inf, dbeta_inf;  // backward_inference
   std::vector<std::vector<float>*> all() {
-    return {&m_mean, &m_var, &y, &mean, &var, &invstd, &y_inf, &dx, &dgamma, &dbeta,
-            &dx_inf, &dgamma_inf, &dbeta_inf};
+    return {&m_mean, &m_var,  &y,     &mean,   &var,        &invstd,   &y_inf,
+            &dx,     &dgamma, &dbeta, &dx_inf, &dgamma_inf, &dbeta_inf};
   }
 };
-const char* const kOutputNames[] = {"moments.mean", "moments.var", "y", "mean", "var",
-                                    "invstd", "y_inference", "dx", "dgamma", "dbeta",
-                                    "dx_inference", "dgamma_inference", "dbeta_inference"};
+const char* const kOutputNames[] = {
+    "moments.mean",   "moments.var", "y",      "mean",  "var",          "invstd",
+    "y_inference",    "dx",          "dgamma", "dbeta", "dx_inference", "dgamma_inference",
+    "dbeta_inference"};
 
 struct Inputs {
   BatchNormDims dims;
@@ -129,8 +130,8 @@ struct Inputs {
     mean.resize(static_cast<std::size_t>(d.C));
     invstd.resize(static_cast<std::size_t>(d.C));
     std::vector<float> var(static_cast<std::size_t>(d.C)), y(x.size());
-    bk::reference::forward_training(x.data(), d, g(), b(), epsilon, y.data(), mean.data(),
-                                    var.data(), invstd.data());
+    bk::reference::forward_training(x.data(), d, g(), b(), epsilon, y.data(), mean.data(), var.data(),
+                                    invstd.data());
   }
   const float* g() const { return affine ? gamma.data() : nullptr; }
   const float* b() const { return affine ? beta.data() : nullptr; }
@@ -148,25 +149,24 @@ Outputs run_all(const Inputs& in, Impl impl) {
   o.mean = junk(d.C);
   o.var = junk(d.C);
   o.invstd = junk(d.C);
-  bk::forward_training(in.x.data(), d, in.g(), in.b(), in.epsilon, o.y.data(), o.mean.data(),
-                       o.var.data(), o.invstd.data(), impl);
+  bk::forward_training(in.x.data(), d, in.g(), in.b(), in.epsilon, o.y.data(), o.mean.data(), o.var.data(),
+                       o.invstd.data(), impl);
 
   o.y_inf = junk(d.numel());
-  bk::forward_inference(in.x.data(), d, in.run_mean.data(), in.run_var.data(), in.g(), in.b(),
-                        in.epsilon, o.y_inf.data(), impl);
+  bk::forward_inference(in.x.data(), d, in.run_mean.data(), in.run_var.data(), in.g(), in.b(), in.epsilon,
+                        o.y_inf.data(), impl);
 
   o.dx = junk(d.numel());
   o.dgamma = junk(d.C);
   o.dbeta = junk(d.C);
-  bk::backward_training(in.dy.data(), in.x.data(), d, in.mean.data(), in.invstd.data(), in.g(),
-                        o.dx.data(), o.dgamma.data(), o.dbeta.data(), impl);
+  bk::backward_training(in.dy.data(), in.x.data(), d, in.mean.data(), in.invstd.data(), in.g(), o.dx.data(),
+                        o.dgamma.data(), o.dbeta.data(), impl);
 
   o.dx_inf = junk(d.numel());
   o.dgamma_inf = junk(d.C);
   o.dbeta_inf = junk(d.C);
-  bk::backward_inference(in.dy.data(), in.x.data(), d, in.run_mean.data(), in.run_var.data(),
-                         in.g(), in.epsilon, o.dx_inf.data(), o.dgamma_inf.data(),
-                         o.dbeta_inf.data(), impl);
+  bk::backward_inference(in.dy.data(), in.x.data(), d, in.run_mean.data(), in.run_var.data(), in.g(),
+                         in.epsilon, o.dx_inf.data(), o.dgamma_inf.data(), o.dbeta_inf.data(), impl);
   return o;
 }
 
@@ -191,23 +191,20 @@ TEST_P(FastVsReference, EveryOpAgreesWithReference) {
       Outputs fast = run_all(in, impl);
       const auto got = fast.all();
       const auto want = ref.all();
-      for (std::size_t k = 0; k < got.size(); ++k)
-        expect_close(*got[k], *want[k], kOutputNames[k]);
+      for (std::size_t k = 0; k < got.size(); ++k) expect_close(*got[k], *want[k], kOutputNames[k]);
     }
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, FastVsReference,
-                         ::testing::Values(ShapeCase{2, 3, 1}, ShapeCase{7, 5, 1},
-                                           ShapeCase{300, 17, 1}, ShapeCase{1000, 64, 1},
-                                           ShapeCase{5000, 3, 1}, ShapeCase{40, 1100, 1},
-                                           ShapeCase{4, 3, 5}, ShapeCase{2, 8, 49},
+                         ::testing::Values(ShapeCase{2, 3, 1}, ShapeCase{7, 5, 1}, ShapeCase{300, 17, 1},
+                                           ShapeCase{1000, 64, 1}, ShapeCase{5000, 3, 1},
+                                           ShapeCase{40, 1100, 1}, ShapeCase{4, 3, 5}, ShapeCase{2, 8, 49},
                                            ShapeCase{3, 1, 1000}, ShapeCase{8, 32, 196},
                                            ShapeCase{2, 3, 40000}, ShapeCase{700, 2, 30}),
-                         [](const ::testing::TestParamInfo<ShapeCase>& info) {
-                           return "N" + std::to_string(info.param.N) + "_C" +
-                                  std::to_string(info.param.C) + "_S" +
-                                  std::to_string(info.param.S);
+                         [](const ::testing::TestParamInfo<ShapeCase>& shape) {
+                           return "N" + std::to_string(shape.param.N) + "_C" + std::to_string(shape.param.C) +
+                                  "_S" + std::to_string(shape.param.S);
                          });
 
 // Known values (SEMANTICS.md 4.3, float64), reached by the fast path in float.
@@ -218,20 +215,21 @@ TEST(BatchNormKernels, WorkedNumbers) {
   const std::vector<float> gamma = {1.5f, 0.5f};
   for (const Impl impl : {Impl::cpu, Impl::reference}) {
     std::vector<float> y(6), mean(2), var(2), invstd(2);
-    bk::forward_training(x.data(), d, nullptr, nullptr, 1e-5f, y.data(), mean.data(),
-                         var.data(), invstd.data(), impl);
+    bk::forward_training(x.data(), d, nullptr, nullptr, 1e-5f, y.data(), mean.data(), var.data(),
+                         invstd.data(), impl);
     expect_close(mean, {3.0f, 6.0f}, "mean");
     expect_close(var, {8.0f / 3.0f, 32.0f / 3.0f}, "var");
-    expect_close(y, {-1.2247425750014138f, -1.2247442972928344f, 0.0f, 0.0f,
-                     1.2247425750014138f, 1.2247442972928344f},
-                 "y");
+    expect_close(
+        y, {-1.2247425750014138f, -1.2247442972928344f, 0.0f, 0.0f, 1.2247425750014138f, 1.2247442972928344f},
+        "y");
     std::vector<float> dx(6), dgamma(2), dbeta(2);
-    bk::backward_training(dy.data(), x.data(), d, mean.data(), invstd.data(), gamma.data(),
-                          dx.data(), dgamma.data(), dbeta.data(), impl);
+    bk::backward_training(dy.data(), x.data(), d, mean.data(), invstd.data(), gamma.data(), dx.data(),
+                          dgamma.data(), dbeta.data(), impl);
     expect_close(dbeta, {0.0f, 0.5f}, "dbeta");
     expect_close(dgamma, {-0.6123712875007069f, 0.4898977189171338f}, "dgamma");
-    expect_close(dx, {-0.13778267854376533f, -0.02551553489851827f, 0.2755670793753181f,
-                      0.05103101238720144f, -0.13778440083155283f, -0.025515477488683165f},
+    expect_close(dx,
+                 {-0.13778267854376533f, -0.02551553489851827f, 0.2755670793753181f, 0.05103101238720144f,
+                  -0.13778440083155283f, -0.025515477488683165f},
                  "dx");
   }
 }
@@ -246,21 +244,38 @@ class ThreadCountGuard {
 
 TEST(BatchNormKernels, BitwiseIdenticalForAnyThreadCount) {
   ThreadCountGuard guard;
-  for (const BatchNormDims d :
-       {BatchNormDims{4096, 64, 1}, BatchNormDims{8, 32, 3136}, BatchNormDims{2, 3, 60000},
-        BatchNormDims{30000, 3, 1}}) {
-    SCOPED_TRACE(str(d));
-    const Inputs in(d, true, 99u);
-    bk::set_num_threads(1);
-    Outputs one = run_all(in, Impl::automatic);
-    for (const int threads : {2, 3, 4}) {
-      SCOPED_TRACE("threads=" + std::to_string(threads));
-      bk::set_num_threads(threads);
-      EXPECT_EQ(bk::num_threads(), threads);
-      Outputs many = run_all(in, Impl::automatic);
-      const auto got = many.all();
-      const auto want = one.all();
-      for (std::size_t k = 0; k < got.size(); ++k) expect_bitwise(*got[k], *want[k], kOutputNames[k]);
+  for (const BatchNormDims d : {BatchNormDims{4096, 64, 1}, BatchNormDims{8, 32, 3136},
+                                BatchNormDims{2, 3, 60000}, BatchNormDims{30000, 3, 1}}) {
+    for (const bool spiky : {false, true}) {
+      SCOPED_TRACE(str(d) + (spiky ? " spiky" : " normal"));
+      Inputs in(d, true, 99u);
+      if (spiky) {
+        // +-1e17 at the first and last element of every channel (x and dy): double sums
+        // then depend on their order at float precision (the spike absorbs the small
+        // values added to it), so a blocking that followed the thread count would show.
+        for (std::int64_t c = 0; c < d.C; ++c) {
+          const std::size_t first = static_cast<std::size_t>(c * d.S);
+          const std::size_t last = static_cast<std::size_t>(((d.N - 1) * d.C + c) * d.S + d.S - 1);
+          in.x[first] += 1e17f;
+          in.x[last] -= 1e17f;
+          in.dy[first] += 1e17f;
+          in.dy[last] -= 1e17f;
+        }
+        std::vector<float> y(in.x.size()), var(in.mean.size());
+        bk::reference::forward_training(in.x.data(), d, in.g(), in.b(), in.epsilon, y.data(), in.mean.data(),
+                                        var.data(), in.invstd.data());
+      }
+      bk::set_num_threads(1);
+      Outputs one = run_all(in, Impl::automatic);
+      for (const int threads : {2, 3, 4}) {
+        SCOPED_TRACE("threads=" + std::to_string(threads));
+        bk::set_num_threads(threads);
+        EXPECT_EQ(bk::num_threads(), threads);
+        Outputs many = run_all(in, Impl::automatic);
+        const auto got = many.all();
+        const auto want = one.all();
+        for (std::size_t k = 0; k < got.size(); ++k) expect_bitwise(*got[k], *want[k], kOutputNames[k]);
+      }
     }
   }
   bk::set_num_threads(0);
@@ -296,13 +311,16 @@ TEST(BatchNormKernels, MomentsAccurateWithLargeOffset) {
         SCOPED_TRACE(impl == Impl::cpu ? "Impl::cpu" : "Impl::reference");
         std::vector<float> mean(3), var(3), y(x.size()), mean2(3), var2(3), invstd(3);
         bk::moments(x.data(), d, mean.data(), var.data(), impl);
-        bk::forward_training(x.data(), d, nullptr, nullptr, 1e-3f, y.data(), mean2.data(),
-                             var2.data(), invstd.data(), impl);
+        bk::forward_training(x.data(), d, nullptr, nullptr, 1e-3f, y.data(), mean2.data(), var2.data(),
+                             invstd.data(), impl);
         for (std::size_t c = 0; c < 3; ++c) {
           const double sd = std::sqrt(want_var[c]);
-          EXPECT_NEAR(mean[c], want_mean[c], 0.01 * sd);
+          // The float mean cannot be closer than half an ulp (0.03 at 1e6) to the exact one.
+          const float rounded = static_cast<float>(want_mean[c]);
+          const double half_ulp = 0.5 * (std::nextafter(rounded, 2.0f * rounded) - rounded);
+          EXPECT_NEAR(mean[c], want_mean[c], 0.01 * sd + half_ulp);
           EXPECT_NEAR(var[c], want_var[c], 1e-4 * want_var[c]);
-          EXPECT_NEAR(mean2[c], want_mean[c], 0.01 * sd);
+          EXPECT_NEAR(mean2[c], want_mean[c], 0.01 * sd + half_ulp);
           EXPECT_NEAR(var2[c], want_var[c], 1e-4 * want_var[c]);
           EXPECT_NEAR(invstd[c], 1.0 / std::sqrt(want_var[c] + 1e-3), 1e-4 / sd);
         }
@@ -326,8 +344,7 @@ double relative_error(const std::vector<double>& a, const std::vector<double>& b
 
 // Central differences of L(v) = sum(forward(v) * dy) with respect to every element of v.
 template <typename Forward>
-std::vector<double> numeric_gradient(std::vector<double>& v, const std::vector<double>& dy,
-                                     Forward forward) {
+std::vector<double> numeric_gradient(std::vector<double>& v, const std::vector<double>& dy, Forward forward) {
   const double h = 1e-6;
   std::vector<double> grad(v.size());
   auto loss = [&] {
@@ -360,16 +377,16 @@ TEST(BatchNormKernels, TrainingGradientsMatchFiniteDifferences) {
     std::vector<double> mean(static_cast<std::size_t>(d.C)), var(mean), invstd(mean);
     auto forward = [&] {
       std::vector<double> y(x.size()), m(mean.size()), v(mean.size()), inv(mean.size());
-      bk::reference::forward_training(x.data(), d, gamma.data(), beta.data(), eps, y.data(),
-                                      m.data(), v.data(), inv.data());
+      bk::reference::forward_training(x.data(), d, gamma.data(), beta.data(), eps, y.data(), m.data(),
+                                      v.data(), inv.data());
       return y;
     };
     std::vector<double> y(x.size());
-    bk::reference::forward_training(x.data(), d, gamma.data(), beta.data(), eps, y.data(),
-                                    mean.data(), var.data(), invstd.data());
+    bk::reference::forward_training(x.data(), d, gamma.data(), beta.data(), eps, y.data(), mean.data(),
+                                    var.data(), invstd.data());
     std::vector<double> dx(x.size()), dgamma(gamma.size()), dbeta(beta.size());
-    bk::reference::backward_training(dy.data(), x.data(), d, mean.data(), invstd.data(),
-                                     gamma.data(), dx.data(), dgamma.data(), dbeta.data());
+    bk::reference::backward_training(dy.data(), x.data(), d, mean.data(), invstd.data(), gamma.data(),
+                                     dx.data(), dgamma.data(), dbeta.data());
     EXPECT_LT(relative_error(numeric_gradient(x, dy, forward), dx), 1e-6);
     EXPECT_LT(relative_error(numeric_gradient(gamma, dy, forward), dgamma), 1e-6);
     EXPECT_LT(relative_error(numeric_gradient(beta, dy, forward), dbeta), 1e-6);
@@ -389,13 +406,13 @@ TEST(BatchNormKernels, InferenceGradientsMatchFiniteDifferences) {
     const double eps = 1e-3;
     auto forward = [&] {
       std::vector<double> y(x.size());
-      bk::reference::forward_inference(x.data(), d, mean.data(), var.data(), gamma.data(),
-                                       beta.data(), eps, y.data());
+      bk::reference::forward_inference(x.data(), d, mean.data(), var.data(), gamma.data(), beta.data(), eps,
+                                       y.data());
       return y;
     };
     std::vector<double> dx(x.size()), dgamma(gamma.size()), dbeta(beta.size());
-    bk::reference::backward_inference(dy.data(), x.data(), d, mean.data(), var.data(),
-                                      gamma.data(), eps, dx.data(), dgamma.data(), dbeta.data());
+    bk::reference::backward_inference(dy.data(), x.data(), d, mean.data(), var.data(), gamma.data(), eps,
+                                      dx.data(), dgamma.data(), dbeta.data());
     EXPECT_LT(relative_error(numeric_gradient(x, dy, forward), dx), 1e-6);
     EXPECT_LT(relative_error(numeric_gradient(gamma, dy, forward), dgamma), 1e-6);
     EXPECT_LT(relative_error(numeric_gradient(beta, dy, forward), dbeta), 1e-6);
@@ -408,25 +425,23 @@ TEST(BatchNormKernels, InferenceGradientsMatchFiniteDifferences) {
 
 template <typename T>
 void check_invariants(const std::vector<T>& x, const std::vector<T>& dx, const BatchNormDims& d,
-                      const std::vector<T>& gamma, const std::vector<T>& mean,
-                      const std::vector<T>& var, const std::vector<T>& invstd,
-                      const std::vector<T>& dgamma, double eps, double rtol) {
+                      const std::vector<T>& gamma, const std::vector<T>& mean, const std::vector<T>& var,
+                      const std::vector<T>& invstd, const std::vector<T>& dgamma, double eps, double rtol) {
   for (std::int64_t c = 0; c < d.C; ++c) {
     const std::size_t ci = static_cast<std::size_t>(c);
     double sum_dx = 0.0, sum_abs_dx = 0.0, proj = 0.0, sum_abs_proj = 0.0;
     for (std::int64_t n = 0; n < d.N; ++n)
       for (std::int64_t s = 0; s < d.S; ++s) {
         const std::size_t i = static_cast<std::size_t>((n * d.C + c) * d.S + s);
-        const double xhat = (static_cast<double>(x[i]) - static_cast<double>(mean[ci])) *
-                            static_cast<double>(invstd[ci]);
+        const double xhat =
+            (static_cast<double>(x[i]) - static_cast<double>(mean[ci])) * static_cast<double>(invstd[ci]);
         sum_dx += static_cast<double>(dx[i]);
         sum_abs_dx += std::abs(static_cast<double>(dx[i]));
         proj += static_cast<double>(dx[i]) * xhat;
         sum_abs_proj += std::abs(static_cast<double>(dx[i]) * xhat);
       }
-    const double expected = static_cast<double>(gamma[ci]) * static_cast<double>(invstd[ci]) *
-                            eps / (static_cast<double>(var[ci]) + eps) *
-                            static_cast<double>(dgamma[ci]);
+    const double expected = static_cast<double>(gamma[ci]) * static_cast<double>(invstd[ci]) * eps /
+                            (static_cast<double>(var[ci]) + eps) * static_cast<double>(dgamma[ci]);
     EXPECT_NEAR(sum_dx, 0.0, rtol * sum_abs_dx) << "channel " << c;
     EXPECT_NEAR(proj, expected, rtol * sum_abs_proj) << "channel " << c;
     // The right-hand side is not negligible here, so the second check has teeth.
@@ -445,10 +460,10 @@ TEST(BatchNormKernels, TrainingBackwardInvariants) {
       const std::vector<double> gamma = rng.normals<double>(d.C, 1.0, 0.5);
       std::vector<double> y(x.size()), mean(gamma.size()), var(mean), invstd(mean), dx(x.size()),
           dgamma(mean), dbeta(mean);
-      bk::reference::forward_training(x.data(), d, gamma.data(), nullptr, eps, y.data(),
-                                      mean.data(), var.data(), invstd.data());
-      bk::reference::backward_training(dy.data(), x.data(), d, mean.data(), invstd.data(),
-                                       gamma.data(), dx.data(), dgamma.data(), dbeta.data());
+      bk::reference::forward_training(x.data(), d, gamma.data(), static_cast<const double*>(nullptr), eps,
+                                      y.data(), mean.data(), var.data(), invstd.data());
+      bk::reference::backward_training(dy.data(), x.data(), d, mean.data(), invstd.data(), gamma.data(),
+                                       dx.data(), dgamma.data(), dbeta.data());
       check_invariants(x, dx, d, gamma, mean, var, invstd, dgamma, eps, 1e-12);
     }
     for (const Impl impl : {Impl::cpu, Impl::reference}) {  // float
@@ -456,12 +471,12 @@ TEST(BatchNormKernels, TrainingBackwardInvariants) {
       const std::vector<float> x = rng.normals(d.numel(), 0.3, 0.1);
       const std::vector<float> dy = rng.normals(d.numel());
       const std::vector<float> gamma = rng.normals(d.C, 1.0, 0.5);
-      std::vector<float> y(x.size()), mean(gamma.size()), var(mean), invstd(mean), dx(x.size()),
-          dgamma(mean), dbeta(mean);
-      bk::forward_training(x.data(), d, gamma.data(), nullptr, static_cast<float>(eps), y.data(),
-                           mean.data(), var.data(), invstd.data(), impl);
-      bk::backward_training(dy.data(), x.data(), d, mean.data(), invstd.data(), gamma.data(),
-                            dx.data(), dgamma.data(), dbeta.data(), impl);
+      std::vector<float> y(x.size()), mean(gamma.size()), var(mean), invstd(mean), dx(x.size()), dgamma(mean),
+          dbeta(mean);
+      bk::forward_training(x.data(), d, gamma.data(), nullptr, static_cast<float>(eps), y.data(), mean.data(),
+                           var.data(), invstd.data(), impl);
+      bk::backward_training(dy.data(), x.data(), d, mean.data(), invstd.data(), gamma.data(), dx.data(),
+                            dgamma.data(), dbeta.data(), impl);
       check_invariants(x, dx, d, gamma, mean, var, invstd, dgamma,
                        static_cast<double>(static_cast<float>(eps)), 1e-5);
     }
@@ -472,26 +487,26 @@ TEST(BatchNormKernels, TrainingBackwardInvariants) {
 // Aliasing, null outputs, assigned outputs.
 
 TEST(BatchNormKernels, OutputMayAliasInput) {
-  for (const BatchNormDims d : {BatchNormDims{300, 17, 1}, BatchNormDims{8, 32, 196},
-                                BatchNormDims{5, 2, 3}}) {
+  for (const BatchNormDims d :
+       {BatchNormDims{300, 17, 1}, BatchNormDims{8, 32, 196}, BatchNormDims{5, 2, 3}}) {
     SCOPED_TRACE(str(d));
     const Inputs in(d, true, 3u);
     for (const Impl impl : {Impl::automatic, Impl::reference}) {
       std::vector<float> y(in.x.size()), mean(in.gamma.size()), var(mean), invstd(mean);
-      bk::forward_training(in.x.data(), d, in.g(), in.b(), in.epsilon, y.data(), mean.data(),
-                           var.data(), invstd.data(), impl);
+      bk::forward_training(in.x.data(), d, in.g(), in.b(), in.epsilon, y.data(), mean.data(), var.data(),
+                           invstd.data(), impl);
       std::vector<float> inplace = in.x, mean2(mean.size()), var2(mean), invstd2(mean);
-      bk::forward_training(inplace.data(), d, in.g(), in.b(), in.epsilon, inplace.data(),
-                           mean2.data(), var2.data(), invstd2.data(), impl);
+      bk::forward_training(inplace.data(), d, in.g(), in.b(), in.epsilon, inplace.data(), mean2.data(),
+                           var2.data(), invstd2.data(), impl);
       expect_bitwise(inplace, y, "forward_training y (in place)");
       expect_bitwise(mean2, mean, "forward_training mean (in place)");
       expect_bitwise(invstd2, invstd, "forward_training invstd (in place)");
 
-      bk::forward_inference(in.x.data(), d, in.run_mean.data(), in.run_var.data(), in.g(),
-                            in.b(), in.epsilon, y.data(), impl);
+      bk::forward_inference(in.x.data(), d, in.run_mean.data(), in.run_var.data(), in.g(), in.b(), in.epsilon,
+                            y.data(), impl);
       inplace = in.x;
-      bk::forward_inference(inplace.data(), d, in.run_mean.data(), in.run_var.data(), in.g(),
-                            in.b(), in.epsilon, inplace.data(), impl);
+      bk::forward_inference(inplace.data(), d, in.run_mean.data(), in.run_var.data(), in.g(), in.b(),
+                            in.epsilon, inplace.data(), impl);
       expect_bitwise(inplace, y, "forward_inference y (in place)");
     }
   }
@@ -509,21 +524,36 @@ TEST(BatchNormKernels, NullGradientOutputsAreSkipped) {
         float* pdx = (mask & 1) ? dx.data() : nullptr;
         float* pdg = (mask & 2) ? dgamma.data() : nullptr;
         float* pdb = (mask & 4) ? dbeta.data() : nullptr;
-        bk::backward_training(in.dy.data(), in.x.data(), d, in.mean.data(), in.invstd.data(),
-                              in.g(), pdx, pdg, pdb, impl);
-        if (pdx) expect_bitwise(dx, full.dx, "dx");
-        if (pdg) expect_bitwise(dgamma, full.dgamma, "dgamma");
-        if (pdb) expect_bitwise(dbeta, full.dbeta, "dbeta");
-        if (!pdx) EXPECT_TRUE(std::isnan(dx[0])) << "dx written although null";
+        bk::backward_training(in.dy.data(), in.x.data(), d, in.mean.data(), in.invstd.data(), in.g(), pdx,
+                              pdg, pdb, impl);
+        if (pdx) {
+          expect_bitwise(dx, full.dx, "dx");
+        }
+        if (pdg) {
+          expect_bitwise(dgamma, full.dgamma, "dgamma");
+        }
+        if (pdb) {
+          expect_bitwise(dbeta, full.dbeta, "dbeta");
+        }
+        if (!pdx) {
+          EXPECT_TRUE(std::isnan(dx[0])) << "dx written although null";
+        }
 
-        dx = junk(d.numel());
-        dgamma = junk(d.C);
-        dbeta = junk(d.C);
-        bk::backward_inference(in.dy.data(), in.x.data(), d, in.run_mean.data(),
-                               in.run_var.data(), in.g(), in.epsilon, pdx, pdg, pdb, impl);
-        if (pdx) expect_bitwise(dx, full.dx_inf, "dx_inference");
-        if (pdg) expect_bitwise(dgamma, full.dgamma_inf, "dgamma_inference");
-        if (pdb) expect_bitwise(dbeta, full.dbeta_inf, "dbeta_inference");
+        // Refill in place: pdx, pdg, pdb point into these buffers.
+        std::fill(dx.begin(), dx.end(), kNaN);
+        std::fill(dgamma.begin(), dgamma.end(), kNaN);
+        std::fill(dbeta.begin(), dbeta.end(), kNaN);
+        bk::backward_inference(in.dy.data(), in.x.data(), d, in.run_mean.data(), in.run_var.data(), in.g(),
+                               in.epsilon, pdx, pdg, pdb, impl);
+        if (pdx) {
+          expect_bitwise(dx, full.dx_inf, "dx_inference");
+        }
+        if (pdg) {
+          expect_bitwise(dgamma, full.dgamma_inf, "dgamma_inference");
+        }
+        if (pdb) {
+          expect_bitwise(dbeta, full.dbeta_inf, "dbeta_inference");
+        }
       }
     }
   }
@@ -541,11 +571,10 @@ TEST(BatchNormKernels, OutputsAreAssignedNotAccumulated) {
         for (const float e : *v) ASSERT_TRUE(std::isfinite(e));
       Outputs second = first;
       const BatchNormDims& dd = in.dims;
-      bk::forward_training(in.x.data(), dd, in.g(), in.b(), in.epsilon, second.y.data(),
-                           second.mean.data(), second.var.data(), second.invstd.data(), impl);
-      bk::backward_training(in.dy.data(), in.x.data(), dd, in.mean.data(), in.invstd.data(),
-                            in.g(), second.dx.data(), second.dgamma.data(), second.dbeta.data(),
-                            impl);
+      bk::forward_training(in.x.data(), dd, in.g(), in.b(), in.epsilon, second.y.data(), second.mean.data(),
+                           second.var.data(), second.invstd.data(), impl);
+      bk::backward_training(in.dy.data(), in.x.data(), dd, in.mean.data(), in.invstd.data(), in.g(),
+                            second.dx.data(), second.dgamma.data(), second.dbeta.data(), impl);
       expect_bitwise(second.y, first.y, "y");
       expect_bitwise(second.dx, first.dx, "dx");
       expect_bitwise(second.dgamma, first.dgamma, "dgamma");
@@ -565,19 +594,20 @@ TEST(BatchNormKernels, ExplainChoice) {
             "reference (cpu_nhwc rejected: S=0 != 1; cpu_nchw rejected: S=0 <= 1)");
 }
 
+// Runs in a re-executed child: sets BNORM_VERBOSE before the first dispatch reads it.
+[[noreturn]] void dispatch_verbosely() {
+  setenv("BNORM_VERBOSE", "1", 1);
+  std::vector<float> x(8 * 3 * 49, 1.0f), mean(3), var(3);
+  bk::moments(x.data(), BatchNormDims{8, 3, 49}, mean.data(), var.data());
+  bk::moments(x.data(), BatchNormDims{8, 3, 49}, mean.data(), var.data(), Impl::reference);
+  std::exit(0);
+}
+
 TEST(BatchNormKernels, VerbosePrintsEachDispatch) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");  // re-executes: BNORM_VERBOSE read afresh
-  EXPECT_EXIT(
-      {
-        setenv("BNORM_VERBOSE", "1", 1);
-        std::vector<float> x(8 * 3 * 49, 1.0f), mean(3), var(3);
-        bk::moments(x.data(), {8, 3, 49}, mean.data(), var.data());
-        bk::moments(x.data(), {8, 3, 49}, mean.data(), var.data(), Impl::reference);
-        std::exit(0);
-      },
-      ::testing::ExitedWithCode(0),
-      "bnorm: moments \\(N=8,C=3,S=49\\) -> cpu_nchw \\(cpu_nhwc rejected: S=49 != 1\\)\n"
-      "bnorm: moments \\(N=8,C=3,S=49\\) -> reference");
+  EXPECT_EXIT(dispatch_verbosely(), ::testing::ExitedWithCode(0),
+              "bnorm: moments \\(N=8,C=3,S=49\\) -> cpu_nchw \\(cpu_nhwc rejected: S=49 != 1\\)\n"
+              "bnorm: moments \\(N=8,C=3,S=49\\) -> reference");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -586,8 +616,7 @@ TEST(BatchNormKernels, VerbosePrintsEachDispatch) {
 TEST(BatchNormKernels, EmptyBatch) {
   const float eps = 1e-3f;
   const float want_invstd = static_cast<float>(1.0 / std::sqrt(static_cast<double>(eps)));
-  for (const BatchNormDims d : {BatchNormDims{0, 3, 1}, BatchNormDims{0, 3, 5},
-                                BatchNormDims{4, 3, 0}}) {
+  for (const BatchNormDims d : {BatchNormDims{0, 3, 1}, BatchNormDims{0, 3, 5}, BatchNormDims{4, 3, 0}}) {
     for (const Impl impl : {Impl::automatic, Impl::cpu, Impl::reference}) {
       SCOPED_TRACE(str(d) + " impl " + std::to_string(static_cast<int>(impl)));
       const std::vector<float> gamma = {1, 2, 3}, beta = {0, 1, 2};
@@ -598,24 +627,24 @@ TEST(BatchNormKernels, EmptyBatch) {
 
       mean = junk(3);
       var = junk(3);
-      bk::forward_training(nullptr, d, gamma.data(), beta.data(), eps, nullptr, mean.data(),
-                           var.data(), invstd.data(), impl);
+      bk::forward_training(nullptr, d, gamma.data(), beta.data(), eps, nullptr, mean.data(), var.data(),
+                           invstd.data(), impl);
       expect_bitwise(mean, {0, 0, 0}, "mean");
       expect_bitwise(var, {0, 0, 0}, "var");
       expect_bitwise(invstd, {want_invstd, want_invstd, want_invstd}, "invstd");
 
-      bk::forward_inference(nullptr, d, mean.data(), var.data(), gamma.data(), beta.data(), eps,
-                            nullptr, impl);
+      bk::forward_inference(nullptr, d, mean.data(), var.data(), gamma.data(), beta.data(), eps, nullptr,
+                            impl);
 
       std::vector<float> dgamma = junk(3), dbeta = junk(3);
-      bk::backward_training(nullptr, nullptr, d, mean.data(), invstd.data(), gamma.data(),
-                            nullptr, dgamma.data(), dbeta.data(), impl);
+      bk::backward_training(nullptr, nullptr, d, mean.data(), invstd.data(), gamma.data(), nullptr,
+                            dgamma.data(), dbeta.data(), impl);
       expect_bitwise(dgamma, {0, 0, 0}, "dgamma");
       expect_bitwise(dbeta, {0, 0, 0}, "dbeta");
       dgamma = junk(3);
       dbeta = junk(3);
-      bk::backward_inference(nullptr, nullptr, d, mean.data(), var.data(), gamma.data(), eps,
-                             nullptr, dgamma.data(), dbeta.data(), impl);
+      bk::backward_inference(nullptr, nullptr, d, mean.data(), var.data(), gamma.data(), eps, nullptr,
+                             dgamma.data(), dbeta.data(), impl);
       expect_bitwise(dgamma, {0, 0, 0}, "dgamma_inference");
       expect_bitwise(dbeta, {0, 0, 0}, "dbeta_inference");
     }
@@ -626,14 +655,11 @@ TEST(BatchNormKernels, ZeroChannelsIsANoOp) {
   for (const BatchNormDims d : {BatchNormDims{4, 0, 1}, BatchNormDims{4, 0, 9}}) {
     for (const Impl impl : {Impl::automatic, Impl::cpu, Impl::reference}) {
       bk::moments(nullptr, d, nullptr, nullptr, impl);
-      bk::forward_training(nullptr, d, nullptr, nullptr, 1e-3f, nullptr, nullptr, nullptr,
-                           nullptr, impl);
-      bk::forward_inference(nullptr, d, nullptr, nullptr, nullptr, nullptr, 1e-3f, nullptr,
-                            impl);
-      bk::backward_training(nullptr, nullptr, d, nullptr, nullptr, nullptr, nullptr, nullptr,
-                            nullptr, impl);
-      bk::backward_inference(nullptr, nullptr, d, nullptr, nullptr, nullptr, 1e-3f, nullptr,
-                             nullptr, nullptr, impl);
+      bk::forward_training(nullptr, d, nullptr, nullptr, 1e-3f, nullptr, nullptr, nullptr, nullptr, impl);
+      bk::forward_inference(nullptr, d, nullptr, nullptr, nullptr, nullptr, 1e-3f, nullptr, impl);
+      bk::backward_training(nullptr, nullptr, d, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, impl);
+      bk::backward_inference(nullptr, nullptr, d, nullptr, nullptr, nullptr, 1e-3f, nullptr, nullptr, nullptr,
+                             impl);
     }
   }
   SUCCEED();

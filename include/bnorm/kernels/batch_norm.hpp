@@ -26,9 +26,17 @@
 // except y may alias x in the forward kernels.
 //
 // Every output is ASSIGNED (overwritten), never accumulated into. Nullable outputs
-// (dx, dgamma, dbeta) are skipped when null. With N*S == 0 (an empty batch) the forward
-// training kernel writes mean = 0 and var = 0 and computes nothing else; callers are
-// expected to treat an empty batch before calling it.
+// (dx, dgamma, dbeta) are skipped when null. An empty batch (N*S == 0) is well defined:
+// moments and forward_training write mean = 0, var = 0 (and invstd = 1/sqrt(epsilon));
+// both backward kernels write dgamma = dbeta = 0. C == 0 is a no-op.
+//
+// invstd is computed in double from the double-accumulated (training) or given
+// (inference) variance, then rounded to float; PyTorch's eval path computes it in float,
+// so outputs may differ from it by about one ulp.
+//
+// Accuracy: mean and variance are as accurate as a double two-pass computation rounded
+// to float, whatever the offset (tested at 1e4 and 1e6 times the spread). A float mean
+// cannot be closer to the exact mean than half an ulp of its value (about 0.03 at 1e6).
 #pragma once
 
 #include <cstdint>

@@ -31,7 +31,9 @@ inline int team_size(const BatchNormDims& dims, int threads) {
   return dims.numel() < kMinParallelNumel || threads < 1 ? 1 : threads;
 }
 
-inline std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
+inline std::int64_t ceil_div(std::int64_t a, std::int64_t b) {
+  return (a + b - 1) / b;
+}
 
 // invstd = 1 / sqrt(var + epsilon), in double, rounded once to float (PyTorch's
 // save_invstd).
@@ -45,8 +47,7 @@ struct Fold {
   float alpha;
   float shift;
 };
-inline Fold fold(float mean, float invstd, const float* gamma, const float* beta,
-                 std::int64_t c) {
+inline Fold fold(float mean, float invstd, const float* gamma, const float* beta, std::int64_t c) {
   const float alpha = gamma != nullptr ? invstd * gamma[c] : invstd;
   const float shift = (beta != nullptr ? beta[c] : 0.0f) - mean * alpha;
   return {alpha, shift};
@@ -61,8 +62,8 @@ struct TrainingGrad {
   float k;
   float scale;
 };
-inline TrainingGrad training_grad(double sum_dy, double dotp, std::int64_t count,
-                                  float invstd, const float* gamma, std::int64_t c) {
+inline TrainingGrad training_grad(double sum_dy, double dotp, std::int64_t count, float invstd,
+                                  const float* gamma, std::int64_t c) {
   const double n = static_cast<double>(count);
   const double inv = static_cast<double>(invstd);
   return {static_cast<float>(sum_dy / n), static_cast<float>(dotp * inv * inv / n),
@@ -70,37 +71,29 @@ inline TrainingGrad training_grad(double sum_dy, double dotp, std::int64_t count
 }
 
 // ---- channels-first, S > 1 (batch_norm_nchw.cpp) ----
-void nchw_moments(const float* x, const BatchNormDims& dims, float* mean, float* var,
-                  int threads);
-void nchw_forward_training(const float* x, const BatchNormDims& dims, const float* gamma,
-                           const float* beta, float epsilon, float* y, float* mean,
-                           float* var, float* invstd, int threads);
-void nchw_forward_inference(const float* x, const BatchNormDims& dims, const float* mean,
-                            const float* var, const float* gamma, const float* beta,
-                            float epsilon, float* y, int threads);
-void nchw_backward_training(const float* dy, const float* x, const BatchNormDims& dims,
-                            const float* mean, const float* invstd, const float* gamma,
-                            float* dx, float* dgamma, float* dbeta, int threads);
-void nchw_backward_inference(const float* dy, const float* x, const BatchNormDims& dims,
-                             const float* mean, const float* var, const float* gamma,
-                             float epsilon, float* dx, float* dgamma, float* dbeta,
-                             int threads);
+void nchw_moments(const float* x, const BatchNormDims& dims, float* mean, float* var, int threads);
+void nchw_forward_training(const float* x, const BatchNormDims& dims, const float* gamma, const float* beta,
+                           float epsilon, float* y, float* mean, float* var, float* invstd, int threads);
+void nchw_forward_inference(const float* x, const BatchNormDims& dims, const float* mean, const float* var,
+                            const float* gamma, const float* beta, float epsilon, float* y, int threads);
+void nchw_backward_training(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
+                            const float* invstd, const float* gamma, float* dx, float* dgamma, float* dbeta,
+                            int threads);
+void nchw_backward_inference(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
+                             const float* var, const float* gamma, float epsilon, float* dx, float* dgamma,
+                             float* dbeta, int threads);
 
 // ---- channels-last, S == 1 (batch_norm_nhwc.cpp) ----
-void nhwc_moments(const float* x, const BatchNormDims& dims, float* mean, float* var,
-                  int threads);
-void nhwc_forward_training(const float* x, const BatchNormDims& dims, const float* gamma,
-                           const float* beta, float epsilon, float* y, float* mean,
-                           float* var, float* invstd, int threads);
-void nhwc_forward_inference(const float* x, const BatchNormDims& dims, const float* mean,
-                            const float* var, const float* gamma, const float* beta,
-                            float epsilon, float* y, int threads);
-void nhwc_backward_training(const float* dy, const float* x, const BatchNormDims& dims,
-                            const float* mean, const float* invstd, const float* gamma,
-                            float* dx, float* dgamma, float* dbeta, int threads);
-void nhwc_backward_inference(const float* dy, const float* x, const BatchNormDims& dims,
-                             const float* mean, const float* var, const float* gamma,
-                             float epsilon, float* dx, float* dgamma, float* dbeta,
-                             int threads);
+void nhwc_moments(const float* x, const BatchNormDims& dims, float* mean, float* var, int threads);
+void nhwc_forward_training(const float* x, const BatchNormDims& dims, const float* gamma, const float* beta,
+                           float epsilon, float* y, float* mean, float* var, float* invstd, int threads);
+void nhwc_forward_inference(const float* x, const BatchNormDims& dims, const float* mean, const float* var,
+                            const float* gamma, const float* beta, float epsilon, float* y, int threads);
+void nhwc_backward_training(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
+                            const float* invstd, const float* gamma, float* dx, float* dgamma, float* dbeta,
+                            int threads);
+void nhwc_backward_inference(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
+                             const float* var, const float* gamma, float epsilon, float* dx, float* dgamma,
+                             float* dbeta, int threads);
 
 }  // namespace bnorm::kernels::cpu

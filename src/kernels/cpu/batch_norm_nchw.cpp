@@ -74,8 +74,8 @@ double span_squares(const float* __restrict x, std::int64_t len, double mean) {
 }
 
 // Scalar math: sum_dy += sum_i dy[i];  dotp += sum_i dy[i] * (x[i] - mean)
-void span_grad_sums(const float* __restrict dy, const float* __restrict x, std::int64_t len,
-                    double mean, double& sum_dy, double& dotp) {
+void span_grad_sums(const float* __restrict dy, const float* __restrict x, std::int64_t len, double mean,
+                    double& sum_dy, double& dotp) {
   double a = 0.0, b = 0.0;
 #pragma omp simd reduction(+ : a, b)
   for (std::int64_t i = 0; i < len; ++i) {
@@ -92,8 +92,8 @@ void span_grad_sums(const float* __restrict dy, const float* __restrict x, std::
 // deviations from it, while the block is in cache); blocks merge by Chan's formula
 //   M2 = sum_b [ M2_b + n_b * (mean_b - mean)^2 ],  mean_b = sum_b / n_b,
 // so the input is read once and an offset far above the spread costs no accuracy.
-void channel_stats(const float* x, const BatchNormDims& dims, int threads,
-                   std::vector<double>& mean, std::vector<double>& var) {
+void channel_stats(const float* x, const BatchNormDims& dims, int threads, std::vector<double>& mean,
+                   std::vector<double>& var) {
   assert(dims.C > 0 && dims.count() > 0);
   const Blocking blocking = blocking_for(dims);
   const std::int64_t nb = blocking.per_channel();
@@ -139,9 +139,8 @@ void channel_stats(const float* x, const BatchNormDims& dims, int threads,
 }
 
 // Per-channel sum dy and sum dy * (x - mean), in double, merged in block order.
-void channel_grad_sums(const float* dy, const float* x, const BatchNormDims& dims,
-                       const float* mean, int threads, std::vector<double>& sum_dy,
-                       std::vector<double>& dotp) {
+void channel_grad_sums(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
+                       int threads, std::vector<double>& sum_dy, std::vector<double>& dotp) {
   assert(dims.C > 0 && dims.count() > 0);
   const Blocking blocking = blocking_for(dims);
   const std::int64_t nb = blocking.per_channel();
@@ -179,8 +178,8 @@ void channel_grad_sums(const float* dy, const float* x, const BatchNormDims& dim
 
 // y = x * alpha_c + shift_c over every row; elementwise, so any split is deterministic.
 // y may alias x (same index read then written), hence no __restrict on them.
-void apply_fold(const float* x, const BatchNormDims& dims, const std::vector<Fold>& folds,
-                float* y, int threads) {
+void apply_fold(const float* x, const BatchNormDims& dims, const std::vector<Fold>& folds, float* y,
+                int threads) {
   const std::int64_t rows = dims.N * dims.C;
   const int team = team_size(dims, threads);
 #pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
@@ -196,8 +195,7 @@ void apply_fold(const float* x, const BatchNormDims& dims, const std::vector<Fol
 
 }  // namespace
 
-void nchw_moments(const float* x, const BatchNormDims& dims, float* mean, float* var,
-                  int threads) {
+void nchw_moments(const float* x, const BatchNormDims& dims, float* mean, float* var, int threads) {
   std::vector<double> m, v;
   channel_stats(x, dims, threads, m, v);
   for (std::int64_t c = 0; c < dims.C; ++c) {
@@ -206,9 +204,8 @@ void nchw_moments(const float* x, const BatchNormDims& dims, float* mean, float*
   }
 }
 
-void nchw_forward_training(const float* x, const BatchNormDims& dims, const float* gamma,
-                           const float* beta, float epsilon, float* y, float* mean,
-                           float* var, float* invstd, int threads) {
+void nchw_forward_training(const float* x, const BatchNormDims& dims, const float* gamma, const float* beta,
+                           float epsilon, float* y, float* mean, float* var, float* invstd, int threads) {
   std::vector<double> m, v;
   channel_stats(x, dims, threads, m, v);
   std::vector<Fold> folds(static_cast<std::size_t>(dims.C));
@@ -222,9 +219,8 @@ void nchw_forward_training(const float* x, const BatchNormDims& dims, const floa
   apply_fold(x, dims, folds, y, threads);
 }
 
-void nchw_forward_inference(const float* x, const BatchNormDims& dims, const float* mean,
-                            const float* var, const float* gamma, const float* beta,
-                            float epsilon, float* y, int threads) {
+void nchw_forward_inference(const float* x, const BatchNormDims& dims, const float* mean, const float* var,
+                            const float* gamma, const float* beta, float epsilon, float* y, int threads) {
   std::vector<Fold> folds(static_cast<std::size_t>(dims.C));
   for (std::int64_t c = 0; c < dims.C; ++c)
     folds[static_cast<std::size_t>(c)] =
@@ -232,9 +228,9 @@ void nchw_forward_inference(const float* x, const BatchNormDims& dims, const flo
   apply_fold(x, dims, folds, y, threads);
 }
 
-void nchw_backward_training(const float* dy, const float* x, const BatchNormDims& dims,
-                            const float* mean, const float* invstd, const float* gamma,
-                            float* dx, float* dgamma, float* dbeta, int threads) {
+void nchw_backward_training(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
+                            const float* invstd, const float* gamma, float* dx, float* dgamma, float* dbeta,
+                            int threads) {
   if (dx == nullptr && dgamma == nullptr && dbeta == nullptr) return;
   std::vector<double> sum_dy, dotp;
   channel_grad_sums(dy, x, dims, mean, threads, sum_dy, dotp);
@@ -259,15 +255,13 @@ void nchw_backward_training(const float* dy, const float* x, const BatchNormDims
     float* __restrict dxr = dx + r * dims.S;
     // Scalar math: dx = (dy - grad_mean - (x - mean) * k) * scale
 #pragma omp simd
-    for (std::int64_t s = 0; s < dims.S; ++s)
-      dxr[s] = (dyr[s] - g.grad_mean - (xr[s] - m) * g.k) * g.scale;
+    for (std::int64_t s = 0; s < dims.S; ++s) dxr[s] = (dyr[s] - g.grad_mean - (xr[s] - m) * g.k) * g.scale;
   }
 }
 
-void nchw_backward_inference(const float* dy, const float* x, const BatchNormDims& dims,
-                             const float* mean, const float* var, const float* gamma,
-                             float epsilon, float* dx, float* dgamma, float* dbeta,
-                             int threads) {
+void nchw_backward_inference(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
+                             const float* var, const float* gamma, float epsilon, float* dx, float* dgamma,
+                             float* dbeta, int threads) {
   std::vector<float> invstd(static_cast<std::size_t>(dims.C));
   for (std::int64_t c = 0; c < dims.C; ++c)
     invstd[static_cast<std::size_t>(c)] = invstd_of(static_cast<double>(var[c]), epsilon);

@@ -33,15 +33,17 @@ std::int64_t block_end(const RowBlocking& b, const BatchNormDims& dims, std::int
   return std::min(dims.N, b.begin(block) + b.rows);
 }
 
-std::size_t idx(std::int64_t i) { return static_cast<std::size_t>(i); }
+std::size_t idx(std::int64_t i) {
+  return static_cast<std::size_t>(i);
+}
 
 // Batch mean and biased variance of every channel, in double.
 // Each block is reduced by two passes over its own rows (local mean, then squared
 // deviations from it, while the block is in cache); blocks merge by Chan's formula
 //   M2 = sum_b [ M2_b + n_b * (mean_b - mean)^2 ],  mean_b = sum_b / n_b,
 // so the input is read once and an offset far above the spread costs no accuracy.
-void channel_stats(const float* x, const BatchNormDims& dims, int threads,
-                   std::vector<double>& mean, std::vector<double>& var) {
+void channel_stats(const float* x, const BatchNormDims& dims, int threads, std::vector<double>& mean,
+                   std::vector<double>& var) {
   assert(dims.C > 0 && dims.N > 0 && dims.S == 1);
   const std::int64_t C = dims.C;
   const RowBlocking blocking = row_blocking(dims);
@@ -95,9 +97,8 @@ void channel_stats(const float* x, const BatchNormDims& dims, int threads,
 }
 
 // Per-channel sum dy and sum dy * (x - mean), in double, merged in block order.
-void channel_grad_sums(const float* dy, const float* x, const BatchNormDims& dims,
-                       const float* mean, int threads, std::vector<double>& sum_dy,
-                       std::vector<double>& dotp) {
+void channel_grad_sums(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
+                       int threads, std::vector<double>& sum_dy, std::vector<double>& dotp) {
   assert(dims.C > 0 && dims.N > 0 && dims.S == 1);
   const std::int64_t C = dims.C;
   const RowBlocking blocking = row_blocking(dims);
@@ -151,8 +152,8 @@ void apply_fold(const float* x, const BatchNormDims& dims, const std::vector<flo
   }
 }
 
-void fold_all(const float* mean, const float* invstd, const float* gamma, const float* beta,
-              std::int64_t C, std::vector<float>& alpha, std::vector<float>& shift) {
+void fold_all(const float* mean, const float* invstd, const float* gamma, const float* beta, std::int64_t C,
+              std::vector<float>& alpha, std::vector<float>& shift) {
   alpha.resize(idx(C));
   shift.resize(idx(C));
   for (std::int64_t c = 0; c < C; ++c) {
@@ -164,8 +165,7 @@ void fold_all(const float* mean, const float* invstd, const float* gamma, const 
 
 }  // namespace
 
-void nhwc_moments(const float* x, const BatchNormDims& dims, float* mean, float* var,
-                  int threads) {
+void nhwc_moments(const float* x, const BatchNormDims& dims, float* mean, float* var, int threads) {
   std::vector<double> m, v;
   channel_stats(x, dims, threads, m, v);
   for (std::int64_t c = 0; c < dims.C; ++c) {
@@ -174,9 +174,8 @@ void nhwc_moments(const float* x, const BatchNormDims& dims, float* mean, float*
   }
 }
 
-void nhwc_forward_training(const float* x, const BatchNormDims& dims, const float* gamma,
-                           const float* beta, float epsilon, float* y, float* mean,
-                           float* var, float* invstd, int threads) {
+void nhwc_forward_training(const float* x, const BatchNormDims& dims, const float* gamma, const float* beta,
+                           float epsilon, float* y, float* mean, float* var, float* invstd, int threads) {
   std::vector<double> m, v;
   channel_stats(x, dims, threads, m, v);
   for (std::int64_t c = 0; c < dims.C; ++c) {
@@ -189,20 +188,18 @@ void nhwc_forward_training(const float* x, const BatchNormDims& dims, const floa
   apply_fold(x, dims, alpha, shift, y, threads);
 }
 
-void nhwc_forward_inference(const float* x, const BatchNormDims& dims, const float* mean,
-                            const float* var, const float* gamma, const float* beta,
-                            float epsilon, float* y, int threads) {
+void nhwc_forward_inference(const float* x, const BatchNormDims& dims, const float* mean, const float* var,
+                            const float* gamma, const float* beta, float epsilon, float* y, int threads) {
   std::vector<float> invstd(idx(dims.C));
-  for (std::int64_t c = 0; c < dims.C; ++c)
-    invstd[idx(c)] = invstd_of(static_cast<double>(var[c]), epsilon);
+  for (std::int64_t c = 0; c < dims.C; ++c) invstd[idx(c)] = invstd_of(static_cast<double>(var[c]), epsilon);
   std::vector<float> alpha, shift;
   fold_all(mean, invstd.data(), gamma, beta, dims.C, alpha, shift);
   apply_fold(x, dims, alpha, shift, y, threads);
 }
 
-void nhwc_backward_training(const float* dy, const float* x, const BatchNormDims& dims,
-                            const float* mean, const float* invstd, const float* gamma,
-                            float* dx, float* dgamma, float* dbeta, int threads) {
+void nhwc_backward_training(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
+                            const float* invstd, const float* gamma, float* dx, float* dgamma, float* dbeta,
+                            int threads) {
   if (dx == nullptr && dgamma == nullptr && dbeta == nullptr) return;
   const std::int64_t C = dims.C;
   std::vector<double> sum_dy, dotp;
@@ -230,25 +227,23 @@ void nhwc_backward_training(const float* dy, const float* x, const BatchNormDims
     float* __restrict dxr = dx + r * C;
     // Scalar math: dx = (dy - grad_mean_c - (x - mean_c) * k_c) * scale_c
 #pragma omp simd
-    for (std::int64_t c = 0; c < C; ++c)
-      dxr[c] = (dyr[c] - gm[c] - (xr[c] - m[c]) * kk[c]) * sc[c];
+    for (std::int64_t c = 0; c < C; ++c) dxr[c] = (dyr[c] - gm[c] - (xr[c] - m[c]) * kk[c]) * sc[c];
   }
 }
 
-void nhwc_backward_inference(const float* dy, const float* x, const BatchNormDims& dims,
-                             const float* mean, const float* var, const float* gamma,
-                             float epsilon, float* dx, float* dgamma, float* dbeta,
-                             int threads) {
+void nhwc_backward_inference(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
+                             const float* var, const float* gamma, float epsilon, float* dx, float* dgamma,
+                             float* dbeta, int threads) {
   const std::int64_t C = dims.C;
   std::vector<float> invstd(idx(C));
-  for (std::int64_t c = 0; c < C; ++c)
-    invstd[idx(c)] = invstd_of(static_cast<double>(var[c]), epsilon);
+  for (std::int64_t c = 0; c < C; ++c) invstd[idx(c)] = invstd_of(static_cast<double>(var[c]), epsilon);
 
   if (dgamma != nullptr || dbeta != nullptr) {
     std::vector<double> sum_dy, dotp;
     channel_grad_sums(dy, x, dims, mean, threads, sum_dy, dotp);
     for (std::int64_t c = 0; c < C; ++c) {
-      if (dgamma != nullptr) dgamma[c] = static_cast<float>(static_cast<double>(invstd[idx(c)]) * dotp[idx(c)]);
+      if (dgamma != nullptr)
+        dgamma[c] = static_cast<float>(static_cast<double>(invstd[idx(c)]) * dotp[idx(c)]);
       if (dbeta != nullptr) dbeta[c] = static_cast<float>(sum_dy[idx(c)]);
     }
   }

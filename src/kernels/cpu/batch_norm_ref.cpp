@@ -12,8 +12,7 @@ namespace bnorm::kernels::reference {
 namespace {
 
 // Position of x[n, c, s] in the row-major (N, C, S) view.
-std::int64_t offset(const BatchNormDims& dims, std::int64_t n, std::int64_t c,
-                    std::int64_t s) {
+std::int64_t offset(const BatchNormDims& dims, std::int64_t n, std::int64_t c, std::int64_t s) {
   return (n * dims.C + c) * dims.S + s;
 }
 
@@ -36,8 +35,7 @@ T invstd_of(double var, T epsilon) {
 // Batch statistics of channel c in double: mean = sum x / count, then
 // var = sum (x - mean)^2 / count (biased). An empty batch gives 0, 0.
 template <typename T>
-void channel_moments(const T* x, const BatchNormDims& dims, std::int64_t c, double& mean,
-                     double& var) {
+void channel_moments(const T* x, const BatchNormDims& dims, std::int64_t c, double& mean, double& var) {
   mean = 0.0;
   var = 0.0;
   if (dims.count() == 0) return;
@@ -60,8 +58,8 @@ void channel_moments(const T* x, const BatchNormDims& dims, std::int64_t c, doub
 // y = x * alpha + shift over channel c, with alpha = invstd * gamma and
 // shift = beta - mean * alpha computed in T (tf.nn.batch_normalization's order).
 template <typename T>
-void normalize_channel(const T* x, const BatchNormDims& dims, std::int64_t c, T mean,
-                       T invstd, const T* gamma, const T* beta, T* y) {
+void normalize_channel(const T* x, const BatchNormDims& dims, std::int64_t c, T mean, T invstd,
+                       const T* gamma, const T* beta, T* y) {
   const T alpha = invstd * gamma_at(gamma, c);
   const T shift = beta_at(beta, c) - mean * alpha;
   for (std::int64_t n = 0; n < dims.N; ++n)
@@ -73,8 +71,8 @@ void normalize_channel(const T* x, const BatchNormDims& dims, std::int64_t c, T 
 
 // sum dy and sum dy * (x - mean) over channel c, in double.
 template <typename T>
-void gradient_sums(const T* dy, const T* x, const BatchNormDims& dims, std::int64_t c,
-                   T mean, double& sum_dy, double& dotp) {
+void gradient_sums(const T* dy, const T* x, const BatchNormDims& dims, std::int64_t c, T mean, double& sum_dy,
+                   double& dotp) {
   sum_dy = 0.0;
   dotp = 0.0;
   for (std::int64_t n = 0; n < dims.N; ++n)
@@ -98,8 +96,8 @@ void moments(const T* x, const BatchNormDims& dims, T* mean, T* var) {
 }
 
 template <typename T>
-void forward_training(const T* x, const BatchNormDims& dims, const T* gamma, const T* beta,
-                      T epsilon, T* y, T* mean, T* var, T* invstd) {
+void forward_training(const T* x, const BatchNormDims& dims, const T* gamma, const T* beta, T epsilon, T* y,
+                      T* mean, T* var, T* invstd) {
   for (std::int64_t c = 0; c < dims.C; ++c) {
     double channel_mean = 0.0, channel_var = 0.0;
     channel_moments(x, dims, c, channel_mean, channel_var);
@@ -114,8 +112,8 @@ void forward_training(const T* x, const BatchNormDims& dims, const T* gamma, con
 }
 
 template <typename T>
-void forward_inference(const T* x, const BatchNormDims& dims, const T* mean, const T* var,
-                       const T* gamma, const T* beta, T epsilon, T* y) {
+void forward_inference(const T* x, const BatchNormDims& dims, const T* mean, const T* var, const T* gamma,
+                       const T* beta, T epsilon, T* y) {
   for (std::int64_t c = 0; c < dims.C; ++c) {
     const T inv = invstd_of(static_cast<double>(var[c]), epsilon);
     normalize_channel(x, dims, c, mean[c], inv, gamma, beta, y);
@@ -123,8 +121,8 @@ void forward_inference(const T* x, const BatchNormDims& dims, const T* mean, con
 }
 
 template <typename T>
-void backward_training(const T* dy, const T* x, const BatchNormDims& dims, const T* mean,
-                       const T* invstd, const T* gamma, T* dx, T* dgamma, T* dbeta) {
+void backward_training(const T* dy, const T* x, const BatchNormDims& dims, const T* mean, const T* invstd,
+                       const T* gamma, T* dx, T* dgamma, T* dbeta) {
   for (std::int64_t c = 0; c < dims.C; ++c) {
     double sum_dy = 0.0, dotp = 0.0;
     gradient_sums(dy, x, dims, c, mean[c], sum_dy, dotp);
@@ -147,8 +145,8 @@ void backward_training(const T* dy, const T* x, const BatchNormDims& dims, const
 }
 
 template <typename T>
-void backward_inference(const T* dy, const T* x, const BatchNormDims& dims, const T* mean,
-                        const T* var, const T* gamma, T epsilon, T* dx, T* dgamma, T* dbeta) {
+void backward_inference(const T* dy, const T* x, const BatchNormDims& dims, const T* mean, const T* var,
+                        const T* gamma, T epsilon, T* dx, T* dgamma, T* dbeta) {
   for (std::int64_t c = 0; c < dims.C; ++c) {
     const T inv = invstd_of(static_cast<double>(var[c]), epsilon);
     if (dgamma != nullptr || dbeta != nullptr) {
@@ -169,16 +167,15 @@ void backward_inference(const T* dy, const T* x, const BatchNormDims& dims, cons
   }
 }
 
-#define BNORM_INSTANTIATE_REFERENCE(T)                                                        \
-  template void moments<T>(const T*, const BatchNormDims&, T*, T*);                           \
-  template void forward_training<T>(const T*, const BatchNormDims&, const T*, const T*, T, T*, \
-                                    T*, T*, T*);                                              \
-  template void forward_inference<T>(const T*, const BatchNormDims&, const T*, const T*,      \
-                                     const T*, const T*, T, T*);                              \
-  template void backward_training<T>(const T*, const T*, const BatchNormDims&, const T*,      \
-                                     const T*, const T*, T*, T*, T*);                         \
-  template void backward_inference<T>(const T*, const T*, const BatchNormDims&, const T*,     \
-                                      const T*, const T*, T, T*, T*, T*);
+#define BNORM_INSTANTIATE_REFERENCE(T)                                                                       \
+  template void moments<T>(const T*, const BatchNormDims&, T*, T*);                                          \
+  template void forward_training<T>(const T*, const BatchNormDims&, const T*, const T*, T, T*, T*, T*, T*);  \
+  template void forward_inference<T>(const T*, const BatchNormDims&, const T*, const T*, const T*, const T*, \
+                                     T, T*);                                                                 \
+  template void backward_training<T>(const T*, const T*, const BatchNormDims&, const T*, const T*, const T*, \
+                                     T*, T*, T*);                                                            \
+  template void backward_inference<T>(const T*, const T*, const BatchNormDims&, const T*, const T*,          \
+                                      const T*, T, T*, T*, T*);
 
 BNORM_INSTANTIATE_REFERENCE(float)
 BNORM_INSTANTIATE_REFERENCE(double)
