@@ -27,30 +27,19 @@
 #include <string>
 
 #include "bnorm/core/error.hpp"
+#include "example_checks.hpp"
 #include "bnorm/nn/batch_normalization.hpp"
 
 namespace nn = bnorm::nn;
+using example::check;
+using example::max_abs_diff;
+using example::str;
 using bnorm::Shape;
 using bnorm::Tensor;
 
 namespace {
 
-int failures = 0;
 
-void check(bool ok, const std::string& what) {
-  std::printf("  [%s] %s\n", ok ? " ok " : "FAIL", what.c_str());
-  if (!ok) ++failures;
-}
-
-std::string str(const Tensor& t) {
-  std::string s = "[";
-  char buf[32];
-  for (std::int64_t i = 0; i < t.numel(); ++i) {
-    std::snprintf(buf, sizeof buf, "%s%.6f", i ? ", " : "", static_cast<double>(t[i]));
-    s += buf;
-  }
-  return s + "]";
-}
 
 // Largest |y - (x - mean) / sqrt(var + eps)| over a (N, 3) input.
 double inference_error(const Tensor& x, const Tensor& y, const Tensor& mean, const Tensor& var, double eps) {
@@ -124,8 +113,7 @@ int main() try {
   }
   check(toward_batch, "moving_mean = moving_mean * 0.99 + batch_mean * 0.01 (toward the batch, not zero)");
 
-  std::printf("%s\n", failures == 0 ? "all checks passed" : "SOME CHECKS FAILED");
-  return failures == 0 ? 0 : 1;
+  return example::verdict();
 } catch (const bnorm::Error& e) {
   std::fprintf(stderr, "bnorm error: %s\n", e.what());
   return 2;

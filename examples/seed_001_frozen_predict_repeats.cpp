@@ -29,9 +29,12 @@
 #include <vector>
 
 #include "bnorm/core/error.hpp"
+#include "example_checks.hpp"
 #include "bnorm/nn/batch_normalization.hpp"
 
 namespace nn = bnorm::nn;
+using example::check;
+using example::max_abs_diff;
 using bnorm::Shape;
 using bnorm::Tensor;
 
@@ -51,22 +54,11 @@ const std::vector<float> kX = {  // np.random.seed(1); np.random.randn(10, 5) * 
     -2.8849783f, 1.2545774f, 10.801275f, 0.90079474f, 3.3860157f};
 // clang-format on
 
-int failures = 0;
-
-void check(bool ok, const std::string& what) {
-  std::printf("  [%s] %s\n", ok ? " ok " : "FAIL", what.c_str());
-  if (!ok) ++failures;
-}
 
 Tensor rows(std::int64_t begin, std::int64_t end) {  // x[begin:end], shape (end - begin, 5)
   return Tensor(Shape{end - begin, 5}, std::vector<float>(kX.begin() + begin * 5, kX.begin() + end * 5));
 }
 
-double max_abs_diff(const Tensor& a, const Tensor& b) {
-  double d = 0.0;
-  for (std::int64_t i = 0; i < a.numel(); ++i) d = std::fmax(d, std::fabs(double{a[i]} - b[i]));
-  return d;
-}
 
 // Per-column mean and (biased) variance of a (N, 5) tensor, as pred.mean(axis=0), pred.var(axis=0).
 void column_stats(const Tensor& t, std::vector<double>& mean, std::vector<double>& var) {
@@ -156,8 +148,7 @@ int main() try {
         "the next inference output differs slightly: max " + std::to_string(diff) +
             " (the training=True output differed by " + std::to_string(train_diff) + ")");
 
-  std::printf("%s\n", failures == 0 ? "all checks passed" : "SOME CHECKS FAILED");
-  return failures == 0 ? 0 : 1;
+  return example::verdict();
 } catch (const bnorm::Error& e) {
   std::fprintf(stderr, "bnorm error: %s\n", e.what());
   return 2;

@@ -25,32 +25,24 @@
 #include <string>
 
 #include "bnorm/core/error.hpp"
+#include "example_checks.hpp"
 #include "bnorm/nn/batch_normalization.hpp"
 #include "bnorm/nn/ops.hpp"
 
 namespace nn = bnorm::nn;
+using example::check;
+using example::max_abs_diff;
 using bnorm::Shape;
 using bnorm::Tensor;
 
 namespace {
 
-int failures = 0;
-
-void check(bool ok, const std::string& what) {
-  std::printf("  [%s] %s\n", ok ? " ok " : "FAIL", what.c_str());
-  if (!ok) ++failures;
-}
 
 void show(const char* label, const Tensor& t) {  // the first 4 channels
   std::printf("  %-46s [%.6f, %.6f, %.6f, %.6f, ...]\n", label, double{t[0]}, double{t[1]}, double{t[2]},
               double{t[3]});
 }
 
-double max_abs_diff(const Tensor& a, const Tensor& b) {
-  double d = 0.0;
-  for (std::int64_t i = 0; i < a.numel(); ++i) d = std::fmax(d, std::fabs(double{a[i]} - b[i]));
-  return d;
-}
 
 // a * sa + b * sb, element by element (Python scalars act as float32 constants).
 Tensor weighted_sum(const Tensor& a, double sa, const Tensor& b, double sb) {
@@ -174,8 +166,7 @@ int main() try {
     }
   }
 
-  std::printf("%s\n", failures == 0 ? "all checks passed" : "SOME CHECKS FAILED");
-  return failures == 0 ? 0 : 1;
+  return example::verdict();
 } catch (const bnorm::Error& e) {
   std::fprintf(stderr, "bnorm error: %s\n", e.what());
   return 2;

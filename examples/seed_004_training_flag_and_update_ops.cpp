@@ -23,27 +23,19 @@
 #include <string>
 
 #include "bnorm/core/error.hpp"
+#include "example_checks.hpp"
 #include "bnorm/nn/batch_normalization.hpp"
 
 namespace nn = bnorm::nn;
+using example::check;
+using example::max_abs_diff;
 using bnorm::Shape;
 using bnorm::Tensor;
+std::string str(const Tensor& t) { return example::str(t, 4); }  // the first 4 channels
 
 namespace {
 
-int failures = 0;
 
-void check(bool ok, const std::string& what) {
-  std::printf("  [%s] %s\n", ok ? " ok " : "FAIL", what.c_str());
-  if (!ok) ++failures;
-}
-
-std::string str(const Tensor& t) {  // the first 4 channels
-  char buf[96];
-  std::snprintf(buf, sizeof buf, "[%.5f, %.5f, %.5f, %.5f, ...]", double{t[0]}, double{t[1]}, double{t[2]},
-                double{t[3]});
-  return buf;
-}
 
 // batch_data for step `step`, shape (16, 10): channel c has mean about c / 2.
 Tensor batch_data(int step) {
@@ -123,8 +115,7 @@ int main() try {
   check(std::fabs(updated.moving_mean()->value[9] - want) < 1e-6,
         "moving_mean -= (moving_mean - batch_mean) * (1 - momentum)");
 
-  std::printf("%s\n", failures == 0 ? "all checks passed" : "SOME CHECKS FAILED");
-  return failures == 0 ? 0 : 1;
+  return example::verdict();
 } catch (const bnorm::Error& e) {
   std::fprintf(stderr, "bnorm error: %s\n", e.what());
   return 2;

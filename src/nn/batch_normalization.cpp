@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <sstream>
 
 #include "batch_norm_common.hpp"
 #include "bnorm/core/error.hpp"
@@ -12,12 +11,6 @@ namespace bnorm::nn {
 
 namespace {
 
-std::string num(double v) {
-  std::ostringstream s;
-  s.precision(17);
-  s << v;
-  return s.str();
-}
 
 }  // namespace
 
@@ -28,10 +21,10 @@ BatchNormalization::BatchNormalization(BatchNormalizationOptions options)
   if (!(options_.momentum >= 0.0 && options_.momentum <= 1.0)) {
     throw ArgumentError(where, "momentum",
                         "a value in [0, 1] (Keras convention: the weight of the old moving value)",
-                        num(options_.momentum));
+                        detail::format_number(options_.momentum));
   }
   if (!(options_.epsilon > 0.0) || !std::isfinite(options_.epsilon)) {
-    throw ArgumentError(where, "epsilon", "a finite value > 0", num(options_.epsilon));
+    throw ArgumentError(where, "epsilon", "a finite value > 0", detail::format_number(options_.epsilon));
   }
   if (options_.axis.empty()) throw ArgumentError(where, "axis", "at least one axis", "[]");
   if (options_.version == KerasVersion::keras3 && options_.fused != Fused::automatic) {

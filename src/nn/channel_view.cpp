@@ -1,6 +1,7 @@
 #include "channel_view.hpp"
 
 #include <algorithm>
+#include <sstream>
 
 #include "bnorm/core/error.hpp"
 
@@ -10,6 +11,13 @@ std::string to_string(const std::vector<int>& v) {
   std::string s = "[";
   for (std::size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
   return s + "]";
+}
+
+std::string format_number(double v) {
+  std::ostringstream s;
+  s.precision(17);
+  s << v;
+  return s.str();
 }
 
 std::vector<int> normalize_axes(const std::vector<int>& axes, int rank, const std::string& where,

@@ -30,6 +30,8 @@ std::vector<int> normalize_axes(const std::vector<int>& axes, int rank, const st
                                 const std::string& argument);
 
 std::string to_string(const std::vector<int>& v);
+// A double in its shortest exact decimal form, for error messages ("1.5", "0.1").
+std::string format_number(double v);
 
 // Runs f(const float* x_view, float* y_view) in the view's layout and returns y in x's
 // layout. Copies only when the view needs a permutation.

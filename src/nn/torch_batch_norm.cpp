@@ -1,7 +1,6 @@
 #include "bnorm/nn/torch_batch_norm.hpp"
 
 #include <cmath>
-#include <sstream>
 
 #include "batch_norm_common.hpp"
 #include "bnorm/core/error.hpp"
@@ -11,12 +10,6 @@ namespace bnorm::nn {
 
 namespace {
 
-std::string num(double v) {
-  std::ostringstream s;
-  s.precision(17);
-  s << v;
-  return s.str();
-}
 
 const char* class_name(TorchBatchNorm::Rank r) {
   switch (r) {
@@ -33,7 +26,7 @@ void check_momentum(const std::optional<double>& m, const std::string& where) {
     throw ArgumentError(where, "momentum",
                         "a value in [0, 1] (PyTorch convention: the weight of the new batch) or nullopt "
                         "(cumulative average)",
-                        num(*m));
+                        detail::format_number(*m));
   }
 }
 
@@ -118,9 +111,9 @@ Tensor TorchBatchNorm::forward(const Tensor& x, BatchNormContext* context) {
   const bool update = training_ && track_running_stats_ && has_stats;
   const bool batch_statistics = training_ || !has_stats;
   if (batch_statistics && !(options_.eps > 0.0)) {
-    throw ArgumentError(where, "eps", "a value > 0 when normalizing with batch statistics", num(options_.eps));
+    throw ArgumentError(where, "eps", "a value > 0 when normalizing with batch statistics", detail::format_number(options_.eps));
   }
-  if (!(options_.eps >= 0.0)) throw ArgumentError(where, "eps", "a value >= 0", num(options_.eps));
+  if (!(options_.eps >= 0.0)) throw ArgumentError(where, "eps", "a value >= 0", detail::format_number(options_.eps));
 
   const detail::ChannelView view = detail::channel_view(x.shape(), {1});
   const std::int64_t count = view.dims.count();

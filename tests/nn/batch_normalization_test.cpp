@@ -196,57 +196,6 @@ TEST(BatchNormalization, MultiAxisMatchesMomentsOverTheOtherAxes) {
   for (std::int64_t c = 0; c < 8; ++c) EXPECT_NEAR(bn.moving_mean()->value[c], 0.01f * m.mean[c], 1e-6);
 }
 
-// Finite differences (central, float, h = 1e-2) of L = sum(y * dy) against backward().
-void check_gradients(nn::BatchNormalization& bn, const Shape& shape, bool training) {
-  const Tensor x = random_tensor(shape, 21, 1.5f, 0.3f);
-  const Tensor dy = random_tensor(shape, 22);
-  bn.build(shape);
-  bn.gamma()->value = random_tensor(bn.gamma()->value.shape(), 23, 0.5f, 1.0f);
-  bn.beta()->value = random_tensor(bn.beta()->value.shape(), 24, 0.5f);
-  bn.moving_variance()->value = random_tensor(bn.moving_variance()->value.shape(), 25, 0.3f, 1.0f);
-  nn::BatchNormContext ctx;
-  bn.forward(x, training, &ctx);
-  const auto g = bn.backward(ctx, dy);
-  auto loss = [&](const Tensor& xi) {
-    nn::BatchNormContext unused;
-    nn::StatisticsUpdate u;
-    const Tensor y = training ? bn.forward_collect(xi, u, &unused) : bn.call(xi, false);
-    return bnorm::test::dot(y, dy);
-  };
-  const float h = 1e-2f;
-  for (std::int64_t i = 0; i < x.numel(); i += 7) {
-    Tensor xp = x, xm = x;
-    xp[i] += h;
-    xm[i] -= h;
-    const double fd = (loss(xp) - loss(xm)) / (2.0 * h);
-    EXPECT_NEAR(g.dx[i], fd, 2e-3 * (1.0 + std::fabs(fd))) << "dx[" << i << "]";
-  }
-  for (auto [var, grad] : {std::pair{bn.gamma(), &*g.dgamma}, std::pair{bn.beta(), &*g.dbeta}}) {
-    for (std::int64_t c = 0; c < var->value.numel(); ++c) {
-      const float keep = var->value[c];
-      var->value[c] = keep + h;
-      const double lp = loss(x);
-      var->value[c] = keep - h;
-      const double lm = loss(x);
-      var->value[c] = keep;
-      const double fd = (lp - lm) / (2.0 * h);
-      EXPECT_NEAR((*grad)[c], fd, 2e-3 * (1.0 + std::fabs(fd))) << var->name << "[" << c << "]";
-    }
-  }
-}
-
-TEST(BatchNormalization, GradientsMatchFiniteDifferencesTraining) {
-  nn::BatchNormalization nchw({.axis = {1}, .name = "nchw"});
-  check_gradients(nchw, Shape{3, 4, 2, 3}, true);
-  nn::BatchNormalization multi({.axis = {1, 3}, .version = nn::KerasVersion::keras2, .name = "multi"});
-  check_gradients(multi, Shape{3, 2, 4, 3}, true);
-}
-
-TEST(BatchNormalization, GradientsMatchFiniteDifferencesInference) {
-  nn::BatchNormalization nhwc({.name = "nhwc"});
-  check_gradients(nhwc, Shape{4, 3, 5}, false);
-}
-
 TEST(BatchNormalization, BackwardRejectsWrongDy) {
   nn::BatchNormalization bn({.name = "bn"});
   nn::BatchNormContext ctx;

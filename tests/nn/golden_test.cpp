@@ -157,20 +157,35 @@ KerasState snapshot(const nn::BatchNormalization& bn) {
   return s;
 }
 
-void expect_keras_state(const nn::BatchNormalization& bn, const json& e, const Tolerance& tol) {
-  const std::pair<const char*, const nn::Variable*> vars[] = {{"gamma", bn.gamma()},
-                                                              {"beta", bn.beta()},
-                                                              {"moving_mean", bn.moving_mean()},
-                                                              {"moving_variance", bn.moving_variance()}};
-  for (const auto& [key, v] : vars) {
+// Compares the named tensors `e` mentions; a null expectation means "does not exist".
+void expect_named(const std::vector<std::pair<const char*, const Tensor*>>& named, const json& e,
+                  const Tolerance& tol) {
+  for (const auto& [key, t] : named) {
     if (!e.contains(key)) continue;
     if (e.at(key).is_null()) {
-      EXPECT_EQ(v, nullptr) << key << " should not exist";
+      EXPECT_EQ(t, nullptr) << key << " should not exist";
       continue;
     }
-    ASSERT_NE(v, nullptr) << key << " does not exist";
-    expect_tensor(key, v->value, e.at(key), tol);
+    ASSERT_NE(t, nullptr) << key << " does not exist in bnorm";
+    expect_tensor(key, *t, e.at(key), tol);
   }
+}
+
+// y, dx and the parameter gradients of a "grad" step, under the framework's names.
+void expect_gradients(const json& e, const Tensor& y, const nn::BatchNormGradients& g, const char* dscale,
+                      const char* dshift, const Tolerance& tol) {
+  const Tensor* dgamma = g.dgamma ? &*g.dgamma : nullptr;
+  const Tensor* dbeta = g.dbeta ? &*g.dbeta : nullptr;
+  expect_named({{"y", &y}, {"dx", &g.dx}, {dscale, dgamma}, {dshift, dbeta}}, e, tol);
+}
+
+void expect_keras_state(const nn::BatchNormalization& bn, const json& e, const Tolerance& tol) {
+  auto value = [](const nn::Variable* v) { return v ? &v->value : nullptr; };
+  expect_named({{"gamma", value(bn.gamma())},
+                {"beta", value(bn.beta())},
+                {"moving_mean", value(bn.moving_mean())},
+                {"moving_variance", value(bn.moving_variance())}},
+               e, tol);
 }
 
 std::optional<bool> training_of(const json& s) {
@@ -239,16 +254,7 @@ void run_keras_case(const json& c, const Tolerance& tol) {
             y = bn->forward(tensor_of(s.at("x")), training_of(s), &ctx);
             g = bn->backward(ctx, tensor_of(s.at("dy")));
           }, same)) {
-        if (e.contains("y")) expect_tensor("y", y, e.at("y"), tol);
-        if (e.contains("dx")) expect_tensor("dx", g.dx, e.at("dx"), tol);
-        if (e.contains("dgamma") && !e.at("dgamma").is_null()) {
-          ASSERT_TRUE(g.dgamma.has_value());
-          expect_tensor("dgamma", *g.dgamma, e.at("dgamma"), tol);
-        }
-        if (e.contains("dbeta") && !e.at("dbeta").is_null()) {
-          ASSERT_TRUE(g.dbeta.has_value());
-          expect_tensor("dbeta", *g.dbeta, e.at("dbeta"), tol);
-        }
+        expect_gradients(e, y, g, "dgamma", "dbeta", tol);
         expect_keras_state(*bn, e, tol);
       }
     } else if (op == "set_weights") {
@@ -307,19 +313,11 @@ TorchState snapshot(const nn::TorchBatchNorm& m) {
 }
 
 void expect_torch_state(const nn::TorchBatchNorm& m, const json& e, const Tolerance& tol) {
-  const std::pair<const char*, const Tensor*> vars[] = {{"weight", m.weight()},
-                                                        {"bias", m.bias()},
-                                                        {"running_mean", m.running_mean()},
-                                                        {"running_var", m.running_var()}};
-  for (const auto& [key, t] : vars) {
-    if (!e.contains(key)) continue;
-    if (e.at(key).is_null()) {
-      EXPECT_EQ(t, nullptr) << key << " should be None";
-      continue;
-    }
-    ASSERT_NE(t, nullptr) << key << " is None in bnorm";
-    expect_tensor(key, *t, e.at(key), tol);
-  }
+  expect_named({{"weight", m.weight()},
+                {"bias", m.bias()},
+                {"running_mean", m.running_mean()},
+                {"running_var", m.running_var()}},
+               e, tol);
   if (e.contains("num_batches_tracked") && !e.at("num_batches_tracked").is_null()) {
     EXPECT_EQ(m.num_batches_tracked(), e.at("num_batches_tracked").get<std::int64_t>());
   }
@@ -367,16 +365,7 @@ void run_torch_case(const json& c, const Tolerance& tol) {
             y = m.forward(tensor_of(s.at("x")), &ctx);
             g = m.backward(ctx, tensor_of(s.at("dy")));
           }, same)) {
-        if (e.contains("y")) expect_tensor("y", y, e.at("y"), tol);
-        if (e.contains("dx")) expect_tensor("dx", g.dx, e.at("dx"), tol);
-        if (e.contains("dweight") && !e.at("dweight").is_null()) {
-          ASSERT_TRUE(g.dgamma.has_value());
-          expect_tensor("dweight", *g.dgamma, e.at("dweight"), tol);
-        }
-        if (e.contains("dbias") && !e.at("dbias").is_null()) {
-          ASSERT_TRUE(g.dbeta.has_value());
-          expect_tensor("dbias", *g.dbeta, e.at("dbias"), tol);
-        }
+        expect_gradients(e, y, g, "dweight", "dbias", tol);
         expect_torch_state(m, e, tol);
       }
     } else if (op == "set_track_running_stats") {

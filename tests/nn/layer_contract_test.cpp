@@ -77,6 +77,9 @@ std::vector<Adapter> adapters() {
   a.push_back(keras_adapter(std::make_shared<nn::BatchNormalization>(nn::BatchNormalizationOptions{
                                 .axis = {-2}, .version = nn::KerasVersion::keras2, .name = "k3"}),
                             Shape{2, 3, 5, 2}));
+  a.push_back(keras_adapter(std::make_shared<nn::BatchNormalization>(nn::BatchNormalizationOptions{
+                                .axis = {1, 3}, .version = nn::KerasVersion::keras2, .name = "k4"}),
+                            Shape{3, 2, 4, 3}));  // several channel axes, not contiguous
   a.push_back(torch_adapter(std::make_shared<nn::TorchBatchNorm>(nn::BatchNorm2d(3)), Shape{2, 3, 4, 2}));
   a.push_back(torch_adapter(std::make_shared<nn::TorchBatchNorm>(nn::BatchNorm1d(4)), Shape{5, 4}));
   return a;
