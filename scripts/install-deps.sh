@@ -7,6 +7,11 @@ packages=(
   g++ cmake make pkg-config   # toolchain
   libgtest-dev                # GoogleTest (tests)
   nlohmann-json3-dev          # JSON reader for the golden fixtures
+  libopenblas-dev             # OpenBLAS (cblas_sgemm) for the dense kernels
+  libcli11-dev                # command line parsing (apps/bnorm)
+  zlib1g-dev                  # reading gzip-compressed IDX datasets
+  dataset-fashion-mnist       # the default dataset of `bnorm experiment`
+  gnuplot-nox                 # the experiment's figures (PNG)
 )
 
 missing=()

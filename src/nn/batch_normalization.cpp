@@ -5,6 +5,7 @@
 
 #include "batch_norm_common.hpp"
 #include "bnorm/core/error.hpp"
+#include "bnorm/nn/updates.hpp"
 #include "channel_view.hpp"
 
 namespace bnorm::nn {
@@ -239,70 +240,42 @@ BatchNormalizationOptions BatchNormalization::get_config() const {
   return c;
 }
 
-std::vector<Variable*> BatchNormalization::all_weights() {
+std::vector<Variable*> BatchNormalization::weights() {
   std::vector<Variable*> w;
   for (auto* v : {&gamma_, &beta_, &moving_mean_, &moving_variance_})
     if (*v) w.push_back(&**v);
   return w;
 }
 
-std::vector<Variable*> BatchNormalization::weights() { return all_weights(); }
+namespace {
+struct BatchNormLayerContext : LayerContext {
+  BatchNormContext context;
+};
+}  // namespace
 
-std::vector<Variable*> BatchNormalization::trainable_weights() {
-  std::vector<Variable*> w;
-  if (!trainable_) return w;
-  for (auto* v : {&gamma_, &beta_})
-    if (*v) w.push_back(&**v);
-  return w;
-}
-
-std::vector<Variable*> BatchNormalization::non_trainable_weights() {
-  std::vector<Variable*> w;
-  if (!trainable_) {
-    for (auto* v : {&gamma_, &beta_})
-      if (*v) w.push_back(&**v);
+Tensor BatchNormalization::forward(const Tensor& x, bool training, std::unique_ptr<LayerContext>* context,
+                                   UpdateSink* updates) {
+  auto saved = context ? std::make_unique<BatchNormLayerContext>() : nullptr;
+  BatchNormContext* ctx = saved ? &saved->context : nullptr;
+  Tensor y;
+  if (updates && training) {
+    StatisticsUpdate update;
+    y = forward_collect(x, update, ctx);
+    if (update.count > 0) updates->record(*this, update);
+  } else {
+    y = forward(x, std::optional<bool>(training), ctx);
   }
-  for (auto* v : {&moving_mean_, &moving_variance_})
-    if (*v) w.push_back(&**v);
-  return w;
+  if (context) *context = std::move(saved);
+  return y;
 }
 
-std::vector<Tensor> BatchNormalization::get_weights() const {
-  std::vector<Tensor> out;
-  for (const auto* v : {&gamma_, &beta_, &moving_mean_, &moving_variance_})
-    if (*v) out.push_back((*v)->value);
-  return out;
-}
-
-void BatchNormalization::set_weights(const std::vector<Tensor>& weights) {
-  const std::string where = "BatchNormalization '" + name_ + "'";
-  if (!built_) throw StateError(where, "weights", "a built layer (call build() first)", "an unbuilt layer");
-  std::vector<Variable*> vars = all_weights();
-  if (weights.size() != vars.size()) {
-    throw ShapeError(where, "weights", std::to_string(vars.size()) + " arrays (gamma, beta, moving_mean, "
-                                                                     "moving_variance as present)",
-                     std::to_string(weights.size()) + " arrays");
-  }
-  for (std::size_t i = 0; i < vars.size(); ++i) {
-    if (weights[i].shape() != vars[i]->value.shape()) {
-      throw ShapeError(where, vars[i]->name, "shape " + vars[i]->value.shape().str(), weights[i].shape().str());
-    }
-  }
-  for (std::size_t i = 0; i < vars.size(); ++i) vars[i]->value = weights[i];
-}
-
-std::vector<float> BatchNormalization::losses() const {
-  // Keras 3 collects regularization losses over trainable_weights only.
-  std::vector<float> out;
-  if (!trainable_) return out;
-  for (const auto* v : {&gamma_, &beta_})
-    if (*v && (*v)->regularizer.active()) out.push_back((*v)->regularizer.loss((*v)->value));
-  return out;
-}
-
-void BatchNormalization::apply_constraints() {
-  for (auto* v : {&gamma_, &beta_})
-    if (*v) (*v)->constraint.apply((*v)->value);
+Tensor BatchNormalization::backward(const LayerContext& context, const Tensor& dy, Gradients& grads) {
+  const auto* saved = dynamic_cast<const BatchNormLayerContext*>(&context);
+  if (!saved) throw StateError(where(), "context", "the context of this layer's forward call", "another layer's");
+  BatchNormGradients g = backward(saved->context, dy);
+  if (gamma_ && g.dgamma) accumulate(grads, &*gamma_, *g.dgamma);
+  if (beta_ && g.dbeta) accumulate(grads, &*beta_, *g.dbeta);
+  return std::move(g.dx);
 }
 
 }  // namespace bnorm::nn

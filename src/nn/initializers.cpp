@@ -26,8 +26,9 @@ Initializer Initializer::from_name(const std::string& name) {
   if (name == "ones") return ones();
   if (name == "random_normal") return random_normal();
   if (name == "random_uniform") return random_uniform();
+  if (name == "glorot_uniform") return glorot_uniform();
   throw ArgumentError("Initializer", "name",
-                      "one of \"zeros\", \"ones\", \"random_normal\", \"random_uniform\"",
+                      "one of \"zeros\", \"ones\", \"random_normal\", \"random_uniform\", \"glorot_uniform\"",
                       "\"" + name + "\"");
 }
 
@@ -50,6 +51,16 @@ void Initializer::fill(Tensor& t) const {
         t[static_cast<std::int64_t>(i)] = static_cast<float>(a_ + (b_ - a_) * uniform01(seed_, i));
       }
       break;
+    case Kind::glorot_uniform: {
+      const int r = t.rank();
+      const double fan_out = r >= 1 ? static_cast<double>(t.dim(r - 1)) : 1.0;
+      const double fan_in = r >= 2 ? static_cast<double>(t.dim(r - 2)) : fan_out;
+      const double limit = std::sqrt(6.0 / (fan_in + fan_out));
+      for (std::uint64_t i = 0; i < n; ++i) {
+        t[static_cast<std::int64_t>(i)] = static_cast<float>(limit * (2.0 * uniform01(seed_, i) - 1.0));
+      }
+      break;
+    }
   }
 }
 
@@ -60,6 +71,7 @@ std::string Initializer::keras_class_name() const {
     case Kind::constant: return "Constant";
     case Kind::random_normal: return "RandomNormal";
     case Kind::random_uniform: return "RandomUniform";
+    case Kind::glorot_uniform: return "GlorotUniform";
   }
   return "Unknown";
 }

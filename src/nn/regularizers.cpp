@@ -10,14 +10,18 @@ namespace bnorm::nn {
 namespace {
 constexpr double kKerasEpsilon = 1e-7;  // keras.config.epsilon()
 
-double l2_norm(const Tensor& w) {
-  double s = 0.0;
-  for (float v : w.values()) s += static_cast<double>(v) * v;
-  return std::sqrt(s);
-}
-
-void scale_by(Tensor& w, double factor) {
-  for (float& v : w.values()) v = static_cast<float>(v * factor);
+// Keras's norm constraints use axis=0: one norm per column of w seen as
+// (w.dim(0), rest), i.e. per output unit of a Dense kernel, the whole vector for 1-D.
+template <typename F>
+void rescale_columns(Tensor& w, F&& desired_over_norm) {
+  const std::int64_t rows = w.rank() ? w.dim(0) : 1;
+  const std::int64_t cols = rows ? w.numel() / rows : 0;
+  for (std::int64_t c = 0; c < cols; ++c) {
+    double s = 0.0;
+    for (std::int64_t r = 0; r < rows; ++r) s += static_cast<double>(w[r * cols + c]) * w[r * cols + c];
+    const double factor = desired_over_norm(std::sqrt(s));
+    for (std::int64_t r = 0; r < rows; ++r) w[r * cols + c] = static_cast<float>(w[r * cols + c] * factor);
+  }
 }
 }  // namespace
 
@@ -63,22 +67,19 @@ void Constraint::apply(Tensor& w) const {
     case Kind::non_neg:
       for (float& v : w.values()) v = v >= 0.0f ? v : 0.0f;
       return;
-    case Kind::max_norm: {
-      const double n = l2_norm(w);
-      scale_by(w, std::clamp(n, 0.0, static_cast<double>(max_)) / (kKerasEpsilon + n));
+    case Kind::max_norm:
+      rescale_columns(w, [&](double n) { return std::clamp(n, 0.0, static_cast<double>(max_)) / (kKerasEpsilon + n); });
       return;
-    }
-    case Kind::min_max_norm: {
-      const double n = l2_norm(w);
-      const double desired = rate_ * std::clamp(n, static_cast<double>(min_), static_cast<double>(max_)) +
-                             (1.0 - rate_) * n;
-      scale_by(w, desired / (kKerasEpsilon + n));
+    case Kind::min_max_norm:
+      rescale_columns(w, [&](double n) {
+        const double desired =
+            rate_ * std::clamp(n, static_cast<double>(min_), static_cast<double>(max_)) + (1.0 - rate_) * n;
+        return desired / (kKerasEpsilon + n);
+      });
       return;
-    }
-    case Kind::unit_norm: {
-      scale_by(w, 1.0 / (kKerasEpsilon + l2_norm(w)));
+    case Kind::unit_norm:
+      rescale_columns(w, [](double n) { return 1.0 / (kKerasEpsilon + n); });
       return;
-    }
   }
 }
 

@@ -242,3 +242,17 @@ TEST(Initializer, SeededRandomIsDeterministicAndInRange) {
   EXPECT_NEAR(std::sqrt(s2 / 20000), 2.0, 0.05);
   EXPECT_THROW(nn::Initializer::from_name("glorot"), bnorm::ArgumentError);
 }
+
+TEST(Constraint, NormsArePerColumnLikeKerasAxisZero) {
+  // w = [[3, 0], [4, 1]]: column norms 5 and 1. MaxNorm(2) rescales column 0 to norm 2
+  // (factor 2 / (5 + 1e-7)) and leaves column 1 (norm 1 <= 2) as it is (factor 1 / (1 + 1e-7)).
+  Tensor w(Shape{2, 2}, std::vector<float>{3, 0, 4, 1});
+  nn::Constraint::max_norm(2.0f).apply(w);
+  EXPECT_NEAR(w.at({0, 0}), 1.2f, 1e-6);
+  EXPECT_NEAR(w.at({1, 0}), 1.6f, 1e-6);
+  EXPECT_NEAR(w.at({1, 1}), 1.0f, 1e-6);
+  Tensor u(Shape{2, 2}, std::vector<float>{3, 0, 4, 2});
+  nn::Constraint::unit_norm().apply(u);
+  EXPECT_NEAR(u.at({0, 0}), 0.6f, 1e-6);
+  EXPECT_NEAR(u.at({1, 1}), 1.0f, 1e-6);
+}

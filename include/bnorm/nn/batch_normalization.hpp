@@ -43,6 +43,7 @@
 
 #include "bnorm/core/tensor.hpp"
 #include "bnorm/nn/initializers.hpp"
+#include "bnorm/nn/layer.hpp"
 #include "bnorm/nn/regularizers.hpp"
 #include "bnorm/nn/variable.hpp"
 
@@ -103,16 +104,20 @@ struct BatchNormGradients {
   std::optional<Tensor> dbeta;   // assigned, parameter shape; absent without center
 };
 
-class BatchNormalization {
+class BatchNormalization : public Layer {
  public:
   // Validates the options (ArgumentError naming the option).
   explicit BatchNormalization(BatchNormalizationOptions options = {});
 
+  std::string class_name() const override { return "BatchNormalization"; }
+
   // Creates the weights for inputs of this shape (dimension 0, the batch, is ignored;
   // pass -1 for unknown dimensions that are not channel axes). Called by the first
   // call() when not called before. Throws on an axis that does not fit the rank.
-  void build(const Shape& input_shape);
-  bool built() const noexcept { return built_; }
+  void build(const Shape& input_shape) override;
+  bool built() const noexcept override { return built_; }
+  Shape compute_output_shape(const Shape& input_shape) const override { return input_shape; }
+  using Layer::operator();
 
   // Keras `layer(x, training=...)`.
   Tensor operator()(const Tensor& x, std::optional<bool> training = std::nullopt) {
@@ -132,10 +137,16 @@ class BatchNormalization {
   // wrong-size update, NumericalError for non-finite statistics (nan_policy reject).
   void apply_update(const StatisticsUpdate& update);
 
+  // The Layer interface (models, tape): forward with an explicit mode; with `updates`
+  // and training, the statistic update is recorded there instead of applied.
+  Tensor forward(const Tensor& x, bool training, std::unique_ptr<LayerContext>* context,
+                 UpdateSink* updates) override;
+  Tensor backward(const LayerContext& context, const Tensor& dy, Gradients& grads) override;
+
   // Keras attributes.
-  const std::string& name() const noexcept { return name_; }
-  bool trainable() const noexcept { return trainable_; }
-  void set_trainable(bool trainable);
+  const std::string& name() const noexcept override { return name_; }
+  bool trainable() const noexcept override { return trainable_; }
+  void set_trainable(bool trainable) override;
   const BatchNormalizationOptions& options() const noexcept { return options_; }
   // Keras get_config()/from_config(): the options, with the resolved name.
   BatchNormalizationOptions get_config() const;
@@ -158,16 +169,10 @@ class BatchNormalization {
   const Variable* moving_variance() const noexcept { return slot(moving_variance_); }
 
   // Keras order: gamma, beta, moving_mean, moving_variance (present ones only).
-  std::vector<Variable*> weights();
-  std::vector<Variable*> trainable_weights();      // gamma, beta when trainable
-  std::vector<Variable*> non_trainable_weights();  // the rest
-  std::vector<Tensor> get_weights() const;
-  // Same order and shapes as get_weights(); ShapeError (nothing assigned) otherwise.
-  void set_weights(const std::vector<Tensor>& weights);
-  // Regularization losses, one per active regularizer (Keras layer.losses).
-  std::vector<float> losses() const;
-  // Applies gamma/beta constraints (what an optimizer does after its update).
-  void apply_constraints();
+  // trainable_weights(): gamma, beta unless frozen; get/set_weights, losses() (one per
+  // active regularizer) and apply_constraints() come from Layer.
+  std::vector<Variable*> weights() override;
+  using Layer::weights;
 
  private:
   void check_input(const Tensor& x) const;
@@ -175,7 +180,6 @@ class BatchNormalization {
   // moving statistics.
   Tensor run(const Tensor& x, bool batch_statistics, StatisticsUpdate& update,
              BatchNormContext* context) const;
-  std::vector<Variable*> all_weights();
   Variable* slot(std::optional<Variable>& v) noexcept { return v ? &*v : nullptr; }
   const Variable* slot(const std::optional<Variable>& v) const noexcept { return v ? &*v : nullptr; }
 

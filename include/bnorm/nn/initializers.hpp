@@ -15,7 +15,7 @@ namespace bnorm::nn {
 
 class Initializer {
  public:
-  enum class Kind { zeros, ones, constant, random_normal, random_uniform };
+  enum class Kind { zeros, ones, constant, random_normal, random_uniform, glorot_uniform };
 
   static Initializer zeros() { return Initializer(Kind::zeros, 0, 0, 0); }
   static Initializer ones() { return Initializer(Kind::ones, 0, 0, 0); }
@@ -28,7 +28,11 @@ class Initializer {
   static Initializer random_uniform(float minval = -0.05f, float maxval = 0.05f, std::uint64_t seed = 0) {
     return Initializer(Kind::random_uniform, minval, maxval, seed);
   }
-  // By Keras name: "zeros", "ones" (other kinds need arguments). Throws ArgumentError.
+  // Keras GlorotUniform: U(-l, l), l = sqrt(6 / (fan_in + fan_out)) with fan_in, fan_out
+  // the last two dimensions of the filled tensor (both the size for a vector).
+  static Initializer glorot_uniform(std::uint64_t seed = 0) { return Initializer(Kind::glorot_uniform, 0, 0, seed); }
+  // By Keras name: "zeros", "ones", "random_normal", "random_uniform", "glorot_uniform"
+  // (with Keras's default arguments). Throws ArgumentError.
   static Initializer from_name(const std::string& name);
 
   // Assigns every element of `t`.
@@ -39,7 +43,8 @@ class Initializer {
   float a() const noexcept { return a_; }
   float b() const noexcept { return b_; }
   std::uint64_t seed() const noexcept { return seed_; }
-  // Keras class name: "Zeros", "Ones", "Constant", "RandomNormal", "RandomUniform".
+  // Keras class name: "Zeros", "Ones", "Constant", "RandomNormal", "RandomUniform",
+  // "GlorotUniform".
   std::string keras_class_name() const;
 
   friend bool operator==(const Initializer&, const Initializer&) = default;

@@ -8,7 +8,8 @@
 //   MaxNorm:     w * clip(n, 0, max_value) / (1e-7 + n)              n = ||w||_2
 //   MinMaxNorm:  w * (rate * clip(n, min, max) + (1 - rate) * n) / (1e-7 + n)
 //   UnitNorm:    w / (1e-7 + n)
-// The norm is over the whole variable (Keras's axis=0 for the 1-D gamma and beta).
+// Norms are over axis 0, as Keras's default: one per column of a Dense kernel (K, M),
+// the whole vector for the 1-D gamma and beta.
 #pragma once
 
 #include <string>

@@ -1,0 +1,180 @@
+// bnorm/nn/model.hpp: Keras models: the functional API (Input -> layers -> outputs),
+// Sequential, compile / fit / evaluate / predict / train_on_batch, and calls with an
+// explicit training argument.
+//
+//   Python                                         C++
+//   z = inp = tf.keras.layers.Input([5])           auto inp = nn::Input({5}); auto z = inp;
+//   z = bn(z)                                      z = (*bn)(z);     // bn: std::shared_ptr<nn::BatchNormalization>
+//   model = tf.keras.Model(inputs=inp, outputs=z)  nn::Model model(inp, z);
+//   model.compile(optimizer="adam", loss="mse")    model.compile("adam", "mse");
+//   model.fit(x, y, batch_size=3, epochs=10)       model.fit(x, y, {.batch_size = 3, .epochs = 10});
+//   model.predict(x)                               model.predict(x);
+//   model(x) / model(x, training=True)             model(x) / model(x, true);
+//   model.get_layer("bn").moving_mean              model.get_layer<nn::BatchNormalization>("bn")->moving_mean()
+//
+// Modes: fit / train_on_batch call the layers with training = true; evaluate, predict
+// and a call without a training argument use inference (batch normalization then uses
+// its moving statistics and changes nothing). A frozen layer (trainable false) runs in
+// inference mode even inside fit and its weights are not updated.
+//
+// Layers take one input: a functional model is the path of layer calls from its input
+// to its output.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bnorm/core/error.hpp"
+#include "bnorm/core/tensor.hpp"
+#include "bnorm/nn/callbacks.hpp"
+#include "bnorm/nn/layer.hpp"
+#include "bnorm/nn/losses.hpp"
+#include "bnorm/nn/metrics.hpp"
+#include "bnorm/nn/optimizers.hpp"
+#include "bnorm/nn/tape.hpp"
+
+namespace bnorm::nn {
+
+// A symbolic tensor of the functional API: the output of Input() or of a layer applied to
+// another symbolic tensor.
+class SymbolicTensor {
+ public:
+  // Shape with batch dimension -1.
+  const Shape& shape() const;
+
+ private:
+  friend class Layer;
+  friend class Model;
+  friend SymbolicTensor Input(std::vector<std::int64_t>, std::string);
+  struct Node {
+    std::shared_ptr<Layer> layer;  // null for an Input
+    std::shared_ptr<const Node> input;
+    Shape shape;
+    std::string name;
+  };
+  explicit SymbolicTensor(std::shared_ptr<const Node> node) : node_(std::move(node)) {}
+  std::shared_ptr<const Node> node_;
+};
+
+// Keras Input(shape): shape without the batch dimension.
+SymbolicTensor Input(std::vector<std::int64_t> shape, std::string name = "");
+
+struct FitOptions {
+  std::int64_t batch_size = 32;
+  int epochs = 1;
+  int verbose = 1;        // 0 silent, 1 progress bar, 2 one line per epoch
+  bool shuffle = true;    // reshuffle the training samples every epoch (seeded)
+  std::uint64_t seed = 0;
+  double validation_split = 0.0;  // the LAST fraction of the samples, taken before shuffling
+  std::optional<std::pair<Tensor, Tensor>> validation_data{};
+  std::vector<std::shared_ptr<Callback>> callbacks{};
+};
+
+class Model {
+ public:
+  // Functional model from `inputs` to `outputs`. ArgumentError when outputs does not
+  // derive from inputs.
+  Model(const SymbolicTensor& inputs, const SymbolicTensor& outputs, std::string name = "");
+  virtual ~Model() = default;
+  Model(const Model&) = delete;  // layers are shared: copy with get_weights/set_weights
+  Model& operator=(const Model&) = delete;
+  Model(Model&&) = default;
+  Model& operator=(Model&&) = default;
+
+  const std::string& name() const noexcept { return name_; }
+  const std::vector<LayerPtr>& layers() const noexcept { return layers_; }
+  // Keras get_layer(name): ArgumentError naming the layer when absent (or of another type).
+  LayerPtr get_layer(const std::string& name) const;
+  template <typename L>
+  std::shared_ptr<L> get_layer(const std::string& name) const;
+
+  // Keras model.trainable: propagates to every layer.
+  bool trainable() const noexcept { return trainable_; }
+  void set_trainable(bool trainable);
+
+  // Keras model(x, training=...): unset means inference.
+  Tensor operator()(const Tensor& x, std::optional<bool> training = std::nullopt) {
+    return call(x, training.value_or(false));
+  }
+  // A forward call with an explicit mode. With `tape`, every layer call is recorded for
+  // GradientTape::gradient. With `updates` (and training), batch normalization layers
+  // record their statistic updates there instead of applying them.
+  Tensor call(const Tensor& x, bool training, GradientTape* tape = nullptr, UpdateSink* updates = nullptr);
+
+  // Variables, layer by layer, each layer in Keras order.
+  std::vector<Variable*> weights();
+  std::vector<Variable*> trainable_weights();
+  std::vector<Variable*> non_trainable_weights();
+  std::vector<Tensor> get_weights();
+  void set_weights(const std::vector<Tensor>& weights);  // validates all first
+  // Regularization losses of all layers (Keras model.losses).
+  std::vector<float> losses() const;
+  // Keras summary(): a table of layers, output shapes and parameter counts.
+  std::string summary() const;
+
+  // Keras compile. Metric names: "accuracy"/"acc" (resolved from the loss as Keras does),
+  // "binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy".
+  void compile(std::shared_ptr<Optimizer> optimizer, std::shared_ptr<Loss> loss,
+               std::vector<std::string> metrics = {});
+  void compile(const std::string& optimizer, const std::string& loss, std::vector<std::string> metrics = {});
+  void compile(const std::string& optimizer, std::shared_ptr<Loss> loss, std::vector<std::string> metrics = {});
+  bool compiled() const noexcept { return optimizer_ != nullptr; }
+  Optimizer* optimizer() noexcept { return optimizer_.get(); }
+
+  // Keras fit. Returns the History (also passed to the callbacks).
+  std::shared_ptr<History> fit(const Tensor& x, const Tensor& y, FitOptions options = {});
+  // Keras evaluate: loss and metrics over x in inference mode, batch-size weighted.
+  Logs evaluate(const Tensor& x, const Tensor& y, std::int64_t batch_size = 32, int verbose = 0);
+  // Keras predict: outputs in inference mode, batched.
+  Tensor predict(const Tensor& x, std::int64_t batch_size = 32, int verbose = 0);
+  // One training step on one batch; returns the logs of that batch.
+  Logs train_on_batch(const Tensor& x, const Tensor& y);
+
+  // Set by a callback to end fit after the current epoch (Keras model.stop_training).
+  bool stop_training = false;
+
+ protected:
+  explicit Model(std::string name) : name_(std::move(name)) {}
+  void add_layer(LayerPtr layer);
+  // The input shape (batch dimension -1) when known: a functional model's Input, a
+  // Sequential's InputLayer or first layer's input_shape. Inputs are checked against it.
+  std::optional<Shape> input_shape_;
+
+ private:
+  void require_compiled(const char* what) const;
+  Logs train_step(const Tensor& x, const Tensor& y, std::int64_t step_size);
+  std::vector<std::unique_ptr<MeanMetricWrapper>>& metrics_for(const Tensor& y_pred);
+
+  std::string name_;
+  std::vector<LayerPtr> layers_;
+  bool trainable_ = true;
+  std::shared_ptr<Optimizer> optimizer_;
+  std::shared_ptr<Loss> loss_;
+  std::vector<std::string> metric_names_;
+  std::vector<std::unique_ptr<MeanMetricWrapper>> metrics_;  // created from the first batch's shapes
+};
+
+// Keras Sequential: the layers in order.
+class Sequential : public Model {
+ public:
+  explicit Sequential(std::vector<LayerPtr> layers = {}, std::string name = "");
+  // Appends a layer. An InputLayer (or a first Dense with input_shape) declares the
+  // input shape; once it is known, layers are built as they are added (Keras builds a
+  // Sequential with a known input immediately).
+  void add(LayerPtr layer);
+  // Builds every layer for this input shape (batch dimension -1), as Keras build().
+  void build(const Shape& input_shape);
+};
+
+template <typename L>
+std::shared_ptr<L> Model::get_layer(const std::string& name) const {
+  auto typed = std::dynamic_pointer_cast<L>(get_layer(name));
+  if (!typed) throw ArgumentError("Model '" + name_ + "'", "get_layer", "a layer '" + name + "' of the requested type",
+                                  "a layer of class " + get_layer(name)->class_name());
+  return typed;
+}
+
+}  // namespace bnorm::nn

@@ -1,0 +1,82 @@
+#include "bnorm/nn/layer.hpp"
+
+#include "bnorm/core/error.hpp"
+
+namespace bnorm::nn {
+
+void accumulate(Gradients& grads, const Variable* v, const Tensor& g) {
+  auto it = grads.find(v);
+  if (it == grads.end()) {
+    grads.emplace(v, g);
+    return;
+  }
+  Tensor& acc = it->second;
+  for (std::int64_t i = 0; i < acc.numel(); ++i) acc[i] += g[i];
+}
+
+std::vector<const Variable*> Layer::weights() const {
+  std::vector<const Variable*> out;
+  for (Variable* v : const_cast<Layer*>(this)->weights()) out.push_back(v);
+  return out;
+}
+
+std::vector<Variable*> Layer::trainable_weights() {
+  std::vector<Variable*> out;
+  if (!trainable()) return out;
+  for (Variable* v : weights())
+    if (v->trainable) out.push_back(v);
+  return out;
+}
+
+std::vector<Variable*> Layer::non_trainable_weights() {
+  std::vector<Variable*> out;
+  for (Variable* v : weights())
+    if (!trainable() || !v->trainable) out.push_back(v);
+  return out;
+}
+
+std::vector<Tensor> Layer::get_weights() const {
+  std::vector<Tensor> out;
+  for (const Variable* v : weights()) out.push_back(v->value);
+  return out;
+}
+
+void Layer::set_weights(const std::vector<Tensor>& values) {
+  std::vector<Variable*> vars = weights();
+  if (values.size() != vars.size()) {
+    std::string names;
+    for (const Variable* v : vars) names += (names.empty() ? "" : ", ") + v->name;
+    throw ShapeError(where(), "weights", std::to_string(vars.size()) + " arrays (" + names + ")",
+                     std::to_string(values.size()) + " arrays");
+  }
+  for (std::size_t i = 0; i < vars.size(); ++i) {
+    if (values[i].shape() != vars[i]->value.shape()) {
+      throw ShapeError(where(), vars[i]->name, "shape " + vars[i]->value.shape().str(), values[i].shape().str());
+    }
+  }
+  for (std::size_t i = 0; i < vars.size(); ++i) vars[i]->value = values[i];
+}
+
+std::vector<float> Layer::losses() const {
+  std::vector<float> out;
+  if (!trainable()) return out;  // Keras 3 counts regularizers of trainable weights only
+  for (const Variable* v : weights())
+    if (v->trainable && v->regularizer.active()) out.push_back(v->regularizer.loss(v->value));
+  return out;
+}
+
+void Layer::add_regularization_gradients(Gradients& grads) {
+  for (Variable* v : trainable_weights()) {
+    if (!v->regularizer.active()) continue;
+    Tensor g(v->value.shape());
+    v->regularizer.add_gradient(v->value, g);
+    accumulate(grads, v, g);
+  }
+}
+
+void Layer::apply_constraints() {
+  for (Variable* v : weights())
+    if (v->constraint.active()) v->constraint.apply(v->value);
+}
+
+}  // namespace bnorm::nn

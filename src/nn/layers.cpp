@@ -1,0 +1,251 @@
+#include "bnorm/nn/layers.hpp"
+
+#include "bnorm/core/error.hpp"
+#include "bnorm/kernels/dense.hpp"
+
+namespace bnorm::nn {
+
+namespace {
+
+template <typename C>
+const C& context_of(const LayerContext& context, const std::string& where) {
+  const auto* c = dynamic_cast<const C*>(&context);
+  if (!c) throw StateError(where, "context", "the context of this layer's forward call", "another layer's");
+  return *c;
+}
+
+void check_dy(const Tensor& dy, const Shape& want, const std::string& where) {
+  if (dy.shape() != want) throw ShapeError(where, "dy", "shape " + want.str(), dy.shape().str());
+}
+
+// Rows and columns of a tensor seen as (rows, last dimension).
+std::pair<std::int64_t, std::int64_t> rows_cols(const Tensor& t) {
+  const std::int64_t cols = t.rank() ? t.dim(t.rank() - 1) : 1;
+  return {cols ? t.numel() / cols : 0, cols};
+}
+
+struct OutputContext : LayerContext {
+  Tensor y;  // the layer's output (activations differentiate through their output)
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------- InputLayer
+
+InputLayer::InputLayer(std::vector<std::int64_t> shape, std::string name)
+    : shape_(std::move(shape)), name_(name.empty() ? unique_name("input_layer") : std::move(name)) {
+  for (auto d : shape_) {
+    if (d < 0) throw ShapeError(where(), "shape", "known non-negative sizes", Shape(shape_).str());
+  }
+}
+
+Shape InputLayer::batch_shape() const {
+  std::vector<std::int64_t> d{-1};
+  d.insert(d.end(), shape_.begin(), shape_.end());
+  return Shape(d);
+}
+
+Tensor InputLayer::forward(const Tensor& x, bool, std::unique_ptr<LayerContext>* context, UpdateSink*) {
+  const Shape want = batch_shape();
+  bool ok = x.rank() == want.rank();
+  for (int i = 1; ok && i < x.rank(); ++i) ok = x.dim(i) == want[i];
+  if (!ok) throw ShapeError(where(), "input", "shape " + want.str() + " (-1: any batch size)", x.shape().str());
+  if (context) *context = std::make_unique<LayerContext>();
+  return x;
+}
+
+Tensor InputLayer::backward(const LayerContext&, const Tensor& dy, Gradients&) { return dy; }
+
+// ---------------------------------------------------------------- Dense
+
+Dense::Dense(std::int64_t units, DenseOptions options)
+    : units_(units),
+      options_(std::move(options)),
+      activation_(kernels::activation_from_name(options_.activation)),
+      name_(options_.name.empty() ? unique_name("dense") : options_.name),
+      trainable_(options_.trainable) {
+  if (units_ < 1) throw ArgumentError(where(), "units", "a positive integer", std::to_string(units_));
+}
+
+void Dense::build(const Shape& input_shape) {
+  if (input_shape.rank() < 2) {
+    throw ShapeError(where(), "input rank", "an input of rank >= 2 (batch, ..., features)", input_shape.str());
+  }
+  const std::int64_t k = input_shape[input_shape.rank() - 1];
+  if (k < 1) throw ShapeError(where(), "input shape", "a known last dimension", input_shape.str());
+  Variable kernel{"kernel", Tensor(Shape{k, units_}), true, options_.kernel_regularizer, options_.kernel_constraint};
+  options_.kernel_initializer.fill(kernel.value);
+  std::optional<Variable> bias;
+  if (options_.use_bias) {
+    bias = Variable{"bias", Tensor(Shape{units_}), true, options_.bias_regularizer, options_.bias_constraint};
+    options_.bias_initializer.fill(bias->value);
+  }
+  kernel_ = std::move(kernel);
+  bias_ = std::move(bias);
+}
+
+Shape Dense::compute_output_shape(const Shape& input_shape) const {
+  std::vector<std::int64_t> d = input_shape.dims();
+  if (!d.empty()) d.back() = units_;
+  return Shape(d);
+}
+
+std::vector<Variable*> Dense::weights() {
+  std::vector<Variable*> w;
+  if (kernel_) w.push_back(&*kernel_);
+  if (bias_) w.push_back(&*bias_);
+  return w;
+}
+
+namespace {
+struct DenseContext : LayerContext {
+  Tensor x, y;
+};
+}  // namespace
+
+Tensor Dense::forward(const Tensor& x, bool, std::unique_ptr<LayerContext>* context, UpdateSink*) {
+  if (!built()) build(x.shape());
+  const std::int64_t k = kernel_->value.dim(0);
+  if (x.rank() < 2 || x.dim(x.rank() - 1) != k) {
+    throw ShapeError(where(), "input", "last dimension " + std::to_string(k) + " (the layer's input width)",
+                     "shape " + x.shape().str());
+  }
+  const std::int64_t n = x.numel() / k;
+  Tensor y(compute_output_shape(x.shape()));
+  kernels::dense_forward(x.data(), kernel_->value.data(), bias_ ? bias_->value.data() : nullptr, n, k, units_,
+                         y.data());
+  if (activation_ != kernels::Activation::linear) kernels::activation_forward(activation_, y.data(), n, units_, y.data());
+  if (context) {
+    auto c = std::make_unique<DenseContext>();
+    c->x = x;
+    c->y = y;
+    *context = std::move(c);
+  }
+  return y;
+}
+
+Tensor Dense::backward(const LayerContext& context, const Tensor& dy, Gradients& grads) {
+  const auto& c = context_of<DenseContext>(context, where());
+  check_dy(dy, c.y.shape(), where());
+  const std::int64_t k = kernel_->value.dim(0), n = c.x.numel() / k;
+  Tensor dz = dy;
+  if (activation_ != kernels::Activation::linear) {
+    kernels::activation_backward(activation_, c.y.data(), dy.data(), n, units_, dz.data());
+  }
+  Tensor dx(c.x.shape()), dw(kernel_->value.shape());
+  Tensor db(Shape{units_});
+  kernels::dense_backward(dz.data(), c.x.data(), kernel_->value.data(), n, k, units_, dx.data(), dw.data(),
+                          bias_ ? db.data() : nullptr);
+  accumulate(grads, &*kernel_, dw);
+  if (bias_) accumulate(grads, &*bias_, db);
+  return dx;
+}
+
+// ---------------------------------------------------------------- Activation
+
+Activation::Activation(const std::string& activation, std::string name)
+    : activation_(kernels::activation_from_name(activation)),
+      name_(name.empty() ? unique_name("activation") : std::move(name)) {}
+
+Tensor Activation::forward(const Tensor& x, bool, std::unique_ptr<LayerContext>* context, UpdateSink*) {
+  Tensor y(x.shape());
+  const auto [rows, cols] = rows_cols(x);
+  kernels::activation_forward(activation_, x.data(), rows, cols, y.data());
+  if (context) {
+    auto c = std::make_unique<OutputContext>();
+    c->y = y;
+    *context = std::move(c);
+  }
+  return y;
+}
+
+Tensor Activation::backward(const LayerContext& context, const Tensor& dy, Gradients&) {
+  const auto& c = context_of<OutputContext>(context, where());
+  check_dy(dy, c.y.shape(), where());
+  Tensor dx(dy.shape());
+  const auto [rows, cols] = rows_cols(dy);
+  kernels::activation_backward(activation_, c.y.data(), dy.data(), rows, cols, dx.data());
+  return dx;
+}
+
+// ---------------------------------------------------------------- Dropout
+
+Dropout::Dropout(double rate, std::uint64_t seed, std::string name)
+    : rate_(rate), seed_(seed), name_(name.empty() ? unique_name("dropout") : std::move(name)) {
+  if (!(rate >= 0.0 && rate < 1.0)) throw ArgumentError(where(), "rate", "a value in [0, 1)", std::to_string(rate));
+}
+
+namespace {
+struct MaskContext : LayerContext {
+  Tensor mask;  // 0 or 1 / (1 - rate); empty in inference
+};
+std::uint64_t mix64(std::uint64_t z) {
+  z += 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+}  // namespace
+
+Tensor Dropout::forward(const Tensor& x, bool training, std::unique_ptr<LayerContext>* context, UpdateSink*) {
+  auto c = std::make_unique<MaskContext>();
+  if (!training || rate_ == 0.0) {
+    if (context) *context = std::move(c);
+    return x;
+  }
+  const auto scale = static_cast<float>(1.0 / (1.0 - rate_));
+  Tensor mask(x.shape()), y(x.shape());
+  const std::uint64_t stream = mix64(seed_ ^ mix64(calls_));
+  for (std::int64_t i = 0; i < x.numel(); ++i) {
+    const double u = static_cast<double>(mix64(stream + static_cast<std::uint64_t>(i)) >> 11) * 0x1.0p-53;
+    mask[i] = u < rate_ ? 0.0f : scale;
+    y[i] = x[i] * mask[i];
+  }
+  ++calls_;
+  c->mask = std::move(mask);
+  if (context) *context = std::move(c);
+  return y;
+}
+
+Tensor Dropout::backward(const LayerContext& context, const Tensor& dy, Gradients&) {
+  const auto& c = context_of<MaskContext>(context, where());
+  if (c.mask.empty() && c.mask.rank() == 0) return dy;  // inference: identity
+  check_dy(dy, c.mask.shape(), where());
+  Tensor dx(dy.shape());
+  for (std::int64_t i = 0; i < dy.numel(); ++i) dx[i] = dy[i] * c.mask[i];
+  return dx;
+}
+
+// ---------------------------------------------------------------- Flatten
+
+Flatten::Flatten(std::string name) : name_(name.empty() ? unique_name("flatten") : std::move(name)) {}
+
+Shape Flatten::compute_output_shape(const Shape& input_shape) const {
+  std::int64_t rest = 1;
+  for (int i = 1; i < input_shape.rank(); ++i) rest *= input_shape[i];
+  return Shape{input_shape.rank() ? input_shape[0] : 1, rest};
+}
+
+namespace {
+struct ShapeContext : LayerContext {
+  Shape input_shape;
+};
+}  // namespace
+
+Tensor Flatten::forward(const Tensor& x, bool, std::unique_ptr<LayerContext>* context, UpdateSink*) {
+  if (x.rank() < 1) throw ShapeError(where(), "input", "an input of rank >= 1", "rank 0");
+  if (context) {
+    auto c = std::make_unique<ShapeContext>();
+    c->input_shape = x.shape();
+    *context = std::move(c);
+  }
+  return x.reshaped(compute_output_shape(x.shape()));
+}
+
+Tensor Flatten::backward(const LayerContext& context, const Tensor& dy, Gradients&) {
+  const auto& c = context_of<ShapeContext>(context, where());
+  check_dy(dy, compute_output_shape(c.input_shape), where());
+  return dy.reshaped(c.input_shape);
+}
+
+}  // namespace bnorm::nn

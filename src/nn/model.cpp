@@ -1,0 +1,470 @@
+#include "bnorm/nn/model.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <numeric>
+#include <set>
+#include <sstream>
+
+#include "bnorm/core/error.hpp"
+#include "bnorm/nn/layers.hpp"
+#include "bnorm/nn/updates.hpp"
+
+namespace bnorm::nn {
+
+namespace {
+
+std::uint64_t mix64(std::uint64_t z) {
+  z += 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// Rows `index[begin, end)` of x (first dimension), in that order.
+Tensor gather_rows(const Tensor& x, const std::vector<std::int64_t>& index, std::size_t begin, std::size_t end) {
+  std::vector<std::int64_t> dims = x.shape().dims();
+  const std::int64_t row = x.dim(0) ? x.numel() / x.dim(0) : 0;
+  dims[0] = static_cast<std::int64_t>(end - begin);
+  Tensor out{Shape(dims)};
+  for (std::size_t i = begin; i < end; ++i) {
+    std::copy_n(x.data() + index[i] * row, row, out.data() + static_cast<std::int64_t>(i - begin) * row);
+  }
+  return out;
+}
+
+std::vector<std::int64_t> iota(std::int64_t n) {
+  std::vector<std::int64_t> v(static_cast<std::size_t>(n));
+  std::iota(v.begin(), v.end(), 0);
+  return v;
+}
+
+std::string shape_str(const Shape& s) {  // Keras style: (None, 64)
+  std::string out = "(";
+  for (int i = 0; i < s.rank(); ++i) out += (i ? ", " : "") + (s[i] < 0 ? std::string("None") : std::to_string(s[i]));
+  return out + (s.rank() == 1 ? ",)" : ")");
+}
+
+std::string with_commas(std::int64_t n) {
+  const std::string digits = std::to_string(n);
+  std::string out;
+  for (std::size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return out;
+}
+
+// Running, batch-size weighted mean (Keras's loss tracker).
+struct WeightedMean {
+  double sum = 0, weight = 0;
+  void add(double v, double w) {
+    sum += v * w;
+    weight += w;
+  }
+  double result() const { return weight > 0 ? sum / weight : 0.0; }
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------- functional graph
+
+const Shape& SymbolicTensor::shape() const { return node_->shape; }
+
+SymbolicTensor Input(std::vector<std::int64_t> shape, std::string name) {
+  std::vector<std::int64_t> d{-1};
+  for (auto v : shape) {
+    if (v < 0) throw ShapeError("Input", "shape", "known non-negative sizes", Shape(shape).str());
+    d.push_back(v);
+  }
+  auto node = std::make_shared<SymbolicTensor::Node>();
+  node->shape = Shape(d);
+  node->name = name.empty() ? unique_name("input_layer") : std::move(name);
+  return SymbolicTensor(node);
+}
+
+SymbolicTensor Layer::operator()(const SymbolicTensor& x) {
+  std::shared_ptr<Layer> self;
+  try {
+    self = shared_from_this();
+  } catch (const std::bad_weak_ptr&) {
+    throw StateError(where(), "layer", "a layer owned by a std::shared_ptr (use std::make_shared)",
+                     "a layer not owned by a shared_ptr");
+  }
+  if (!built()) build(x.shape());
+  auto node = std::make_shared<SymbolicTensor::Node>();
+  node->layer = self;
+  node->input = x.node_;
+  node->shape = compute_output_shape(x.shape());
+  node->name = name();
+  return SymbolicTensor(node);
+}
+
+Model::Model(const SymbolicTensor& inputs, const SymbolicTensor& outputs, std::string name)
+    : name_(name.empty() ? unique_name("functional") : std::move(name)) {
+  std::vector<LayerPtr> reversed;
+  const SymbolicTensor::Node* n = outputs.node_.get();
+  while (n && n->layer) {
+    reversed.push_back(n->layer);
+    n = n->input.get();
+  }
+  if (n != inputs.node_.get()) {
+    throw ArgumentError("Model '" + name_ + "'", "outputs", "a tensor computed from the given inputs",
+                        "a tensor computed from another Input");
+  }
+  layers_.assign(reversed.rbegin(), reversed.rend());
+  input_shape_ = inputs.shape();
+}
+
+void Model::add_layer(LayerPtr layer) {
+  if (!layer) throw ArgumentError("Model '" + name_ + "'", "layer", "a layer", "a null pointer");
+  layers_.push_back(std::move(layer));
+}
+
+LayerPtr Model::get_layer(const std::string& name) const {
+  for (const auto& l : layers_)
+    if (l->name() == name) return l;
+  std::string names;
+  for (const auto& l : layers_) names += (names.empty() ? "" : ", ") + l->name();
+  throw ArgumentError("Model '" + name_ + "'", "get_layer", "one of the layer names [" + names + "]",
+                      "'" + name + "'");
+}
+
+void Model::set_trainable(bool trainable) {
+  trainable_ = trainable;
+  for (auto& l : layers_) l->set_trainable(trainable);
+}
+
+Tensor Model::call(const Tensor& x, bool training, GradientTape* tape, UpdateSink* updates) {
+  if (input_shape_) {
+    bool ok = x.rank() == input_shape_->rank();
+    for (int i = 1; ok && i < x.rank(); ++i) ok = (*input_shape_)[i] < 0 || x.dim(i) == (*input_shape_)[i];
+    if (!ok) {
+      throw ShapeError("Model '" + name_ + "'", "input", "shape " + input_shape_->str() + " (-1: any size)",
+                       x.shape().str());
+    }
+  }
+  Tensor y = x;
+  for (auto& layer : layers_) {
+    std::unique_ptr<LayerContext> context;
+    y = layer->forward(y, training, tape ? &context : nullptr, updates);
+    if (tape) tape->record(*layer, std::move(context));
+  }
+  return y;
+}
+
+std::vector<Variable*> Model::weights() {
+  std::vector<Variable*> out;
+  std::set<const Layer*> seen;
+  for (auto& l : layers_) {
+    if (!seen.insert(l.get()).second) continue;
+    for (Variable* v : l->weights()) out.push_back(v);
+  }
+  return out;
+}
+
+std::vector<Variable*> Model::trainable_weights() {
+  std::vector<Variable*> out;
+  std::set<const Layer*> seen;
+  for (auto& l : layers_) {
+    if (!seen.insert(l.get()).second) continue;
+    for (Variable* v : l->trainable_weights()) out.push_back(v);
+  }
+  return out;
+}
+
+std::vector<Variable*> Model::non_trainable_weights() {
+  std::vector<Variable*> out;
+  std::set<const Layer*> seen;
+  for (auto& l : layers_) {
+    if (!seen.insert(l.get()).second) continue;
+    for (Variable* v : l->non_trainable_weights()) out.push_back(v);
+  }
+  return out;
+}
+
+std::vector<Tensor> Model::get_weights() {
+  std::vector<Tensor> out;
+  for (Variable* v : weights()) out.push_back(v->value);
+  return out;
+}
+
+void Model::set_weights(const std::vector<Tensor>& values) {
+  std::vector<Variable*> vars = weights();
+  const std::string where = "Model '" + name_ + "'";
+  if (values.size() != vars.size()) {
+    throw ShapeError(where, "weights", std::to_string(vars.size()) + " arrays", std::to_string(values.size()) + " arrays");
+  }
+  for (std::size_t i = 0; i < vars.size(); ++i) {
+    if (values[i].shape() != vars[i]->value.shape()) {
+      throw ShapeError(where, "weights[" + std::to_string(i) + "] (" + vars[i]->name + ")",
+                       "shape " + vars[i]->value.shape().str(), values[i].shape().str());
+    }
+  }
+  for (std::size_t i = 0; i < vars.size(); ++i) vars[i]->value = values[i];
+}
+
+std::vector<float> Model::losses() const {
+  std::vector<float> out;
+  for (const auto& l : layers_)
+    for (float v : l->losses()) out.push_back(v);
+  return out;
+}
+
+std::string Model::summary() const {
+  std::ostringstream s;
+  const std::string rule(65, '_'), bold(65, '=');
+  s << "Model: \"" << name_ << "\"\n" << rule << "\n";
+  char buf[160];
+  std::snprintf(buf, sizeof buf, " %-28s %-25s %s\n", "Layer (type)", "Output Shape", "Param #");
+  s << buf << bold << "\n";
+  std::optional<Shape> shape = input_shape_;
+  std::int64_t total = 0, trainable = 0;
+  for (const auto& l : layers_) {
+    std::int64_t params = 0, train = 0;
+    for (const Variable* v : static_cast<const Layer&>(*l).weights()) {
+      params += v->value.numel();
+      if (l->trainable() && v->trainable) train += v->value.numel();
+    }
+    total += params;
+    trainable += train;
+    if (shape) shape = l->compute_output_shape(*shape);
+    const std::string label = l->name() + " (" + l->class_name() + ")";
+    std::snprintf(buf, sizeof buf, " %-28s %-25s %s\n", label.c_str(), shape ? shape_str(*shape).c_str() : "?",
+                  with_commas(params).c_str());
+    s << buf;
+  }
+  s << bold << "\nTotal params: " << with_commas(total) << "\nTrainable params: " << with_commas(trainable)
+    << "\nNon-trainable params: " << with_commas(total - trainable) << "\n" << rule << "\n";
+  return s.str();
+}
+
+// ---------------------------------------------------------------- training
+
+void Model::compile(std::shared_ptr<Optimizer> optimizer, std::shared_ptr<Loss> loss, std::vector<std::string> metrics) {
+  const std::string where = "Model '" + name_ + "'";
+  if (!optimizer) throw ArgumentError(where, "optimizer", "an optimizer", "null");
+  if (!loss) throw ArgumentError(where, "loss", "a loss", "null");
+  for (const auto& m : metrics) make_metric(m, loss->name(), Shape{1, 1});  // validates names now
+  optimizer_ = std::move(optimizer);
+  loss_ = std::move(loss);
+  metric_names_ = std::move(metrics);
+  metrics_.clear();
+}
+
+void Model::compile(const std::string& optimizer, const std::string& loss, std::vector<std::string> metrics) {
+  compile(std::shared_ptr<Optimizer>(make_optimizer(optimizer)), std::shared_ptr<Loss>(make_loss(loss)),
+          std::move(metrics));
+}
+
+void Model::compile(const std::string& optimizer, std::shared_ptr<Loss> loss, std::vector<std::string> metrics) {
+  compile(std::shared_ptr<Optimizer>(make_optimizer(optimizer)), std::move(loss), std::move(metrics));
+}
+
+void Model::require_compiled(const char* what) const {
+  if (!optimizer_) {
+    throw StateError("Model '" + name_ + "'", what, "a compiled model (call compile() first)", "an uncompiled model");
+  }
+}
+
+std::vector<std::unique_ptr<MeanMetricWrapper>>& Model::metrics_for(const Tensor& y_pred) {
+  if (metrics_.size() != metric_names_.size()) {
+    metrics_.clear();
+    for (const auto& m : metric_names_) metrics_.push_back(make_metric(m, loss_->name(), y_pred.shape()));
+  }
+  return metrics_;
+}
+
+Logs Model::train_step(const Tensor& x, const Tensor& y, std::int64_t) {
+  // Statistic updates are collected and applied last, so that a step that fails (for
+  // example a target of the wrong shape) leaves every layer as it was.
+  UpdateCollection updates;
+  GradientTape tape;
+  try {
+    const Tensor y_pred = call(x, true, &tape, &updates);
+    const LossValue loss = loss_->compute(y, y_pred);
+    double total = loss.value;
+    for (float r : losses()) total += r;
+    Gradients grads = tape.gradient(loss.grad);
+    for (auto& l : layers_) l->add_regularization_gradients(grads);
+    auto& metrics = metrics_for(y_pred);
+    optimizer_->apply_gradients(grads, trainable_weights());
+    updates.apply();
+    Logs logs{{"loss", total}};
+    for (auto& m : metrics) {
+      m->update_state(y, y_pred);
+      logs[m->name()] = m->result();
+    }
+    return logs;
+  } catch (...) {
+    updates.discard();
+    throw;
+  }
+}
+
+Logs Model::train_on_batch(const Tensor& x, const Tensor& y) {
+  require_compiled("train_on_batch");
+  for (auto& m : metrics_) m->reset_state();
+  return train_step(x, y, x.rank() ? x.dim(0) : 0);
+}
+
+std::shared_ptr<History> Model::fit(const Tensor& x, const Tensor& y, FitOptions options) {
+  require_compiled("fit");
+  const std::string where = "Model '" + name_ + "'.fit";
+  if (x.rank() < 1 || y.rank() < 1 || x.dim(0) != y.dim(0)) {
+    throw ShapeError(where, "y", "as many samples as x (" + std::to_string(x.rank() ? x.dim(0) : 0) + ")",
+                     "shape " + y.shape().str());
+  }
+  if (options.batch_size < 1) throw ArgumentError(where, "batch_size", "a positive integer", std::to_string(options.batch_size));
+  if (options.epochs < 0) throw ArgumentError(where, "epochs", "a value >= 0", std::to_string(options.epochs));
+  if (!(options.validation_split >= 0.0 && options.validation_split < 1.0)) {
+    throw ArgumentError(where, "validation_split", "a value in [0, 1)", std::to_string(options.validation_split));
+  }
+  // Keras: the validation split is the last fraction of the samples, before shuffling.
+  std::int64_t n = x.dim(0);
+  std::optional<std::pair<Tensor, Tensor>> validation = options.validation_data;
+  Tensor xt = x, yt = y;
+  if (options.validation_split > 0.0) {
+    const auto split_at = static_cast<std::int64_t>(static_cast<double>(n) * (1.0 - options.validation_split));
+    const auto all = iota(n);
+    validation = std::make_pair(gather_rows(x, all, static_cast<std::size_t>(split_at), static_cast<std::size_t>(n)),
+                                gather_rows(y, all, static_cast<std::size_t>(split_at), static_cast<std::size_t>(n)));
+    xt = gather_rows(x, all, 0, static_cast<std::size_t>(split_at));
+    yt = gather_rows(y, all, 0, static_cast<std::size_t>(split_at));
+    n = split_at;
+  }
+  const std::int64_t steps = (n + options.batch_size - 1) / options.batch_size;
+  auto history = std::make_shared<History>();
+  std::vector<std::shared_ptr<Callback>> callbacks;
+  if (options.verbose > 0) callbacks.push_back(std::make_shared<ProgressBar>(options.verbose));
+  callbacks.push_back(history);
+  for (auto& c : options.callbacks) callbacks.push_back(c);
+
+  stop_training = false;
+  for (auto& c : callbacks) c->on_train_begin(*this, options.epochs, steps);
+  std::vector<std::int64_t> order = iota(n);
+  for (int epoch = 0; epoch < options.epochs && !stop_training; ++epoch) {
+    for (auto& c : callbacks) c->on_epoch_begin(*this, epoch);
+    if (options.shuffle) {  // Fisher-Yates with a counter-based generator
+      const std::uint64_t stream = mix64(options.seed ^ mix64(static_cast<std::uint64_t>(epoch) + 1));
+      for (std::int64_t i = n - 1; i > 0; --i) {
+        const auto j = static_cast<std::int64_t>(mix64(stream + static_cast<std::uint64_t>(i)) %
+                                                 static_cast<std::uint64_t>(i + 1));
+        std::swap(order[static_cast<std::size_t>(i)], order[static_cast<std::size_t>(j)]);
+      }
+    }
+    for (auto& m : metrics_) m->reset_state();
+    WeightedMean loss;
+    Logs logs;
+    for (std::int64_t step = 0; step < steps; ++step) {
+      const auto begin = static_cast<std::size_t>(step * options.batch_size);
+      const auto end = static_cast<std::size_t>(std::min(n, (step + 1) * options.batch_size));
+      const Tensor xb = gather_rows(xt, order, begin, end), yb = gather_rows(yt, order, begin, end);
+      logs = train_step(xb, yb, static_cast<std::int64_t>(end - begin));
+      loss.add(logs["loss"], static_cast<double>(end - begin));
+      logs["loss"] = loss.result();
+      for (auto& c : callbacks) c->on_train_batch_end(*this, step, logs);
+    }
+    if (validation) {
+      for (const auto& [k, v] : evaluate(validation->first, validation->second, options.batch_size, 0)) logs["val_" + k] = v;
+    }
+    for (auto& c : callbacks) c->on_epoch_end(*this, epoch, logs);
+  }
+  for (auto& c : callbacks) c->on_train_end(*this);
+  return history;
+}
+
+Logs Model::evaluate(const Tensor& x, const Tensor& y, std::int64_t batch_size, int verbose) {
+  require_compiled("evaluate");
+  const std::string where = "Model '" + name_ + "'.evaluate";
+  if (x.rank() < 1 || y.rank() < 1 || x.dim(0) != y.dim(0)) {
+    throw ShapeError(where, "y", "as many samples as x", "shape " + y.shape().str());
+  }
+  if (batch_size < 1) throw ArgumentError(where, "batch_size", "a positive integer", std::to_string(batch_size));
+  const std::int64_t n = x.dim(0);
+  const auto order = iota(n);
+  std::vector<std::unique_ptr<MeanMetricWrapper>> metrics;
+  WeightedMean loss;
+  double regularization = 0;
+  for (float r : losses()) regularization += r;
+  for (std::int64_t begin = 0; begin < n; begin += batch_size) {
+    const std::int64_t end = std::min(n, begin + batch_size);
+    const Tensor xb = gather_rows(x, order, static_cast<std::size_t>(begin), static_cast<std::size_t>(end));
+    const Tensor yb = gather_rows(y, order, static_cast<std::size_t>(begin), static_cast<std::size_t>(end));
+    const Tensor pred = call(xb, false);
+    if (metrics.empty())
+      for (const auto& m : metric_names_) metrics.push_back(make_metric(m, loss_->name(), pred.shape()));
+    loss.add(loss_->value(yb, pred) + regularization, static_cast<double>(end - begin));
+    for (auto& m : metrics) m->update_state(yb, pred);
+  }
+  Logs logs{{"loss", loss.result()}};
+  for (auto& m : metrics) logs[m->name()] = m->result();
+  if (verbose > 0) std::printf("%s\n", ProgressBar::line(1, 1, 0.0, logs, true).c_str());
+  return logs;
+}
+
+Tensor Model::predict(const Tensor& x, std::int64_t batch_size, int verbose) {
+  const std::string where = "Model '" + name_ + "'.predict";
+  if (x.rank() < 1) throw ShapeError(where, "x", "a batch of samples (rank >= 1)", "rank 0");
+  if (batch_size < 1) throw ArgumentError(where, "batch_size", "a positive integer", std::to_string(batch_size));
+  const std::int64_t n = x.dim(0);
+  const auto order = iota(n);
+  std::vector<Tensor> parts;
+  for (std::int64_t begin = 0; begin < n; begin += batch_size) {
+    const std::int64_t end = std::min(n, begin + batch_size);
+    parts.push_back(call(gather_rows(x, order, static_cast<std::size_t>(begin), static_cast<std::size_t>(end)), false));
+  }
+  if (parts.empty()) return call(x, false);
+  std::vector<std::int64_t> dims = parts.front().shape().dims();
+  dims[0] = n;
+  Tensor out{Shape(dims)};
+  std::int64_t offset = 0;
+  for (const auto& p : parts) {
+    std::copy_n(p.data(), p.numel(), out.data() + offset);
+    offset += p.numel();
+  }
+  if (verbose > 0) std::printf("%s\n", ProgressBar::line(1, 1, 0.0, {}, true).c_str());
+  return out;
+}
+
+// ---------------------------------------------------------------- Sequential
+
+Sequential::Sequential(std::vector<LayerPtr> layers, std::string name)
+    : Model(name.empty() ? unique_name("sequential") : std::move(name)) {
+  for (auto& l : layers) add(std::move(l));
+}
+
+void Sequential::add(LayerPtr layer) {
+  if (auto input = std::dynamic_pointer_cast<InputLayer>(layer)) {
+    if (!layers().empty() || input_shape_) {
+      throw ArgumentError("Sequential '" + name() + "'", "layer", "an InputLayer only in first position",
+                          "InputLayer '" + input->name() + "' after other layers");
+    }
+    input_shape_ = input->batch_shape();
+    return;
+  }
+  if (layers().empty() && !input_shape_) {
+    if (auto dense = std::dynamic_pointer_cast<Dense>(layer); dense && !dense->options().input_shape.empty()) {
+      std::vector<std::int64_t> d{-1};
+      d.insert(d.end(), dense->options().input_shape.begin(), dense->options().input_shape.end());
+      input_shape_ = Shape(d);
+    }
+  }
+  if (input_shape_) {  // build now, with the running output shape
+    Shape s = *input_shape_;
+    for (auto& l : layers()) s = l->compute_output_shape(s);
+    if (!layer->built()) layer->build(s);
+  }
+  add_layer(std::move(layer));
+}
+
+void Sequential::build(const Shape& input_shape) {
+  input_shape_ = input_shape;
+  Shape s = input_shape;
+  for (auto& l : layers()) {
+    if (!l->built()) l->build(s);
+    s = l->compute_output_shape(s);
+  }
+}
+
+}  // namespace bnorm::nn
