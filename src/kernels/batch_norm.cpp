@@ -212,4 +212,39 @@ void backward_inference(const float* dy, const float* x, const BatchNormDims& di
   cpu::nchw_backward_inference(dy, x, dims, mean, var, gamma, epsilon, dx, dgamma, dbeta, num_threads());
 }
 
+void forward_training_relu(const float* x, const BatchNormDims& dims, const float* gamma, const float* beta,
+                           float epsilon, float* y, float* mean, float* var, float* invstd, Impl impl) {
+  assert(valid(dims) && (dims.C == 0 || (mean != nullptr && var != nullptr && invstd != nullptr)));
+  const Path path = dispatch("forward_training_relu", impl, dims);
+  if (dims.C == 0) return;
+  if (path == Path::reference)
+    return reference::forward_training_relu(x, dims, gamma, beta, epsilon, y, mean, var, invstd);
+  if (dims.count() == 0) return write_empty_batch_stats(dims.C, epsilon, mean, var, invstd);
+  if (path == Path::cpu_nhwc)
+    return cpu::nhwc_forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd, num_threads(), true);
+  cpu::nchw_forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd, num_threads(), true);
+}
+
+void backward_training_relu(const float* dy, const float* x, const float* y, const BatchNormDims& dims,
+                            const float* mean, const float* invstd, const float* gamma, float* dx, float* dgamma,
+                            float* dbeta, Impl impl) {
+  assert(valid(dims));
+  const Path path = dispatch("backward_training_relu", impl, dims);
+  if (dims.C == 0) return;
+  if (path == Path::reference)
+    return reference::backward_training_relu(dy, x, y, dims, mean, invstd, gamma, dx, dgamma, dbeta);
+  if (dims.count() == 0) return write_zeros(dims.C, dgamma, dbeta);
+  if (path == Path::cpu_nhwc)
+    return cpu::nhwc_backward_training(dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, num_threads(), y);
+  cpu::nchw_backward_training(dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, num_threads(), y);
+}
+
+const char* simd_level() {
+  return &cpu::simd_ops() == &cpu::simd_ops_generic() ? "generic" : "avx2";
+}
+
+void force_generic_simd(bool on) {
+  cpu::force_generic_simd(on);
+}
+
 }  // namespace bnorm::kernels

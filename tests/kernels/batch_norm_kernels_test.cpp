@@ -95,22 +95,26 @@ struct Outputs {
   std::vector<float> y_inf;                          // forward_inference
   std::vector<float> dx, dgamma, dbeta;              // backward_training
   std::vector<float> dx_inf, dgamma_inf, dbeta_inf;  // backward_inference
+  std::vector<float> y_relu, mean_relu, var_relu, invstd_relu;  // forward_training_relu
+  std::vector<float> dx_relu, dgamma_relu, dbeta_relu;          // backward_training_relu
   std::vector<std::vector<float>*> all() {
-    return {&m_mean, &m_var,  &y,     &mean,   &var,        &invstd,   &y_inf,
-            &dx,     &dgamma, &dbeta, &dx_inf, &dgamma_inf, &dbeta_inf};
+    return {&m_mean, &m_var,      &y,          &mean,        &var,     &invstd,      &y_inf,
+            &dx,     &dgamma,     &dbeta,      &dx_inf,      &dgamma_inf, &dbeta_inf, &y_relu,
+            &mean_relu, &var_relu, &invstd_relu, &dx_relu, &dgamma_relu, &dbeta_relu};
   }
 };
 const char* const kOutputNames[] = {
     "moments.mean",   "moments.var", "y",      "mean",  "var",          "invstd",
     "y_inference",    "dx",          "dgamma", "dbeta", "dx_inference", "dgamma_inference",
-    "dbeta_inference"};
+    "dbeta_inference", "y_relu",     "mean_relu", "var_relu", "invstd_relu", "dx_relu",
+    "dgamma_relu",    "dbeta_relu"};
 
 struct Inputs {
   BatchNormDims dims;
   std::vector<float> x, dy, gamma, beta, run_mean, run_var;
-  // The backward-training kernel is fed the reference's forward statistics, so every
-  // implementation sees the same mean and invstd.
-  std::vector<float> mean, invstd;
+  // The backward-training kernels are fed the reference's forward statistics (and the
+  // reference's ReLU output), so every implementation sees the same mean, invstd and mask.
+  std::vector<float> mean, invstd, yrelu;
   float epsilon = 1e-3f;
   bool affine = true;
 
@@ -129,9 +133,14 @@ struct Inputs {
     run_var = rng.uniforms(d.C, 0.5, 2.0);
     mean.resize(static_cast<std::size_t>(d.C));
     invstd.resize(static_cast<std::size_t>(d.C));
-    std::vector<float> var(static_cast<std::size_t>(d.C)), y(x.size());
-    bk::reference::forward_training(x.data(), d, g(), b(), epsilon, y.data(), mean.data(), var.data(),
-                                    invstd.data());
+    refresh();
+  }
+  // Recomputes mean, invstd and yrelu from x (after x was edited).
+  void refresh() {
+    std::vector<float> var(mean.size());
+    yrelu.resize(x.size());
+    bk::reference::forward_training_relu(x.data(), dims, g(), b(), epsilon, yrelu.data(), mean.data(), var.data(),
+                                         invstd.data());
   }
   const float* g() const { return affine ? gamma.data() : nullptr; }
   const float* b() const { return affine ? beta.data() : nullptr; }
@@ -167,6 +176,19 @@ Outputs run_all(const Inputs& in, Impl impl) {
   o.dbeta_inf = junk(d.C);
   bk::backward_inference(in.dy.data(), in.x.data(), d, in.run_mean.data(), in.run_var.data(), in.g(),
                          in.epsilon, o.dx_inf.data(), o.dgamma_inf.data(), o.dbeta_inf.data(), impl);
+
+  o.y_relu = junk(d.numel());
+  o.mean_relu = junk(d.C);
+  o.var_relu = junk(d.C);
+  o.invstd_relu = junk(d.C);
+  bk::forward_training_relu(in.x.data(), d, in.g(), in.b(), in.epsilon, o.y_relu.data(), o.mean_relu.data(),
+                            o.var_relu.data(), o.invstd_relu.data(), impl);
+
+  o.dx_relu = junk(d.numel());
+  o.dgamma_relu = junk(d.C);
+  o.dbeta_relu = junk(d.C);
+  bk::backward_training_relu(in.dy.data(), in.x.data(), in.yrelu.data(), d, in.mean.data(), in.invstd.data(),
+                             in.g(), o.dx_relu.data(), o.dgamma_relu.data(), o.dbeta_relu.data(), impl);
   return o;
 }
 
@@ -245,7 +267,9 @@ class ThreadCountGuard {
 TEST(BatchNormKernels, BitwiseIdenticalForAnyThreadCount) {
   ThreadCountGuard guard;
   for (const BatchNormDims d : {BatchNormDims{4096, 64, 1}, BatchNormDims{8, 32, 3136},
-                                BatchNormDims{2, 3, 60000}, BatchNormDims{30000, 3, 1}}) {
+                                BatchNormDims{2, 3, 60000}, BatchNormDims{30000, 3, 1},
+                                BatchNormDims{64, 1024, 1}, BatchNormDims{1000, 77, 1},
+                                BatchNormDims{32, 17, 196}, BatchNormDims{16, 2048, 7}}) {
     for (const bool spiky : {false, true}) {
       SCOPED_TRACE(str(d) + (spiky ? " spiky" : " normal"));
       Inputs in(d, true, 99u);
@@ -261,9 +285,7 @@ TEST(BatchNormKernels, BitwiseIdenticalForAnyThreadCount) {
           in.dy[first] += 1e17f;
           in.dy[last] -= 1e17f;
         }
-        std::vector<float> y(in.x.size()), var(in.mean.size());
-        bk::reference::forward_training(in.x.data(), d, in.g(), in.b(), in.epsilon, y.data(), in.mean.data(),
-                                        var.data(), in.invstd.data());
+        in.refresh();
       }
       bk::set_num_threads(1);
       Outputs one = run_all(in, Impl::automatic);
@@ -287,12 +309,15 @@ TEST(BatchNormKernels, BitwiseIdenticalForAnyThreadCount) {
 
 TEST(BatchNormKernels, MomentsAccurateWithLargeOffset) {
   for (const double offset : {1e4, 1e6}) {
-    for (const BatchNormDims d : {BatchNormDims{20000, 3, 1}, BatchNormDims{16, 3, 1250}}) {
+    for (const BatchNormDims d : {BatchNormDims{20000, 3, 1}, BatchNormDims{16, 3, 1250},
+                                  BatchNormDims{3000, 64, 1}, BatchNormDims{5, 24, 900},
+                                  BatchNormDims{100, 512, 1}}) {
       SCOPED_TRACE(str(d) + " offset " + std::to_string(offset));
       Rng rng(7u);
       const std::vector<float> x = rng.normals(d.numel(), offset, 1.0);
+      const std::size_t C = static_cast<std::size_t>(d.C);
       // Double two-pass reference on the same float data.
-      std::vector<double> want_mean(3, 0.0), want_var(3, 0.0);
+      std::vector<double> want_mean(C, 0.0), want_var(C, 0.0);
       for (std::int64_t c = 0; c < d.C; ++c) {
         double sum = 0.0;
         for (std::int64_t n = 0; n < d.N; ++n)
@@ -309,11 +334,14 @@ TEST(BatchNormKernels, MomentsAccurateWithLargeOffset) {
       }
       for (const Impl impl : {Impl::cpu, Impl::reference}) {
         SCOPED_TRACE(impl == Impl::cpu ? "Impl::cpu" : "Impl::reference");
-        std::vector<float> mean(3), var(3), y(x.size()), mean2(3), var2(3), invstd(3);
+        std::vector<float> mean(C), var(C), y(x.size()), mean2(C), var2(C), invstd(C), mean3(C), var3(C),
+            invstd3(C);
         bk::moments(x.data(), d, mean.data(), var.data(), impl);
         bk::forward_training(x.data(), d, nullptr, nullptr, 1e-3f, y.data(), mean2.data(), var2.data(),
                              invstd.data(), impl);
-        for (std::size_t c = 0; c < 3; ++c) {
+        bk::forward_training_relu(x.data(), d, nullptr, nullptr, 1e-3f, y.data(), mean3.data(), var3.data(),
+                                  invstd3.data(), impl);
+        for (std::size_t c = 0; c < C; ++c) {
           const double sd = std::sqrt(want_var[c]);
           // The float mean cannot be closer than half an ulp (0.03 at 1e6) to the exact one.
           const float rounded = static_cast<float>(want_mean[c]);
@@ -323,6 +351,8 @@ TEST(BatchNormKernels, MomentsAccurateWithLargeOffset) {
           EXPECT_NEAR(mean2[c], want_mean[c], 0.01 * sd + half_ulp);
           EXPECT_NEAR(var2[c], want_var[c], 1e-4 * want_var[c]);
           EXPECT_NEAR(invstd[c], 1.0 / std::sqrt(want_var[c] + 1e-3), 1e-4 / sd);
+          EXPECT_NEAR(mean3[c], want_mean[c], 0.01 * sd + half_ulp);
+          EXPECT_NEAR(var3[c], want_var[c], 1e-4 * want_var[c]);
         }
       }
     }
@@ -663,6 +693,135 @@ TEST(BatchNormKernels, ZeroChannelsIsANoOp) {
     }
   }
   SUCCEED();
+}
+
+// ---------------------------------------------------------------------------------------
+// Fused batch norm + ReLU: exactly the composition, on every path.
+
+TEST(BatchNormKernels, FusedReluIsTheComposition) {
+  for (const BatchNormDims d : {BatchNormDims{300, 17, 1}, BatchNormDims{8, 32, 196}, BatchNormDims{2, 3, 40000},
+                                BatchNormDims{5000, 3, 1}}) {
+    SCOPED_TRACE(str(d));
+    const Inputs in(d, true, 8u);
+    for (const Impl impl : {Impl::automatic, Impl::reference}) {
+      std::vector<float> y(in.x.size()), mean(in.gamma.size()), var(mean), invstd(mean);
+      bk::forward_training(in.x.data(), d, in.g(), in.b(), in.epsilon, y.data(), mean.data(), var.data(),
+                           invstd.data(), impl);
+      std::vector<float> relu = y;
+      for (float& v : relu) v = v < 0.0f ? 0.0f : v;
+      std::vector<float> yr(in.x.size()), mean_r(mean), var_r(mean), invstd_r(mean);
+      bk::forward_training_relu(in.x.data(), d, in.g(), in.b(), in.epsilon, yr.data(), mean_r.data(),
+                                var_r.data(), invstd_r.data(), impl);
+      expect_bitwise(yr, relu, "y_relu");
+      expect_bitwise(mean_r, mean, "mean");
+      expect_bitwise(var_r, var, "var");
+      expect_bitwise(invstd_r, invstd, "invstd");
+      // In place.
+      std::vector<float> inplace = in.x;
+      bk::forward_training_relu(inplace.data(), d, in.g(), in.b(), in.epsilon, inplace.data(), mean_r.data(),
+                                var_r.data(), invstd_r.data(), impl);
+      expect_bitwise(inplace, relu, "y_relu (in place)");
+
+      // Backward: the same as backward_training on the masked gradient.
+      std::vector<float> g = in.dy;
+      for (std::size_t i = 0; i < g.size(); ++i)
+        if (!(in.yrelu[i] > 0.0f)) g[i] = 0.0f;
+      std::vector<float> dx(in.x.size()), dgamma(mean.size()), dbeta(mean.size());
+      bk::backward_training(g.data(), in.x.data(), d, in.mean.data(), in.invstd.data(), in.g(), dx.data(),
+                            dgamma.data(), dbeta.data(), impl);
+      std::vector<float> dx_r = junk(d.numel()), dgamma_r = junk(d.C), dbeta_r = junk(d.C);
+      bk::backward_training_relu(in.dy.data(), in.x.data(), in.yrelu.data(), d, in.mean.data(), in.invstd.data(),
+                                 in.g(), dx_r.data(), dgamma_r.data(), dbeta_r.data(), impl);
+      expect_bitwise(dx_r, dx, "dx_relu");
+      expect_bitwise(dgamma_r, dgamma, "dgamma_relu");
+      expect_bitwise(dbeta_r, dbeta, "dbeta_relu");
+    }
+  }
+}
+
+TEST(BatchNormKernels, FusedReluEmptyAndZeroChannels) {
+  const float eps = 1e-3f;
+  const float want_invstd = static_cast<float>(1.0 / std::sqrt(static_cast<double>(eps)));
+  for (const Impl impl : {Impl::automatic, Impl::cpu, Impl::reference}) {
+    for (const BatchNormDims d : {BatchNormDims{0, 3, 1}, BatchNormDims{0, 3, 5}, BatchNormDims{4, 3, 0}}) {
+      std::vector<float> mean = junk(3), var = junk(3), invstd = junk(3), dgamma = junk(3), dbeta = junk(3);
+      bk::forward_training_relu(nullptr, d, nullptr, nullptr, eps, nullptr, mean.data(), var.data(),
+                                invstd.data(), impl);
+      expect_bitwise(mean, {0, 0, 0}, "mean");
+      expect_bitwise(var, {0, 0, 0}, "var");
+      expect_bitwise(invstd, {want_invstd, want_invstd, want_invstd}, "invstd");
+      bk::backward_training_relu(nullptr, nullptr, nullptr, d, mean.data(), invstd.data(), nullptr, nullptr,
+                                 dgamma.data(), dbeta.data(), impl);
+      expect_bitwise(dgamma, {0, 0, 0}, "dgamma");
+      expect_bitwise(dbeta, {0, 0, 0}, "dbeta");
+    }
+    bk::forward_training_relu(nullptr, BatchNormDims{4, 0, 9}, nullptr, nullptr, eps, nullptr, nullptr, nullptr,
+                              nullptr, impl);
+    bk::backward_training_relu(nullptr, nullptr, nullptr, BatchNormDims{4, 0, 1}, nullptr, nullptr, nullptr,
+                               nullptr, nullptr, nullptr, impl);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Vector code: the generic loops and the AVX2 loops give the same bits.
+
+class GenericSimdGuard {
+ public:
+  ~GenericSimdGuard() { bk::force_generic_simd(false); }
+};
+
+TEST(BatchNormKernels, GenericAndAvx2LoopsAgreeBitwise) {
+  GenericSimdGuard guard;
+  const std::string level = bk::simd_level();
+  EXPECT_TRUE(level == "avx2" || level == "generic") << level;
+  for (const BatchNormDims d : {BatchNormDims{1000, 64, 1}, BatchNormDims{5000, 3, 1}, BatchNormDims{8, 32, 196},
+                                BatchNormDims{2, 3, 40000}, BatchNormDims{40, 1100, 1}, BatchNormDims{7, 5, 1},
+                                BatchNormDims{3, 13, 49}}) {
+    SCOPED_TRACE(str(d));
+    const Inputs in(d, true, 21u);
+    bk::force_generic_simd(false);
+    Outputs automatic = run_all(in, Impl::cpu);
+    bk::force_generic_simd(true);
+    EXPECT_STREQ(bk::simd_level(), "generic");
+    Outputs generic = run_all(in, Impl::cpu);
+    bk::force_generic_simd(false);
+    const auto got = generic.all();
+    const auto want = automatic.all();
+    for (std::size_t k = 0; k < got.size(); ++k) expect_bitwise(*got[k], *want[k], kOutputNames[k]);
+  }
+}
+
+// Misaligned buffers (the kernels align their stores, never their sums): the results do
+// not depend on where the tensors sit in memory.
+TEST(BatchNormKernels, ResultsDoNotDependOnAlignment) {
+  for (const BatchNormDims d : {BatchNormDims{300, 17, 1}, BatchNormDims{8, 32, 196}, BatchNormDims{64, 40, 1}}) {
+    SCOPED_TRACE(str(d));
+    const Inputs in(d, true, 31u);
+    const Outputs base = run_all(in, Impl::cpu);
+    for (const std::size_t shift : {1u, 3u, 5u}) {
+      SCOPED_TRACE("shift " + std::to_string(shift));
+      std::vector<float> xs(in.x.size() + 8), dys(in.x.size() + 8), ys(in.x.size() + 8), dxs(in.x.size() + 8);
+      std::copy(in.x.begin(), in.x.end(), xs.begin() + static_cast<std::ptrdiff_t>(shift));
+      std::copy(in.dy.begin(), in.dy.end(), dys.begin() + static_cast<std::ptrdiff_t>(shift));
+      float* x = xs.data() + shift;
+      float* dy = dys.data() + shift;
+      float* y = ys.data() + (shift * 3) % 8;
+      float* dx = dxs.data() + (shift * 5) % 8;
+      std::vector<float> mean(in.gamma.size()), var(mean), invstd(mean), dgamma(mean), dbeta(mean);
+      bk::forward_training(x, d, in.g(), in.b(), in.epsilon, y, mean.data(), var.data(), invstd.data(), Impl::cpu);
+      expect_bitwise(std::vector<float>(y, y + d.numel()), base.y, "y");
+      expect_bitwise(mean, base.mean, "mean");
+      expect_bitwise(var, base.var, "var");
+      bk::backward_training(dy, x, d, in.mean.data(), in.invstd.data(), in.g(), dx, dgamma.data(), dbeta.data(),
+                            Impl::cpu);
+      expect_bitwise(std::vector<float>(dx, dx + d.numel()), base.dx, "dx");
+      expect_bitwise(dgamma, base.dgamma, "dgamma");
+      bk::backward_inference(dy, x, d, in.run_mean.data(), in.run_var.data(), in.g(), in.epsilon, dx,
+                             dgamma.data(), dbeta.data(), Impl::cpu);
+      expect_bitwise(std::vector<float>(dx, dx + d.numel()), base.dx_inf, "dx_inference");
+      expect_bitwise(dgamma, base.dgamma_inf, "dgamma_inference");
+    }
+  }
 }
 
 }  // namespace

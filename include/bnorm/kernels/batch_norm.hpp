@@ -131,4 +131,51 @@ void backward_inference(const float* dy,      // (N, C, S)
                         float* dbeta,         // (C) assigned, or null
                         Impl impl = Impl::automatic);
 
+// ---- Fused batch norm + ReLU (the pair every ResNet block runs) ----
+
+// Forward training followed by ReLU, in one sweep over the data:
+//   y = relu(x * alpha_c + shift_c),  relu(v) = (v < 0 ? 0 : v)   (NaN propagates)
+// Statistics outputs exactly as forward_training (the ReLU does not change them).
+// y may alias x.
+void forward_training_relu(const float* x,      // (N, C, S)
+                           const BatchNormDims& dims,
+                           const float* gamma,  // (C) or null
+                           const float* beta,   // (C) or null
+                           float epsilon,
+                           float* y,            // (N, C, S) assigned; may alias x
+                           float* mean,         // (C) assigned: batch mean
+                           float* var,          // (C) assigned: biased batch variance
+                           float* invstd,       // (C) assigned: 1/sqrt(var + epsilon)
+                           Impl impl = Impl::automatic);
+
+// Backward of forward_training_relu: the ReLU's gradient, then backward_training's.
+//   g = (y > 0 ? dy : 0)   (y: the forward output, after the ReLU; PyTorch's
+//                           threshold_backward(dy, y, 0))
+// then exactly backward_training with g in place of dy:
+//   dbeta_c = sum g,  dgamma_c = sum g * xhat,
+//   dx = gamma_c * invstd_c * (g - dbeta_c / count - xhat * dgamma_c / count)
+// No buffer for g is needed: the mask is applied on the fly.
+void backward_training_relu(const float* dy,      // (N, C, S)
+                            const float* x,       // (N, C, S) forward input
+                            const float* y,       // (N, C, S) forward output (after ReLU)
+                            const BatchNormDims& dims,
+                            const float* mean,    // (C)
+                            const float* invstd,  // (C)
+                            const float* gamma,   // (C) or null
+                            float* dx,            // (N, C, S) assigned, or null
+                            float* dgamma,        // (C) assigned, or null
+                            float* dbeta,         // (C) assigned, or null
+                            Impl impl = Impl::automatic);
+
+// Vector instruction set the cpu kernels use on this machine, chosen once at the first
+// call: "avx2" (AVX2 + FMA present) or "generic" (baseline x86-64 SSE2). Setting the
+// environment variable BNORM_SIMD=generic before the first kernel call forces the
+// generic loops. Results are bitwise identical for any thread count within one choice;
+// the two choices agree to about one float ulp.
+const char* simd_level();
+
+// Forces the generic loops (true) or restores the automatic choice (false), for tests
+// and benchmarks. Not meant to be called while kernels run on other threads.
+void force_generic_simd(bool on);
+
 }  // namespace bnorm::kernels

@@ -31,4 +31,12 @@ template <typename T>
 void backward_inference(const T* dy, const T* x, const BatchNormDims& dims, const T* mean,
                         const T* var, const T* gamma, T epsilon, T* dx, T* dgamma, T* dbeta);
 
+template <typename T>
+void forward_training_relu(const T* x, const BatchNormDims& dims, const T* gamma, const T* beta,
+                           T epsilon, T* y, T* mean, T* var, T* invstd);
+
+template <typename T>
+void backward_training_relu(const T* dy, const T* x, const T* y, const BatchNormDims& dims, const T* mean,
+                            const T* invstd, const T* gamma, T* dx, T* dgamma, T* dbeta);
+
 }  // namespace bnorm::kernels::reference

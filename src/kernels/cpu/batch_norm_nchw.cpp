@@ -2,18 +2,85 @@
 // is contiguous, so the inner loops run along s with channel c's coefficients fixed.
 //
 // Reductions: one channel's N*S elements are cut into fixed blocks of about kBlockElems
-// elements (whole rows when S is small, pieces of a row when S is large); the
-// (channel, block) pairs are the parallel tasks, so few channels still use every thread.
-// Each task writes its partial sums (double) to its own slot; they are merged per
-// channel in block order, which makes the result independent of the thread count.
+// elements (whole rows when S is small, pieces of a row when S is large). A block's
+// partial sums (double) depend on its elements only and are merged per channel in block
+// order, which makes the result independent of the thread count and of the schedule.
+//
+// Cache blocking: when there are enough channels to share among the threads, each
+// thread takes whole channels: it reduces a channel's blocks, merges them, and at once
+// normalizes (forward) or computes dx for (backward) that channel while its slice is
+// still in cache, so the tensor crosses memory once. With few channels (C < 8 threads
+// and not a multiple of them), the (channel, block) pairs are the parallel tasks and
+// the elementwise pass is a second sweep.
+//
+// This file also holds the two tables of inner loops (batch_norm_simd.hpp compiled for
+// baseline x86-64 and for AVX2) and the choice between them.
+#include <omp.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cassert>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "batch_norm_cpu.hpp"
 
+// ---- the inner loops, once per instruction set ----
+#define BNORM_SIMD_NS simd_generic
+#include "batch_norm_simd.hpp"
+#undef BNORM_SIMD_NS
+
+#pragma GCC push_options
+#pragma GCC target("avx2")
+#define BNORM_SIMD_NS simd_avx2
+#define BNORM_SIMD_AVX2 1
+#include "batch_norm_simd.hpp"
+#undef BNORM_SIMD_AVX2
+#undef BNORM_SIMD_NS
+#pragma GCC pop_options
+
 namespace bnorm::kernels::cpu {
+namespace {
+
+#define BNORM_SIMD_TABLE(ns)                                                                             \
+  SimdOps {                                                                                              \
+    #ns, ns::moments_rows, ns::grad_rows, ns::grad_scale_rows, ns::affine_rows, ns::affine_cyclic,       \
+        ns::dx_rows, ns::sum_flat, ns::sq_flat, ns::grad_flat, ns::scale_flat, ns::affine_flat,     \
+        ns::dx_flat                                                                                      \
+  }
+const SimdOps kGeneric = BNORM_SIMD_TABLE(simd_generic);
+const SimdOps kAvx2 = BNORM_SIMD_TABLE(simd_avx2);
+#undef BNORM_SIMD_TABLE
+
+bool cpu_has_avx2() {
+  static const bool has = [] {
+    const char* env = std::getenv("BNORM_SIMD");
+    if (env != nullptr && std::strcmp(env, "generic") == 0) return false;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") != 0;
+  }();
+  return has;
+}
+
+std::atomic<bool> g_force_generic{false};
+
+}  // namespace
+
+const SimdOps& simd_ops() {
+  if (g_force_generic.load(std::memory_order_relaxed) || !cpu_has_avx2()) return kGeneric;
+  return kAvx2;
+}
+
+const SimdOps& simd_ops_generic() {
+  return kGeneric;
+}
+
+void force_generic_simd(bool on) {
+  g_force_generic.store(on, std::memory_order_relaxed);
+}
+
 namespace {
 
 // The fixed decomposition of one channel into blocks: `rows` consecutive n by `span`
@@ -54,241 +121,248 @@ Block block_at(const Blocking& b, const BatchNormDims& dims, std::int64_t block)
   return {n0, std::min(dims.N, n0 + b.rows), s0, std::min(dims.S, s0 + b.span)};
 }
 
-// Scalar math: sum_i x[i]
-double span_sum(const float* __restrict x, std::int64_t len) {
-  double acc = 0.0;
-#pragma omp simd reduction(+ : acc)
-  for (std::int64_t i = 0; i < len; ++i) acc += static_cast<double>(x[i]);
-  return acc;
+// Offset of block `k` of channel c.
+std::int64_t block_offset(const BatchNormDims& dims, const Block& k, std::int64_t c) {
+  return (k.n0 * dims.C + c) * dims.S + k.s0;
 }
 
-// Scalar math: sum_i (x[i] - mean)^2
-double span_squares(const float* __restrict x, std::int64_t len, double mean) {
-  double acc = 0.0;
-#pragma omp simd reduction(+ : acc)
-  for (std::int64_t i = 0; i < len; ++i) {
-    const double d = static_cast<double>(x[i]) - mean;
-    acc += d * d;
-  }
-  return acc;
+// Whether threads take whole channels (fused, cache-blocked passes).
+bool by_channel(const BatchNormDims& dims, int team) {
+  return team == 1 || dims.C % team == 0 || dims.C >= 8 * team;
 }
 
-// Scalar math: sum_dy += sum_i dy[i];  dotp += sum_i dy[i] * (x[i] - mean)
-void span_grad_sums(const float* __restrict dy, const float* __restrict x, std::int64_t len, double mean,
-                    double& sum_dy, double& dotp) {
-  double a = 0.0, b = 0.0;
-#pragma omp simd reduction(+ : a, b)
-  for (std::int64_t i = 0; i < len; ++i) {
-    const double g = static_cast<double>(dy[i]);
-    a += g;
-    b += g * (static_cast<double>(x[i]) - mean);
-  }
-  sum_dy += a;
-  dotp += b;
-}
-
-// Batch mean and biased variance of every channel, in double.
-// Each block is reduced by two passes over its own elements (local mean, then squared
-// deviations from it, while the block is in cache); blocks merge by Chan's formula
-//   M2 = sum_b [ M2_b + n_b * (mean_b - mean)^2 ],  mean_b = sum_b / n_b,
-// so the input is read once and an offset far above the spread costs no accuracy.
-void channel_stats(const float* x, const BatchNormDims& dims, int threads, std::vector<double>& mean,
-                   std::vector<double>& var) {
-  assert(dims.C > 0 && dims.count() > 0);
-  const Blocking blocking = blocking_for(dims);
-  const std::int64_t nb = blocking.per_channel();
-  const std::int64_t tasks = dims.C * nb;
-  std::vector<double> block_sum(static_cast<std::size_t>(tasks));
-  std::vector<double> block_m2(static_cast<std::size_t>(tasks));
-  const int team = team_size(dims, threads);
-
-#pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
-  for (std::int64_t t = 0; t < tasks; ++t) {
-    const std::int64_t c = t / nb;
-    const Block blk = block_at(blocking, dims, t % nb);
-    const std::int64_t len = blk.s1 - blk.s0;
-    double sum = 0.0;
-    for (std::int64_t n = blk.n0; n < blk.n1; ++n)
-      sum += span_sum(x + (n * dims.C + c) * dims.S + blk.s0, len);
-    const double local_mean = sum / static_cast<double>(blk.count());
-    double m2 = 0.0;
-    for (std::int64_t n = blk.n0; n < blk.n1; ++n)
-      m2 += span_squares(x + (n * dims.C + c) * dims.S + blk.s0, len, local_mean);
-    block_sum[static_cast<std::size_t>(t)] = sum;
-    block_m2[static_cast<std::size_t>(t)] = m2;
-  }
-
-  mean.assign(static_cast<std::size_t>(dims.C), 0.0);
-  var.assign(static_cast<std::size_t>(dims.C), 0.0);
-  const double count = static_cast<double>(dims.count());
-  for (std::int64_t c = 0; c < dims.C; ++c) {
-    const double* sums = block_sum.data() + c * nb;
-    const double* m2s = block_m2.data() + c * nb;
-    double total = 0.0;
-    for (std::int64_t b = 0; b < nb; ++b) total += sums[b];
-    const double m = total / count;
-    double m2 = 0.0;
-    for (std::int64_t b = 0; b < nb; ++b) {
-      const double n_b = static_cast<double>(block_at(blocking, dims, b).count());
-      const double d = sums[b] / n_b - m;
-      m2 += m2s[b] + n_b * d * d;
-    }
-    mean[static_cast<std::size_t>(c)] = m;
-    var[static_cast<std::size_t>(c)] = m2 / count;
-  }
-}
-
-// Per-channel sum dy and sum dy * (x - mean), in double, merged in block order.
-void channel_grad_sums(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
-                       int threads, std::vector<double>& sum_dy, std::vector<double>& dotp) {
-  assert(dims.C > 0 && dims.count() > 0);
-  const Blocking blocking = blocking_for(dims);
-  const std::int64_t nb = blocking.per_channel();
-  const std::int64_t tasks = dims.C * nb;
-  std::vector<double> block_dy(static_cast<std::size_t>(tasks));
-  std::vector<double> block_dotp(static_cast<std::size_t>(tasks));
-  const int team = team_size(dims, threads);
-
-#pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
-  for (std::int64_t t = 0; t < tasks; ++t) {
-    const std::int64_t c = t / nb;
-    const Block blk = block_at(blocking, dims, t % nb);
-    const double m = static_cast<double>(mean[c]);
-    double a = 0.0, b = 0.0;
-    for (std::int64_t n = blk.n0; n < blk.n1; ++n) {
-      const std::int64_t row = (n * dims.C + c) * dims.S + blk.s0;
-      span_grad_sums(dy + row, x + row, blk.s1 - blk.s0, m, a, b);
-    }
-    block_dy[static_cast<std::size_t>(t)] = a;
-    block_dotp[static_cast<std::size_t>(t)] = b;
-  }
-
-  sum_dy.assign(static_cast<std::size_t>(dims.C), 0.0);
-  dotp.assign(static_cast<std::size_t>(dims.C), 0.0);
-  for (std::int64_t c = 0; c < dims.C; ++c) {
-    double a = 0.0, b = 0.0;
-    for (std::int64_t k = 0; k < nb; ++k) {
-      a += block_dy[static_cast<std::size_t>(c * nb + k)];
-      b += block_dotp[static_cast<std::size_t>(c * nb + k)];
-    }
-    sum_dy[static_cast<std::size_t>(c)] = a;
-    dotp[static_cast<std::size_t>(c)] = b;
-  }
-}
-
-// y = x * alpha_c + shift_c over every row; elementwise, so any split is deterministic.
-// y may alias x (same index read then written), hence no __restrict on them.
-void apply_fold(const float* x, const BatchNormDims& dims, const std::vector<Fold>& folds, float* y,
-                int threads) {
+// Row range [r0, r1) of the N*C rows for thread t of nt (equal shares).
+void row_share(const BatchNormDims& dims, int t, int nt, std::int64_t& r0, std::int64_t& r1) {
   const std::int64_t rows = dims.N * dims.C;
-  const int team = team_size(dims, threads);
+  r0 = rows * t / nt;
+  r1 = rows * (t + 1) / nt;
+}
+
+// sum and M2 of block `blk` of channel c.
+void block_moments(const SimdOps& ops, const float* x, const BatchNormDims& dims, const Blocking& b,
+                   std::int64_t c, std::int64_t blk, double* sum, double* m2) {
+  const Block k = block_at(b, dims, blk);
+  ops.moments_rows(x + block_offset(dims, k, c), k.n1 - k.n0, dims.C * dims.S, k.s1 - k.s0, sum, m2);
+}
+
+// Mean and biased variance of channel c from its blocks' sums and M2s (`step` apart).
+void merge_channel(const double* sums, const double* m2s, std::int64_t step, const Blocking& b,
+                   const BatchNormDims& dims, double& mean, double& var) {
+  chan_merge(sums, m2s, b.per_channel(), step, [&](std::int64_t k) { return block_at(b, dims, k).count(); },
+             static_cast<double>(dims.count()), mean, var);
+}
+
+// Every channel's mean and variance: (channel, block) pairs as parallel tasks.
+void channel_stats(const SimdOps& ops, const float* x, const BatchNormDims& dims, int team, double* mean,
+                   double* var) {
+  const Blocking b = blocking_for(dims);
+  const std::int64_t nb = b.per_channel();
+  const std::int64_t tasks = dims.C * nb;
+  double* sums = scratch<double, 1>(2 * tasks);
+  double* m2s = sums + tasks;
 #pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const Fold f = folds[static_cast<std::size_t>(r % dims.C)];
-    const float* xr = x + r * dims.S;
-    float* yr = y + r * dims.S;
-    // Scalar math: y = x * alpha + shift
-#pragma omp simd
-    for (std::int64_t s = 0; s < dims.S; ++s) yr[s] = xr[s] * f.alpha + f.shift;
+  for (std::int64_t t = 0; t < tasks; ++t) block_moments(ops, x, dims, b, t / nb, t % nb, sums + t, m2s + t);
+  for (std::int64_t c = 0; c < dims.C; ++c) merge_channel(sums + c * nb, m2s + c * nb, 1, b, dims, mean[c], var[c]);
+}
+
+// Per-channel sum g and sum g * (x - mean) for channel c, blocks merged in order.
+void channel_grad(const SimdOps& ops, const float* dy, const float* x, const float* ymask,
+                  const BatchNormDims& dims, const Blocking& b, std::int64_t c, double mean, double& sum_g,
+                  double& dotp) {
+  double a = 0.0, p = 0.0;
+  for (std::int64_t blk = 0; blk < b.per_channel(); ++blk) {
+    const Block k = block_at(b, dims, blk);
+    const std::int64_t o = block_offset(dims, k, c);
+    double ba = 0.0, bp = 0.0;
+    ops.grad_rows(dy + o, x + o, ymask != nullptr ? ymask + o : nullptr, k.n1 - k.n0, dims.C * dims.S,
+                  k.s1 - k.s0, mean, &ba, &bp);
+    a += ba;
+    p += bp;
   }
+  sum_g = a;
+  dotp = p;
 }
 
 }  // namespace
 
 void nchw_moments(const float* x, const BatchNormDims& dims, float* mean, float* var, int threads) {
-  std::vector<double> m, v;
-  channel_stats(x, dims, threads, m, v);
+  double* m = scratch<double, 2>(2 * dims.C);
+  double* v = m + dims.C;
+  channel_stats(simd_ops(), x, dims, team_size(dims, threads), m, v);
   for (std::int64_t c = 0; c < dims.C; ++c) {
-    mean[c] = static_cast<float>(m[static_cast<std::size_t>(c)]);
-    var[c] = static_cast<float>(v[static_cast<std::size_t>(c)]);
+    mean[c] = static_cast<float>(m[c]);
+    var[c] = static_cast<float>(v[c]);
   }
 }
 
 void nchw_forward_training(const float* x, const BatchNormDims& dims, const float* gamma, const float* beta,
-                           float epsilon, float* y, float* mean, float* var, float* invstd, int threads) {
-  std::vector<double> m, v;
-  channel_stats(x, dims, threads, m, v);
-  std::vector<Fold> folds(static_cast<std::size_t>(dims.C));
-  for (std::int64_t c = 0; c < dims.C; ++c) {
-    const std::size_t i = static_cast<std::size_t>(c);
-    mean[c] = static_cast<float>(m[i]);
-    var[c] = static_cast<float>(v[i]);
-    invstd[c] = invstd_of(v[i], epsilon);
-    folds[i] = fold(mean[c], invstd[c], gamma, beta, c);
+                           float epsilon, float* y, float* mean, float* var, float* invstd, int threads,
+                           bool relu) {
+  const SimdOps& ops = simd_ops();
+  const int team = team_size(dims, threads);
+  const std::int64_t C = dims.C, S = dims.S;
+  const Blocking b = blocking_for(dims);
+  const std::int64_t nb = b.per_channel();
+
+  if (by_channel(dims, team)) {
+    // Whole channels per thread: reduce, merge, normalize while the slice is in cache.
+#pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
+    for (std::int64_t c = 0; c < C; ++c) {
+      double* sums = scratch<double, 0>(2 * nb);
+      double* m2s = sums + nb;
+      for (std::int64_t blk = 0; blk < nb; ++blk) block_moments(ops, x, dims, b, c, blk, sums + blk, m2s + blk);
+      double m = 0.0, v = 0.0;
+      merge_channel(sums, m2s, 1, b, dims, m, v);
+      mean[c] = static_cast<float>(m);
+      var[c] = static_cast<float>(v);
+      invstd[c] = invstd_of(v, epsilon);
+      const Fold f = fold(mean[c], invstd[c], gamma, beta, c);
+      ops.affine_rows(x + c * S, y + c * S, dims.N, C * S, S, f.alpha, f.shift, relu);
+    }
+    return;
   }
-  apply_fold(x, dims, folds, y, threads);
+
+  double* m = scratch<double, 2>(2 * C);
+  double* v = m + C;
+  channel_stats(ops, x, dims, team, m, v);
+  float* alpha = scratch<float, 3>(2 * C);
+  float* shift = alpha + C;
+  for (std::int64_t c = 0; c < C; ++c) {
+    mean[c] = static_cast<float>(m[c]);
+    var[c] = static_cast<float>(v[c]);
+    invstd[c] = invstd_of(v[c], epsilon);
+    const Fold f = fold(mean[c], invstd[c], gamma, beta, c);
+    alpha[c] = f.alpha;
+    shift[c] = f.shift;
+  }
+#pragma omp parallel num_threads(team) if (team > 1)
+  {
+    std::int64_t r0 = 0, r1 = 0;
+    row_share(dims, omp_get_thread_num(), omp_get_num_threads(), r0, r1);
+    ops.affine_cyclic(x, y, r0, r1, C, S, alpha, shift, relu);
+  }
 }
 
 void nchw_forward_inference(const float* x, const BatchNormDims& dims, const float* mean, const float* var,
                             const float* gamma, const float* beta, float epsilon, float* y, int threads) {
-  std::vector<Fold> folds(static_cast<std::size_t>(dims.C));
-  for (std::int64_t c = 0; c < dims.C; ++c)
-    folds[static_cast<std::size_t>(c)] =
-        fold(mean[c], invstd_of(static_cast<double>(var[c]), epsilon), gamma, beta, c);
-  apply_fold(x, dims, folds, y, threads);
+  const SimdOps& ops = simd_ops();
+  const int team = team_size(dims, threads);
+  float* alpha = scratch<float, 3>(2 * dims.C);
+  float* shift = alpha + dims.C;
+  for (std::int64_t c = 0; c < dims.C; ++c) {
+    const Fold f = fold(mean[c], invstd_of(static_cast<double>(var[c]), epsilon), gamma, beta, c);
+    alpha[c] = f.alpha;
+    shift[c] = f.shift;
+  }
+#pragma omp parallel num_threads(team) if (team > 1)
+  {
+    std::int64_t r0 = 0, r1 = 0;
+    row_share(dims, omp_get_thread_num(), omp_get_num_threads(), r0, r1);
+    ops.affine_cyclic(x, y, r0, r1, dims.C, dims.S, alpha, shift, false);
+  }
 }
 
 void nchw_backward_training(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
                             const float* invstd, const float* gamma, float* dx, float* dgamma, float* dbeta,
-                            int threads) {
+                            int threads, const float* ymask) {
   if (dx == nullptr && dgamma == nullptr && dbeta == nullptr) return;
-  std::vector<double> sum_dy, dotp;
-  channel_grad_sums(dy, x, dims, mean, threads, sum_dy, dotp);
-  std::vector<TrainingGrad> grads(static_cast<std::size_t>(dims.C));
-  for (std::int64_t c = 0; c < dims.C; ++c) {
-    const std::size_t i = static_cast<std::size_t>(c);
-    if (dgamma != nullptr) dgamma[c] = static_cast<float>(dotp[i] * static_cast<double>(invstd[c]));
-    if (dbeta != nullptr) dbeta[c] = static_cast<float>(sum_dy[i]);
-    grads[i] = training_grad(sum_dy[i], dotp[i], dims.count(), invstd[c], gamma, c);
+  const SimdOps& ops = simd_ops();
+  const int team = team_size(dims, threads);
+  const std::int64_t C = dims.C, S = dims.S;
+  const Blocking b = blocking_for(dims);
+
+  if (by_channel(dims, team)) {
+    // Whole channels per thread: reduce, then dx while the channel's dy and x are in cache.
+#pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
+    for (std::int64_t c = 0; c < C; ++c) {
+      double sum_g = 0.0, dotp = 0.0;
+      channel_grad(ops, dy, x, ymask, dims, b, c, static_cast<double>(mean[c]), sum_g, dotp);
+      if (dgamma != nullptr) dgamma[c] = static_cast<float>(dotp * static_cast<double>(invstd[c]));
+      if (dbeta != nullptr) dbeta[c] = static_cast<float>(sum_g);
+      if (dx == nullptr) continue;
+      const TrainingGrad g = training_grad(sum_g, dotp, dims.count(), invstd[c], gamma, c);
+      ops.dx_rows(dy + c * S, x + c * S, ymask != nullptr ? ymask + c * S : nullptr, dx + c * S, dims.N, C * S,
+                  S, mean[c], g.grad_mean, g.k, g.scale);
+    }
+    return;
+  }
+
+  // Few channels: (channel, block) tasks, then dx over rows.
+  const std::int64_t nb = b.per_channel();
+  const std::int64_t tasks = C * nb;
+  double* sums = scratch<double, 1>(2 * tasks);
+  double* dots = sums + tasks;
+#pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
+  for (std::int64_t t = 0; t < tasks; ++t) {
+    const std::int64_t c = t / nb;
+    const Block k = block_at(b, dims, t % nb);
+    const std::int64_t o = block_offset(dims, k, c);
+    ops.grad_rows(dy + o, x + o, ymask != nullptr ? ymask + o : nullptr, k.n1 - k.n0, C * S, k.s1 - k.s0,
+                  static_cast<double>(mean[c]), sums + t, dots + t);
+  }
+  TrainingGrad* grads = scratch<TrainingGrad, 4>(C);
+  for (std::int64_t c = 0; c < C; ++c) {
+    double sum_g = 0.0, dotp = 0.0;
+    for (std::int64_t k = 0; k < nb; ++k) {
+      sum_g += sums[c * nb + k];
+      dotp += dots[c * nb + k];
+    }
+    if (dgamma != nullptr) dgamma[c] = static_cast<float>(dotp * static_cast<double>(invstd[c]));
+    if (dbeta != nullptr) dbeta[c] = static_cast<float>(sum_g);
+    grads[c] = training_grad(sum_g, dotp, dims.count(), invstd[c], gamma, c);
   }
   if (dx == nullptr) return;
-
-  const std::int64_t rows = dims.N * dims.C;
-  const int team = team_size(dims, threads);
-#pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const std::int64_t c = r % dims.C;
-    const TrainingGrad g = grads[static_cast<std::size_t>(c)];
-    const float m = mean[c];
-    const float* __restrict dyr = dy + r * dims.S;
-    const float* __restrict xr = x + r * dims.S;
-    float* __restrict dxr = dx + r * dims.S;
-    // Scalar math: dx = (dy - grad_mean - (x - mean) * k) * scale
-#pragma omp simd
-    for (std::int64_t s = 0; s < dims.S; ++s) dxr[s] = (dyr[s] - g.grad_mean - (xr[s] - m) * g.k) * g.scale;
+#pragma omp parallel num_threads(team) if (team > 1)
+  {
+    std::int64_t r0 = 0, r1 = 0;
+    row_share(dims, omp_get_thread_num(), omp_get_num_threads(), r0, r1);
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const std::int64_t c = r % C, o = r * S;
+      const TrainingGrad g = grads[c];
+      ops.dx_rows(dy + o, x + o, ymask != nullptr ? ymask + o : nullptr, dx + o, 1, S, S, mean[c], g.grad_mean,
+                  g.k, g.scale);
+    }
   }
 }
 
 void nchw_backward_inference(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
                              const float* var, const float* gamma, float epsilon, float* dx, float* dgamma,
                              float* dbeta, int threads) {
-  std::vector<float> invstd(static_cast<std::size_t>(dims.C));
-  for (std::int64_t c = 0; c < dims.C; ++c)
-    invstd[static_cast<std::size_t>(c)] = invstd_of(static_cast<double>(var[c]), epsilon);
-
-  if (dgamma != nullptr || dbeta != nullptr) {
-    std::vector<double> sum_dy, dotp;
-    channel_grad_sums(dy, x, dims, mean, threads, sum_dy, dotp);
-    for (std::int64_t c = 0; c < dims.C; ++c) {
-      const std::size_t i = static_cast<std::size_t>(c);
-      if (dgamma != nullptr) dgamma[c] = static_cast<float>(static_cast<double>(invstd[i]) * dotp[i]);
-      if (dbeta != nullptr) dbeta[c] = static_cast<float>(sum_dy[i]);
-    }
-  }
-  if (dx == nullptr) return;
-
-  const std::int64_t rows = dims.N * dims.C;
+  const SimdOps& ops = simd_ops();
   const int team = team_size(dims, threads);
+  const std::int64_t C = dims.C, S = dims.S;
+  float* inv = scratch<float, 3>(2 * C);
+  float* scale = inv + C;
+  for (std::int64_t c = 0; c < C; ++c) {
+    inv[c] = invstd_of(static_cast<double>(var[c]), epsilon);
+    scale[c] = gamma != nullptr ? inv[c] * gamma[c] : inv[c];
+  }
+  // One pass: each (channel, block) task takes its partial sums and writes its dx.
+  const Blocking b = blocking_for(dims);
+  const std::int64_t nb = b.per_channel();
+  const std::int64_t tasks = C * nb;
+  double* sums = scratch<double, 1>(2 * tasks);
+  double* dots = sums + tasks;
 #pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const std::int64_t c = r % dims.C;
-    const float scale = gamma != nullptr ? invstd[static_cast<std::size_t>(c)] * gamma[c]
-                                         : invstd[static_cast<std::size_t>(c)];
-    const float* __restrict dyr = dy + r * dims.S;
-    float* __restrict dxr = dx + r * dims.S;
-    // Scalar math: dx = dy * invstd * gamma
-#pragma omp simd
-    for (std::int64_t s = 0; s < dims.S; ++s) dxr[s] = dyr[s] * scale;
+  for (std::int64_t t = 0; t < tasks; ++t) {
+    const std::int64_t c = t / nb;
+    const Block k = block_at(b, dims, t % nb);
+    const std::int64_t o = block_offset(dims, k, c);
+    if (dx != nullptr)
+      ops.grad_scale_rows(dy + o, x + o, dx + o, k.n1 - k.n0, C * S, k.s1 - k.s0, static_cast<double>(mean[c]),
+                          scale[c], sums + t, dots + t);
+    else
+      ops.grad_rows(dy + o, x + o, nullptr, k.n1 - k.n0, C * S, k.s1 - k.s0, static_cast<double>(mean[c]),
+                    sums + t, dots + t);
+  }
+  for (std::int64_t c = 0; c < C; ++c) {
+    double sum_g = 0.0, dotp = 0.0;
+    for (std::int64_t k = 0; k < nb; ++k) {
+      sum_g += sums[c * nb + k];
+      dotp += dots[c * nb + k];
+    }
+    if (dgamma != nullptr) dgamma[c] = static_cast<float>(static_cast<double>(inv[c]) * dotp);
+    if (dbeta != nullptr) dbeta[c] = static_cast<float>(sum_g);
   }
 }
 

@@ -1,14 +1,23 @@
 // Fast batch norm, channels-last (N, C) (the (N, C, S) view with S == 1): every row of
-// C elements holds one value of each channel, so the inner loops run along c over
-// per-channel coefficient arrays.
+// C elements holds one value of each channel.
 //
-// Reductions: rows are cut into fixed blocks of max(16, kBlockElems / C) rows (a
-// function of the dims only, never of the thread count). Each block accumulates
-// per-channel partial sums in double into its own slot; the slots are merged in block
-// order, so results are bitwise identical for any number of threads.
+// A block of rows is contiguous, and the inner loops run along it flat, with a period P:
+// the smallest multiple of C and 8 that is at least 32 (C = 3: P = 48). Lane j of a
+// period belongs to channel j % C, so per-lane accumulators and coefficients (arrays of
+// P) make every channel count, even C = 3, a plain vector loop.
+//
+// Reductions: rows are cut into fixed blocks of max(64, 4 kBlockElems / C) rows (a function
+// of the dims only, never of the thread count). Each block reduces into per-lane double
+// accumulators, folds the lanes of each channel in lane order into its own slot, and the
+// slots are merged in block order, so results are bitwise identical for any number of
+// threads. One parallel region runs the phases (reduce, merge, elementwise) with the same
+// static schedule over blocks, so a thread's second pass finds its rows in its cache when
+// they fit.
 #include <algorithm>
 #include <cassert>
+#include <cmath>
 #include <cstdint>
+#include <numeric>
 #include <vector>
 
 #include "batch_norm_cpu.hpp"
@@ -22,9 +31,13 @@ struct RowBlocking {
   std::int64_t begin(std::int64_t b) const { return b * rows; }
 };
 
+// Channels-last blocks are larger than kBlockElems: a block's per-channel bookkeeping
+// (O(C)) must stay small next to its O(rows * C) work, and 256 KiB still fits L2.
+constexpr std::int64_t kRowBlockElems = 4 * kBlockElems;
+
 RowBlocking row_blocking(const BatchNormDims& dims) {
   RowBlocking b;
-  b.rows = std::min(dims.N, std::max<std::int64_t>(16, kBlockElems / dims.C));
+  b.rows = std::min(dims.N, std::max<std::int64_t>(64, kRowBlockElems / dims.C));
   b.blocks = ceil_div(dims.N, b.rows);
   return b;
 }
@@ -33,234 +46,356 @@ std::int64_t block_end(const RowBlocking& b, const BatchNormDims& dims, std::int
   return std::min(dims.N, b.begin(block) + b.rows);
 }
 
-std::size_t idx(std::int64_t i) {
-  return static_cast<std::size_t>(i);
+// The smallest multiple of C and 8 that is at least 32.
+std::int64_t period_of(std::int64_t C) {
+  std::int64_t p = C * 8 / std::gcd(C, std::int64_t{8});
+  while (p < 32) p *= 2;
+  return p;
 }
 
-// Batch mean and biased variance of every channel, in double.
-// Each block is reduced by two passes over its own rows (local mean, then squared
-// deviations from it, while the block is in cache); blocks merge by Chan's formula
-//   M2 = sum_b [ M2_b + n_b * (mean_b - mean)^2 ],  mean_b = sum_b / n_b,
-// so the input is read once and an offset far above the spread costs no accuracy.
-void channel_stats(const float* x, const BatchNormDims& dims, int threads, std::vector<double>& mean,
-                   std::vector<double>& var) {
-  assert(dims.C > 0 && dims.N > 0 && dims.S == 1);
-  const std::int64_t C = dims.C;
-  const RowBlocking blocking = row_blocking(dims);
-  std::vector<double> block_sum(idx(blocking.blocks * C), 0.0);
-  std::vector<double> block_m2(idx(blocking.blocks * C), 0.0);
-  const int team = team_size(dims, threads);
+// out[c] = sum over the lanes j = c (mod C) of acc[j], in lane order.
+void fold_lanes(const double* acc, std::int64_t P, std::int64_t C, double* out) {
+  for (std::int64_t c = 0; c < C; ++c) out[c] = acc[c];
+  for (std::int64_t j = C; j < P; j += C)
+    for (std::int64_t c = 0; c < C; ++c) out[c] += acc[j + c];
+}
 
-#pragma omp parallel num_threads(team) if (team > 1)
-  {
-    std::vector<double> local_mean_buffer(idx(C));
-    double* __restrict local_mean = local_mean_buffer.data();
+// lanes[j] = per_channel[j % C] for the lanes j < L whose channel is in [c0, c1).
+template <typename T, typename U>
+void spread(const U* per_channel, std::int64_t c0, std::int64_t c1, std::int64_t L, std::int64_t C, T* lanes) {
+  for (std::int64_t j0 = 0; j0 < L; j0 += C) {
+    const std::int64_t end = std::min(c1, L - j0);
+    for (std::int64_t c = c0; c < end; ++c) lanes[j0 + c] = static_cast<T>(per_channel[c]);
+  }
+}
+
+template <typename T, typename U>
+void expand_lanes(const U* per_channel, std::int64_t L, std::int64_t C, T* lanes) {
+  spread(per_channel, 0, C, L, C, lanes);
+}
+
+void zero(double* p, std::int64_t n) {
+  std::fill(p, p + n, 0.0);
+}
+
+// Everything one call shares among its threads.
+struct Plan {
+  const SimdOps& ops;
+  BatchNormDims dims;
+  RowBlocking blocking;
+  std::int64_t C, P;
+  int team;
+  Plan(const BatchNormDims& d, int threads)
+      : ops(simd_ops()), dims(d), blocking(row_blocking(d)), C(d.C), P(period_of(d.C)),
+        team(team_size(d, threads)) {}
+  std::int64_t r0(std::int64_t b) const { return blocking.begin(b); }
+  std::int64_t r1(std::int64_t b) const { return block_end(blocking, dims, b); }
+  std::int64_t flat(std::int64_t b) const { return (r1(b) - r0(b)) * C; }
+};
+
+// Phase 1 of the statistics, for block b: its per-channel sums and M2s (squared
+// deviations from the block's own mean, in double) into sums[0..C) and m2s[0..C), by two
+// passes over the block, the second from cache. `work`: per-thread scratch of 2P + C
+// doubles (per-lane sums, per-lane means / squares, per-channel means).
+void block_moments(const Plan& p, const float* x, std::int64_t b, double* sums, double* m2s, double* work) {
+  const std::int64_t P = p.P, C = p.C;
+  double* lanes = work;        // P: sums, then the block mean of each lane's channel
+  double* sq = work + P;       // P: squared deviations per lane
+  double* mean = work + 2 * P;  // C
+  const float* xb = x + p.r0(b) * C;
+  const std::int64_t n = p.flat(b);
+  const double rows = static_cast<double>(p.r1(b) - p.r0(b));
+  zero(lanes, P);
+  p.ops.sum_flat(xb, n, P, lanes);
+  fold_lanes(lanes, P, C, sums);
+  for (std::int64_t c = 0; c < C; ++c) mean[c] = sums[c] / rows;
+  expand_lanes(mean, P, C, lanes);
+  zero(sq, P);
+  p.ops.sq_flat(xb, n, P, lanes, sq);
+  fold_lanes(sq, P, C, m2s);
+}
+
+// The per-channel phases run over chunks of channels, with loops along c that the
+// compiler vectorizes (divisions and square roots included).
+constexpr std::int64_t kChannelChunk = 512;
+
+std::int64_t chunks(std::int64_t C) {
+  return ceil_div(C, kChannelChunk);
+}
+
+// Channels [c0, c1) of chunk k.
+void chunk_range(std::int64_t k, std::int64_t C, std::int64_t& c0, std::int64_t& c1) {
+  c0 = k * kChannelChunk;
+  c1 = std::min(C, c0 + kChannelChunk);
+}
+
+// Mean and biased variance of channels [c0, c1) from the block slots (block b's value
+// at b * C + c), merged in block order (Chan's formula, see chan_merge).
+void merge_stats(const Plan& p, const double* sums, const double* m2s, std::int64_t c0, std::int64_t c1,
+                 double* mean, double* var) {
+  const std::int64_t C = p.C;
+  for (std::int64_t c = c0; c < c1; ++c) mean[c] = var[c] = 0.0;
+  for (std::int64_t b = 0; b < p.blocking.blocks; ++b) {
+    const double* s = sums + b * C;
+    for (std::int64_t c = c0; c < c1; ++c) mean[c] += s[c];
+  }
+  const double count = static_cast<double>(p.dims.N);
+  for (std::int64_t c = c0; c < c1; ++c) mean[c] /= count;
+  for (std::int64_t b = 0; b < p.blocking.blocks; ++b) {
+    const double n_b = static_cast<double>(p.r1(b) - p.r0(b));
+    const double inv_b = 1.0 / n_b;
+    const double* s = sums + b * C;
+    const double* q = m2s + b * C;
+    for (std::int64_t c = c0; c < c1; ++c) {
+      const double d = s[c] * inv_b - mean[c];
+      var[c] += q[c] + n_b * d * d;
+    }
+  }
+  for (std::int64_t c = c0; c < c1; ++c) var[c] /= count;
+}
+
+// sa[c] = sum over blocks of a[b * C + c], sb likewise, in block order.
+void merge_sums(const Plan& p, const double* a, const double* b, std::int64_t c0, std::int64_t c1, double* sa,
+                double* sb) {
+  for (std::int64_t c = c0; c < c1; ++c) sa[c] = sb[c] = 0.0;
+  for (std::int64_t k = 0; k < p.blocking.blocks; ++k) {
+    const double* x = a + k * p.C;
+    const double* y = b + k * p.C;
+    for (std::int64_t c = c0; c < c1; ++c) {
+      sa[c] += x[c];
+      sb[c] += y[c];
+    }
+  }
+}
+
+// The folded coefficients of channels [c0, c1) (fold() in batch_norm_cpu.hpp, vectorized).
+void fold_range(const float* mean, const float* invstd, const float* gamma, const float* beta, std::int64_t c0,
+                std::int64_t c1, float* alpha, float* shift) {
+  if (gamma != nullptr)
+    for (std::int64_t c = c0; c < c1; ++c) alpha[c] = invstd[c] * gamma[c];
+  else
+    for (std::int64_t c = c0; c < c1; ++c) alpha[c] = invstd[c];
+  if (beta != nullptr)
+    for (std::int64_t c = c0; c < c1; ++c) shift[c] = beta[c] - mean[c] * alpha[c];
+  else
+    for (std::int64_t c = c0; c < c1; ++c) shift[c] = 0.0f - mean[c] * alpha[c];
+}
+
+// invstd = 1 / sqrt(var + epsilon) in double, rounded to float (invstd_of, vectorized).
+template <typename V>
+void invstd_range(const V* var, float epsilon, std::int64_t c0, std::int64_t c1, float* invstd) {
+  const double eps = static_cast<double>(epsilon);
+  for (std::int64_t c = c0; c < c1; ++c)
+    invstd[c] = static_cast<float>(1.0 / std::sqrt(static_cast<double>(var[c]) + eps));
+}
+
+// Block phase of the statistics (every thread), into the slots.
+void reduce_blocks(const Plan& p, const float* x, double* sums, double* m2s) {
+  double* work = scratch<double, 0>(2 * p.P + p.C);
 #pragma omp for schedule(static)
-    for (std::int64_t b = 0; b < blocking.blocks; ++b) {
-      const std::int64_t r0 = blocking.begin(b), r1 = block_end(blocking, dims, b);
-      double* __restrict sum = block_sum.data() + b * C;
-      double* __restrict m2 = block_m2.data() + b * C;
-      // Scalar math: sum_c += x[r, c]
-      for (std::int64_t r = r0; r < r1; ++r) {
-        const float* __restrict row = x + r * C;
-#pragma omp simd
-        for (std::int64_t c = 0; c < C; ++c) sum[c] += static_cast<double>(row[c]);
-      }
-      const double n_b = static_cast<double>(r1 - r0);
-      for (std::int64_t c = 0; c < C; ++c) local_mean[c] = sum[c] / n_b;
-      // Scalar math: m2_c += (x[r, c] - local_mean_c)^2
-      for (std::int64_t r = r0; r < r1; ++r) {
-        const float* __restrict row = x + r * C;
-#pragma omp simd
-        for (std::int64_t c = 0; c < C; ++c) {
-          const double d = static_cast<double>(row[c]) - local_mean[c];
-          m2[c] += d * d;
-        }
-      }
-    }
-  }
-
-  mean.assign(idx(C), 0.0);
-  var.assign(idx(C), 0.0);
-  for (std::int64_t b = 0; b < blocking.blocks; ++b)
-    for (std::int64_t c = 0; c < C; ++c) mean[idx(c)] += block_sum[idx(b * C + c)];
-  const double count = static_cast<double>(dims.N);
-  for (std::int64_t c = 0; c < C; ++c) mean[idx(c)] /= count;
-  for (std::int64_t b = 0; b < blocking.blocks; ++b) {
-    const double n_b = static_cast<double>(block_end(blocking, dims, b) - blocking.begin(b));
-    for (std::int64_t c = 0; c < C; ++c) {
-      const double d = block_sum[idx(b * C + c)] / n_b - mean[idx(c)];
-      var[idx(c)] += block_m2[idx(b * C + c)] + n_b * d * d;
-    }
-  }
-  for (std::int64_t c = 0; c < C; ++c) var[idx(c)] /= count;
-}
-
-// Per-channel sum dy and sum dy * (x - mean), in double, merged in block order.
-void channel_grad_sums(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
-                       int threads, std::vector<double>& sum_dy, std::vector<double>& dotp) {
-  assert(dims.C > 0 && dims.N > 0 && dims.S == 1);
-  const std::int64_t C = dims.C;
-  const RowBlocking blocking = row_blocking(dims);
-  std::vector<double> block_dy(idx(blocking.blocks * C), 0.0);
-  std::vector<double> block_dotp(idx(blocking.blocks * C), 0.0);
-  std::vector<double> mean_buffer(mean, mean + C);
-  const double* __restrict m = mean_buffer.data();
-  const int team = team_size(dims, threads);
-
-#pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
-  for (std::int64_t b = 0; b < blocking.blocks; ++b) {
-    double* __restrict a = block_dy.data() + b * C;
-    double* __restrict p = block_dotp.data() + b * C;
-    for (std::int64_t r = blocking.begin(b); r < block_end(blocking, dims, b); ++r) {
-      const float* __restrict dyr = dy + r * C;
-      const float* __restrict xr = x + r * C;
-      // Scalar math: sum_dy_c += dy;  dotp_c += dy * (x - mean_c)
-#pragma omp simd
-      for (std::int64_t c = 0; c < C; ++c) {
-        const double g = static_cast<double>(dyr[c]);
-        a[c] += g;
-        p[c] += g * (static_cast<double>(xr[c]) - m[c]);
-      }
-    }
-  }
-
-  sum_dy.assign(idx(C), 0.0);
-  dotp.assign(idx(C), 0.0);
-  for (std::int64_t b = 0; b < blocking.blocks; ++b)
-    for (std::int64_t c = 0; c < C; ++c) {
-      sum_dy[idx(c)] += block_dy[idx(b * C + c)];
-      dotp[idx(c)] += block_dotp[idx(b * C + c)];
-    }
-}
-
-// y = x * alpha_c + shift_c on every row; elementwise, so any split is deterministic.
-// y may alias x (same index read then written), hence no __restrict on them.
-void apply_fold(const float* x, const BatchNormDims& dims, const std::vector<float>& alpha,
-                const std::vector<float>& shift, float* y, int threads) {
-  const std::int64_t C = dims.C;
-  const float* __restrict a = alpha.data();
-  const float* __restrict sh = shift.data();
-  const int team = team_size(dims, threads);
-#pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
-  for (std::int64_t r = 0; r < dims.N; ++r) {
-    const float* xr = x + r * C;
-    float* yr = y + r * C;
-    // Scalar math: y = x * alpha_c + shift_c
-#pragma omp simd
-    for (std::int64_t c = 0; c < C; ++c) yr[c] = xr[c] * a[c] + sh[c];
-  }
-}
-
-void fold_all(const float* mean, const float* invstd, const float* gamma, const float* beta, std::int64_t C,
-              std::vector<float>& alpha, std::vector<float>& shift) {
-  alpha.resize(idx(C));
-  shift.resize(idx(C));
-  for (std::int64_t c = 0; c < C; ++c) {
-    const Fold f = fold(mean[c], invstd[c], gamma, beta, c);
-    alpha[idx(c)] = f.alpha;
-    shift[idx(c)] = f.shift;
-  }
+  for (std::int64_t b = 0; b < p.blocking.blocks; ++b) block_moments(p, x, b, sums + b * p.C, m2s + b * p.C, work);
 }
 
 }  // namespace
 
 void nhwc_moments(const float* x, const BatchNormDims& dims, float* mean, float* var, int threads) {
-  std::vector<double> m, v;
-  channel_stats(x, dims, threads, m, v);
-  for (std::int64_t c = 0; c < dims.C; ++c) {
-    mean[c] = static_cast<float>(m[idx(c)]);
-    var[c] = static_cast<float>(v[idx(c)]);
+  const Plan p(dims, threads);
+  const std::int64_t slots = p.blocking.blocks * p.C;
+  double* sums = scratch<double, 1>(2 * slots);
+  double* m2s = sums + slots;
+  double* m = scratch<double, 6>(2 * p.C);
+  double* v = m + p.C;
+#pragma omp parallel num_threads(p.team) if (p.team > 1)
+  {
+    reduce_blocks(p, x, sums, m2s);
+#pragma omp for schedule(static)
+    for (std::int64_t k = 0; k < chunks(p.C); ++k) {
+      std::int64_t c0 = 0, c1 = 0;
+      chunk_range(k, p.C, c0, c1);
+      merge_stats(p, sums, m2s, c0, c1, m, v);
+      for (std::int64_t c = c0; c < c1; ++c) {
+        mean[c] = static_cast<float>(m[c]);
+        var[c] = static_cast<float>(v[c]);
+      }
+    }
   }
 }
 
 void nhwc_forward_training(const float* x, const BatchNormDims& dims, const float* gamma, const float* beta,
-                           float epsilon, float* y, float* mean, float* var, float* invstd, int threads) {
-  std::vector<double> m, v;
-  channel_stats(x, dims, threads, m, v);
-  for (std::int64_t c = 0; c < dims.C; ++c) {
-    mean[c] = static_cast<float>(m[idx(c)]);
-    var[c] = static_cast<float>(v[idx(c)]);
-    invstd[c] = invstd_of(v[idx(c)], epsilon);
+                           float epsilon, float* y, float* mean, float* var, float* invstd, int threads,
+                           bool relu) {
+  const Plan p(dims, threads);
+  const std::int64_t C = p.C, L = p.P + kLaneExtra;
+  const std::int64_t slots = p.blocking.blocks * C;
+  double* sums = scratch<double, 1>(2 * slots);
+  double* m2s = sums + slots;
+  double* m = scratch<double, 6>(2 * C);
+  double* v = m + C;
+  float* coef = scratch<float, 2>(2 * C + 2 * L);
+  float* alpha_c = coef;  // per channel
+  float* shift_c = coef + C;
+  float* alpha = coef + 2 * C;  // per lane
+  float* shift = alpha + L;
+#pragma omp parallel num_threads(p.team) if (p.team > 1)
+  {
+    reduce_blocks(p, x, sums, m2s);
+#pragma omp for schedule(static)
+    for (std::int64_t k = 0; k < chunks(C); ++k) {
+      std::int64_t c0 = 0, c1 = 0;
+      chunk_range(k, C, c0, c1);
+      merge_stats(p, sums, m2s, c0, c1, m, v);
+      for (std::int64_t c = c0; c < c1; ++c) {
+        mean[c] = static_cast<float>(m[c]);
+        var[c] = static_cast<float>(v[c]);
+      }
+      invstd_range(v, epsilon, c0, c1, invstd);
+      fold_range(mean, invstd, gamma, beta, c0, c1, alpha_c, shift_c);
+      spread(alpha_c, c0, c1, L, C, alpha);
+      spread(shift_c, c0, c1, L, C, shift);
+    }
+    // Same schedule as the first loop: each thread normalizes the rows it reduced.
+#pragma omp for schedule(static)
+    for (std::int64_t b = 0; b < p.blocking.blocks; ++b)
+      p.ops.affine_flat(x + p.r0(b) * C, y + p.r0(b) * C, p.flat(b), p.P, alpha, shift, relu);
   }
-  std::vector<float> alpha, shift;
-  fold_all(mean, invstd, gamma, beta, dims.C, alpha, shift);
-  apply_fold(x, dims, alpha, shift, y, threads);
 }
 
 void nhwc_forward_inference(const float* x, const BatchNormDims& dims, const float* mean, const float* var,
                             const float* gamma, const float* beta, float epsilon, float* y, int threads) {
-  std::vector<float> invstd(idx(dims.C));
-  for (std::int64_t c = 0; c < dims.C; ++c) invstd[idx(c)] = invstd_of(static_cast<double>(var[c]), epsilon);
-  std::vector<float> alpha, shift;
-  fold_all(mean, invstd.data(), gamma, beta, dims.C, alpha, shift);
-  apply_fold(x, dims, alpha, shift, y, threads);
+  const Plan p(dims, threads);
+  const std::int64_t C = p.C, L = p.P + kLaneExtra;
+  float* coef = scratch<float, 2>(3 * C + 2 * L);
+  float* inv = coef;
+  float* alpha_c = coef + C;
+  float* shift_c = coef + 2 * C;
+  float* alpha = coef + 3 * C;
+  float* shift = alpha + L;
+  invstd_range(var, epsilon, 0, C, inv);
+  fold_range(mean, inv, gamma, beta, 0, C, alpha_c, shift_c);
+  expand_lanes(alpha_c, L, C, alpha);
+  expand_lanes(shift_c, L, C, shift);
+#pragma omp parallel for schedule(static) num_threads(p.team) if (p.team > 1)
+  for (std::int64_t b = 0; b < p.blocking.blocks; ++b)
+    p.ops.affine_flat(x + p.r0(b) * C, y + p.r0(b) * C, p.flat(b), p.P, alpha, shift, false);
 }
+
+namespace {
+
+// Block phase of the gradient sums (every thread): sum g and sum g (x - mean) per block
+// into the slots; with dx_scale (inference backward) also dx = dy * scale from cache.
+void grad_blocks(const Plan& p, const float* dy, const float* x, const float* ymask, const double* mean_d,
+                 double* sums, double* dots, float* dx, const float* dx_scale) {
+  double* acc = scratch<double, 0>(2 * p.P);
+#pragma omp for schedule(static)
+  for (std::int64_t b = 0; b < p.blocking.blocks; ++b) {
+    const std::int64_t o = p.r0(b) * p.C;
+    zero(acc, 2 * p.P);
+    p.ops.grad_flat(dy + o, x + o, ymask != nullptr ? ymask + o : nullptr, p.flat(b), p.P, mean_d, acc,
+                    acc + p.P);
+    if (dx != nullptr && dx_scale != nullptr) p.ops.scale_flat(dy + o, dx + o, p.flat(b), p.P, dx_scale);
+    fold_lanes(acc, p.P, p.C, sums + b * p.C);
+    fold_lanes(acc + p.P, p.P, p.C, dots + b * p.C);
+  }
+}
+
+}  // namespace
 
 void nhwc_backward_training(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
                             const float* invstd, const float* gamma, float* dx, float* dgamma, float* dbeta,
-                            int threads) {
+                            int threads, const float* ymask) {
   if (dx == nullptr && dgamma == nullptr && dbeta == nullptr) return;
-  const std::int64_t C = dims.C;
-  std::vector<double> sum_dy, dotp;
-  channel_grad_sums(dy, x, dims, mean, threads, sum_dy, dotp);
-  std::vector<float> grad_mean(idx(C)), k(idx(C)), scale(idx(C));
-  for (std::int64_t c = 0; c < C; ++c) {
-    if (dgamma != nullptr) dgamma[c] = static_cast<float>(dotp[idx(c)] * static_cast<double>(invstd[c]));
-    if (dbeta != nullptr) dbeta[c] = static_cast<float>(sum_dy[idx(c)]);
-    const TrainingGrad g = training_grad(sum_dy[idx(c)], dotp[idx(c)], dims.count(), invstd[c], gamma, c);
-    grad_mean[idx(c)] = g.grad_mean;
-    k[idx(c)] = g.k;
-    scale[idx(c)] = g.scale;
-  }
-  if (dx == nullptr) return;
-
-  const float* __restrict gm = grad_mean.data();
-  const float* __restrict kk = k.data();
-  const float* __restrict sc = scale.data();
-  const float* __restrict m = mean;
-  const int team = team_size(dims, threads);
-#pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
-  for (std::int64_t r = 0; r < dims.N; ++r) {
-    const float* __restrict dyr = dy + r * C;
-    const float* __restrict xr = x + r * C;
-    float* __restrict dxr = dx + r * C;
-    // Scalar math: dx = (dy - grad_mean_c - (x - mean_c) * k_c) * scale_c
-#pragma omp simd
-    for (std::int64_t c = 0; c < C; ++c) dxr[c] = (dyr[c] - gm[c] - (xr[c] - m[c]) * kk[c]) * sc[c];
+  const Plan p(dims, threads);
+  const std::int64_t C = p.C, P = p.P, L = P + kLaneExtra;
+  const std::int64_t slots = p.blocking.blocks * C;
+  double* sums = scratch<double, 1>(2 * slots);
+  double* dots = sums + slots;
+  double* mean_d = scratch<double, 2>(P + 2 * C);
+  double* sum_g = mean_d + P;  // per channel
+  double* dotp = sum_g + C;
+  expand_lanes(mean, P, C, mean_d);
+  float* coef = scratch<float, 3>(3 * C + 4 * L);
+  float* gm_c = coef;  // per channel
+  float* k_c = coef + C;
+  float* sc_c = coef + 2 * C;
+  float* mean_f = coef + 3 * C;  // per lane
+  float* gm = mean_f + L;
+  float* kk = gm + L;
+  float* sc = kk + L;
+  expand_lanes(mean, L, C, mean_f);
+  const double count = static_cast<double>(dims.count());
+#pragma omp parallel num_threads(p.team) if (p.team > 1)
+  {
+    grad_blocks(p, dy, x, ymask, mean_d, sums, dots, nullptr, nullptr);
+#pragma omp for schedule(static)
+    for (std::int64_t k = 0; k < chunks(C); ++k) {
+      std::int64_t c0 = 0, c1 = 0;
+      chunk_range(k, C, c0, c1);
+      merge_sums(p, sums, dots, c0, c1, sum_g, dotp);
+      if (dgamma != nullptr)
+        for (std::int64_t c = c0; c < c1; ++c) dgamma[c] = static_cast<float>(dotp[c] * static_cast<double>(invstd[c]));
+      if (dbeta != nullptr)
+        for (std::int64_t c = c0; c < c1; ++c) dbeta[c] = static_cast<float>(sum_g[c]);
+      // training_grad() of batch_norm_cpu.hpp, along c.
+      for (std::int64_t c = c0; c < c1; ++c) {
+        const double inv = static_cast<double>(invstd[c]);
+        gm_c[c] = static_cast<float>(sum_g[c] / count);
+        k_c[c] = static_cast<float>(dotp[c] * inv * inv / count);
+      }
+      if (gamma != nullptr)
+        for (std::int64_t c = c0; c < c1; ++c) sc_c[c] = invstd[c] * gamma[c];
+      else
+        for (std::int64_t c = c0; c < c1; ++c) sc_c[c] = invstd[c];
+      spread(gm_c, c0, c1, L, C, gm);
+      spread(k_c, c0, c1, L, C, kk);
+      spread(sc_c, c0, c1, L, C, sc);
+    }
+    if (dx != nullptr) {
+#pragma omp for schedule(static)
+      for (std::int64_t b = 0; b < p.blocking.blocks; ++b) {
+        const std::int64_t o = p.r0(b) * C;
+        p.ops.dx_flat(dy + o, x + o, ymask != nullptr ? ymask + o : nullptr, dx + o, p.flat(b), P, mean_f, gm, kk,
+                      sc);
+      }
+    }
   }
 }
 
 void nhwc_backward_inference(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
                              const float* var, const float* gamma, float epsilon, float* dx, float* dgamma,
                              float* dbeta, int threads) {
-  const std::int64_t C = dims.C;
-  std::vector<float> invstd(idx(C));
-  for (std::int64_t c = 0; c < C; ++c) invstd[idx(c)] = invstd_of(static_cast<double>(var[c]), epsilon);
-
-  if (dgamma != nullptr || dbeta != nullptr) {
-    std::vector<double> sum_dy, dotp;
-    channel_grad_sums(dy, x, dims, mean, threads, sum_dy, dotp);
-    for (std::int64_t c = 0; c < C; ++c) {
+  const Plan p(dims, threads);
+  const std::int64_t C = p.C, P = p.P, L = P + kLaneExtra;
+  const std::int64_t slots = p.blocking.blocks * C;
+  double* sums = scratch<double, 1>(2 * slots);
+  double* dots = sums + slots;
+  double* mean_d = scratch<double, 2>(P + 2 * C);
+  double* sum_g = mean_d + P;
+  double* dotp = sum_g + C;
+  expand_lanes(mean, P, C, mean_d);
+  float* coef = scratch<float, 3>(2 * C + L);
+  float* inv = coef;
+  float* sc_c = coef + C;
+  float* sc = coef + 2 * C;  // per lane: invstd * gamma
+  invstd_range(var, epsilon, 0, C, inv);
+  if (gamma != nullptr)
+    for (std::int64_t c = 0; c < C; ++c) sc_c[c] = inv[c] * gamma[c];
+  else
+    for (std::int64_t c = 0; c < C; ++c) sc_c[c] = inv[c];
+  expand_lanes(sc_c, L, C, sc);
+  // One sweep: each block takes its partial sums, then writes its dx from cache.
+#pragma omp parallel num_threads(p.team) if (p.team > 1)
+  {
+    grad_blocks(p, dy, x, nullptr, mean_d, sums, dots, dx, sc);
+#pragma omp for schedule(static)
+    for (std::int64_t k = 0; k < chunks(C); ++k) {
+      std::int64_t c0 = 0, c1 = 0;
+      chunk_range(k, C, c0, c1);
+      merge_sums(p, sums, dots, c0, c1, sum_g, dotp);
       if (dgamma != nullptr)
-        dgamma[c] = static_cast<float>(static_cast<double>(invstd[idx(c)]) * dotp[idx(c)]);
-      if (dbeta != nullptr) dbeta[c] = static_cast<float>(sum_dy[idx(c)]);
+        for (std::int64_t c = c0; c < c1; ++c) dgamma[c] = static_cast<float>(static_cast<double>(inv[c]) * dotp[c]);
+      if (dbeta != nullptr)
+        for (std::int64_t c = c0; c < c1; ++c) dbeta[c] = static_cast<float>(sum_g[c]);
     }
-  }
-  if (dx == nullptr) return;
-
-  std::vector<float> scale(idx(C));
-  for (std::int64_t c = 0; c < C; ++c)
-    scale[idx(c)] = gamma != nullptr ? invstd[idx(c)] * gamma[c] : invstd[idx(c)];
-  const float* __restrict sc = scale.data();
-  const int team = team_size(dims, threads);
-#pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
-  for (std::int64_t r = 0; r < dims.N; ++r) {
-    const float* __restrict dyr = dy + r * C;
-    float* __restrict dxr = dx + r * C;
-    // Scalar math: dx = dy * invstd_c * gamma_c
-#pragma omp simd
-    for (std::int64_t c = 0; c < C; ++c) dxr[c] = dyr[c] * sc[c];
   }
 }
 

@@ -57,30 +57,80 @@ void channel_moments(const T* x, const BatchNormDims& dims, std::int64_t c, doub
 
 // y = x * alpha + shift over channel c, with alpha = invstd * gamma and
 // shift = beta - mean * alpha computed in T (tf.nn.batch_normalization's order).
+// With `relu`, y = relu(x * alpha + shift), relu(v) = (v < 0 ? 0 : v).
 template <typename T>
 void normalize_channel(const T* x, const BatchNormDims& dims, std::int64_t c, T mean, T invstd,
-                       const T* gamma, const T* beta, T* y) {
+                       const T* gamma, const T* beta, T* y, bool relu = false) {
   const T alpha = invstd * gamma_at(gamma, c);
   const T shift = beta_at(beta, c) - mean * alpha;
   for (std::int64_t n = 0; n < dims.N; ++n)
     for (std::int64_t s = 0; s < dims.S; ++s) {
       const std::int64_t i = offset(dims, n, c, s);
-      y[i] = x[i] * alpha + shift;
+      const T v = x[i] * alpha + shift;
+      y[i] = relu && v < T(0) ? T(0) : v;
     }
 }
 
-// sum dy and sum dy * (x - mean) over channel c, in double.
+// The ReLU's gradient: dy where the forward output y > 0, else 0 (y null: no ReLU).
+template <typename T>
+T relu_grad(const T* dy, const T* y, std::int64_t i) {
+  return y == nullptr || y[i] > T(0) ? dy[i] : T(0);
+}
+
+// sum g and sum g * (x - mean) over channel c, in double, with g = relu_grad(dy, y).
 template <typename T>
 void gradient_sums(const T* dy, const T* x, const BatchNormDims& dims, std::int64_t c, T mean, double& sum_dy,
-                   double& dotp) {
+                   double& dotp, const T* y = nullptr) {
   sum_dy = 0.0;
   dotp = 0.0;
   for (std::int64_t n = 0; n < dims.N; ++n)
     for (std::int64_t s = 0; s < dims.S; ++s) {
       const std::int64_t i = offset(dims, n, c, s);
-      sum_dy += static_cast<double>(dy[i]);
-      dotp += static_cast<double>(dy[i]) * (static_cast<double>(x[i]) - static_cast<double>(mean));
+      const double g = static_cast<double>(relu_grad(dy, y, i));
+      sum_dy += g;
+      dotp += g * (static_cast<double>(x[i]) - static_cast<double>(mean));
     }
+}
+
+// backward_training with g = relu_grad(dy, y) in place of dy (y null: plain backward).
+template <typename T>
+void backward_training_masked(const T* dy, const T* x, const T* y, const BatchNormDims& dims, const T* mean,
+                              const T* invstd, const T* gamma, T* dx, T* dgamma, T* dbeta) {
+  for (std::int64_t c = 0; c < dims.C; ++c) {
+    double sum_dy = 0.0, dotp = 0.0;
+    gradient_sums(dy, x, dims, c, mean[c], sum_dy, dotp, y);
+    const double inv = static_cast<double>(invstd[c]);
+    if (dgamma != nullptr) dgamma[c] = static_cast<T>(dotp * inv);
+    if (dbeta != nullptr) dbeta[c] = static_cast<T>(sum_dy);
+    if (dx == nullptr || dims.count() == 0) continue;
+
+    // dx = (g - sum_g/count - (x - mean) * dotp*invstd^2/count) * invstd * gamma
+    const double count = static_cast<double>(dims.count());
+    const T grad_mean = static_cast<T>(sum_dy / count);
+    const T k = static_cast<T>(dotp * inv * inv / count);
+    const T scale = invstd[c] * gamma_at(gamma, c);
+    for (std::int64_t n = 0; n < dims.N; ++n)
+      for (std::int64_t s = 0; s < dims.S; ++s) {
+        const std::int64_t i = offset(dims, n, c, s);
+        dx[i] = (relu_grad(dy, y, i) - grad_mean - (x[i] - mean[c]) * k) * scale;
+      }
+  }
+}
+
+template <typename T>
+void forward_training_impl(const T* x, const BatchNormDims& dims, const T* gamma, const T* beta, T epsilon,
+                           T* y, T* mean, T* var, T* invstd, bool relu) {
+  for (std::int64_t c = 0; c < dims.C; ++c) {
+    double channel_mean = 0.0, channel_var = 0.0;
+    channel_moments(x, dims, c, channel_mean, channel_var);
+    const T m = static_cast<T>(channel_mean);
+    const T inv = invstd_of(channel_var, epsilon);
+    mean[c] = m;
+    var[c] = static_cast<T>(channel_var);
+    invstd[c] = inv;
+    // Channel c's elements were all read above, so y may alias x.
+    normalize_channel(x, dims, c, m, inv, gamma, beta, y, relu);
+  }
 }
 
 }  // namespace
@@ -98,17 +148,13 @@ void moments(const T* x, const BatchNormDims& dims, T* mean, T* var) {
 template <typename T>
 void forward_training(const T* x, const BatchNormDims& dims, const T* gamma, const T* beta, T epsilon, T* y,
                       T* mean, T* var, T* invstd) {
-  for (std::int64_t c = 0; c < dims.C; ++c) {
-    double channel_mean = 0.0, channel_var = 0.0;
-    channel_moments(x, dims, c, channel_mean, channel_var);
-    const T m = static_cast<T>(channel_mean);
-    const T inv = invstd_of(channel_var, epsilon);
-    mean[c] = m;
-    var[c] = static_cast<T>(channel_var);
-    invstd[c] = inv;
-    // Channel c's elements were all read above, so y may alias x.
-    normalize_channel(x, dims, c, m, inv, gamma, beta, y);
-  }
+  forward_training_impl(x, dims, gamma, beta, epsilon, y, mean, var, invstd, false);
+}
+
+template <typename T>
+void forward_training_relu(const T* x, const BatchNormDims& dims, const T* gamma, const T* beta, T epsilon,
+                           T* y, T* mean, T* var, T* invstd) {
+  forward_training_impl(x, dims, gamma, beta, epsilon, y, mean, var, invstd, true);
 }
 
 template <typename T>
@@ -123,25 +169,13 @@ void forward_inference(const T* x, const BatchNormDims& dims, const T* mean, con
 template <typename T>
 void backward_training(const T* dy, const T* x, const BatchNormDims& dims, const T* mean, const T* invstd,
                        const T* gamma, T* dx, T* dgamma, T* dbeta) {
-  for (std::int64_t c = 0; c < dims.C; ++c) {
-    double sum_dy = 0.0, dotp = 0.0;
-    gradient_sums(dy, x, dims, c, mean[c], sum_dy, dotp);
-    const double inv = static_cast<double>(invstd[c]);
-    if (dgamma != nullptr) dgamma[c] = static_cast<T>(dotp * inv);
-    if (dbeta != nullptr) dbeta[c] = static_cast<T>(sum_dy);
-    if (dx == nullptr || dims.count() == 0) continue;
+  backward_training_masked(dy, x, static_cast<const T*>(nullptr), dims, mean, invstd, gamma, dx, dgamma, dbeta);
+}
 
-    // dx = (dy - sum_dy/count - (x - mean) * dotp*invstd^2/count) * invstd * gamma
-    const double count = static_cast<double>(dims.count());
-    const T grad_mean = static_cast<T>(sum_dy / count);
-    const T k = static_cast<T>(dotp * inv * inv / count);
-    const T scale = invstd[c] * gamma_at(gamma, c);
-    for (std::int64_t n = 0; n < dims.N; ++n)
-      for (std::int64_t s = 0; s < dims.S; ++s) {
-        const std::int64_t i = offset(dims, n, c, s);
-        dx[i] = (dy[i] - grad_mean - (x[i] - mean[c]) * k) * scale;
-      }
-  }
+template <typename T>
+void backward_training_relu(const T* dy, const T* x, const T* y, const BatchNormDims& dims, const T* mean,
+                            const T* invstd, const T* gamma, T* dx, T* dgamma, T* dbeta) {
+  backward_training_masked(dy, x, y, dims, mean, invstd, gamma, dx, dgamma, dbeta);
 }
 
 template <typename T>
@@ -175,7 +209,11 @@ void backward_inference(const T* dy, const T* x, const BatchNormDims& dims, cons
   template void backward_training<T>(const T*, const T*, const BatchNormDims&, const T*, const T*, const T*, \
                                      T*, T*, T*);                                                            \
   template void backward_inference<T>(const T*, const T*, const BatchNormDims&, const T*, const T*,          \
-                                      const T*, T, T*, T*, T*);
+                                      const T*, T, T*, T*, T*);                                        \
+  template void forward_training_relu<T>(const T*, const BatchNormDims&, const T*, const T*, T, T*, T*, T*,  \
+                                         T*);                                                                \
+  template void backward_training_relu<T>(const T*, const T*, const T*, const BatchNormDims&, const T*,      \
+                                          const T*, const T*, T*, T*, T*);
 
 BNORM_INSTANTIATE_REFERENCE(float)
 BNORM_INSTANTIATE_REFERENCE(double)

@@ -1,0 +1,542 @@
+// src/kernels/cpu/batch_norm_simd.hpp: the inner loops of the fast batch-norm kernels,
+// written once with GCC vector extensions and compiled once per instruction set.
+//
+// NO include guard on purpose: batch_norm_nchw.cpp includes this file twice, inside
+//   namespace ... simd_generic   (baseline x86-64: each 32-byte vector op becomes two SSE ops)
+//   namespace ... simd_avx2      (under #pragma GCC target("avx2"): one AVX op)
+// with BNORM_SIMD_NS naming the namespace; the standard headers are included before, so
+// nothing outside these loops is compiled for AVX2. The arithmetic is the same in both
+// (same lanes, same order, no FMA contraction), so both give bitwise identical results;
+// the choice only changes speed.
+//
+// Accumulation: sums are taken in double (floats widened four at a time) into a fixed
+// set of vector accumulators whose layout depends on the call's lengths only, then
+// reduced in a fixed order. Elementwise outputs use the reference's float expressions
+// (y = x * alpha + shift; dx = (g - grad_mean - (x - mean) * k) * scale), so they agree
+// with the reference bit for bit given the same coefficients.
+//
+// Two shapes of work:
+//   *_rows  a block of `rows` rows of `len` contiguous floats, `stride` apart (one channel
+//           of a channels-first tensor);
+//   *_flat  `n` contiguous floats of a channels-last tensor starting at a row boundary,
+//           seen with a period P (a multiple of both C and 8): lane j of a period belongs
+//           to channel j % C; per-lane accumulators (double[P]) and per-lane coefficients
+//           (double[P], or float[P + 8] for the elementwise loops) come from the caller.
+// `ymask` (nullable): the ReLU forward output; the gradient is g = (ymask > 0 ? dy : 0).
+
+#ifndef BNORM_SIMD_NS
+#error "define BNORM_SIMD_NS before including batch_norm_simd.hpp"
+#endif
+
+namespace bnorm::kernels::cpu::BNORM_SIMD_NS {
+
+typedef float f8 __attribute__((vector_size(32)));
+typedef float f4 __attribute__((vector_size(16)));
+typedef double d4 __attribute__((vector_size(32)));
+typedef float f8u __attribute__((vector_size(32), aligned(4), may_alias));
+typedef float f4u __attribute__((vector_size(16), aligned(4), may_alias));
+typedef double d4u __attribute__((vector_size(32), aligned(8), may_alias));
+
+#define BNORM_LD8(p) (*reinterpret_cast<const f8u*>(p))
+#define BNORM_ST8(p, v) (*reinterpret_cast<f8u*>(p) = (v))
+#define BNORM_LD4(p) (*reinterpret_cast<const f4u*>(p))
+#define BNORM_LDD(p) (*reinterpret_cast<const d4u*>(p))
+#define BNORM_STD(p, v) (*reinterpret_cast<d4u*>(p) = (v))
+// Four floats widened to double: one vcvtps2pd with AVX (GCC 12 splits the generic
+// __builtin_convertvector into halves).
+#ifdef BNORM_SIMD_AVX2
+#define BNORM_WIDEN(v) __builtin_ia32_cvtps2pd256(v)
+#else
+#define BNORM_WIDEN(v) __builtin_convertvector((v), d4)
+#endif
+#define BNORM_CVT(p) BNORM_WIDEN(BNORM_LD4(p))
+// Four floats at p, masked by the ReLU output at m (g = m > 0 ? v : 0), widened.
+#define BNORM_CVT_MASKED(p, m) BNORM_WIDEN((BNORM_LD4(m) > f4{} ? BNORM_LD4(p) : f4{}))
+// Software prefetch of row r + ahead (one channel's rows are `stride` apart, too short
+// and too far apart for the hardware prefetcher): the whole row when it is short.
+#define BNORM_PREFETCH_ROWS_AHEAD 2048
+#define BNORM_HSUM(v) (((v)[0] + (v)[1]) + ((v)[2] + (v)[3]))
+
+// Elements to handle one by one before out + i is 32-byte aligned (at most len; none
+// for short rows): the elementwise loops align their stores (a store split across two
+// cache lines costs twice); reductions never depend on alignment.
+inline std::int64_t head_of(const float* out, std::int64_t len) {
+  if (len < 64) return 0;  // short rows (7x7 maps): peeling costs more than split stores
+  const std::int64_t mis = static_cast<std::int64_t>((reinterpret_cast<std::uintptr_t>(out) / 4) & 7);
+  const std::int64_t head = (8 - mis) & 7;
+  return head < len ? head : len;
+}
+
+// The ReLU's gradient of one element.
+inline float masked(const float* dy, const float* ymask, std::int64_t i) {
+  return ymask == nullptr || ymask[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+// ---- channels-first blocks -----------------------------------------------------------
+
+// Rows of one channel ahead of the current one, so that about 2 KiB are in flight.
+inline std::int64_t rows_ahead(std::int64_t len) {
+  const std::int64_t bytes = len * 4;
+  return bytes >= BNORM_PREFETCH_ROWS_AHEAD ? 1 : (BNORM_PREFETCH_ROWS_AHEAD + bytes - 1) / bytes;
+}
+
+// Prefetches row r + ahead of a block (for reading, or writing with kWrite), the whole
+// row when it is at most 4 KiB (longer rows stream well by themselves).
+template <bool kWrite = false>
+inline void prefetch_row(const float* base, std::int64_t r, std::int64_t ahead, std::int64_t rows,
+                         std::int64_t stride, std::int64_t len) {
+  if (r + ahead >= rows || len > 1024) return;
+  const char* p = reinterpret_cast<const char*>(base + (r + ahead) * stride);
+  for (std::int64_t b = 0; b < len * 4; b += 64) __builtin_prefetch(p + b, kWrite ? 1 : 0, 3);
+}
+
+// Statistics of a block in double, by two passes (the second while the block is in
+// cache): sum x, then sum (x - block mean)^2 with the block mean in double, so an offset
+// far above the spread costs no accuracy. Four vector accumulators (16 lanes) per pass.
+inline void moments_rows(const float* x, std::int64_t rows, std::int64_t stride, std::int64_t len,
+                         double* out_sum, double* out_m2) {
+  const std::int64_t ahead = rows_ahead(len);
+  for (std::int64_t r = 0; r < ahead && r < rows; ++r) prefetch_row(x, r, 0, rows, stride, len);
+  d4 a0{}, a1{}, a2{}, a3{};
+  double t = 0.0;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    prefetch_row(x, r, ahead, rows, stride, len);
+    const float* p = x + r * stride;
+    std::int64_t i = 0;
+    for (; i + 16 <= len; i += 16) {
+      a0 += BNORM_CVT(p + i);
+      a1 += BNORM_CVT(p + i + 4);
+      a2 += BNORM_CVT(p + i + 8);
+      a3 += BNORM_CVT(p + i + 12);
+    }
+    for (; i + 4 <= len; i += 4) a0 += BNORM_CVT(p + i);
+    for (; i < len; ++i) t += static_cast<double>(p[i]);
+  }
+  const d4 s = (a0 + a1) + (a2 + a3);
+  const double sum = BNORM_HSUM(s) + t;
+  const double mean = sum / static_cast<double>(rows * len);
+  const d4 m = {mean, mean, mean, mean};
+  a0 = a1 = a2 = a3 = d4{};
+  t = 0.0;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* p = x + r * stride;
+    std::int64_t i = 0;
+    for (; i + 16 <= len; i += 16) {
+      const d4 e0 = BNORM_CVT(p + i) - m, e1 = BNORM_CVT(p + i + 4) - m;
+      const d4 e2 = BNORM_CVT(p + i + 8) - m, e3 = BNORM_CVT(p + i + 12) - m;
+      a0 += e0 * e0;
+      a1 += e1 * e1;
+      a2 += e2 * e2;
+      a3 += e3 * e3;
+    }
+    for (; i + 4 <= len; i += 4) {
+      const d4 e = BNORM_CVT(p + i) - m;
+      a0 += e * e;
+    }
+    for (; i < len; ++i) {
+      const double e = static_cast<double>(p[i]) - mean;
+      t += e * e;
+    }
+  }
+  const d4 q = (a0 + a1) + (a2 + a3);
+  *out_sum = sum;
+  *out_m2 = BNORM_HSUM(q) + t;
+}
+
+// sum g and sum g * (x - mean) over the block (g = dy, or masked by ymask), in double.
+// With dx non-null also dx = dy * scale (the inference backward, one pass).
+template <bool kMask, bool kScale>
+inline void grad_rows_t(const float* dy, const float* x, const float* ymask, float* dx, std::int64_t rows,
+                        std::int64_t stride, std::int64_t len, double mean, float scale, double* out_sum,
+                        double* out_dotp) {
+  d4 a0{}, a1{}, b0{}, b1{};
+  double ta = 0.0, tb = 0.0;
+  const d4 m = {mean, mean, mean, mean};
+  const f8 sc = {scale, scale, scale, scale, scale, scale, scale, scale};
+  const std::int64_t ahead = rows_ahead(2 * len);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    prefetch_row(dy, r, ahead, rows, stride, len);
+    prefetch_row(x, r, ahead, rows, stride, len);
+    if constexpr (kMask) prefetch_row(ymask, r, ahead, rows, stride, len);
+    if constexpr (kScale) prefetch_row<true>(dx, r, ahead, rows, stride, len);
+    const std::int64_t o = r * stride;
+    const float* g = dy + o;
+    const float* xr = x + o;
+    std::int64_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+      d4 g0, g1;
+      if constexpr (kMask) {
+        g0 = BNORM_CVT_MASKED(g + i, ymask + o + i);
+        g1 = BNORM_CVT_MASKED(g + i + 4, ymask + o + i + 4);
+      } else {
+        g0 = BNORM_CVT(g + i);
+        g1 = BNORM_CVT(g + i + 4);
+      }
+      a0 += g0;
+      a1 += g1;
+      b0 += g0 * (BNORM_CVT(xr + i) - m);
+      b1 += g1 * (BNORM_CVT(xr + i + 4) - m);
+    }
+    for (; i < len; ++i) {
+      const float gi = kMask ? masked(g, ymask + o, i) : g[i];
+      ta += static_cast<double>(gi);
+      tb += static_cast<double>(gi) * (static_cast<double>(xr[i]) - mean);
+    }
+    if constexpr (kScale) {  // dx = dy * scale, the row still in L1
+      float* d = dx + o;
+      const std::int64_t head = head_of(d, len);
+      i = 0;
+      for (; i < head; ++i) d[i] = g[i] * scale;
+      for (; i + 8 <= len; i += 8) BNORM_ST8(d + i, BNORM_LD8(g + i) * sc);
+      for (; i < len; ++i) d[i] = g[i] * scale;
+    }
+  }
+  const d4 a = a0 + a1, b = b0 + b1;
+  *out_sum = BNORM_HSUM(a) + ta;
+  *out_dotp = BNORM_HSUM(b) + tb;
+}
+
+inline void grad_rows(const float* dy, const float* x, const float* ymask, std::int64_t rows,
+                      std::int64_t stride, std::int64_t len, double mean, double* out_sum, double* out_dotp) {
+  if (ymask != nullptr)
+    grad_rows_t<true, false>(dy, x, ymask, nullptr, rows, stride, len, mean, 0.0f, out_sum, out_dotp);
+  else
+    grad_rows_t<false, false>(dy, x, nullptr, nullptr, rows, stride, len, mean, 0.0f, out_sum, out_dotp);
+}
+
+inline void grad_scale_rows(const float* dy, const float* x, float* dx, std::int64_t rows, std::int64_t stride,
+                            std::int64_t len, double mean, float scale, double* out_sum, double* out_dotp) {
+  grad_rows_t<false, true>(dy, x, nullptr, dx, rows, stride, len, mean, scale, out_sum, out_dotp);
+}
+
+// y = x * alpha + shift over the block (then the ReLU). y may alias x.
+template <bool kRelu>
+inline void affine_rows_t(const float* x, float* y, std::int64_t rows, std::int64_t stride, std::int64_t len,
+                          float alpha, float shift) {
+  const f8 a = {alpha, alpha, alpha, alpha, alpha, alpha, alpha, alpha};
+  const f8 b = {shift, shift, shift, shift, shift, shift, shift, shift};
+  const std::int64_t ahead = rows_ahead(len);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    if (rows > 1) prefetch_row<true>(y, r, ahead, rows, stride, len);
+    const float* xr = x + r * stride;
+    float* yr = y + r * stride;
+    std::int64_t i = 0;
+    for (const std::int64_t head = head_of(yr, len); i < head; ++i) {
+      const float v = xr[i] * alpha + shift;
+      yr[i] = kRelu && v < 0.0f ? 0.0f : v;
+    }
+    for (; i + 16 <= len; i += 16) {
+      f8 v0 = BNORM_LD8(xr + i) * a + b;
+      f8 v1 = BNORM_LD8(xr + i + 8) * a + b;
+      if constexpr (kRelu) {
+        v0 = v0 < f8{} ? f8{} : v0;
+        v1 = v1 < f8{} ? f8{} : v1;
+      }
+      BNORM_ST8(yr + i, v0);
+      BNORM_ST8(yr + i + 8, v1);
+    }
+    for (; i + 8 <= len; i += 8) {
+      f8 v = BNORM_LD8(xr + i) * a + b;
+      if constexpr (kRelu) v = v < f8{} ? f8{} : v;
+      BNORM_ST8(yr + i, v);
+    }
+    for (; i < len; ++i) {
+      const float v = xr[i] * alpha + shift;
+      yr[i] = kRelu && v < 0.0f ? 0.0f : v;
+    }
+  }
+}
+
+inline void affine_rows(const float* x, float* y, std::int64_t rows, std::int64_t stride, std::int64_t len,
+                        float alpha, float shift, bool relu) {
+  if (relu)
+    affine_rows_t<true>(x, y, rows, stride, len, alpha, shift);
+  else
+    affine_rows_t<false>(x, y, rows, stride, len, alpha, shift);
+}
+
+// Rows r0 <= r < r1 of S floats, row r in channel r % C, with per-channel coefficients.
+inline void affine_cyclic(const float* x, float* y, std::int64_t r0, std::int64_t r1, std::int64_t C,
+                          std::int64_t S, const float* alpha, const float* shift, bool relu) {
+  std::int64_t c = r0 % C;
+  for (std::int64_t r = r0; r < r1; ++r) {
+    affine_rows(x + r * S, y + r * S, 1, S, S, alpha[c], shift[c], relu);
+    if (++c == C) c = 0;
+  }
+}
+
+// dx = (g - grad_mean - (x - mean) * k) * scale over the block.
+template <bool kMask>
+inline void dx_rows_t(const float* dy, const float* x, const float* ymask, float* dx, std::int64_t rows,
+                      std::int64_t stride, std::int64_t len, float mean, float grad_mean, float k, float scale) {
+  const f8 m = {mean, mean, mean, mean, mean, mean, mean, mean};
+  const f8 gm = {grad_mean, grad_mean, grad_mean, grad_mean, grad_mean, grad_mean, grad_mean, grad_mean};
+  const f8 kk = {k, k, k, k, k, k, k, k};
+  const f8 sc = {scale, scale, scale, scale, scale, scale, scale, scale};
+  const std::int64_t ahead = rows_ahead(len);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    if (rows > 1) prefetch_row<true>(dx, r, ahead, rows, stride, len);
+    const std::int64_t o = r * stride;
+    std::int64_t i = 0;
+    for (const std::int64_t head = head_of(dx + o, len); i < head; ++i) {
+      const float g = kMask ? masked(dy + o, ymask + o, i) : dy[o + i];
+      dx[o + i] = ((g - grad_mean) - (x[o + i] - mean) * k) * scale;
+    }
+    for (; i + 8 <= len; i += 8) {
+      f8 g = BNORM_LD8(dy + o + i);
+      if constexpr (kMask) g = BNORM_LD8(ymask + o + i) > f8{} ? g : f8{};
+      BNORM_ST8(dx + o + i, ((g - gm) - (BNORM_LD8(x + o + i) - m) * kk) * sc);
+    }
+    for (; i < len; ++i) {
+      const float g = kMask ? masked(dy + o, ymask + o, i) : dy[o + i];
+      dx[o + i] = ((g - grad_mean) - (x[o + i] - mean) * k) * scale;
+    }
+  }
+}
+
+inline void dx_rows(const float* dy, const float* x, const float* ymask, float* dx, std::int64_t rows,
+                    std::int64_t stride, std::int64_t len, float mean, float grad_mean, float k, float scale) {
+  if (ymask != nullptr)
+    dx_rows_t<true>(dy, x, ymask, dx, rows, stride, len, mean, grad_mean, k, scale);
+  else
+    dx_rows_t<false>(dy, x, nullptr, dx, rows, stride, len, mean, grad_mean, k, scale);
+}
+
+// ---- channels-last blocks (period P) -------------------------------------------------
+
+// One pass of the statistics over a channels-last block, per lane j (i = j (mod P)), in
+// double:  kSquare false: acc[j] += sum x[i];   true: acc[j] += sum (x[i] - mean[j])^2.
+// The block is taken in rounds of kRound periods (a round is in L1); within a round,
+// tiles of 16 lanes keep their sums in registers. P is a multiple of 8.
+inline constexpr int kRound = 8;
+
+template <bool kSquare>
+inline void stats_flat_t(const float* x, std::int64_t n, std::int64_t P, const double* mean, double* acc) {
+  std::int64_t i = 0;
+  while (i + P <= n) {
+    std::int64_t periods = (n - i) / P;
+    if (periods > kRound) periods = kRound;
+    const float* base = x + i;
+    std::int64_t j = 0;
+    for (; j + 16 <= P; j += 16) {
+      d4 m0{}, m1{}, m2{}, m3{};
+      if constexpr (kSquare) {
+        m0 = BNORM_LDD(mean + j);
+        m1 = BNORM_LDD(mean + j + 4);
+        m2 = BNORM_LDD(mean + j + 8);
+        m3 = BNORM_LDD(mean + j + 12);
+      }
+      d4 a0{}, a1{}, a2{}, a3{};
+      for (std::int64_t q = 0; q < periods; ++q) {
+        const float* p = base + q * P + j;
+        if constexpr (kSquare) {
+          const d4 e0 = BNORM_CVT(p) - m0, e1 = BNORM_CVT(p + 4) - m1;
+          const d4 e2 = BNORM_CVT(p + 8) - m2, e3 = BNORM_CVT(p + 12) - m3;
+          a0 += e0 * e0;
+          a1 += e1 * e1;
+          a2 += e2 * e2;
+          a3 += e3 * e3;
+        } else {
+          a0 += BNORM_CVT(p);
+          a1 += BNORM_CVT(p + 4);
+          a2 += BNORM_CVT(p + 8);
+          a3 += BNORM_CVT(p + 12);
+        }
+      }
+      BNORM_STD(acc + j, BNORM_LDD(acc + j) + a0);
+      BNORM_STD(acc + j + 4, BNORM_LDD(acc + j + 4) + a1);
+      BNORM_STD(acc + j + 8, BNORM_LDD(acc + j + 8) + a2);
+      BNORM_STD(acc + j + 12, BNORM_LDD(acc + j + 12) + a3);
+    }
+    for (; j < P; j += 8) {
+      d4 m0{}, m1{};
+      if constexpr (kSquare) {
+        m0 = BNORM_LDD(mean + j);
+        m1 = BNORM_LDD(mean + j + 4);
+      }
+      d4 a0{}, a1{};
+      for (std::int64_t q = 0; q < periods; ++q) {
+        const float* p = base + q * P + j;
+        if constexpr (kSquare) {
+          const d4 e0 = BNORM_CVT(p) - m0, e1 = BNORM_CVT(p + 4) - m1;
+          a0 += e0 * e0;
+          a1 += e1 * e1;
+        } else {
+          a0 += BNORM_CVT(p);
+          a1 += BNORM_CVT(p + 4);
+        }
+      }
+      BNORM_STD(acc + j, BNORM_LDD(acc + j) + a0);
+      BNORM_STD(acc + j + 4, BNORM_LDD(acc + j + 4) + a1);
+    }
+    i += periods * P;
+  }
+  for (std::int64_t j = 0; i + j < n; ++j) {
+    if constexpr (kSquare) {
+      const double e = static_cast<double>(x[i + j]) - mean[j];
+      acc[j] += e * e;
+    } else {
+      acc[j] += static_cast<double>(x[i + j]);
+    }
+  }
+}
+
+inline void sum_flat(const float* x, std::int64_t n, std::int64_t P, double* acc) {
+  stats_flat_t<false>(x, n, P, nullptr, acc);
+}
+
+inline void sq_flat(const float* x, std::int64_t n, std::int64_t P, const double* mean, double* acc) {
+  stats_flat_t<true>(x, n, P, mean, acc);
+}
+
+// acc_g[j] += g, acc_p[j] += g * (x - mean[j]) for i = j (mod P), in double; tiles of 8
+// lanes keep their sums in registers over a round of kRound periods. P is a multiple of 8.
+template <bool kMask>
+inline void grad_flat_t(const float* dy, const float* x, const float* ymask, std::int64_t n, std::int64_t P,
+                        const double* mean, double* acc_g, double* acc_p) {
+  std::int64_t i = 0;
+  while (i + P <= n) {
+    std::int64_t periods = (n - i) / P;
+    if (periods > kRound) periods = kRound;
+    for (std::int64_t j = 0; j < P; j += 8) {
+      const d4 m0 = BNORM_LDD(mean + j), m1 = BNORM_LDD(mean + j + 4);
+      d4 g0{}, g1{}, p0{}, p1{};
+      for (std::int64_t q = 0; q < periods; ++q) {
+        const std::int64_t o = i + q * P + j;
+        d4 h0, h1;
+        if constexpr (kMask) {
+          h0 = BNORM_CVT_MASKED(dy + o, ymask + o);
+          h1 = BNORM_CVT_MASKED(dy + o + 4, ymask + o + 4);
+        } else {
+          h0 = BNORM_CVT(dy + o);
+          h1 = BNORM_CVT(dy + o + 4);
+        }
+        g0 += h0;
+        g1 += h1;
+        p0 += h0 * (BNORM_CVT(x + o) - m0);
+        p1 += h1 * (BNORM_CVT(x + o + 4) - m1);
+      }
+      BNORM_STD(acc_g + j, BNORM_LDD(acc_g + j) + g0);
+      BNORM_STD(acc_g + j + 4, BNORM_LDD(acc_g + j + 4) + g1);
+      BNORM_STD(acc_p + j, BNORM_LDD(acc_p + j) + p0);
+      BNORM_STD(acc_p + j + 4, BNORM_LDD(acc_p + j + 4) + p1);
+    }
+    i += periods * P;
+  }
+  for (std::int64_t j = 0; i + j < n; ++j) {
+    const float g = kMask ? masked(dy + i, ymask + i, j) : dy[i + j];
+    acc_g[j] += static_cast<double>(g);
+    acc_p[j] += static_cast<double>(g) * (static_cast<double>(x[i + j]) - mean[j]);
+  }
+}
+
+inline void grad_flat(const float* dy, const float* x, const float* ymask, std::int64_t n, std::int64_t P,
+                      const double* mean, double* acc_g, double* acc_p) {
+  if (ymask != nullptr)
+    grad_flat_t<true>(dy, x, ymask, n, P, mean, acc_g, acc_p);
+  else
+    grad_flat_t<false>(dy, x, nullptr, n, P, mean, acc_g, acc_p);
+}
+
+// The elementwise flat loops: lane l = i mod P runs along with i; per-lane coefficient
+// arrays hold P + 8 lanes (lane j the value of lane j % P), so eight lanes starting
+// anywhere are contiguous, and the stores can be aligned.
+#define BNORM_NEXT_LANE(l) \
+  if (++(l) == P) (l) = 0
+#define BNORM_NEXT_8_LANES(l) \
+  if (((l) += 8) >= P) (l) -= P
+
+// dx = dy * scale[j] for i = j (mod P).
+inline void scale_flat(const float* dy, float* dx, std::int64_t n, std::int64_t P, const float* scale) {
+  std::int64_t i = 0, l = 0;
+  for (const std::int64_t head = head_of(dx, n); i < head; ++i) {
+    dx[i] = dy[i] * scale[l];
+    BNORM_NEXT_LANE(l);
+  }
+  for (; i + 8 <= n; i += 8) {
+    BNORM_ST8(dx + i, BNORM_LD8(dy + i) * BNORM_LD8(scale + l));
+    BNORM_NEXT_8_LANES(l);
+  }
+  for (; i < n; ++i) {
+    dx[i] = dy[i] * scale[l];
+    BNORM_NEXT_LANE(l);
+  }
+}
+
+// y = x * alpha[j] + shift[j] (then the ReLU) for i = j (mod P). y may alias x.
+template <bool kRelu>
+inline void affine_flat_t(const float* x, float* y, std::int64_t n, std::int64_t P, const float* alpha,
+                          const float* shift) {
+  std::int64_t i = 0, l = 0;
+  for (const std::int64_t head = head_of(y, n); i < head; ++i) {
+    const float v = x[i] * alpha[l] + shift[l];
+    y[i] = kRelu && v < 0.0f ? 0.0f : v;
+    BNORM_NEXT_LANE(l);
+  }
+  for (; i + 8 <= n; i += 8) {
+    f8 v = BNORM_LD8(x + i) * BNORM_LD8(alpha + l) + BNORM_LD8(shift + l);
+    if constexpr (kRelu) v = v < f8{} ? f8{} : v;
+    BNORM_ST8(y + i, v);
+    BNORM_NEXT_8_LANES(l);
+  }
+  for (; i < n; ++i) {
+    const float v = x[i] * alpha[l] + shift[l];
+    y[i] = kRelu && v < 0.0f ? 0.0f : v;
+    BNORM_NEXT_LANE(l);
+  }
+}
+
+inline void affine_flat(const float* x, float* y, std::int64_t n, std::int64_t P, const float* alpha,
+                        const float* shift, bool relu) {
+  if (relu)
+    affine_flat_t<true>(x, y, n, P, alpha, shift);
+  else
+    affine_flat_t<false>(x, y, n, P, alpha, shift);
+}
+
+// dx = (g - grad_mean[j] - (x - mean[j]) * k[j]) * scale[j] for i = j (mod P).
+template <bool kMask>
+inline void dx_flat_t(const float* dy, const float* x, const float* ymask, float* dx, std::int64_t n,
+                      std::int64_t P, const float* mean, const float* grad_mean, const float* k, const float* scale) {
+  std::int64_t i = 0, l = 0;
+  for (const std::int64_t head = head_of(dx, n); i < head; ++i) {
+    const float g = kMask ? masked(dy, ymask, i) : dy[i];
+    dx[i] = ((g - grad_mean[l]) - (x[i] - mean[l]) * k[l]) * scale[l];
+    BNORM_NEXT_LANE(l);
+  }
+  for (; i + 8 <= n; i += 8) {
+    f8 g = BNORM_LD8(dy + i);
+    if constexpr (kMask) g = BNORM_LD8(ymask + i) > f8{} ? g : f8{};
+    BNORM_ST8(dx + i, ((g - BNORM_LD8(grad_mean + l)) - (BNORM_LD8(x + i) - BNORM_LD8(mean + l)) * BNORM_LD8(k + l)) *
+                          BNORM_LD8(scale + l));
+    BNORM_NEXT_8_LANES(l);
+  }
+  for (; i < n; ++i) {
+    const float g = kMask ? masked(dy, ymask, i) : dy[i];
+    dx[i] = ((g - grad_mean[l]) - (x[i] - mean[l]) * k[l]) * scale[l];
+    BNORM_NEXT_LANE(l);
+  }
+}
+
+inline void dx_flat(const float* dy, const float* x, const float* ymask, float* dx, std::int64_t n,
+                    std::int64_t P, const float* mean, const float* grad_mean, const float* k, const float* scale) {
+  if (ymask != nullptr)
+    dx_flat_t<true>(dy, x, ymask, dx, n, P, mean, grad_mean, k, scale);
+  else
+    dx_flat_t<false>(dy, x, nullptr, dx, n, P, mean, grad_mean, k, scale);
+}
+
+#undef BNORM_NEXT_LANE
+#undef BNORM_NEXT_8_LANES
+#undef BNORM_LD8
+#undef BNORM_ST8
+#undef BNORM_LD4
+#undef BNORM_LDD
+#undef BNORM_STD
+#undef BNORM_CVT
+#undef BNORM_CVT_MASKED
+#undef BNORM_WIDEN
+#undef BNORM_PREFETCH_ROWS_AHEAD
+#undef BNORM_HSUM
+
+}  // namespace bnorm::kernels::cpu::BNORM_SIMD_NS
