@@ -1,12 +1,19 @@
 # bnorm: the two commands of the README.
-#   make run   installs what is missing, builds, runs the main job
+#   make run   installs what is missing, builds, runs the main job (bnorm experiment)
 #   make test  installs what is missing, builds, runs every test, then again under
 #              AddressSanitizer + UndefinedBehaviorSanitizer
+#   make bench installs the benchmark's optional peers (libtorch, oneDNN), builds the
+#              batch-norm benchmark in $(BENCH_BUILD), runs it, writes
+#              bench/results/latest.json (docs/benchmarks.md)
+#   make bench-train  trains the same small models in bnorm, Keras and PyTorch and prints
+#              seconds per epoch (needs the fixture venv: docs/benchmarks.md)
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+BENCH_BUILD ?= build-bench
+BENCH_ARGS ?=
 JOBS       ?= $(shell nproc)
 
-.PHONY: all deps build run test test-fast test-sanitize clean
+.PHONY: all deps build run examples test test-fast test-sanitize bench bench-train clean
 
 all: build
 
@@ -19,7 +26,11 @@ $(BUILD)/CMakeCache.txt: | deps
 build: deps $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
+# The batch-normalization experiment (docs/experiment.md): report in reports/experiment/.
 run: build
+	$(BUILD)/bnorm experiment
+
+examples: build
 	@bash scripts/run-examples.sh $(BUILD)
 
 test-fast: build
@@ -33,5 +44,18 @@ test-sanitize: deps
 
 test: test-fast test-sanitize
 
+bench: deps
+	@bash scripts/install-bench-deps.sh
+	cmake -S . -B $(BENCH_BUILD) -DCMAKE_BUILD_TYPE=Release -DBNORM_BUILD_BENCH=ON \
+	  -DBNORM_BUILD_TESTS=OFF -DBNORM_BUILD_EXAMPLES=OFF
+	cmake --build $(BENCH_BUILD) -j $(JOBS) --target bench_batch_norm
+	$(BENCH_BUILD)/bench/bench_batch_norm --out bench/results/latest.json $(BENCH_ARGS)
+
+bench-train: deps
+	cmake -S . -B $(BENCH_BUILD) -DCMAKE_BUILD_TYPE=Release -DBNORM_BUILD_BENCH=ON \
+	  -DBNORM_BUILD_TESTS=OFF -DBNORM_BUILD_EXAMPLES=OFF
+	cmake --build $(BENCH_BUILD) -j $(JOBS) --target bnorm_train_bench
+	python3 bench/training/run_training_bench.py --bnorm-bin $(BENCH_BUILD)/bench/training/bnorm_train_bench
+
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(BENCH_BUILD)
