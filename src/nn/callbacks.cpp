@@ -119,7 +119,8 @@ void ProgressBar::on_train_batch_end(Model&, std::int64_t step, const Logs& logs
 void ProgressBar::on_epoch_end(Model&, int epoch, const Logs& logs) {
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   if (verbose_ == 2) std::printf("Epoch %d/%d\n", epoch + 1, epochs_);
-  std::printf("%s%s\033[K\n", verbose_ == 1 && tty_ ? "\r" : "", line(steps_, steps_, seconds, logs, true).c_str());
+  const bool redraw = verbose_ == 1 && tty_;  // overwrite the live bar; plain text in logs
+  std::printf("%s%s%s\n", redraw ? "\r" : "", line(steps_, steps_, seconds, logs, true).c_str(), redraw ? "\033[K" : "");
   std::fflush(stdout);
 }
 

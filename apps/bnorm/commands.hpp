@@ -1,0 +1,114 @@
+// apps/bnorm/commands.hpp: what the subcommands of the `bnorm` tool share.
+//
+// Each subcommand lives in its own file and has two halves: `add_*_command` declares its
+// options on the CLI11 app (parsing and validating them), and the returned runner does
+// the work once parsing succeeded. Errors are thrown (bnorm's typed exceptions, or
+// UsageError for a bad combination of options); only main() turns them into messages
+// and exit codes.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bnorm/core/error.hpp"
+#include "bnorm/core/tensor.hpp"
+#include "bnorm/nn/model.hpp"
+
+namespace bnorm::cli {
+
+// A command line that parses but cannot run as given (e.g. --batch-size larger than the
+// training set). main() prints it like a parse error: exit status 2.
+class UsageError : public Error {
+ public:
+  using Error::Error;
+};
+
+// Work to do after parsing: returns the process exit status.
+using Runner = std::function<int()>;
+
+Runner add_experiment_command(CLI::App& app);
+Runner add_train_command(CLI::App& app);
+
+// --- option validators: messages in bnorm's "expected ..., received ..." form --------
+// (CLI11 prefixes them with the option name: "--steps: expected an integer >= 1, received '0'").
+CLI::Validator positive_integer();                      // integer >= 1
+CLI::Validator nonnegative_integer();                   // integer >= 0
+CLI::Validator integer_in(long long lo, long long hi);  // integer in [lo, hi]
+CLI::Validator positive_real();                         // finite real > 0
+CLI::Validator real_in(double lo, double hi, bool lo_open, bool hi_open);
+CLI::Validator one_of(std::vector<std::string> choices);
+// option->check(one_of(allowed)), with the choices as the type shown by --help ("on|off").
+CLI::Option* choices(CLI::Option* option, const std::vector<std::string>& allowed);
+
+// --- the network of the experiment, also `bnorm train`'s default -------------------
+struct MlpConfig {
+  std::int64_t inputs = 784;
+  std::vector<std::int64_t> hidden{100, 100, 100};
+  std::int64_t classes = 10;
+  std::string activation = "sigmoid";  // of the hidden layers
+  bool batch_norm = true;              // Dense -> BatchNormalization -> activation
+  double momentum = 0.99;              // BatchNormalization, Keras convention
+  double epsilon = 1e-3;
+  // The kernels of hidden layer i (0-based) and of the output layer (i = hidden.size())
+  // are drawn from `initializer(seed, i)`: with and without batch normalization, the
+  // same seed gives the same kernels.
+  std::uint64_t seed = 0;
+  std::string initializer = "random_normal";  // "random_normal" (stddev 0.1) or "glorot_uniform"
+};
+
+struct Mlp {
+  std::unique_ptr<nn::Model> model;  // input -> softmax over the classes
+  // input -> the LAST hidden layer's activation input (the batch-norm output with batch
+  // normalization, the Dense output without); shares the model's layers.
+  std::unique_ptr<nn::Model> probe;
+  // The last preactivation -> the softmax (the last activation and the output layer):
+  // head(probe(x)) == model(x), so an evaluation needs one pass over the layers.
+  // Null when there is no hidden layer.
+  std::unique_ptr<nn::Model> head;
+};
+
+// Builds the multilayer perceptron. With batch normalization the hidden Dense layers
+// have no bias (use_bias = false): the normalization subtracts the batch mean, so a bias
+// would cancel out, and beta takes its role (Ioffe & Szegedy 2015, section 3.2).
+Mlp build_mlp(const MlpConfig& config);
+
+// The order of training samples: a seeded permutation of [0, n) per epoch
+// (Fisher-Yates over splitmix64; the same on every platform and standard library).
+class BatchSchedule {
+ public:
+  BatchSchedule(std::int64_t n, std::int64_t batch_size, std::uint64_t seed);
+  // The next batch's sample indices; a new permutation starts when an epoch is used up
+  // (a last partial batch is dropped, as the paper's fixed batch of 60 over 60000 needs
+  // none).
+  const std::vector<std::int64_t>& next();
+  std::int64_t epoch() const noexcept { return epoch_; }
+
+ private:
+  void reshuffle();
+  std::int64_t n_, batch_size_;
+  std::uint64_t state_;
+  std::vector<std::int64_t> order_, batch_;
+  std::int64_t position_ = 0, epoch_ = -1;
+};
+
+// Rows `index` of x (N, ...) as a new tensor (B, ...).
+Tensor gather_rows(const Tensor& x, const std::vector<std::int64_t>& index);
+
+// Sets the threads of bnorm's batch-norm kernels (0: all cores). The dense layers'
+// OpenBLAS keeps its own count (OPENBLAS_NUM_THREADS), see kernels/dense.hpp.
+void set_threads(int threads);
+
+// FileError naming --data-dir and the path when it is not a folder (the one-line hint
+// a newcomer needs: the Debian package to install).
+void require_data_dir(const std::filesystem::path& dir, const std::string& command);
+
+// "1m 23s", "4.2s".
+std::string format_duration(double seconds);
+
+}  // namespace bnorm::cli
