@@ -38,26 +38,12 @@ namespace nn = bnorm::nn;
 using bnorm::Shape;
 using bnorm::Tensor;
 using example::check;
+using example::normal;
 using example::max_abs_diff;
 using example::str;
 
 namespace {
 
-// N(0, 1) samples from a fixed splitmix64 + Box-Muller stream (stand-in for tf.random.normal).
-Tensor normal(Shape shape, std::uint64_t seed) {
-  Tensor t(std::move(shape));
-  std::uint64_t s = seed * 0x9E3779B97F4A7C15ull;
-  auto uniform = [&s] {
-    std::uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return static_cast<double>((z ^ (z >> 31)) >> 11) * 0x1.0p-53;
-  };
-  for (std::int64_t i = 0; i < t.numel(); ++i)
-    t[i] = static_cast<float>(std::sqrt(-2.0 * std::log(1.0 - uniform())) *
-                              std::cos(6.283185307179586 * uniform()));
-  return t;
-}
 
 nn::BatchNormalizationOptions bn_options(bool trainable) {
   nn::BatchNormalizationOptions o;

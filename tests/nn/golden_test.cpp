@@ -20,6 +20,7 @@
 #include "bnorm/nn/batch_normalization.hpp"
 #include "bnorm/nn/ops.hpp"
 #include "bnorm/nn/torch_batch_norm.hpp"
+#include "fixture_file.hpp"
 
 using json = nlohmann::json;
 using bnorm::Shape;
@@ -28,10 +29,7 @@ namespace nn = bnorm::nn;
 
 namespace {
 
-std::string fixtures_dir() {
-  if (const char* d = std::getenv("BNORM_FIXTURES")) return d;
-  return BNORM_FIXTURES_DIR;
-}
+using bnorm::test::fixtures_dir;
 
 // Largest relative error seen over all comparisons (|got-want| / max(|want|, atol/rtol)).
 double g_max_rel_error = 0.0;
@@ -477,20 +475,9 @@ int register_cases() {
   const bool one_suite = filter.find_first_of("*?:-") == std::string::npos && filter.find('.') != std::string::npos;
   for (const auto& [file, suite] : files) {
     if (one_suite && filter.rfind(std::string(suite) + ".", 0) != 0) continue;
-    const std::string path = fixtures_dir() + "/" + file;
-    std::ifstream in(path);
-    json doc;
-    std::string problem;
-    if (!in) problem = "cannot open golden fixture " + path;
-    else {
-      try {
-        in >> doc;
-        if (doc.value("format", "") != "bnorm-golden" || doc.value("version", 0) != 1)
-          problem = path + ": not a bnorm-golden version 1 file";
-      } catch (const std::exception& e) {
-        problem = path + ": " + e.what();
-      }
-    }
+    const bnorm::test::FixtureFile fixture = bnorm::test::read_fixture(file, "bnorm-golden", 1);
+    const json& doc = fixture.data;
+    const std::string problem = fixture.error;
     if (!problem.empty()) {
       ::testing::RegisterTest(suite, "fixture_file", nullptr, nullptr, __FILE__, __LINE__,
                               [problem]() -> ::testing::Test* { return new MissingFixture(problem); });

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "bnorm/nn/batch_normalization.hpp"
+#include "fixture_file.hpp"
 #include "bnorm/nn/callbacks.hpp"
 #include "bnorm/nn/layers.hpp"
 #include "bnorm/nn/losses.hpp"
@@ -41,32 +42,10 @@ namespace nn = bnorm::nn;
 
 namespace {
 
-std::string fixtures_dir() {
-  if (const char* d = std::getenv("BNORM_FIXTURES")) return d;
-  return BNORM_FIXTURES_DIR;
-}
-
-struct Fixture {
-  json data;
-  std::string error;  // non-empty when the file could not be read
-};
+using Fixture = bnorm::test::FixtureFile;
 
 const Fixture& fixture() {
-  static const Fixture f = [] {
-    Fixture out;
-    const std::string path = fixtures_dir() + "/training_parity.json";
-    try {
-      std::ifstream in(path);
-      if (!in) throw std::runtime_error("cannot open " + path);
-      out.data = json::parse(in);
-      if (out.data.at("format") != "bnorm-training-parity" || out.data.at("version") != 1) {
-        throw std::runtime_error(path + ": not a bnorm-training-parity version 1 file");
-      }
-    } catch (const std::exception& e) {
-      out.error = e.what();
-    }
-    return out;
-  }();
+  static const Fixture f = bnorm::test::read_fixture("training_parity.json", "bnorm-training-parity", 1);
   return f;
 }
 
