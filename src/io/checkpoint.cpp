@@ -70,7 +70,7 @@ class Reader {
 
 }  // namespace
 
-void save_weights(nn::Model& model, const std::string& path) {
+void save_checkpoint(nn::Model& model, const std::string& path) {
   std::string buf(kMagic, sizeof kMagic);
   const auto vars = named_variables(model);
   put(buf, kVersion);
@@ -104,7 +104,7 @@ void save_weights(nn::Model& model, const std::string& path) {
   }
 }
 
-void load_weights(nn::Model& model, const std::string& path) {
+void load_checkpoint(nn::Model& model, const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw FileError(path, "path", "a readable bnorm weights file", "cannot open it");
   const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -168,7 +168,7 @@ void ModelCheckpoint::on_epoch_end(nn::Model& model, int epoch, const nn::Logs& 
   }
   std::string path = filepath_;
   if (auto p = path.find("{epoch}"); p != std::string::npos) path.replace(p, 7, std::to_string(epoch + 1));
-  save_weights(model, path);
+  save_checkpoint(model, path);
   last_saved_ = path;
   if (options_.verbose > 0) std::printf("Epoch %d: saving model to %s\n", epoch + 1, path.c_str());
 }

@@ -40,9 +40,9 @@ TEST(NativeWeights, RoundTripRestoresEveryVariableExactly) {
   a->compile("adam", "mse");
   a->fit(data(16, 3, 0.5f), data(16, 1, 0.3f), {.batch_size = 4, .epochs = 2, .verbose = 0});
   const auto path = temp("roundtrip.bnw");
-  bnorm::io::save_weights(*a, path);
+  bnorm::io::save_checkpoint(*a, path);
   auto b = model();
-  bnorm::io::load_weights(*b, path);
+  bnorm::io::load_checkpoint(*b, path);
   const auto wa = a->get_weights(), wb = b->get_weights();
   ASSERT_EQ(wa.size(), wb.size());
   for (std::size_t i = 0; i < wa.size(); ++i) EXPECT_EQ(wa[i].vector(), wb[i].vector()) << i;
@@ -52,7 +52,7 @@ TEST(NativeWeights, RoundTripRestoresEveryVariableExactly) {
 TEST(NativeWeights, BadFilesAreRefusedWholeAndNamed) {
   auto a = model();
   const auto path = temp("bad.bnw");
-  bnorm::io::save_weights(*a, path);
+  bnorm::io::save_checkpoint(*a, path);
   const auto size = fs::file_size(path);
   auto b = model();
   const auto before = b->get_weights();
@@ -64,7 +64,7 @@ TEST(NativeWeights, BadFilesAreRefusedWholeAndNamed) {
   };
   fs::resize_file(path, size - 3);  // truncated
   try {
-    bnorm::io::load_weights(*b, path);
+    bnorm::io::load_checkpoint(*b, path);
     ADD_FAILURE() << "truncated file accepted";
   } catch (const bnorm::io::FormatError& e) {
     EXPECT_NE(std::string(e.what()).find(path.string()), std::string::npos) << e.what();
@@ -72,17 +72,17 @@ TEST(NativeWeights, BadFilesAreRefusedWholeAndNamed) {
   }
   EXPECT_TRUE(unchanged());
   { std::ofstream(path) << "not a weights file at all"; }
-  EXPECT_THROW(bnorm::io::load_weights(*b, path), bnorm::io::FormatError);
+  EXPECT_THROW(bnorm::io::load_checkpoint(*b, path), bnorm::io::FormatError);
   auto wide = model(5);  // other shapes
-  bnorm::io::save_weights(*wide, path);
+  bnorm::io::save_checkpoint(*wide, path);
   try {
-    bnorm::io::load_weights(*b, path);
+    bnorm::io::load_checkpoint(*b, path);
     ADD_FAILURE() << "mismatching shapes accepted";
   } catch (const bnorm::io::FormatError& e) {
     EXPECT_EQ(e.argument(), "dense/kernel") << e.what();
   }
   EXPECT_TRUE(unchanged());
-  EXPECT_THROW(bnorm::io::load_weights(*b, temp("missing.bnw")), bnorm::io::FileError);
+  EXPECT_THROW(bnorm::io::load_checkpoint(*b, temp("missing.bnw")), bnorm::io::FileError);
   fs::remove(path);
 }
 

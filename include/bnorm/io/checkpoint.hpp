@@ -22,8 +22,8 @@
 
 namespace bnorm::io {
 
-void save_weights(nn::Model& model, const std::string& path);
-void load_weights(nn::Model& model, const std::string& path);
+void save_checkpoint(nn::Model& model, const std::string& path);
+void load_checkpoint(nn::Model& model, const std::string& path);
 
 struct ModelCheckpointOptions {
   std::string monitor = "val_loss";

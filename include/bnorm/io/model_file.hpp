@@ -1,0 +1,44 @@
+// bnorm/io/model_file.hpp: Keras's model and weights files, by the Keras names.
+//
+//   Python                                  C++
+//   model.save("m.keras")                   io::save_model(model, "m.keras");
+//   model.save("m.h5")                      io::save_model(model, "m.h5");         // legacy tf.keras
+//   keras.models.load_model("m.keras")      auto model = io::load_model("m.keras");
+//   model.save_weights("w.weights.h5")      io::save_weights(model, "w.weights.h5");
+//   model.load_weights("w.weights.h5")      io::load_weights(model, "w.weights.h5");
+//   model.load_weights("my_weights.h5")     io::load_weights(model, "my_weights.h5"); // legacy
+//
+// The format is chosen from the file's contents when reading (a zip archive is .keras,
+// HDF5 with a "layer_names" attribute is legacy tf.keras, HDF5 with a "layers" group is
+// Keras 3, "BNRMCKPT"/"BNRMWTS" is bnorm's native checkpoint), and from the suffix when
+// writing (.keras, .weights.h5, .h5). Formats: ../../../docs/formats.md.
+//
+// Errors (bnorm::Error, io/error.hpp): FileError when the file cannot be opened or
+// written; FormatError naming the file, the layer and the variable when its contents do
+// not match (truncated, wrong shape, missing or extra variable, wrong dtype, unsupported
+// layer class). Loading validates everything before assigning: after an error the model
+// is unchanged. Writing is atomic (a temporary file renamed over the target).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "bnorm/io/error.hpp"
+#include "bnorm/nn/model.hpp"
+
+namespace bnorm::io {
+
+// Keras keras.models.load_model: builds the model from the file's configuration
+// (.keras config.json, or a legacy .h5's model_config attribute) and loads its weights.
+// A layer class bnorm does not support is refused by name.
+std::unique_ptr<nn::Model> load_model(const std::string& path);
+
+// Keras model.save: ".keras" (Keras 3 archive) or ".h5" (legacy tf.keras full model).
+void save_model(nn::Model& model, const std::string& path);
+
+// Keras model.load_weights / save_weights: ".weights.h5" (Keras 3), ".h5" (legacy
+// tf.keras weights), ".keras" (weights of an archive), or a bnorm native checkpoint.
+void load_weights(nn::Model& model, const std::string& path);
+void save_weights(nn::Model& model, const std::string& path);
+
+}  // namespace bnorm::io
