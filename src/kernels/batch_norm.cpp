@@ -24,22 +24,24 @@ enum class Path { cpu_nhwc, cpu_nchw, reference };
 struct Candidate {
   Path path;
   const char* name;
-  bool (*supports)(const BatchNormDims& dims, std::string& why_not);
+  // Whether it supports `dims`; if not, and why_not is not null, the reason. (No string
+  // is built on the plain dispatch path: a call's fixed cost matters for small tensors.)
+  bool (*supports)(const BatchNormDims& dims, std::string* why_not);
 };
 
-bool nhwc_supports(const BatchNormDims& dims, std::string& why_not) {
+bool nhwc_supports(const BatchNormDims& dims, std::string* why_not) {
   if (dims.S == 1) return true;
-  why_not = "S=" + std::to_string(dims.S) + " != 1";
+  if (why_not != nullptr) *why_not = "S=" + std::to_string(dims.S) + " != 1";
   return false;
 }
 
-bool nchw_supports(const BatchNormDims& dims, std::string& why_not) {
+bool nchw_supports(const BatchNormDims& dims, std::string* why_not) {
   if (dims.S > 1) return true;
-  why_not = "S=" + std::to_string(dims.S) + " <= 1";
+  if (why_not != nullptr) *why_not = "S=" + std::to_string(dims.S) + " <= 1";
   return false;
 }
 
-bool reference_supports(const BatchNormDims&, std::string&) {
+bool reference_supports(const BatchNormDims&, std::string*) {
   return true;
 }
 
@@ -58,10 +60,15 @@ const char* name_of(Path path) {
 // The first implementation of the list that supports `dims`; `explanation` names it and
 // the rejected ones before it.
 Path choose(const BatchNormDims& dims, std::string* explanation) {
+  if (explanation == nullptr) {
+    for (const Candidate& candidate : kImplementations)
+      if (candidate.supports(dims, nullptr)) return candidate.path;
+    return Path::reference;
+  }
   std::string rejected;
   for (const Candidate& candidate : kImplementations) {
     std::string why_not;
-    if (candidate.supports(dims, why_not)) {
+    if (candidate.supports(dims, &why_not)) {
       if (explanation != nullptr) {
         *explanation = candidate.name;
         if (!rejected.empty()) *explanation += " (" + rejected + ")";
@@ -245,6 +252,10 @@ const char* simd_level() {
 
 void force_generic_simd(bool on) {
   cpu::force_generic_simd(on);
+}
+
+void force_streaming_stores(bool on) {
+  cpu::force_streaming_stores(on);
 }
 
 }  // namespace bnorm::kernels

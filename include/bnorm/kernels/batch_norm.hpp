@@ -178,4 +178,11 @@ const char* simd_level();
 // and benchmarks. Not meant to be called while kernels run on other threads.
 void force_generic_simd(bool on);
 
+// Output stores. The elementwise passes write their output with non-temporal stores
+// (bypassing the caches) when each thread's share of it exceeds 3/4 of its share of the
+// last-level cache (the rule glibc's memcpy uses), else with plain stores; the values
+// are the same either way. force_streaming_stores(true) makes every call stream (tests
+// and benchmarks); false restores the rule. Not meant to be called while kernels run.
+void force_streaming_stores(bool on);
+
 }  // namespace bnorm::kernels

@@ -6,6 +6,8 @@
 #include <cassert>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <limits>
 #include <string>
 
 #include "bnorm/core/error.hpp"
@@ -41,16 +43,80 @@ std::string activation_name(Activation activation) {
 
 namespace {
 
+// exp(x) in float, eight lanes at a time, with GCC vector extensions (std::exp is a
+// library call per element, ~8 ns: 13% of an MLP training step). Cephes expf:
+// n = round(x / ln 2), r = x - n ln 2 (ln 2 split into C1 + C2, C1 with few mantissa
+// bits so n * C1 is exact), exp(r) = 1 + r + r^2 P(r) on |r| <= ln(2) / 2, then times
+// 2^n built from the exponent bits. Relative error about 1.3 ulp (std::expf: 1 ulp;
+// tested against the double reference). Saturation as std::exp with denormals flushed:
+// x > 88.3763 gives +inf, x < -87.3365 gives 0 (std::exp's results there are within 0.4%
+// of FLT_MAX, or denormals below 1.2e-38); NaN gives NaN. No FMA: the generic and AVX2
+// builds of the loops below give bitwise identical results.
+using f32x8 = float __attribute__((vector_size(32)));
+using i32x8 = std::int32_t __attribute__((vector_size(32)));
+
+// Always inlined into the loops below, so no vector crosses a call (the ABI note GCC
+// gives for 32-byte vector arguments without AVX does not apply; GCC emits it at the end
+// of the file, so it stays off from here on).
+#pragma GCC diagnostic ignored "-Wpsabi"
+__attribute__((always_inline)) inline f32x8 exp_f32x8(f32x8 x) {
+  constexpr float kHi = 88.3762626647949f, kLo = -87.3365447505531f;
+  constexpr float kShift = 12582912.0f;  // 1.5 * 2^23: x + kShift rounds x to an integer
+  const f32x8 hi = f32x8{} + kHi, lo = f32x8{} + kLo, shift = f32x8{} + kShift;
+  f32x8 xc = x > hi ? hi : x;
+  xc = xc < lo ? lo : xc;
+  const f32x8 shifted = xc * 1.44269504088896341f + shift;
+  const f32x8 n = shifted - shift;
+  const i32x8 n_int = (i32x8)shifted - (i32x8)shift;
+  const f32x8 r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
+  f32x8 p = f32x8{} + 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const f32x8 e = (p * (r * r) + r) + 1.0f;
+  const i32x8 bits = (n_int + 127) << 23;
+  f32x8 y = e * (f32x8)bits;
+  y = x > hi ? f32x8{} + std::numeric_limits<float>::infinity() : y;
+  y = x < lo ? f32x8{} : y;
+  return x != x ? x : y;  // NaN
+}
+
+enum class ExpOp { exp_shifted, sigmoid };
+
+// y[i] = exp(x[i] - shift) or 1 / (1 + exp(-x[i])) for i < n; y may alias x. Eight
+// lanes at a time; the tail goes through a zero-padded block, so every element is
+// computed by the same lane arithmetic.
+__attribute__((target_clones("avx2", "default")))
+void exp_loop(ExpOp op, const float* x, float shift, std::int64_t n, float* y) {
+  const auto apply = [&](f32x8 v) __attribute__((always_inline)) {
+    return op == ExpOp::sigmoid ? 1.0f / (1.0f + exp_f32x8(-v)) : exp_f32x8(v - shift);
+  };
+  std::int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    f32x8 v;
+    std::memcpy(&v, x + i, sizeof v);
+    v = apply(v);
+    std::memcpy(y + i, &v, sizeof v);
+  }
+  if (i < n) {
+    const auto rest = static_cast<std::size_t>(n - i);
+    f32x8 v{};
+    std::memcpy(&v, x + i, rest * sizeof(float));
+    v = apply(v);
+    std::memcpy(y + i, &v, rest * sizeof(float));
+  }
+}
+
 // Softmax of one row, float exp, double sum (tf.nn.softmax's order: shift by the row
 // max, exponentiate, multiply by the reciprocal of the sum). y may alias x.
 void softmax_row(const float* x, std::int64_t cols, float* y) {
   float max = x[0];
   for (std::int64_t j = 1; j < cols; ++j) max = std::max(max, x[j]);
   double sum = 0.0;
-  for (std::int64_t j = 0; j < cols; ++j) {
-    y[j] = std::exp(x[j] - max);
-    sum += static_cast<double>(y[j]);
-  }
+  exp_loop(ExpOp::exp_shifted, x, max, cols, y);
+  for (std::int64_t j = 0; j < cols; ++j) sum += static_cast<double>(y[j]);
   const float inverse = static_cast<float>(1.0 / sum);
   for (std::int64_t j = 0; j < cols; ++j) y[j] *= inverse;
 }
@@ -80,7 +146,7 @@ void activation_forward(Activation activation, const float* x, std::int64_t rows
       return;
     case Activation::sigmoid:
       // exp(-x) = inf gives 1 / inf = 0; exp(-x) tiny gives 1: never inf / inf.
-      for (std::int64_t i = 0; i < count; ++i) y[i] = 1.0f / (1.0f + std::exp(-x[i]));
+      exp_loop(ExpOp::sigmoid, x, 0.0f, count, y);
       return;
     case Activation::tanh:
       for (std::int64_t i = 0; i < count; ++i) y[i] = std::tanh(x[i]);

@@ -42,6 +42,28 @@ inline std::int64_t ceil_div(std::int64_t a, std::int64_t b) {
   return (a + b - 1) / b;
 }
 
+// Runs body() on a team of `team` OpenMP threads, or directly on the calling thread when
+// team == 1 (a parallel region of one thread still costs an allocation and a few
+// microseconds in libgomp). Worksharing loops in body() are orphaned constructs, which
+// run every iteration on the calling thread when there is no team.
+template <typename Body>
+void run_team(int team, Body&& body) {
+  if (team > 1) {
+#pragma omp parallel num_threads(team)
+    body();
+  } else {
+    body();
+  }
+}
+
+// Whether the elementwise pass of a call writes its output with non-temporal stores
+// (bypassing the caches): when each thread's share of the output exceeds 3/4 of its share
+// of the last-level cache, the rule glibc's memcpy follows (the output would evict the
+// input and everything else on its way through the cache). Stored values are the same
+// either way. force_streaming_stores(true) makes every size stream (tests).
+bool stream_stores(std::int64_t out_bytes, int team);
+void force_streaming_stores(bool on);
+
 // Grow-only scratch of the calling thread (no allocation once warm). Each slot is a
 // separate buffer, so a kernel may hold several at once.
 template <typename T, int kSlot>
@@ -86,6 +108,34 @@ inline TrainingGrad training_grad(double sum_dy, double dotp, std::int64_t count
           gamma != nullptr ? invstd * gamma[c] : invstd};
 }
 
+// The pivot of channel c's shifted sums (shifted_rows / shifted_flat): the mean of 8
+// elements spread over the channel, rounded to float. A function of the data and dims
+// only, so results stay independent of the thread count.
+inline float channel_pivot(const float* x, const BatchNormDims& d, std::int64_t c) {
+  double s = 0.0;
+  for (std::int64_t i = 0; i < 8; ++i) {
+    const std::int64_t n = ((2 * i + 1) * d.N) / 16, j = ((2 * i + 1) * d.S) / 16;
+    s += static_cast<double>(x[(n * d.C + c) * d.S + j]);
+  }
+  return static_cast<float>(s / 8.0);
+}
+
+// Statistics of a block of n elements from its shifted sums s1 = sum (x - pivot) and
+// s2 = sum (x - pivot)^2: sum = sum x, m2 = sum (x - block mean)^2 = s2 - s1^2 / n.
+// Returns false, and the caller recomputes the block by an exact double two-pass loop,
+// when the pivot is more than two standard deviations from the block mean
+// (5 s1^2 > 4 n s2) or the sums are not finite. Otherwise, with d = x - pivot rounded to
+// float and float partial sums of at most four terms (u = 2^-24), the relative error of
+// m2 is at most u (5 (1 + k^2) + 6 k sqrt(1 + k^2)) <= 52 u (3e-6) for the pivot k <= 2
+// standard deviations from the mean, and about u / sqrt(n) typically (the rounding
+// errors are independent); the mean is off by at most 3e-7 standard deviations.
+inline bool shifted_moments(double s1, double s2, double n, float pivot, double& sum, double& m2) {
+  if (!(5.0 * s1 * s1 <= 4.0 * n * s2) || !std::isfinite(s2)) return false;
+  sum = n * static_cast<double>(pivot) + s1;
+  m2 = s2 - s1 * s1 / n;
+  return true;
+}
+
 // Chan's merge of per-block statistics, in block order: block b (of nb) has sum
 // sums[b * step], squared deviations from its own mean m2s[b * step] and count_of(b)
 // elements;
@@ -115,26 +165,29 @@ struct SimdOps {
   const char* name;
   void (*moments_rows)(const float* x, std::int64_t rows, std::int64_t stride, std::int64_t len,
                        double* sum, double* m2);
+  void (*shifted_rows)(const float* x, std::int64_t rows, std::int64_t stride, std::int64_t len, float pivot,
+                       double* s1, double* s2);
   void (*grad_rows)(const float* dy, const float* x, const float* ymask, std::int64_t rows,
                     std::int64_t stride, std::int64_t len, double mean, double* sum, double* dotp);
   void (*grad_scale_rows)(const float* dy, const float* x, float* dx, std::int64_t rows, std::int64_t stride,
                           std::int64_t len, double mean, float scale, double* sum, double* dotp);
   void (*affine_rows)(const float* x, float* y, std::int64_t rows, std::int64_t stride, std::int64_t len,
-                      float alpha, float shift, bool relu);
+                      float alpha, float shift, bool relu, bool stream);
   void (*affine_cyclic)(const float* x, float* y, std::int64_t r0, std::int64_t r1, std::int64_t C,
-                        std::int64_t S, const float* alpha, const float* shift, bool relu);
+                        std::int64_t S, const float* alpha, const float* shift, bool relu, bool stream);
   void (*dx_rows)(const float* dy, const float* x, const float* ymask, float* dx, std::int64_t rows,
-                  std::int64_t stride, std::int64_t len, float mean, float grad_mean, float k, float scale);
-  void (*sum_flat)(const float* x, std::int64_t n, std::int64_t P, double* acc);
-  void (*sq_flat)(const float* x, std::int64_t n, std::int64_t P, const double* mean, double* acc);
+                  std::int64_t stride, std::int64_t len, float mean, float grad_mean, float k, float scale,
+                  bool stream);
+  void (*shifted_flat)(const float* x, std::int64_t n, std::int64_t P, const float* pivot, double* acc1,
+                       double* acc2);
   void (*grad_flat)(const float* dy, const float* x, const float* ymask, std::int64_t n, std::int64_t P,
                     const double* mean, double* acc_g, double* acc_p);
   void (*scale_flat)(const float* dy, float* dx, std::int64_t n, std::int64_t P, const float* scale);
   void (*affine_flat)(const float* x, float* y, std::int64_t n, std::int64_t P, const float* alpha,
-                      const float* shift, bool relu);
+                      const float* shift, bool relu, bool stream);
   void (*dx_flat)(const float* dy, const float* x, const float* ymask, float* dx, std::int64_t n,
                   std::int64_t P, const float* mean, const float* grad_mean, const float* k,
-                  const float* scale);
+                  const float* scale, bool stream);
 };
 
 // The table for this machine: AVX2 when the CPU has it (and BNORM_SIMD is not

@@ -15,7 +15,9 @@
 //
 // This file also holds the two tables of inner loops (batch_norm_simd.hpp compiled for
 // baseline x86-64 and for AVX2) and the choice between them.
+#include <immintrin.h>
 #include <omp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -46,9 +48,9 @@ namespace {
 
 #define BNORM_SIMD_TABLE(ns)                                                                             \
   SimdOps {                                                                                              \
-    #ns, ns::moments_rows, ns::grad_rows, ns::grad_scale_rows, ns::affine_rows, ns::affine_cyclic,       \
-        ns::dx_rows, ns::sum_flat, ns::sq_flat, ns::grad_flat, ns::scale_flat, ns::affine_flat,     \
-        ns::dx_flat                                                                                      \
+    #ns, ns::moments_rows, ns::shifted_rows, ns::grad_rows, ns::grad_scale_rows, ns::affine_rows,        \
+        ns::affine_cyclic, ns::dx_rows, ns::shifted_flat, ns::grad_flat,      \
+        ns::scale_flat, ns::affine_flat, ns::dx_flat                                                     \
   }
 const SimdOps kGeneric = BNORM_SIMD_TABLE(simd_generic);
 const SimdOps kAvx2 = BNORM_SIMD_TABLE(simd_avx2);
@@ -65,8 +67,30 @@ bool cpu_has_avx2() {
 }
 
 std::atomic<bool> g_force_generic{false};
+std::atomic<bool> g_force_stream{false};
+
+// 3/4 of one thread's share of the last-level cache (glibc's memcpy threshold for
+// non-temporal stores); 32 MiB shared when the size is unknown.
+std::int64_t stream_threshold() {
+  static const std::int64_t bytes = [] {
+    long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    if (l3 <= 0) l3 = 32L << 20;
+    const long cpus = std::max(1L, sysconf(_SC_NPROCESSORS_ONLN));
+    return static_cast<std::int64_t>(l3 / cpus * 3 / 4);
+  }();
+  return bytes;
+}
 
 }  // namespace
+
+bool stream_stores(std::int64_t out_bytes, int team) {
+  if (g_force_stream.load(std::memory_order_relaxed)) return true;
+  return out_bytes / std::max(team, 1) > stream_threshold();
+}
+
+void force_streaming_stores(bool on) {
+  g_force_stream.store(on, std::memory_order_relaxed);
+}
 
 const SimdOps& simd_ops() {
   if (g_force_generic.load(std::memory_order_relaxed) || !cpu_has_avx2()) return kGeneric;
@@ -126,9 +150,26 @@ std::int64_t block_offset(const BatchNormDims& dims, const Block& k, std::int64_
   return (k.n0 * dims.C + c) * dims.S + k.s0;
 }
 
-// Whether threads take whole channels (fused, cache-blocked passes).
-bool by_channel(const BatchNormDims& dims, int team) {
-  return team == 1 || dims.C % team == 0 || dims.C >= 8 * team;
+// Channels per group of the cache-blocked passes: a group's statistics are taken, then
+// its elementwise pass runs row by row over the group's consecutive channels, n-major,
+// while the group's slice is in cache. Groups make the elementwise spans at least 1024
+// floats long when the slice stays under kGroupBytes: one channel's rows are C*S*4
+// bytes apart, often a multiple of 4 KiB, and a short row's loads would then wait on the
+// stores of the row before (4K aliasing). A tensor under kGroupBytes on one thread is one
+// group (statistics, then one pass in memory order).
+constexpr std::int64_t kGroupBytes = 1 << 20;
+
+std::int64_t group_size(const BatchNormDims& dims, int team) {
+  const std::int64_t slice = dims.N * dims.S * 4;
+  if (team == 1 && slice * dims.C <= kGroupBytes) return dims.C;
+  const std::int64_t want = ceil_div(1024, dims.S);
+  const std::int64_t fits = std::max<std::int64_t>(1, kGroupBytes / slice);
+  return std::max<std::int64_t>(1, std::min({want, fits, dims.C}));
+}
+
+// Whether threads take whole groups of channels (fused, cache-blocked passes).
+bool by_channel(std::int64_t groups, int team) {
+  return team == 1 || groups % team == 0 || groups >= 8 * team;
 }
 
 // Row range [r0, r1) of the N*C rows for thread t of nt (equal shares).
@@ -138,11 +179,17 @@ void row_share(const BatchNormDims& dims, int t, int nt, std::int64_t& r0, std::
   r1 = rows * (t + 1) / nt;
 }
 
-// sum and M2 of block `blk` of channel c.
+// sum and M2 of block `blk` of channel c: one pass of shifted sums about the channel's
+// pivot, or the exact double two-pass loops when the pivot is too far from the block's
+// mean (shifted_moments).
 void block_moments(const SimdOps& ops, const float* x, const BatchNormDims& dims, const Blocking& b,
-                   std::int64_t c, std::int64_t blk, double* sum, double* m2) {
+                   std::int64_t c, std::int64_t blk, float pivot, double* sum, double* m2) {
   const Block k = block_at(b, dims, blk);
-  ops.moments_rows(x + block_offset(dims, k, c), k.n1 - k.n0, dims.C * dims.S, k.s1 - k.s0, sum, m2);
+  const float* base = x + block_offset(dims, k, c);
+  double s1 = 0.0, s2 = 0.0;
+  ops.shifted_rows(base, k.n1 - k.n0, dims.C * dims.S, k.s1 - k.s0, pivot, &s1, &s2);
+  if (!shifted_moments(s1, s2, static_cast<double>(k.count()), pivot, *sum, *m2))
+    ops.moments_rows(base, k.n1 - k.n0, dims.C * dims.S, k.s1 - k.s0, sum, m2);
 }
 
 // Mean and biased variance of channel c from its blocks' sums and M2s (`step` apart).
@@ -160,8 +207,13 @@ void channel_stats(const SimdOps& ops, const float* x, const BatchNormDims& dims
   const std::int64_t tasks = dims.C * nb;
   double* sums = scratch<double, 1>(2 * tasks);
   double* m2s = sums + tasks;
-#pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
-  for (std::int64_t t = 0; t < tasks; ++t) block_moments(ops, x, dims, b, t / nb, t % nb, sums + t, m2s + t);
+  float* pivots = scratch<float, 5>(dims.C);
+  for (std::int64_t c = 0; c < dims.C; ++c) pivots[c] = channel_pivot(x, dims, c);
+  run_team(team, [&] {
+#pragma omp for schedule(static)
+    for (std::int64_t t = 0; t < tasks; ++t)
+      block_moments(ops, x, dims, b, t / nb, t % nb, pivots[t / nb], sums + t, m2s + t);
+  });
   for (std::int64_t c = 0; c < dims.C; ++c) merge_channel(sums + c * nb, m2s + c * nb, 1, b, dims, mean[c], var[c]);
 }
 
@@ -204,29 +256,47 @@ void nchw_forward_training(const float* x, const BatchNormDims& dims, const floa
   const Blocking b = blocking_for(dims);
   const std::int64_t nb = b.per_channel();
 
-  if (by_channel(dims, team)) {
-    // Whole channels per thread: reduce, merge, normalize while the slice is in cache.
-#pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
-    for (std::int64_t c = 0; c < C; ++c) {
+  const bool stream = stream_stores(dims.numel() * 4, team);
+  float* alpha = scratch<float, 3>(2 * C);
+  float* shift = alpha + C;
+  const std::int64_t k = group_size(dims, team), groups = ceil_div(C, k);
+
+  if (by_channel(groups, team)) {
+    // Whole groups of channels per thread: reduce, merge, normalize while the slice is
+    // in cache.
+    run_team(team, [&] {
       double* sums = scratch<double, 0>(2 * nb);
       double* m2s = sums + nb;
-      for (std::int64_t blk = 0; blk < nb; ++blk) block_moments(ops, x, dims, b, c, blk, sums + blk, m2s + blk);
-      double m = 0.0, v = 0.0;
-      merge_channel(sums, m2s, 1, b, dims, m, v);
-      mean[c] = static_cast<float>(m);
-      var[c] = static_cast<float>(v);
-      invstd[c] = invstd_of(v, epsilon);
-      const Fold f = fold(mean[c], invstd[c], gamma, beta, c);
-      ops.affine_rows(x + c * S, y + c * S, dims.N, C * S, S, f.alpha, f.shift, relu);
-    }
+#pragma omp for schedule(static)
+      for (std::int64_t g = 0; g < groups; ++g) {
+        const std::int64_t c0 = g * k, c1 = std::min(C, c0 + k);
+        for (std::int64_t c = c0; c < c1; ++c) {
+          const float pivot = channel_pivot(x, dims, c);
+          for (std::int64_t blk = 0; blk < nb; ++blk)
+            block_moments(ops, x, dims, b, c, blk, pivot, sums + blk, m2s + blk);
+          double m = 0.0, v = 0.0;
+          merge_channel(sums, m2s, 1, b, dims, m, v);
+          mean[c] = static_cast<float>(m);
+          var[c] = static_cast<float>(v);
+          invstd[c] = invstd_of(v, epsilon);
+          const Fold f = fold(mean[c], invstd[c], gamma, beta, c);
+          alpha[c] = f.alpha;
+          shift[c] = f.shift;
+        }
+        if (c1 - c0 == 1) {
+          ops.affine_rows(x + c0 * S, y + c0 * S, dims.N, C * S, S, alpha[c0], shift[c0], relu, stream);
+        } else {
+          for (std::int64_t n = 0; n < dims.N; ++n)
+            ops.affine_cyclic(x, y, n * C + c0, n * C + c1, C, S, alpha, shift, relu, stream);
+        }
+      }
+    });
     return;
   }
 
   double* m = scratch<double, 2>(2 * C);
   double* v = m + C;
   channel_stats(ops, x, dims, team, m, v);
-  float* alpha = scratch<float, 3>(2 * C);
-  float* shift = alpha + C;
   for (std::int64_t c = 0; c < C; ++c) {
     mean[c] = static_cast<float>(m[c]);
     var[c] = static_cast<float>(v[c]);
@@ -235,12 +305,11 @@ void nchw_forward_training(const float* x, const BatchNormDims& dims, const floa
     alpha[c] = f.alpha;
     shift[c] = f.shift;
   }
-#pragma omp parallel num_threads(team) if (team > 1)
-  {
+  run_team(team, [&] {
     std::int64_t r0 = 0, r1 = 0;
     row_share(dims, omp_get_thread_num(), omp_get_num_threads(), r0, r1);
-    ops.affine_cyclic(x, y, r0, r1, C, S, alpha, shift, relu);
-  }
+    ops.affine_cyclic(x, y, r0, r1, C, S, alpha, shift, relu, stream);
+  });
 }
 
 void nchw_forward_inference(const float* x, const BatchNormDims& dims, const float* mean, const float* var,
@@ -254,12 +323,12 @@ void nchw_forward_inference(const float* x, const BatchNormDims& dims, const flo
     alpha[c] = f.alpha;
     shift[c] = f.shift;
   }
-#pragma omp parallel num_threads(team) if (team > 1)
-  {
+  const bool stream = stream_stores(dims.numel() * 4, team);
+  run_team(team, [&] {
     std::int64_t r0 = 0, r1 = 0;
     row_share(dims, omp_get_thread_num(), omp_get_num_threads(), r0, r1);
-    ops.affine_cyclic(x, y, r0, r1, dims.C, dims.S, alpha, shift, false);
-  }
+    ops.affine_cyclic(x, y, r0, r1, dims.C, dims.S, alpha, shift, false, stream);
+  });
 }
 
 void nchw_backward_training(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
@@ -271,9 +340,12 @@ void nchw_backward_training(const float* dy, const float* x, const BatchNormDims
   const std::int64_t C = dims.C, S = dims.S;
   const Blocking b = blocking_for(dims);
 
-  if (by_channel(dims, team)) {
+  const bool stream = dx != nullptr && stream_stores(dims.numel() * 4, team);
+
+  if (by_channel(C, team)) {
     // Whole channels per thread: reduce, then dx while the channel's dy and x are in cache.
-#pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
+    run_team(team, [&] {
+#pragma omp for schedule(static)
     for (std::int64_t c = 0; c < C; ++c) {
       double sum_g = 0.0, dotp = 0.0;
       channel_grad(ops, dy, x, ymask, dims, b, c, static_cast<double>(mean[c]), sum_g, dotp);
@@ -282,8 +354,9 @@ void nchw_backward_training(const float* dy, const float* x, const BatchNormDims
       if (dx == nullptr) continue;
       const TrainingGrad g = training_grad(sum_g, dotp, dims.count(), invstd[c], gamma, c);
       ops.dx_rows(dy + c * S, x + c * S, ymask != nullptr ? ymask + c * S : nullptr, dx + c * S, dims.N, C * S,
-                  S, mean[c], g.grad_mean, g.k, g.scale);
+                  S, mean[c], g.grad_mean, g.k, g.scale, stream);
     }
+    });
     return;
   }
 
@@ -292,14 +365,16 @@ void nchw_backward_training(const float* dy, const float* x, const BatchNormDims
   const std::int64_t tasks = C * nb;
   double* sums = scratch<double, 1>(2 * tasks);
   double* dots = sums + tasks;
-#pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
-  for (std::int64_t t = 0; t < tasks; ++t) {
-    const std::int64_t c = t / nb;
-    const Block k = block_at(b, dims, t % nb);
-    const std::int64_t o = block_offset(dims, k, c);
-    ops.grad_rows(dy + o, x + o, ymask != nullptr ? ymask + o : nullptr, k.n1 - k.n0, C * S, k.s1 - k.s0,
-                  static_cast<double>(mean[c]), sums + t, dots + t);
-  }
+  run_team(team, [&] {
+#pragma omp for schedule(static)
+    for (std::int64_t t = 0; t < tasks; ++t) {
+      const std::int64_t c = t / nb;
+      const Block k = block_at(b, dims, t % nb);
+      const std::int64_t o = block_offset(dims, k, c);
+      ops.grad_rows(dy + o, x + o, ymask != nullptr ? ymask + o : nullptr, k.n1 - k.n0, C * S, k.s1 - k.s0,
+                    static_cast<double>(mean[c]), sums + t, dots + t);
+    }
+  });
   TrainingGrad* grads = scratch<TrainingGrad, 4>(C);
   for (std::int64_t c = 0; c < C; ++c) {
     double sum_g = 0.0, dotp = 0.0;
@@ -312,17 +387,16 @@ void nchw_backward_training(const float* dy, const float* x, const BatchNormDims
     grads[c] = training_grad(sum_g, dotp, dims.count(), invstd[c], gamma, c);
   }
   if (dx == nullptr) return;
-#pragma omp parallel num_threads(team) if (team > 1)
-  {
+  run_team(team, [&] {
     std::int64_t r0 = 0, r1 = 0;
     row_share(dims, omp_get_thread_num(), omp_get_num_threads(), r0, r1);
     for (std::int64_t r = r0; r < r1; ++r) {
       const std::int64_t c = r % C, o = r * S;
       const TrainingGrad g = grads[c];
       ops.dx_rows(dy + o, x + o, ymask != nullptr ? ymask + o : nullptr, dx + o, 1, S, S, mean[c], g.grad_mean,
-                  g.k, g.scale);
+                  g.k, g.scale, stream);
     }
-  }
+  });
 }
 
 void nchw_backward_inference(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
@@ -343,7 +417,8 @@ void nchw_backward_inference(const float* dy, const float* x, const BatchNormDim
   const std::int64_t tasks = C * nb;
   double* sums = scratch<double, 1>(2 * tasks);
   double* dots = sums + tasks;
-#pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
+  run_team(team, [&] {
+#pragma omp for schedule(static)
   for (std::int64_t t = 0; t < tasks; ++t) {
     const std::int64_t c = t / nb;
     const Block k = block_at(b, dims, t % nb);
@@ -355,6 +430,7 @@ void nchw_backward_inference(const float* dy, const float* x, const BatchNormDim
       ops.grad_rows(dy + o, x + o, nullptr, k.n1 - k.n0, C * S, k.s1 - k.s0, static_cast<double>(mean[c]),
                     sums + t, dots + t);
   }
+  });
   for (std::int64_t c = 0; c < C; ++c) {
     double sum_g = 0.0, dotp = 0.0;
     for (std::int64_t k = 0; k < nb; ++k) {

@@ -93,26 +93,55 @@ struct Plan {
   std::int64_t flat(std::int64_t b) const { return (r1(b) - r0(b)) * C; }
 };
 
+// Exact statistics of channel c over rows [r0, r1) (sum, then squared deviations from
+// the mean, in double): the fallback of block_moments for a channel whose pivot turned
+// out too far from its block mean.
+void exact_channel(const float* x, std::int64_t r0, std::int64_t r1, std::int64_t C, std::int64_t c, double& sum,
+                   double& m2) {
+  double s = 0.0;
+  for (std::int64_t r = r0; r < r1; ++r) s += static_cast<double>(x[r * C + c]);
+  const double mean = s / static_cast<double>(r1 - r0);
+  double q = 0.0;
+  for (std::int64_t r = r0; r < r1; ++r) {
+    const double e = static_cast<double>(x[r * C + c]) - mean;
+    q += e * e;
+  }
+  sum = s;
+  m2 = q;
+}
+
 // Phase 1 of the statistics, for block b: its per-channel sums and M2s (squared
-// deviations from the block's own mean, in double) into sums[0..C) and m2s[0..C), by two
-// passes over the block, the second from cache. `work`: per-thread scratch of 2P + C
-// doubles (per-lane sums, per-lane means / squares, per-channel means).
-void block_moments(const Plan& p, const float* x, std::int64_t b, double* sums, double* m2s, double* work) {
+// deviations from the block's own mean, in double) into sums[0..C) and m2s[0..C). One
+// pass of shifted sums about the per-lane pivots (shifted_flat); a channel whose pivot
+// is too far from its block mean (shifted_moments) is redone exactly, from cache.
+// `work`: per-thread scratch of 2P doubles.
+void block_moments(const Plan& p, const float* x, std::int64_t b, const float* pivot_c, const float* pivot_l,
+                   double* sums, double* m2s, double* work) {
   const std::int64_t P = p.P, C = p.C;
-  double* lanes = work;        // P: sums, then the block mean of each lane's channel
-  double* sq = work + P;       // P: squared deviations per lane
-  double* mean = work + 2 * P;  // C
-  const float* xb = x + p.r0(b) * C;
+  double* acc1 = work;      // P: shifted sums per lane
+  double* acc2 = work + P;  // P: shifted squares per lane
   const std::int64_t n = p.flat(b);
   const double rows = static_cast<double>(p.r1(b) - p.r0(b));
-  zero(lanes, P);
-  p.ops.sum_flat(xb, n, P, lanes);
-  fold_lanes(lanes, P, C, sums);
-  for (std::int64_t c = 0; c < C; ++c) mean[c] = sums[c] / rows;
-  expand_lanes(mean, P, C, lanes);
-  zero(sq, P);
-  p.ops.sq_flat(xb, n, P, lanes, sq);
-  fold_lanes(sq, P, C, m2s);
+  zero(acc1, 2 * P);
+  p.ops.shifted_flat(x + p.r0(b) * C, n, P, pivot_l, acc1, acc2);
+  fold_lanes(acc1, P, C, sums);
+  fold_lanes(acc2, P, C, m2s);
+  for (std::int64_t c = 0; c < C; ++c)
+    if (!shifted_moments(sums[c], m2s[c], rows, pivot_c[c], sums[c], m2s[c]))
+      exact_channel(x, p.r0(b), p.r1(b), C, c, sums[c], m2s[c]);
+}
+
+// Per-channel pivots of the shifted sums (channel_pivot) and their lane expansion.
+void pivots(const float* x, const BatchNormDims& dims, std::int64_t P, float* pivot_c, float* pivot_l) {
+  for (std::int64_t c = 0; c < dims.C; ++c) pivot_c[c] = 0.0f;
+  double* acc = scratch<double, 7>(dims.C);
+  for (std::int64_t c = 0; c < dims.C; ++c) acc[c] = 0.0;
+  for (std::int64_t i = 0; i < 8; ++i) {
+    const float* row = x + ((2 * i + 1) * dims.N) / 16 * dims.C;
+    for (std::int64_t c = 0; c < dims.C; ++c) acc[c] += static_cast<double>(row[c]);
+  }
+  for (std::int64_t c = 0; c < dims.C; ++c) pivot_c[c] = static_cast<float>(acc[c] / 8.0);
+  expand_lanes(pivot_c, P, dims.C, pivot_l);
 }
 
 // The per-channel phases run over chunks of channels, with loops along c that the
@@ -190,10 +219,12 @@ void invstd_range(const V* var, float epsilon, std::int64_t c0, std::int64_t c1,
 }
 
 // Block phase of the statistics (every thread), into the slots.
-void reduce_blocks(const Plan& p, const float* x, double* sums, double* m2s) {
-  double* work = scratch<double, 0>(2 * p.P + p.C);
+void reduce_blocks(const Plan& p, const float* x, const float* pivot_c, const float* pivot_l, double* sums,
+                   double* m2s) {
+  double* work = scratch<double, 0>(2 * p.P);
 #pragma omp for schedule(static)
-  for (std::int64_t b = 0; b < p.blocking.blocks; ++b) block_moments(p, x, b, sums + b * p.C, m2s + b * p.C, work);
+  for (std::int64_t b = 0; b < p.blocking.blocks; ++b)
+    block_moments(p, x, b, pivot_c, pivot_l, sums + b * p.C, m2s + b * p.C, work);
 }
 
 }  // namespace
@@ -205,9 +236,11 @@ void nhwc_moments(const float* x, const BatchNormDims& dims, float* mean, float*
   double* m2s = sums + slots;
   double* m = scratch<double, 6>(2 * p.C);
   double* v = m + p.C;
-#pragma omp parallel num_threads(p.team) if (p.team > 1)
-  {
-    reduce_blocks(p, x, sums, m2s);
+  float* pivot_c = scratch<float, 4>(p.C + p.P);
+  float* pivot_l = pivot_c + p.C;
+  pivots(x, dims, p.P, pivot_c, pivot_l);
+  run_team(p.team, [&] {
+    reduce_blocks(p, x, pivot_c, pivot_l, sums, m2s);
 #pragma omp for schedule(static)
     for (std::int64_t k = 0; k < chunks(p.C); ++k) {
       std::int64_t c0 = 0, c1 = 0;
@@ -218,7 +251,7 @@ void nhwc_moments(const float* x, const BatchNormDims& dims, float* mean, float*
         var[c] = static_cast<float>(v[c]);
       }
     }
-  }
+  });
 }
 
 void nhwc_forward_training(const float* x, const BatchNormDims& dims, const float* gamma, const float* beta,
@@ -236,9 +269,12 @@ void nhwc_forward_training(const float* x, const BatchNormDims& dims, const floa
   float* shift_c = coef + C;
   float* alpha = coef + 2 * C;  // per lane
   float* shift = alpha + L;
-#pragma omp parallel num_threads(p.team) if (p.team > 1)
-  {
-    reduce_blocks(p, x, sums, m2s);
+  float* pivot_c = scratch<float, 4>(C + p.P);
+  float* pivot_l = pivot_c + C;
+  pivots(x, dims, p.P, pivot_c, pivot_l);
+  const bool stream = stream_stores(dims.numel() * 4, p.team);
+  run_team(p.team, [&] {
+    reduce_blocks(p, x, pivot_c, pivot_l, sums, m2s);
 #pragma omp for schedule(static)
     for (std::int64_t k = 0; k < chunks(C); ++k) {
       std::int64_t c0 = 0, c1 = 0;
@@ -256,8 +292,8 @@ void nhwc_forward_training(const float* x, const BatchNormDims& dims, const floa
     // Same schedule as the first loop: each thread normalizes the rows it reduced.
 #pragma omp for schedule(static)
     for (std::int64_t b = 0; b < p.blocking.blocks; ++b)
-      p.ops.affine_flat(x + p.r0(b) * C, y + p.r0(b) * C, p.flat(b), p.P, alpha, shift, relu);
-  }
+      p.ops.affine_flat(x + p.r0(b) * C, y + p.r0(b) * C, p.flat(b), p.P, alpha, shift, relu, stream);
+  });
 }
 
 void nhwc_forward_inference(const float* x, const BatchNormDims& dims, const float* mean, const float* var,
@@ -274,9 +310,12 @@ void nhwc_forward_inference(const float* x, const BatchNormDims& dims, const flo
   fold_range(mean, inv, gamma, beta, 0, C, alpha_c, shift_c);
   expand_lanes(alpha_c, L, C, alpha);
   expand_lanes(shift_c, L, C, shift);
-#pragma omp parallel for schedule(static) num_threads(p.team) if (p.team > 1)
-  for (std::int64_t b = 0; b < p.blocking.blocks; ++b)
-    p.ops.affine_flat(x + p.r0(b) * C, y + p.r0(b) * C, p.flat(b), p.P, alpha, shift, false);
+  const bool stream = stream_stores(dims.numel() * 4, p.team);
+  run_team(p.team, [&] {
+#pragma omp for schedule(static)
+    for (std::int64_t b = 0; b < p.blocking.blocks; ++b)
+      p.ops.affine_flat(x + p.r0(b) * C, y + p.r0(b) * C, p.flat(b), p.P, alpha, shift, false, stream);
+  });
 }
 
 namespace {
@@ -323,8 +362,8 @@ void nhwc_backward_training(const float* dy, const float* x, const BatchNormDims
   float* sc = kk + L;
   expand_lanes(mean, L, C, mean_f);
   const double count = static_cast<double>(dims.count());
-#pragma omp parallel num_threads(p.team) if (p.team > 1)
-  {
+  const bool stream = dx != nullptr && stream_stores(dims.numel() * 4, p.team);
+  run_team(p.team, [&] {
     grad_blocks(p, dy, x, ymask, mean_d, sums, dots, nullptr, nullptr);
 #pragma omp for schedule(static)
     for (std::int64_t k = 0; k < chunks(C); ++k) {
@@ -354,10 +393,10 @@ void nhwc_backward_training(const float* dy, const float* x, const BatchNormDims
       for (std::int64_t b = 0; b < p.blocking.blocks; ++b) {
         const std::int64_t o = p.r0(b) * C;
         p.ops.dx_flat(dy + o, x + o, ymask != nullptr ? ymask + o : nullptr, dx + o, p.flat(b), P, mean_f, gm, kk,
-                      sc);
+                      sc, stream);
       }
     }
-  }
+  });
 }
 
 void nhwc_backward_inference(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
@@ -383,8 +422,7 @@ void nhwc_backward_inference(const float* dy, const float* x, const BatchNormDim
     for (std::int64_t c = 0; c < C; ++c) sc_c[c] = inv[c];
   expand_lanes(sc_c, L, C, sc);
   // One sweep: each block takes its partial sums, then writes its dx from cache.
-#pragma omp parallel num_threads(p.team) if (p.team > 1)
-  {
+  run_team(p.team, [&] {
     grad_blocks(p, dy, x, nullptr, mean_d, sums, dots, dx, sc);
 #pragma omp for schedule(static)
     for (std::int64_t k = 0; k < chunks(C); ++k) {
@@ -396,7 +434,7 @@ void nhwc_backward_inference(const float* dy, const float* x, const BatchNormDim
       if (dbeta != nullptr)
         for (std::int64_t c = c0; c < c1; ++c) dbeta[c] = static_cast<float>(sum_g[c]);
     }
-  }
+  });
 }
 
 }  // namespace bnorm::kernels::cpu

@@ -32,6 +32,7 @@ namespace bnorm::kernels::cpu::BNORM_SIMD_NS {
 
 typedef float f8 __attribute__((vector_size(32)));
 typedef float f4 __attribute__((vector_size(16)));
+typedef int i8 __attribute__((vector_size(32)));
 typedef double d4 __attribute__((vector_size(32)));
 typedef float f8u __attribute__((vector_size(32), aligned(4), may_alias));
 typedef float f4u __attribute__((vector_size(16), aligned(4), may_alias));
@@ -56,12 +57,44 @@ typedef double d4u __attribute__((vector_size(32), aligned(8), may_alias));
 // and too far apart for the hardware prefetcher): the whole row when it is short.
 #define BNORM_PREFETCH_ROWS_AHEAD 2048
 #define BNORM_HSUM(v) (((v)[0] + (v)[1]) + ((v)[2] + (v)[3]))
+// The low and high four lanes of an f8, widened to double.
+#define BNORM_WIDEN_LO(v) BNORM_WIDEN(__builtin_shufflevector((v), (v), 0, 1, 2, 3))
+#define BNORM_WIDEN_HI(v) BNORM_WIDEN(__builtin_shufflevector((v), (v), 4, 5, 6, 7))
+
+// Stores eight floats at p: with kStream a non-temporal store (p must be 32-byte aligned;
+// the output bypasses the caches, see stream_stores() in batch_norm_cpu.hpp), else a
+// plain one. The stored values are the same either way. (A macro: vectors passed by
+// value would change the baseline ABI.)
+#ifdef BNORM_SIMD_AVX2
+#define BNORM_STREAM8(p, v) _mm256_stream_ps((p), reinterpret_cast<__m256>(v))
+#else
+#define BNORM_STREAM8(p, v)                                                                  \
+  do {                                                                                        \
+    const f8 bnorm_v_ = (v);                                                                  \
+    _mm_stream_ps((p), reinterpret_cast<__m128>(__builtin_shufflevector(bnorm_v_, bnorm_v_, 0, 1, 2, 3))); \
+    _mm_stream_ps((p) + 4, reinterpret_cast<__m128>(__builtin_shufflevector(bnorm_v_, bnorm_v_, 4, 5, 6, 7))); \
+  } while (0)
+#endif
+#define BNORM_STORE8(kStream, p, v) \
+  do {                              \
+    if constexpr (kStream)          \
+      BNORM_STREAM8(p, v);          \
+    else                            \
+      BNORM_ST8(p, v);              \
+  } while (0)
+
+// Orders the non-temporal stores of this thread before whatever follows (a barrier, the
+// return to the caller).
+template <bool kStream>
+inline void stream_fence() {
+  if constexpr (kStream) _mm_sfence();
+}
 
 // Elements to handle one by one before out + i is 32-byte aligned (at most len; none
 // for short rows): the elementwise loops align their stores (a store split across two
 // cache lines costs twice); reductions never depend on alignment.
-inline std::int64_t head_of(const float* out, std::int64_t len) {
-  if (len < 64) return 0;  // short rows (7x7 maps): peeling costs more than split stores
+inline std::int64_t head_of(const float* out, std::int64_t len, bool must_align = false) {
+  if (len < 64 && !must_align) return 0;  // short rows (7x7 maps): peeling costs more than split stores
   const std::int64_t mis = static_cast<std::int64_t>((reinterpret_cast<std::uintptr_t>(out) / 4) & 7);
   const std::int64_t head = (8 - mis) & 7;
   return head < len ? head : len;
@@ -143,6 +176,67 @@ inline void moments_rows(const float* x, std::int64_t rows, std::int64_t stride,
   *out_m2 = BNORM_HSUM(q) + t;
 }
 
+// Shifted statistics of a block in one pass: s1 = sum d and s2 = sum d^2 with
+// d = x - pivot (in float). Partial sums of up to four vectors are taken in float, then
+// widened into double accumulators, so each float sum has at most four terms: with the
+// pivot within about a standard deviation of the block mean, the block's mean and M2
+// (s2 - s1^2 / n) are accurate to about 1e-7 relative, not far from a double two-pass
+// computation (the caller checks the pivot and falls back to moments_rows otherwise).
+// A row of at least 8 floats ends with an overlapping vector whose already counted lanes
+// are zeroed, so short rows (7x7, 8x8 maps) need no scalar tail.
+inline void shifted_rows(const float* x, std::int64_t rows, std::int64_t stride, std::int64_t len, float pivot,
+                         double* out_s1, double* out_s2) {
+  const std::int64_t ahead = rows_ahead(len);
+  for (std::int64_t r = 0; r < ahead && r < rows; ++r) prefetch_row(x, r, 0, rows, stride, len);
+  const f8 p = {pivot, pivot, pivot, pivot, pivot, pivot, pivot, pivot};
+  // Lanes of the last, overlapping vector of a row (len >= 8) that the vector loops did
+  // not cover: lane l counts iff l >= 8 - len % 8.
+  const int first = static_cast<int>(8 - len % 8);
+  const i8 keep = i8{0, 1, 2, 3, 4, 5, 6, 7} >= i8{first, first, first, first, first, first, first, first};
+  d4 a0{}, a1{}, b0{}, b1{};
+  double t1 = 0.0, t2 = 0.0;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    prefetch_row(x, r, ahead, rows, stride, len);
+    const float* xr = x + r * stride;
+    std::int64_t i = 0;
+    for (; i + 32 <= len; i += 32) {
+      const f8 d0 = BNORM_LD8(xr + i) - p, d1 = BNORM_LD8(xr + i + 8) - p;
+      const f8 d2 = BNORM_LD8(xr + i + 16) - p, d3 = BNORM_LD8(xr + i + 24) - p;
+      const f8 s = (d0 + d1) + (d2 + d3);
+      const f8 q = (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
+      a0 += BNORM_WIDEN_LO(s);
+      a1 += BNORM_WIDEN_HI(s);
+      b0 += BNORM_WIDEN_LO(q);
+      b1 += BNORM_WIDEN_HI(q);
+    }
+    for (; i + 8 <= len; i += 8) {
+      const f8 d = BNORM_LD8(xr + i) - p;
+      const f8 q = d * d;
+      a0 += BNORM_WIDEN_LO(d);
+      a1 += BNORM_WIDEN_HI(d);
+      b0 += BNORM_WIDEN_LO(q);
+      b1 += BNORM_WIDEN_HI(q);
+    }
+    if (i < len && len >= 8) {
+      const f8 d = keep ? BNORM_LD8(xr + len - 8) - p : f8{};
+      const f8 q = d * d;
+      a0 += BNORM_WIDEN_LO(d);
+      a1 += BNORM_WIDEN_HI(d);
+      b0 += BNORM_WIDEN_LO(q);
+      b1 += BNORM_WIDEN_HI(q);
+    } else {
+      for (; i < len; ++i) {
+        const float d = xr[i] - pivot;
+        t1 += static_cast<double>(d);
+        t2 += static_cast<double>(d * d);
+      }
+    }
+  }
+  const d4 a = a0 + a1, b = b0 + b1;
+  *out_s1 = BNORM_HSUM(a) + t1;
+  *out_s2 = BNORM_HSUM(b) + t2;
+}
+
 // sum g and sum g * (x - mean) over the block (g = dy, or masked by ymask), in double.
 // With dx non-null also dx = dy * scale (the inference backward, one pass).
 template <bool kMask, bool kScale>
@@ -209,19 +303,22 @@ inline void grad_scale_rows(const float* dy, const float* x, float* dx, std::int
   grad_rows_t<false, true>(dy, x, nullptr, dx, rows, stride, len, mean, scale, out_sum, out_dotp);
 }
 
-// y = x * alpha + shift over the block (then the ReLU). y may alias x.
-template <bool kRelu>
+// y = x * alpha + shift over the block (then the ReLU). y may alias x. A row of at least
+// 8 floats ends with an overlapping vector when y != x (it rewrites a few outputs with the
+// same values); in place, the tail is scalar.
+template <bool kRelu, bool kStream>
 inline void affine_rows_t(const float* x, float* y, std::int64_t rows, std::int64_t stride, std::int64_t len,
                           float alpha, float shift) {
   const f8 a = {alpha, alpha, alpha, alpha, alpha, alpha, alpha, alpha};
   const f8 b = {shift, shift, shift, shift, shift, shift, shift, shift};
   const std::int64_t ahead = rows_ahead(len);
+  const bool overlap_tail = len >= 8 && x != y;
   for (std::int64_t r = 0; r < rows; ++r) {
-    if (rows > 1) prefetch_row<true>(y, r, ahead, rows, stride, len);
+    if (!kStream && rows > 1) prefetch_row<true>(y, r, ahead, rows, stride, len);
     const float* xr = x + r * stride;
     float* yr = y + r * stride;
     std::int64_t i = 0;
-    for (const std::int64_t head = head_of(yr, len); i < head; ++i) {
+    for (const std::int64_t head = head_of(yr, len, kStream); i < head; ++i) {
       const float v = xr[i] * alpha + shift;
       yr[i] = kRelu && v < 0.0f ? 0.0f : v;
     }
@@ -232,41 +329,56 @@ inline void affine_rows_t(const float* x, float* y, std::int64_t rows, std::int6
         v0 = v0 < f8{} ? f8{} : v0;
         v1 = v1 < f8{} ? f8{} : v1;
       }
-      BNORM_ST8(yr + i, v0);
-      BNORM_ST8(yr + i + 8, v1);
+      BNORM_STORE8(kStream, yr + i, v0);
+      BNORM_STORE8(kStream, yr + i + 8, v1);
     }
     for (; i + 8 <= len; i += 8) {
       f8 v = BNORM_LD8(xr + i) * a + b;
       if constexpr (kRelu) v = v < f8{} ? f8{} : v;
-      BNORM_ST8(yr + i, v);
+      BNORM_STORE8(kStream, yr + i, v);
+    }
+    if (i < len && overlap_tail) {
+      f8 v = BNORM_LD8(xr + len - 8) * a + b;
+      if constexpr (kRelu) v = v < f8{} ? f8{} : v;
+      BNORM_ST8(yr + len - 8, v);
+      continue;
     }
     for (; i < len; ++i) {
       const float v = xr[i] * alpha + shift;
       yr[i] = kRelu && v < 0.0f ? 0.0f : v;
     }
   }
+  stream_fence<kStream>();
 }
 
 inline void affine_rows(const float* x, float* y, std::int64_t rows, std::int64_t stride, std::int64_t len,
-                        float alpha, float shift, bool relu) {
-  if (relu)
-    affine_rows_t<true>(x, y, rows, stride, len, alpha, shift);
-  else
-    affine_rows_t<false>(x, y, rows, stride, len, alpha, shift);
+                        float alpha, float shift, bool relu, bool stream) {
+  if (stream) {
+    if (relu)
+      affine_rows_t<true, true>(x, y, rows, stride, len, alpha, shift);
+    else
+      affine_rows_t<false, true>(x, y, rows, stride, len, alpha, shift);
+  } else {
+    if (relu)
+      affine_rows_t<true, false>(x, y, rows, stride, len, alpha, shift);
+    else
+      affine_rows_t<false, false>(x, y, rows, stride, len, alpha, shift);
+  }
 }
 
 // Rows r0 <= r < r1 of S floats, row r in channel r % C, with per-channel coefficients.
 inline void affine_cyclic(const float* x, float* y, std::int64_t r0, std::int64_t r1, std::int64_t C,
-                          std::int64_t S, const float* alpha, const float* shift, bool relu) {
+                          std::int64_t S, const float* alpha, const float* shift, bool relu, bool stream) {
   std::int64_t c = r0 % C;
   for (std::int64_t r = r0; r < r1; ++r) {
-    affine_rows(x + r * S, y + r * S, 1, S, S, alpha[c], shift[c], relu);
+    affine_rows(x + r * S, y + r * S, 1, S, S, alpha[c], shift[c], relu, stream);
     if (++c == C) c = 0;
   }
 }
 
-// dx = (g - grad_mean - (x - mean) * k) * scale over the block.
-template <bool kMask>
+// dx = (g - grad_mean - (x - mean) * k) * scale over the block; rows of at least 8 floats
+// end with an overlapping vector (dx never aliases an input).
+template <bool kMask, bool kStream>
 inline void dx_rows_t(const float* dy, const float* x, const float* ymask, float* dx, std::int64_t rows,
                       std::int64_t stride, std::int64_t len, float mean, float grad_mean, float k, float scale) {
   const f8 m = {mean, mean, mean, mean, mean, mean, mean, mean};
@@ -275,118 +387,102 @@ inline void dx_rows_t(const float* dy, const float* x, const float* ymask, float
   const f8 sc = {scale, scale, scale, scale, scale, scale, scale, scale};
   const std::int64_t ahead = rows_ahead(len);
   for (std::int64_t r = 0; r < rows; ++r) {
-    if (rows > 1) prefetch_row<true>(dx, r, ahead, rows, stride, len);
+    if (!kStream && rows > 1) prefetch_row<true>(dx, r, ahead, rows, stride, len);
     const std::int64_t o = r * stride;
     std::int64_t i = 0;
-    for (const std::int64_t head = head_of(dx + o, len); i < head; ++i) {
+    for (const std::int64_t head = head_of(dx + o, len, kStream); i < head; ++i) {
       const float g = kMask ? masked(dy + o, ymask + o, i) : dy[o + i];
       dx[o + i] = ((g - grad_mean) - (x[o + i] - mean) * k) * scale;
     }
     for (; i + 8 <= len; i += 8) {
       f8 g = BNORM_LD8(dy + o + i);
       if constexpr (kMask) g = BNORM_LD8(ymask + o + i) > f8{} ? g : f8{};
-      BNORM_ST8(dx + o + i, ((g - gm) - (BNORM_LD8(x + o + i) - m) * kk) * sc);
+      BNORM_STORE8(kStream, dx + o + i, ((g - gm) - (BNORM_LD8(x + o + i) - m) * kk) * sc);
+    }
+    if (i < len && len >= 8) {
+      const std::int64_t t = o + len - 8;
+      f8 g = BNORM_LD8(dy + t);
+      if constexpr (kMask) g = BNORM_LD8(ymask + t) > f8{} ? g : f8{};
+      BNORM_ST8(dx + t, ((g - gm) - (BNORM_LD8(x + t) - m) * kk) * sc);
+      continue;
     }
     for (; i < len; ++i) {
       const float g = kMask ? masked(dy + o, ymask + o, i) : dy[o + i];
       dx[o + i] = ((g - grad_mean) - (x[o + i] - mean) * k) * scale;
     }
   }
+  stream_fence<kStream>();
 }
 
 inline void dx_rows(const float* dy, const float* x, const float* ymask, float* dx, std::int64_t rows,
-                    std::int64_t stride, std::int64_t len, float mean, float grad_mean, float k, float scale) {
-  if (ymask != nullptr)
-    dx_rows_t<true>(dy, x, ymask, dx, rows, stride, len, mean, grad_mean, k, scale);
-  else
-    dx_rows_t<false>(dy, x, nullptr, dx, rows, stride, len, mean, grad_mean, k, scale);
+                    std::int64_t stride, std::int64_t len, float mean, float grad_mean, float k, float scale,
+                    bool stream) {
+  if (stream) {
+    if (ymask != nullptr)
+      dx_rows_t<true, true>(dy, x, ymask, dx, rows, stride, len, mean, grad_mean, k, scale);
+    else
+      dx_rows_t<false, true>(dy, x, nullptr, dx, rows, stride, len, mean, grad_mean, k, scale);
+  } else {
+    if (ymask != nullptr)
+      dx_rows_t<true, false>(dy, x, ymask, dx, rows, stride, len, mean, grad_mean, k, scale);
+    else
+      dx_rows_t<false, false>(dy, x, nullptr, dx, rows, stride, len, mean, grad_mean, k, scale);
+  }
 }
 
 // ---- channels-last blocks (period P) -------------------------------------------------
 
-// One pass of the statistics over a channels-last block, per lane j (i = j (mod P)), in
-// double:  kSquare false: acc[j] += sum x[i];   true: acc[j] += sum (x[i] - mean[j])^2.
-// The block is taken in rounds of kRound periods (a round is in L1); within a round,
-// tiles of 16 lanes keep their sums in registers. P is a multiple of 8.
+// Channels-last blocks are taken in rounds of kRound periods (a round is in L1).
 inline constexpr int kRound = 8;
 
-template <bool kSquare>
-inline void stats_flat_t(const float* x, std::int64_t n, std::int64_t P, const double* mean, double* acc) {
+// Shifted statistics of a channels-last block in one pass, per lane j (i = j (mod P)):
+// acc1[j] += sum d, acc2[j] += sum d^2 with d = x[i] - pivot[j] in float; partial sums
+// of up to four periods are taken in float, then widened into the double accumulators
+// (see shifted_rows for the accuracy). The block is taken in rounds of kRound periods
+// (a round is in L1), in tiles of 8 lanes. P is a multiple of 8.
+inline void shifted_flat(const float* x, std::int64_t n, std::int64_t P, const float* pivot, double* acc1,
+                         double* acc2) {
   std::int64_t i = 0;
   while (i + P <= n) {
     std::int64_t periods = (n - i) / P;
     if (periods > kRound) periods = kRound;
     const float* base = x + i;
-    std::int64_t j = 0;
-    for (; j + 16 <= P; j += 16) {
-      d4 m0{}, m1{}, m2{}, m3{};
-      if constexpr (kSquare) {
-        m0 = BNORM_LDD(mean + j);
-        m1 = BNORM_LDD(mean + j + 4);
-        m2 = BNORM_LDD(mean + j + 8);
-        m3 = BNORM_LDD(mean + j + 12);
+    for (std::int64_t j = 0; j < P; j += 8) {
+      const f8 p = BNORM_LD8(pivot + j);
+      d4 a0 = BNORM_LDD(acc1 + j), a1 = BNORM_LDD(acc1 + j + 4);
+      d4 b0 = BNORM_LDD(acc2 + j), b1 = BNORM_LDD(acc2 + j + 4);
+      std::int64_t q = 0;
+      for (; q + 4 <= periods; q += 4) {
+        const float* r = base + q * P + j;
+        const f8 d0 = BNORM_LD8(r) - p, d1 = BNORM_LD8(r + P) - p;
+        const f8 d2 = BNORM_LD8(r + 2 * P) - p, d3 = BNORM_LD8(r + 3 * P) - p;
+        const f8 s = (d0 + d1) + (d2 + d3);
+        const f8 sq = (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
+        a0 += BNORM_WIDEN_LO(s);
+        a1 += BNORM_WIDEN_HI(s);
+        b0 += BNORM_WIDEN_LO(sq);
+        b1 += BNORM_WIDEN_HI(sq);
       }
-      d4 a0{}, a1{}, a2{}, a3{};
-      for (std::int64_t q = 0; q < periods; ++q) {
-        const float* p = base + q * P + j;
-        if constexpr (kSquare) {
-          const d4 e0 = BNORM_CVT(p) - m0, e1 = BNORM_CVT(p + 4) - m1;
-          const d4 e2 = BNORM_CVT(p + 8) - m2, e3 = BNORM_CVT(p + 12) - m3;
-          a0 += e0 * e0;
-          a1 += e1 * e1;
-          a2 += e2 * e2;
-          a3 += e3 * e3;
-        } else {
-          a0 += BNORM_CVT(p);
-          a1 += BNORM_CVT(p + 4);
-          a2 += BNORM_CVT(p + 8);
-          a3 += BNORM_CVT(p + 12);
-        }
+      for (; q < periods; ++q) {
+        const f8 d = BNORM_LD8(base + q * P + j) - p;
+        const f8 sq = d * d;
+        a0 += BNORM_WIDEN_LO(d);
+        a1 += BNORM_WIDEN_HI(d);
+        b0 += BNORM_WIDEN_LO(sq);
+        b1 += BNORM_WIDEN_HI(sq);
       }
-      BNORM_STD(acc + j, BNORM_LDD(acc + j) + a0);
-      BNORM_STD(acc + j + 4, BNORM_LDD(acc + j + 4) + a1);
-      BNORM_STD(acc + j + 8, BNORM_LDD(acc + j + 8) + a2);
-      BNORM_STD(acc + j + 12, BNORM_LDD(acc + j + 12) + a3);
-    }
-    for (; j < P; j += 8) {
-      d4 m0{}, m1{};
-      if constexpr (kSquare) {
-        m0 = BNORM_LDD(mean + j);
-        m1 = BNORM_LDD(mean + j + 4);
-      }
-      d4 a0{}, a1{};
-      for (std::int64_t q = 0; q < periods; ++q) {
-        const float* p = base + q * P + j;
-        if constexpr (kSquare) {
-          const d4 e0 = BNORM_CVT(p) - m0, e1 = BNORM_CVT(p + 4) - m1;
-          a0 += e0 * e0;
-          a1 += e1 * e1;
-        } else {
-          a0 += BNORM_CVT(p);
-          a1 += BNORM_CVT(p + 4);
-        }
-      }
-      BNORM_STD(acc + j, BNORM_LDD(acc + j) + a0);
-      BNORM_STD(acc + j + 4, BNORM_LDD(acc + j + 4) + a1);
+      BNORM_STD(acc1 + j, a0);
+      BNORM_STD(acc1 + j + 4, a1);
+      BNORM_STD(acc2 + j, b0);
+      BNORM_STD(acc2 + j + 4, b1);
     }
     i += periods * P;
   }
   for (std::int64_t j = 0; i + j < n; ++j) {
-    if constexpr (kSquare) {
-      const double e = static_cast<double>(x[i + j]) - mean[j];
-      acc[j] += e * e;
-    } else {
-      acc[j] += static_cast<double>(x[i + j]);
-    }
+    const float d = x[i + j] - pivot[j];
+    acc1[j] += static_cast<double>(d);
+    acc2[j] += static_cast<double>(d * d);
   }
-}
-
-inline void sum_flat(const float* x, std::int64_t n, std::int64_t P, double* acc) {
-  stats_flat_t<false>(x, n, P, nullptr, acc);
-}
-
-inline void sq_flat(const float* x, std::int64_t n, std::int64_t P, const double* mean, double* acc) {
-  stats_flat_t<true>(x, n, P, mean, acc);
 }
 
 // acc_g[j] += g, acc_p[j] += g * (x - mean[j]) for i = j (mod P), in double; tiles of 8
@@ -464,19 +560,31 @@ inline void scale_flat(const float* dy, float* dx, std::int64_t n, std::int64_t 
 }
 
 // y = x * alpha[j] + shift[j] (then the ReLU) for i = j (mod P). y may alias x.
-template <bool kRelu>
+template <bool kRelu, bool kStream>
 inline void affine_flat_t(const float* x, float* y, std::int64_t n, std::int64_t P, const float* alpha,
                           const float* shift) {
   std::int64_t i = 0, l = 0;
-  for (const std::int64_t head = head_of(y, n); i < head; ++i) {
+  for (const std::int64_t head = head_of(y, n, kStream); i < head; ++i) {
     const float v = x[i] * alpha[l] + shift[l];
     y[i] = kRelu && v < 0.0f ? 0.0f : v;
     BNORM_NEXT_LANE(l);
   }
+  for (; i + 16 <= n; i += 16) {
+    f8 v0 = BNORM_LD8(x + i) * BNORM_LD8(alpha + l) + BNORM_LD8(shift + l);
+    BNORM_NEXT_8_LANES(l);
+    f8 v1 = BNORM_LD8(x + i + 8) * BNORM_LD8(alpha + l) + BNORM_LD8(shift + l);
+    BNORM_NEXT_8_LANES(l);
+    if constexpr (kRelu) {
+      v0 = v0 < f8{} ? f8{} : v0;
+      v1 = v1 < f8{} ? f8{} : v1;
+    }
+    BNORM_STORE8(kStream, y + i, v0);
+    BNORM_STORE8(kStream, y + i + 8, v1);
+  }
   for (; i + 8 <= n; i += 8) {
     f8 v = BNORM_LD8(x + i) * BNORM_LD8(alpha + l) + BNORM_LD8(shift + l);
     if constexpr (kRelu) v = v < f8{} ? f8{} : v;
-    BNORM_ST8(y + i, v);
+    BNORM_STORE8(kStream, y + i, v);
     BNORM_NEXT_8_LANES(l);
   }
   for (; i < n; ++i) {
@@ -484,22 +592,30 @@ inline void affine_flat_t(const float* x, float* y, std::int64_t n, std::int64_t
     y[i] = kRelu && v < 0.0f ? 0.0f : v;
     BNORM_NEXT_LANE(l);
   }
+  stream_fence<kStream>();
 }
 
 inline void affine_flat(const float* x, float* y, std::int64_t n, std::int64_t P, const float* alpha,
-                        const float* shift, bool relu) {
-  if (relu)
-    affine_flat_t<true>(x, y, n, P, alpha, shift);
-  else
-    affine_flat_t<false>(x, y, n, P, alpha, shift);
+                        const float* shift, bool relu, bool stream) {
+  if (stream) {
+    if (relu)
+      affine_flat_t<true, true>(x, y, n, P, alpha, shift);
+    else
+      affine_flat_t<false, true>(x, y, n, P, alpha, shift);
+  } else {
+    if (relu)
+      affine_flat_t<true, false>(x, y, n, P, alpha, shift);
+    else
+      affine_flat_t<false, false>(x, y, n, P, alpha, shift);
+  }
 }
 
 // dx = (g - grad_mean[j] - (x - mean[j]) * k[j]) * scale[j] for i = j (mod P).
-template <bool kMask>
+template <bool kMask, bool kStream>
 inline void dx_flat_t(const float* dy, const float* x, const float* ymask, float* dx, std::int64_t n,
                       std::int64_t P, const float* mean, const float* grad_mean, const float* k, const float* scale) {
   std::int64_t i = 0, l = 0;
-  for (const std::int64_t head = head_of(dx, n); i < head; ++i) {
+  for (const std::int64_t head = head_of(dx, n, kStream); i < head; ++i) {
     const float g = kMask ? masked(dy, ymask, i) : dy[i];
     dx[i] = ((g - grad_mean[l]) - (x[i] - mean[l]) * k[l]) * scale[l];
     BNORM_NEXT_LANE(l);
@@ -507,8 +623,9 @@ inline void dx_flat_t(const float* dy, const float* x, const float* ymask, float
   for (; i + 8 <= n; i += 8) {
     f8 g = BNORM_LD8(dy + i);
     if constexpr (kMask) g = BNORM_LD8(ymask + i) > f8{} ? g : f8{};
-    BNORM_ST8(dx + i, ((g - BNORM_LD8(grad_mean + l)) - (BNORM_LD8(x + i) - BNORM_LD8(mean + l)) * BNORM_LD8(k + l)) *
-                          BNORM_LD8(scale + l));
+    BNORM_STORE8(kStream, dx + i, ((g - BNORM_LD8(grad_mean + l)) - (BNORM_LD8(x + i) - BNORM_LD8(mean + l)) *
+                                                                 BNORM_LD8(k + l)) *
+                                BNORM_LD8(scale + l));
     BNORM_NEXT_8_LANES(l);
   }
   for (; i < n; ++i) {
@@ -516,14 +633,23 @@ inline void dx_flat_t(const float* dy, const float* x, const float* ymask, float
     dx[i] = ((g - grad_mean[l]) - (x[i] - mean[l]) * k[l]) * scale[l];
     BNORM_NEXT_LANE(l);
   }
+  stream_fence<kStream>();
 }
 
 inline void dx_flat(const float* dy, const float* x, const float* ymask, float* dx, std::int64_t n,
-                    std::int64_t P, const float* mean, const float* grad_mean, const float* k, const float* scale) {
-  if (ymask != nullptr)
-    dx_flat_t<true>(dy, x, ymask, dx, n, P, mean, grad_mean, k, scale);
-  else
-    dx_flat_t<false>(dy, x, nullptr, dx, n, P, mean, grad_mean, k, scale);
+                    std::int64_t P, const float* mean, const float* grad_mean, const float* k, const float* scale,
+                    bool stream) {
+  if (stream) {
+    if (ymask != nullptr)
+      dx_flat_t<true, true>(dy, x, ymask, dx, n, P, mean, grad_mean, k, scale);
+    else
+      dx_flat_t<false, true>(dy, x, nullptr, dx, n, P, mean, grad_mean, k, scale);
+  } else {
+    if (ymask != nullptr)
+      dx_flat_t<true, false>(dy, x, ymask, dx, n, P, mean, grad_mean, k, scale);
+    else
+      dx_flat_t<false, false>(dy, x, nullptr, dx, n, P, mean, grad_mean, k, scale);
+  }
 }
 
 #undef BNORM_NEXT_LANE
@@ -538,5 +664,9 @@ inline void dx_flat(const float* dy, const float* x, const float* ymask, float* 
 #undef BNORM_WIDEN
 #undef BNORM_PREFETCH_ROWS_AHEAD
 #undef BNORM_HSUM
+#undef BNORM_WIDEN_LO
+#undef BNORM_STREAM8
+#undef BNORM_STORE8
+#undef BNORM_WIDEN_HI
 
 }  // namespace bnorm::kernels::cpu::BNORM_SIMD_NS
