@@ -12,6 +12,8 @@ packages=(
   zlib1g-dev                  # reading gzip-compressed IDX datasets
   dataset-fashion-mnist       # the default dataset of `bnorm experiment`
   gnuplot-nox                 # the experiment's figures (PNG)
+  libhdf5-dev                 # HDF5 C API + high-level (H5LT) library: Keras .weights.h5 / legacy .h5 files
+  libzip-dev                  # zip archives: Keras .keras files
 )
 
 exec bash "$(dirname "$0")/apt-install.sh" bnorm "${packages[@]}"

@@ -317,6 +317,9 @@ std::shared_ptr<History> Model::fit(const Tensor& x, const Tensor& y, FitOptions
   }
   if (options.batch_size < 1) throw ArgumentError(where, "batch_size", "a positive integer", std::to_string(options.batch_size));
   if (options.epochs < 0) throw ArgumentError(where, "epochs", "a value >= 0", std::to_string(options.epochs));
+  if (options.initial_epoch < 0) {
+    throw ArgumentError(where, "initial_epoch", "a value >= 0", std::to_string(options.initial_epoch));
+  }
   if (!(options.validation_split >= 0.0 && options.validation_split < 1.0)) {
     throw ArgumentError(where, "validation_split", "a value in [0, 1)", std::to_string(options.validation_split));
   }
@@ -343,16 +346,21 @@ std::shared_ptr<History> Model::fit(const Tensor& x, const Tensor& y, FitOptions
   stop_training = false;
   for (auto& c : callbacks) c->on_train_begin(*this, options.epochs, steps);
   std::vector<std::int64_t> order = iota(n);
-  for (int epoch = 0; epoch < options.epochs && !stop_training; ++epoch) {
-    for (auto& c : callbacks) c->on_epoch_begin(*this, epoch);
-    if (options.shuffle) {  // Fisher-Yates with a counter-based generator
-      const std::uint64_t stream = mix64(options.seed ^ mix64(static_cast<std::uint64_t>(epoch) + 1));
-      for (std::int64_t i = n - 1; i > 0; --i) {
-        const auto j = static_cast<std::int64_t>(mix64(stream + static_cast<std::uint64_t>(i)) %
-                                                 static_cast<std::uint64_t>(i + 1));
-        std::swap(order[static_cast<std::size_t>(i)], order[static_cast<std::size_t>(j)]);
-      }
+  // Each epoch shuffles the previous epoch's order (Fisher-Yates with a counter-based
+  // generator), so a resumed run first replays the shuffles of the epochs it skips.
+  auto shuffle = [&](int epoch) {
+    const std::uint64_t stream = mix64(options.seed ^ mix64(static_cast<std::uint64_t>(epoch) + 1));
+    for (std::int64_t i = n - 1; i > 0; --i) {
+      const auto j = static_cast<std::int64_t>(mix64(stream + static_cast<std::uint64_t>(i)) %
+                                               static_cast<std::uint64_t>(i + 1));
+      std::swap(order[static_cast<std::size_t>(i)], order[static_cast<std::size_t>(j)]);
     }
+  };
+  if (options.shuffle)
+    for (int epoch = 0; epoch < std::min(options.initial_epoch, options.epochs); ++epoch) shuffle(epoch);
+  for (int epoch = options.initial_epoch; epoch < options.epochs && !stop_training; ++epoch) {
+    for (auto& c : callbacks) c->on_epoch_begin(*this, epoch);
+    if (options.shuffle) shuffle(epoch);
     for (auto& m : metrics_) m->reset_state();
     WeightedMean loss;
     Logs logs;
@@ -368,6 +376,7 @@ std::shared_ptr<History> Model::fit(const Tensor& x, const Tensor& y, FitOptions
     if (validation) {
       for (const auto& [k, v] : evaluate(validation->first, validation->second, options.batch_size, 0)) logs["val_" + k] = v;
     }
+    epochs_completed_ = epoch + 1;
     for (auto& c : callbacks) c->on_epoch_end(*this, epoch, logs);
   }
   for (auto& c : callbacks) c->on_train_end(*this);
@@ -425,6 +434,11 @@ Tensor Model::predict(const Tensor& x, std::int64_t batch_size, int verbose) {
   }
   if (verbose > 0) std::printf("%s\n", ProgressBar::line(1, 1, 0.0, {}, true).c_str());
   return out;
+}
+
+void Model::set_epochs_completed(int epochs) {
+  if (epochs < 0) throw ArgumentError("Model '" + name_ + "'", "epochs_completed", "a value >= 0", std::to_string(epochs));
+  epochs_completed_ = epochs;
 }
 
 // ---------------------------------------------------------------- Sequential

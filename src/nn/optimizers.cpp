@@ -235,6 +235,59 @@ const Tensor* Optimizer::slot(const Variable* v, const std::string& slot) const 
   return nullptr;
 }
 
+std::vector<std::string> Optimizer::slot_names() const {
+  std::vector<std::string> names;
+  for (const auto& group : slot_groups()) names.insert(names.end(), group.begin(), group.end());
+  return names;
+}
+
+std::vector<Optimizer::VariableSlotState> Optimizer::export_slots() const {
+  std::vector<std::pair<const Variable*, const VariableSlots*>> ordered;
+  for (const auto& [v, s] : slots_) ordered.emplace_back(v, &s);
+  std::sort(ordered.begin(), ordered.end(),
+            [](const auto& a, const auto& b) { return a.second->order < b.second->order; });
+  std::vector<VariableSlotState> out;
+  out.reserve(ordered.size());
+  // The map keys are const only so that lookups take const pointers; the optimizer
+  // updates these variables in place, so handing them back non-const is sound.
+  for (const auto& [v, s] : ordered) out.push_back({const_cast<Variable*>(v), s->tensors});
+  return out;
+}
+
+void Optimizer::import_state(std::int64_t iterations, double learning_rate, std::vector<VariableSlotState> slots) {
+  const std::string where = describe(*this);
+  if (iterations < 0) throw ArgumentError(where, "iterations", "a count >= 0", std::to_string(iterations));
+  if (!(std::isfinite(learning_rate) && learning_rate >= 0.0)) {
+    throw ArgumentError(where, "learning_rate", "a finite number >= 0", number(learning_rate));
+  }
+  const std::size_t count = slot_names().size();
+  std::set<const Variable*> seen;
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    const Variable* v = slots[i].variable;
+    if (v == nullptr) throw ArgumentError(where, "slots " + std::to_string(i), "a Variable", "nullptr");
+    if (!seen.insert(v).second) {
+      throw ArgumentError(where, "slots " + std::to_string(i), "each variable once", "variable '" + v->name + "' repeated");
+    }
+    if (slots[i].tensors.size() != count) {
+      throw ArgumentError(where, "slots of variable '" + v->name + "'", std::to_string(count) + " tensors",
+                          std::to_string(slots[i].tensors.size()));
+    }
+    for (const Tensor& t : slots[i].tensors) {
+      if (t.shape() != v->value.shape()) {
+        throw ShapeError(where, "slots of variable '" + v->name + "'", "the variable's shape " + v->value.shape().str(),
+                         t.shape().str());
+      }
+    }
+  }
+  std::map<const Variable*, VariableSlots> fresh;
+  std::int64_t order = 0;
+  for (auto& s : slots) fresh.emplace(s.variable, VariableSlots{order++, s.variable->name, std::move(s.tensors)});
+  slots_.swap(fresh);
+  next_order_ = order;
+  iterations_ = iterations;
+  learning_rate_ = static_cast<float>(learning_rate);
+}
+
 // ------------------------------------------------------------------ SGD
 
 SGD::SGD(SGDOptions options)

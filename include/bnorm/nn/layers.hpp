@@ -131,6 +131,13 @@ class Dropout : public Layer {
   double rate() const noexcept { return rate_; }
   // Number of training calls made: the generator's position, part of the layer's state.
   std::uint64_t calls() const noexcept { return calls_; }
+  // The generator's whole state, (seed, calls), for checkpoints: restoring it makes the
+  // next training call draw the mask an uninterrupted run would have drawn.
+  std::uint64_t seed() const noexcept { return seed_; }
+  void set_generator_state(std::uint64_t seed, std::uint64_t calls) noexcept {
+    seed_ = seed;
+    calls_ = calls;
+  }
 
  private:
   double rate_;

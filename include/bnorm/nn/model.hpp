@@ -64,7 +64,14 @@ SymbolicTensor Input(std::vector<std::int64_t> shape, std::string name = "");
 
 struct FitOptions {
   std::int64_t batch_size = 32;
-  int epochs = 1;
+  int epochs = 1;         // Keras: the index of the last epoch + 1, not a count
+  // Keras initial_epoch: the epoch to start from (resuming a run). Epochs initial_epoch
+  // .. epochs-1 run, numbered as in the uninterrupted run (callbacks see those indices),
+  // and the shuffle order is the one the uninterrupted run would use: the orders of the
+  // epochs before initial_epoch are replayed (they depend only on seed and the sample
+  // count). With a checkpoint (io/checkpoint.hpp) of the state after epoch k, a fresh
+  // model resumed with initial_epoch = k continues bit for bit.
+  int initial_epoch = 0;
   int verbose = 1;        // 0 silent, 1 progress bar, 2 one line per epoch
   bool shuffle = true;    // reshuffle the training samples every epoch (seeded)
   std::uint64_t seed = 0;
@@ -136,6 +143,13 @@ class Model {
   // Set by a callback to end fit after the current epoch (Keras model.stop_training).
   bool stop_training = false;
 
+  // The training position: epochs completed by fit, in fit's epoch numbering (set after
+  // each epoch's steps, before the callbacks' on_epoch_end, so a checkpoint saved there
+  // counts that epoch). Kept in checkpoints; pass it back as FitOptions::initial_epoch.
+  int epochs_completed() const noexcept { return epochs_completed_; }
+  // ArgumentError when negative.
+  void set_epochs_completed(int epochs);
+
  protected:
   explicit Model(std::string name) : name_(std::move(name)) {}
   void add_layer(LayerPtr layer);
@@ -151,6 +165,7 @@ class Model {
   std::string name_;
   std::vector<LayerPtr> layers_;
   bool trainable_ = true;
+  int epochs_completed_ = 0;
   std::shared_ptr<Optimizer> optimizer_;
   std::shared_ptr<Loss> loss_;
   std::vector<std::string> metric_names_;

@@ -115,6 +115,24 @@ class Optimizer {
   // The slot `slot` of variable `v` (nullptr if it was never created).
   const Tensor* slot(const Variable* v, const std::string& slot) const;
 
+  // Checkpoints (io/checkpoint.hpp): the complete state, exported and restored exactly.
+  // Slot names of one variable, slot_groups() flattened: SGD with momentum {"momentum"},
+  // Adam {"momentum", "velocity"[, "velocity_hat"]}, RMSprop {"velocity"[, "momentum"]
+  // [, "average_gradient"]}.
+  std::vector<std::string> slot_names() const;
+  struct VariableSlotState {
+    Variable* variable = nullptr;
+    std::vector<Tensor> tensors;  // slot_names() order, each the variable's shape
+  };
+  // The variables with slots, in first-use order (what state() names follow).
+  std::vector<VariableSlotState> export_slots() const;
+  // Replaces iterations, learning rate and ALL slots (those of variables not listed are
+  // dropped); the listed order becomes the first-use order. Validates everything first
+  // (null or repeated variable, tensor count different from slot_names(), a tensor
+  // shape different from its variable's, learning rate not finite or < 0, iterations
+  // < 0): ArgumentError / ShapeError with the optimizer unchanged.
+  void import_state(std::int64_t iterations, double learning_rate, std::vector<VariableSlotState> slots);
+
  protected:
   Optimizer(std::string name, double learning_rate, ClipOptions clip, const std::string& where);
 
