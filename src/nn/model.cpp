@@ -114,6 +114,7 @@ Model::Model(const SymbolicTensor& inputs, const SymbolicTensor& outputs, std::s
   }
   layers_.assign(reversed.rbegin(), reversed.rend());
   input_shape_ = inputs.shape();
+  input_name_ = inputs.node_->name;
 }
 
 void Model::add_layer(LayerPtr layer) {
@@ -455,6 +456,7 @@ void Sequential::add(LayerPtr layer) {
                           "InputLayer '" + input->name() + "' after other layers");
     }
     input_shape_ = input->batch_shape();
+    input_name_ = input->name();
     return;
   }
   if (layers().empty() && !input_shape_) {

@@ -41,4 +41,9 @@ void save_model(nn::Model& model, const std::string& path);
 void load_weights(nn::Model& model, const std::string& path);
 void save_weights(nn::Model& model, const std::string& path);
 
+// The same from the file's bytes in memory (`name` stands for the file in errors): what
+// the readers do after reading the file, and what the fuzz targets drive.
+std::unique_ptr<nn::Model> load_model_bytes(const std::string& bytes, const std::string& name);
+void load_weights_bytes(nn::Model& model, const std::string& bytes, const std::string& name);
+
 }  // namespace bnorm::io

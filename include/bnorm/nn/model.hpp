@@ -93,6 +93,11 @@ class Model {
 
   const std::string& name() const noexcept { return name_; }
   const std::vector<LayerPtr>& layers() const noexcept { return layers_; }
+  // The declared input shape (batch dimension -1): a functional model's Input, a
+  // Sequential's InputLayer or first layer's input_shape; nullopt when not declared.
+  const std::optional<Shape>& input_shape() const noexcept { return input_shape_; }
+  // The name of the Input / InputLayer that declared the input shape; empty when none did.
+  const std::string& input_name() const noexcept { return input_name_; }
   // Keras get_layer(name): ArgumentError naming the layer when absent (or of another type).
   LayerPtr get_layer(const std::string& name) const;
   template <typename L>
@@ -156,6 +161,7 @@ class Model {
   // The input shape (batch dimension -1) when known: a functional model's Input, a
   // Sequential's InputLayer or first layer's input_shape. Inputs are checked against it.
   std::optional<Shape> input_shape_;
+  std::string input_name_;
 
  private:
   void require_compiled(const char* what) const;

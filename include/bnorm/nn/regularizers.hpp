@@ -59,6 +59,10 @@ class Constraint {
 
   Kind kind() const noexcept { return kind_; }
   bool active() const noexcept { return kind_ != Kind::none; }
+  // min_max_norm: min_value, max_value, rate; max_norm: max_value.
+  float min_value() const noexcept { return min_; }
+  float max_value() const noexcept { return max_; }
+  float rate() const noexcept { return rate_; }
   // Projects w in place.
   void apply(Tensor& w) const;
 

@@ -1,0 +1,622 @@
+#include "keras_config.hpp"
+
+#include <cctype>
+#include <cmath>
+#include <map>
+
+#include "bnorm/io/error.hpp"
+#include "bnorm/kernels/activation.hpp"
+#include "bnorm/nn/layers.hpp"
+
+namespace bnorm::io::keras {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kSupported = "InputLayer, Dense, BatchNormalization, Activation, Dropout or Flatten";
+
+// ------------------------------------------------------------------ reading
+
+struct Reading {
+  const std::string& file;
+  nn::KerasVersion version;
+
+  [[noreturn]] void fail(const std::string& where, const std::string& expected, const std::string& received) const {
+    throw FormatError(file, where, expected, received);
+  }
+};
+
+std::string kind_of(const json& j) {
+  switch (j.type()) {
+    case json::value_t::null: return "null";
+    case json::value_t::boolean: return "a boolean";
+    case json::value_t::string: return "the string " + j.dump();
+    case json::value_t::array: return "a list";
+    case json::value_t::object: return "an object";
+    default: return "the number " + j.dump();
+  }
+}
+
+// A key of a layer's config, with a default when missing or null.
+template <typename T>
+T get(const Reading& r, const json& config, const std::string& where, const char* key, T fallback) {
+  const auto it = config.find(key);
+  if (it == config.end() || it->is_null()) return fallback;
+  try {
+    return it->get<T>();
+  } catch (const json::exception&) {
+    r.fail(where + " config \"" + key + "\"", "a value of the right type", kind_of(*it));
+  }
+}
+
+// Shapes: [null, 10] -> {-1, 10}.
+std::vector<std::int64_t> shape_of(const Reading& r, const json& j, const std::string& where) {
+  if (!j.is_array() || j.size() > 9) r.fail(where, "a shape (a list of sizes)", kind_of(j));
+  std::vector<std::int64_t> out;
+  for (const json& d : j) {
+    if (d.is_null()) {
+      out.push_back(-1);
+    } else if (d.is_number_integer() && d.get<std::int64_t>() >= 0 && d.get<std::int64_t>() < (std::int64_t{1} << 40)) {
+      out.push_back(d.get<std::int64_t>());
+    } else {
+      r.fail(where, "sizes >= 0 or null", kind_of(d));
+    }
+  }
+  return out;
+}
+
+// The object a (possibly wrapped) serialized Keras object names: "relu",
+// {"class_name": "L2", "config": {...}}, {"module": ..., "class_name": "function",
+// "config": "relu"}.
+std::string activation_of(const Reading& r, const json& j, const std::string& where) {
+  if (j.is_null()) return "linear";
+  if (j.is_string()) return j.get<std::string>();
+  if (j.is_object() && j.contains("config") && j["config"].is_string()) return j["config"].get<std::string>();
+  r.fail(where, "an activation name", kind_of(j));
+}
+
+kernels::Activation activation_value(const Reading& r, const json& j, const std::string& where) {
+  const std::string name = activation_of(r, j, where);
+  try {
+    return kernels::activation_from_name(name);
+  } catch (const Error&) {
+    r.fail(where, "one of the activations linear, relu, sigmoid, tanh, softmax", "'" + name + "'");
+  }
+}
+
+std::optional<std::uint64_t> seed_of(const json& config) {
+  const auto it = config.find("seed");
+  if (it == config.end() || !it->is_number_integer()) return std::nullopt;
+  return it->get<std::uint64_t>();
+}
+
+nn::Initializer initializer_of(const Reading& r, const json& j, const std::string& where, nn::Initializer fallback) {
+  if (j.is_null()) return fallback;
+  if (j.is_string()) {
+    try {
+      return nn::Initializer::from_name(j.get<std::string>());
+    } catch (const Error&) {
+      r.fail(where, "a supported initializer", kind_of(j));
+    }
+  }
+  if (!j.is_object() || !j.contains("class_name") || !j["class_name"].is_string()) {
+    r.fail(where, "an initializer", kind_of(j));
+  }
+  const std::string cls = j["class_name"].get<std::string>();
+  const json config = j.contains("config") && j["config"].is_object() ? j["config"] : json::object();
+  const std::uint64_t seed = seed_of(config).value_or(0);
+  auto num = [&](const char* key, double fallback_value) {
+    return static_cast<float>(get<double>(r, config, where, key, fallback_value));
+  };
+  if (cls == "Zeros") return nn::Initializer::zeros();
+  if (cls == "Ones") return nn::Initializer::ones();
+  if (cls == "Constant") return nn::Initializer::constant(num("value", 0.0));
+  if (cls == "RandomNormal") return nn::Initializer::random_normal(num("mean", 0.0), num("stddev", 0.05), seed);
+  if (cls == "RandomUniform") return nn::Initializer::random_uniform(num("minval", -0.05), num("maxval", 0.05), seed);
+  if (cls == "GlorotUniform") return nn::Initializer::glorot_uniform(seed);
+  // Another initializer only matters for training from scratch: the file's weights
+  // replace what it would draw. Keep bnorm's default rather than refusing the model.
+  return fallback;
+}
+
+nn::Regularizer regularizer_of(const Reading& r, const json& j, const std::string& where) {
+  if (j.is_null()) return {};
+  if (!j.is_object() || !j.contains("class_name") || !j["class_name"].is_string()) r.fail(where, "a regularizer", kind_of(j));
+  const std::string cls = j["class_name"].get<std::string>();
+  const json config = j.contains("config") && j["config"].is_object() ? j["config"] : json::object();
+  const auto l1 = static_cast<float>(get<double>(r, config, where, "l1", 0.0));
+  const auto l2 = static_cast<float>(get<double>(r, config, where, "l2", 0.0));
+  if (cls == "L1") return nn::Regularizer::l1(l1);
+  if (cls == "L2") return nn::Regularizer::l2(l2);
+  if (cls == "L1L2") return nn::Regularizer::l1_l2(l1, l2);
+  r.fail(where, "a regularizer L1, L2 or L1L2", "'" + cls + "'");
+}
+
+nn::Constraint constraint_of(const Reading& r, const json& j, const std::string& where) {
+  if (j.is_null()) return {};
+  if (!j.is_object() || !j.contains("class_name") || !j["class_name"].is_string()) r.fail(where, "a constraint", kind_of(j));
+  const std::string cls = j["class_name"].get<std::string>();
+  const json config = j.contains("config") && j["config"].is_object() ? j["config"] : json::object();
+  auto num = [&](const char* key, double fallback) { return static_cast<float>(get<double>(r, config, where, key, fallback)); };
+  if (cls == "NonNeg") return nn::Constraint::non_neg();
+  if (cls == "UnitNorm") return nn::Constraint::unit_norm();
+  if (cls == "MaxNorm") return nn::Constraint::max_norm(num("max_value", 2.0));
+  if (cls == "MinMaxNorm") return nn::Constraint::min_max_norm(num("min_value", 0.0), num("max_value", 1.0), num("rate", 1.0));
+  r.fail(where, "a constraint NonNeg, UnitNorm, MaxNorm or MinMaxNorm", "'" + cls + "'");
+}
+
+// One layer entry of a model config -> a bnorm layer (not an InputLayer).
+nn::LayerPtr layer_from_config(const Reading& r, const json& entry) {
+  if (!entry.is_object() || !entry.contains("class_name") || !entry["class_name"].is_string()) {
+    r.fail("config.layers", "layer entries with a class_name", kind_of(entry));
+  }
+  const std::string cls = entry["class_name"].get<std::string>();
+  const json config = entry.contains("config") && entry["config"].is_object() ? entry["config"] : json::object();
+  const std::string name = get<std::string>(r, config, "layer", "name", "");
+  const std::string where = "layer '" + name + "' (" + cls + ")";
+  const bool trainable = get<bool>(r, config, where, "trainable", true);
+  if (const auto it = config.find("dtype"); it != config.end() && !it->is_null()) {
+    std::string dtype = it->is_string() ? it->get<std::string>() : "";
+    if (it->is_object() && it->contains("config") && (*it)["config"].is_object()) {
+      dtype = get<std::string>(r, (*it)["config"], where, "name", "float32");
+    }
+    if (dtype != "float32") r.fail(where + " config \"dtype\"", "float32 (bnorm computes in float32)", "'" + dtype + "'");
+  }
+  nn::LayerPtr layer;
+  if (cls == "Dense") {
+    nn::DenseOptions o;
+    o.activation = kernels::activation_name(activation_value(r, config.value("activation", json()), where + " activation"));
+    o.use_bias = get<bool>(r, config, where, "use_bias", true);
+    o.kernel_initializer = initializer_of(r, config.value("kernel_initializer", json()), where + " kernel_initializer",
+                                          nn::Initializer::glorot_uniform());
+    o.bias_initializer =
+        initializer_of(r, config.value("bias_initializer", json()), where + " bias_initializer", nn::Initializer::zeros());
+    o.kernel_regularizer = regularizer_of(r, config.value("kernel_regularizer", json()), where + " kernel_regularizer");
+    o.bias_regularizer = regularizer_of(r, config.value("bias_regularizer", json()), where + " bias_regularizer");
+    o.kernel_constraint = constraint_of(r, config.value("kernel_constraint", json()), where + " kernel_constraint");
+    o.bias_constraint = constraint_of(r, config.value("bias_constraint", json()), where + " bias_constraint");
+    if (config.contains("batch_input_shape") && config["batch_input_shape"].is_array()) {
+      auto s = shape_of(r, config["batch_input_shape"], where + " batch_input_shape");
+      if (!s.empty()) o.input_shape.assign(s.begin() + 1, s.end());
+    }
+    if (const auto lora = config.find("lora_rank"); lora != config.end() && !lora->is_null()) {
+      r.fail(where + " config \"lora_rank\"", "no LoRA adapter", lora->dump());
+    }
+    if (const auto q = config.find("quantization_config"); q != config.end() && !q->is_null()) {
+      r.fail(where + " config \"quantization_config\"", "a float32 layer (null)", "a quantized layer");
+    }
+    const auto units = get<std::int64_t>(r, config, where, "units", -1);
+    if (units <= 0 || units > (std::int64_t{1} << 30)) r.fail(where + " config \"units\"", "a positive number", std::to_string(units));
+    o.name = name;
+    o.trainable = trainable;
+    layer = std::make_shared<nn::Dense>(units, o);
+  } else if (cls == "BatchNormalization") {
+    nn::BatchNormalizationOptions o;
+    o.version = r.version;
+    const json axis = config.value("axis", json(-1));
+    if (axis.is_number_integer()) {
+      o.axis = {axis.get<int>()};
+    } else if (axis.is_array() && !axis.empty() && axis.size() <= 8) {
+      o.axis.clear();
+      for (const json& a : axis) {
+        if (!a.is_number_integer()) r.fail(where + " config \"axis\"", "integers", kind_of(a));
+        o.axis.push_back(a.get<int>());
+      }
+    } else {
+      r.fail(where + " config \"axis\"", "an integer or a list of integers", kind_of(axis));
+    }
+    o.momentum = get<double>(r, config, where, "momentum", 0.99);
+    o.epsilon = get<double>(r, config, where, "epsilon", 1e-3);
+    o.center = get<bool>(r, config, where, "center", true);
+    o.scale = get<bool>(r, config, where, "scale", true);
+    o.beta_initializer = initializer_of(r, config.value("beta_initializer", json()), where + " beta_initializer", nn::Initializer::zeros());
+    o.gamma_initializer = initializer_of(r, config.value("gamma_initializer", json()), where + " gamma_initializer", nn::Initializer::ones());
+    o.moving_mean_initializer = initializer_of(r, config.value("moving_mean_initializer", json()),
+                                               where + " moving_mean_initializer", nn::Initializer::zeros());
+    o.moving_variance_initializer = initializer_of(r, config.value("moving_variance_initializer", json()),
+                                                   where + " moving_variance_initializer", nn::Initializer::ones());
+    o.beta_regularizer = regularizer_of(r, config.value("beta_regularizer", json()), where + " beta_regularizer");
+    o.gamma_regularizer = regularizer_of(r, config.value("gamma_regularizer", json()), where + " gamma_regularizer");
+    o.beta_constraint = constraint_of(r, config.value("beta_constraint", json()), where + " beta_constraint");
+    o.gamma_constraint = constraint_of(r, config.value("gamma_constraint", json()), where + " gamma_constraint");
+    if (get<bool>(r, config, where, "renorm", false)) r.fail(where + " config \"renorm\"", "false (batch renormalization is not supported)", "true");
+    if (const auto v = config.find("virtual_batch_size"); v != config.end() && !v->is_null()) {
+      r.fail(where + " config \"virtual_batch_size\"", "null (ghost batch normalization is not supported)", v->dump());
+    }
+    if (const auto v = config.find("fused"); v != config.end() && v->is_boolean()) {
+      o.fused = v->get<bool>() ? nn::Fused::yes : nn::Fused::no;
+    }
+    o.name = name;
+    o.trainable = trainable;
+    try {
+      layer = std::make_shared<nn::BatchNormalization>(o);
+    } catch (const Error& e) {
+      r.fail(where, "valid BatchNormalization options", e.what());
+    }
+  } else if (cls == "Activation") {
+    const std::string act = kernels::activation_name(activation_value(r, config.value("activation", json()), where + " activation"));
+    layer = std::make_shared<nn::Activation>(act, name);
+  } else if (cls == "Dropout") {
+    const double rate = get<double>(r, config, where, "rate", 0.0);
+    if (!(rate >= 0.0 && rate < 1.0)) r.fail(where + " config \"rate\"", "a value in [0, 1)", std::to_string(rate));
+    if (const auto v = config.find("noise_shape"); v != config.end() && !v->is_null()) {
+      r.fail(where + " config \"noise_shape\"", "null (one mask element per value)", v->dump());
+    }
+    layer = std::make_shared<nn::Dropout>(rate, seed_of(config).value_or(0), name);
+  } else if (cls == "Flatten") {
+    const std::string format = get<std::string>(r, config, where, "data_format", "channels_last");
+    if (format != "channels_last") r.fail(where + " config \"data_format\"", "channels_last", "'" + format + "'");
+    layer = std::make_shared<nn::Flatten>(name);
+  } else {
+    r.fail(where, std::string("a layer class bnorm supports (") + kSupported + ")", "class '" + cls + "'");
+  }
+  layer->set_trainable(trainable);
+  return layer;
+}
+
+std::vector<std::int64_t> input_layer_shape(const Reading& r, const json& entry) {
+  const json config = entry.contains("config") && entry["config"].is_object() ? entry["config"] : json::object();
+  for (const char* key : {"batch_shape", "batch_input_shape"}) {
+    if (config.contains(key) && !config[key].is_null()) {
+      auto s = shape_of(r, config[key], std::string("InputLayer config \"") + key + "\"");
+      if (s.empty()) r.fail("InputLayer", "a batch dimension", "an empty shape");
+      s.erase(s.begin());
+      for (auto d : s)
+        if (d < 0) r.fail("InputLayer", "known sizes after the batch dimension", "an unknown size");
+      return s;
+    }
+  }
+  if (config.contains("shape") && config["shape"].is_array()) return shape_of(r, config["shape"], "InputLayer shape");
+  r.fail("InputLayer", "a batch_shape", "none");
+}
+
+std::unique_ptr<nn::Model> sequential_from_config(const Reading& r, const json& config) {
+  const std::string name = get<std::string>(r, config, "Sequential", "name", "");
+  const json layers = config.value("layers", json::array());
+  if (!layers.is_array()) r.fail("Sequential config \"layers\"", "a list of layers", kind_of(layers));
+  std::vector<nn::LayerPtr> built;
+  std::optional<std::vector<std::int64_t>> input;
+  std::string input_name;
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    const json& entry = layers[i];
+    if (entry.is_object() && entry.value("class_name", json()) == "InputLayer") {
+      if (i != 0) r.fail("Sequential config \"layers\"", "an InputLayer only first", "one at position " + std::to_string(i));
+      input = input_layer_shape(r, entry);
+      if (entry.contains("config") && entry["config"].is_object()) input_name = get<std::string>(r, entry["config"], "InputLayer", "name", "");
+      continue;
+    }
+    built.push_back(layer_from_config(r, entry));
+  }
+  if (!input) {
+    for (const char* key : {"build_input_shape"}) {
+      if (config.contains(key) && config[key].is_array()) {
+        auto s = shape_of(r, config[key], "Sequential build_input_shape");
+        if (!s.empty()) input.emplace(s.begin() + 1, s.end());
+      }
+    }
+  }
+  auto model = std::make_unique<nn::Sequential>(std::vector<nn::LayerPtr>{}, name);
+  try {
+    if (input) model->add(std::make_shared<nn::InputLayer>(*input, input_name));
+    for (auto& l : built) model->add(l);
+  } catch (const Error& e) {
+    r.fail("Sequential '" + name + "'", "layers that fit the input shape", e.what());
+  }
+  if (!model->input_shape()) {
+    r.fail("Sequential '" + name + "'", "a known input shape (an InputLayer or build_input_shape)", "none");
+  }
+  return model;
+}
+
+// The name of the layer an inbound-node list feeds from: Keras 3
+// [{"args": [{"class_name": "__keras_tensor__", "config": {"keras_history": [name, 0, 0]}}]}],
+// legacy [[[name, 0, 0, {}]]].
+std::string inbound_name(const Reading& r, const json& nodes, const std::string& where) {
+  if (!nodes.is_array() || nodes.size() != 1) {
+    r.fail(where + " inbound_nodes", "exactly one call of the layer (a chain)", nodes.is_array() ? std::to_string(nodes.size()) + " calls" : kind_of(nodes));
+  }
+  const json& node = nodes[0];
+  if (node.is_object()) {
+    const json args = node.value("args", json::array());
+    if (!args.is_array() || args.size() != 1 || !args[0].is_object()) r.fail(where + " inbound_nodes", "one input tensor", args.dump());
+    const json cfg = args[0].value("config", json::object());
+    const json hist = cfg.is_object() ? cfg.value("keras_history", json()) : json();
+    if (!hist.is_array() || hist.empty() || !hist[0].is_string()) r.fail(where + " inbound_nodes", "a keras_history", hist.dump());
+    return hist[0].get<std::string>();
+  }
+  if (node.is_array() && node.size() == 1 && node[0].is_array() && !node[0].empty() && node[0][0].is_string()) {
+    return node[0][0].get<std::string>();
+  }
+  r.fail(where + " inbound_nodes", "one input tensor", node.dump());
+}
+
+std::string endpoint_name(const Reading& r, const json& j, const char* what) {
+  // ["name", 0, 0] or [["name", 0, 0]]
+  if (j.is_array() && !j.empty() && j[0].is_string()) return j[0].get<std::string>();
+  if (j.is_array() && j.size() == 1 && j[0].is_array() && !j[0].empty() && j[0][0].is_string()) return j[0][0].get<std::string>();
+  r.fail(std::string("Functional config \"") + what + "\"", "one layer (bnorm models have one input and one output)", j.dump());
+}
+
+std::unique_ptr<nn::Model> functional_from_config(const Reading& r, const json& config) {
+  const std::string name = get<std::string>(r, config, "Functional", "name", "");
+  const json layers = config.value("layers", json::array());
+  if (!layers.is_array()) r.fail("Functional config \"layers\"", "a list of layers", kind_of(layers));
+  const std::string input_name = endpoint_name(r, config.value("input_layers", json()), "input_layers");
+  const std::string output_name = endpoint_name(r, config.value("output_layers", json()), "output_layers");
+  // name -> (entry, inbound layer name)
+  std::map<std::string, std::pair<const json*, std::string>> by_name;
+  for (const json& entry : layers) {
+    if (!entry.is_object()) r.fail("Functional config \"layers\"", "layer objects", kind_of(entry));
+    std::string lname = entry.value("name", json("")).is_string() ? entry.value("name", std::string()) : std::string();
+    if (lname.empty() && entry.contains("config") && entry["config"].is_object()) {
+      lname = get<std::string>(r, entry["config"], "layer", "name", "");
+    }
+    const bool is_input = entry.value("class_name", json()) == "InputLayer";
+    std::string from = is_input ? "" : inbound_name(r, entry.value("inbound_nodes", json()), "layer '" + lname + "'");
+    if (!by_name.emplace(lname, std::make_pair(&entry, from)).second) {
+      r.fail("Functional config \"layers\"", "unique layer names", "'" + lname + "' twice");
+    }
+  }
+  // Walk back from the output to the input: a chain.
+  std::vector<const json*> chain;
+  std::string at = output_name;
+  while (at != input_name) {
+    const auto it = by_name.find(at);
+    if (it == by_name.end()) r.fail("Functional config", "a layer named '" + at + "'", "none");
+    if (chain.size() > layers.size()) r.fail("Functional config", "a chain of layers", "a cycle");
+    chain.push_back(it->second.first);
+    at = it->second.second;
+    if (at.empty()) r.fail("Functional config", "a chain from '" + input_name + "'", "another input");
+  }
+  if (chain.size() + 1 != layers.size()) {
+    r.fail("Functional config", "one chain of layers from input to output (bnorm's functional models)",
+           std::to_string(layers.size()) + " layers of which " + std::to_string(chain.size() + 1) + " on the chain");
+  }
+  const auto input_it = by_name.find(input_name);
+  if (input_it == by_name.end() || input_it->second.first->value("class_name", json()) != "InputLayer") {
+    r.fail("Functional config \"input_layers\"", "an InputLayer", "'" + input_name + "'");
+  }
+  const auto shape = input_layer_shape(r, *input_it->second.first);
+  try {
+    nn::SymbolicTensor x = nn::Input(shape, input_name);
+    const nn::SymbolicTensor in = x;
+    for (auto it = chain.rbegin(); it != chain.rend(); ++it) x = (*layer_from_config(r, **it))(x);
+    return std::make_unique<nn::Model>(in, x, name);
+  } catch (const FormatError&) {
+    throw;
+  } catch (const Error& e) {
+    r.fail("Functional '" + name + "'", "layers that fit the input shape", e.what());
+  }
+}
+
+// ------------------------------------------------------------------ writing
+
+json wrap(const std::string& module, const std::string& cls, json config, Style style) {
+  json j;
+  if (style == Style::keras3) j["module"] = module;
+  j["class_name"] = cls;
+  j["config"] = std::move(config);
+  if (style == Style::keras3) j["registered_name"] = nullptr;
+  return j;
+}
+
+json dtype_json(Style style) {
+  if (style == Style::legacy) return "float32";
+  return wrap("keras", "DTypePolicy", {{"name", "float32"}}, style);
+}
+
+json seed_json(std::uint64_t seed) { return seed == 0 ? json(nullptr) : json(seed); }
+
+json initializer_json(const nn::Initializer& init, Style style) {
+  json c = json::object();
+  switch (init.kind()) {
+    case nn::Initializer::Kind::zeros:
+    case nn::Initializer::Kind::ones: break;
+    case nn::Initializer::Kind::constant: c["value"] = init.a(); break;
+    case nn::Initializer::Kind::random_normal:
+      c = {{"mean", init.a()}, {"stddev", init.b()}, {"seed", seed_json(init.seed())}};
+      break;
+    case nn::Initializer::Kind::random_uniform:
+      c = {{"minval", init.a()}, {"maxval", init.b()}, {"seed", seed_json(init.seed())}};
+      break;
+    case nn::Initializer::Kind::glorot_uniform: c = {{"seed", seed_json(init.seed())}}; break;
+  }
+  return wrap("keras.initializers", init.keras_class_name(), c, style);
+}
+
+json regularizer_json(const nn::Regularizer& reg, Style style) {
+  if (!reg.active()) return nullptr;
+  if (reg.l1_factor() == 0.0f) return wrap("keras.regularizers", "L2", {{"l2", reg.l2_factor()}}, style);
+  if (reg.l2_factor() == 0.0f) return wrap("keras.regularizers", "L1", {{"l1", reg.l1_factor()}}, style);
+  return wrap("keras.regularizers", "L1L2", {{"l1", reg.l1_factor()}, {"l2", reg.l2_factor()}}, style);
+}
+
+json constraint_json(const nn::Constraint& c, Style style) {
+  switch (c.kind()) {
+    case nn::Constraint::Kind::none: return nullptr;
+    case nn::Constraint::Kind::non_neg: return wrap("keras.constraints", "NonNeg", json::object(), style);
+    case nn::Constraint::Kind::unit_norm: return wrap("keras.constraints", "UnitNorm", {{"axis", 0}}, style);
+    case nn::Constraint::Kind::max_norm:
+      return wrap("keras.constraints", "MaxNorm", {{"max_value", c.max_value()}, {"axis", 0}}, style);
+    case nn::Constraint::Kind::min_max_norm:
+      return wrap("keras.constraints", "MinMaxNorm",
+                  {{"min_value", c.min_value()}, {"max_value", c.max_value()}, {"rate", c.rate()}, {"axis", 0}}, style);
+  }
+  return nullptr;
+}
+
+json shape_json(const Shape& s) {
+  json j = json::array();
+  for (int i = 0; i < s.rank(); ++i) j.push_back(s[i] < 0 ? json(nullptr) : json(s[i]));
+  return j;
+}
+
+json base_config(const nn::Layer& layer, Style style) {
+  return {{"name", layer.name()}, {"trainable", layer.trainable()}, {"dtype", dtype_json(style)}};
+}
+
+// One layer's {"class_name", "config", ...} entry; `input` is its input shape.
+json layer_json(nn::Layer& layer, const Shape& input, Style style) {
+  json c = base_config(layer, style);
+  const std::string cls = layer.class_name();
+  bool has_weights = false;
+  if (auto* d = dynamic_cast<nn::Dense*>(&layer)) {
+    const auto& o = d->options();
+    c["units"] = d->units();
+    c["activation"] = kernels::activation_name(d->activation());
+    c["use_bias"] = o.use_bias;
+    c["kernel_initializer"] = initializer_json(o.kernel_initializer, style);
+    c["bias_initializer"] = initializer_json(o.bias_initializer, style);
+    c["kernel_regularizer"] = regularizer_json(o.kernel_regularizer, style);
+    c["bias_regularizer"] = regularizer_json(o.bias_regularizer, style);
+    c["kernel_constraint"] = constraint_json(o.kernel_constraint, style);
+    c["bias_constraint"] = constraint_json(o.bias_constraint, style);
+    if (style == Style::keras3) c["quantization_config"] = nullptr;
+    has_weights = true;
+  } else if (auto* bn = dynamic_cast<nn::BatchNormalization*>(&layer)) {
+    const auto& o = bn->options();
+    if (o.axis.size() == 1) {
+      c["axis"] = o.axis.front();
+    } else {
+      c["axis"] = o.axis;
+    }
+    c["momentum"] = o.momentum;
+    c["epsilon"] = o.epsilon;
+    c["center"] = o.center;
+    c["scale"] = o.scale;
+    c["beta_initializer"] = initializer_json(o.beta_initializer, style);
+    c["gamma_initializer"] = initializer_json(o.gamma_initializer, style);
+    c["moving_mean_initializer"] = initializer_json(o.moving_mean_initializer, style);
+    c["moving_variance_initializer"] = initializer_json(o.moving_variance_initializer, style);
+    c["beta_regularizer"] = regularizer_json(o.beta_regularizer, style);
+    c["gamma_regularizer"] = regularizer_json(o.gamma_regularizer, style);
+    c["beta_constraint"] = constraint_json(o.beta_constraint, style);
+    c["gamma_constraint"] = constraint_json(o.gamma_constraint, style);
+    if (style == Style::keras3) {
+      c["synchronized"] = false;
+      c["renorm"] = false;
+      c["renorm_clipping"] = nullptr;
+      c["renorm_momentum"] = 0.99;
+    }
+    has_weights = true;
+  } else if (auto* a = dynamic_cast<nn::Activation*>(&layer)) {
+    c["activation"] = kernels::activation_name(a->activation());
+  } else if (auto* dr = dynamic_cast<nn::Dropout*>(&layer)) {
+    c["rate"] = dr->rate();
+    c["noise_shape"] = nullptr;
+    c["seed"] = seed_json(dr->seed());
+  } else if (dynamic_cast<nn::Flatten*>(&layer)) {
+    c["data_format"] = "channels_last";
+  } else {
+    throw ArgumentError("save_model", "layer '" + layer.name() + "'",
+                        std::string("a layer class Keras files can hold (") + kSupported + ")", "class " + cls);
+  }
+  json j = wrap("keras.layers", cls, std::move(c), style);
+  if (style == Style::keras3 && has_weights) j["build_config"] = {{"input_shape", shape_json(input)}};
+  return j;
+}
+
+json input_layer_json(const std::string& name, const Shape& input, Style style) {
+  json c;
+  c[style == Style::keras3 ? "batch_shape" : "batch_input_shape"] = shape_json(input);
+  c["dtype"] = "float32";
+  c["sparse"] = false;
+  c["ragged"] = false;
+  c["name"] = name;
+  if (style == Style::keras3) c["optional"] = false;
+  return wrap("keras.layers", "InputLayer", c, style);
+}
+
+}  // namespace
+
+std::string snake_case(const std::string& class_name) {
+  std::string out;
+  for (std::size_t i = 0; i < class_name.size(); ++i) {
+    const char ch = class_name[i];
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_') continue;
+    const bool upper = std::isupper(static_cast<unsigned char>(ch));
+    if (upper && i > 0 && !out.empty() && out.back() != '_') {
+      const char prev = class_name[i - 1];
+      const bool next_lower = i + 1 < class_name.size() && std::islower(static_cast<unsigned char>(class_name[i + 1]));
+      if (std::islower(static_cast<unsigned char>(prev)) || std::isdigit(static_cast<unsigned char>(prev)) || next_lower) {
+        out += '_';
+      }
+    }
+    out += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  }
+  return out;
+}
+
+std::unique_ptr<nn::Model> model_from_config(const json& config, const std::string& file, nn::KerasVersion version) {
+  const Reading r{file, version};
+  if (!config.is_object() || !config.contains("class_name") || !config["class_name"].is_string()) {
+    r.fail("model config", "an object with a class_name", kind_of(config));
+  }
+  const std::string cls = config["class_name"].get<std::string>();
+  const json inner = config.contains("config") && config["config"].is_object() ? config["config"] : json::object();
+  std::unique_ptr<nn::Model> model;
+  if (cls == "Sequential") model = sequential_from_config(r, inner);
+  if (cls == "Functional" || cls == "Model") model = functional_from_config(r, inner);
+  if (model) {
+    if (!get<bool>(r, inner, "model", "trainable", true)) model->set_trainable(false);
+    return model;
+  }
+  r.fail("model config", "a Sequential or Functional model", "class '" + cls + "'");
+}
+
+json model_to_config(const nn::Model& model, Style style) {
+  const auto& input = model.input_shape();
+  if (!input) {
+    throw ArgumentError("save_model", "model '" + model.name() + "'",
+                        "a model with a known input shape (an Input, an InputLayer, or build())", "an unbuilt model");
+  }
+  const bool sequential = dynamic_cast<const nn::Sequential*>(&model) != nullptr;
+  const std::string input_name = model.input_name().empty() ? "input_layer" : model.input_name();
+  json layers = json::array();
+  layers.push_back(input_layer_json(input_name, *input, style));
+  if (!sequential) layers.back()["name"] = input_name, layers.back()["inbound_nodes"] = json::array();
+  Shape shape = *input;
+  std::string previous = input_name;
+  for (const auto& layer : model.layers()) {
+    json entry = layer_json(*layer, shape, style);
+    if (!sequential) {
+      entry["name"] = layer->name();
+      if (style == Style::keras3) {
+        json tensor = {{"class_name", "__keras_tensor__"},
+                       {"config", {{"shape", shape_json(shape)}, {"dtype", "float32"}, {"keras_history", {previous, 0, 0}}}}};
+        json kwargs = json::object();
+        if (layer->class_name() == "BatchNormalization") kwargs["mask"] = nullptr;
+        entry["inbound_nodes"] = json::array({{{"args", json::array({tensor})}, {"kwargs", kwargs}}});
+      } else {
+        entry["inbound_nodes"] = json::array({json::array({json::array({previous, 0, 0, json::object()})})});
+      }
+    }
+    shape = layer->compute_output_shape(shape);
+    previous = layer->name();
+    layers.push_back(std::move(entry));
+  }
+  json config = {{"name", model.name()}, {"trainable", model.trainable()}, {"layers", layers}};
+  if (sequential) {
+    if (style == Style::keras3) {
+      config["dtype"] = dtype_json(style);
+      config["build_input_shape"] = shape_json(*input);
+    }
+    json j = wrap("keras", "Sequential", config, style);
+    if (style == Style::keras3) j["build_config"] = {{"input_shape", shape_json(*input)}};
+    return j;
+  }
+  if (style == Style::keras3) {
+    config["input_layers"] = {input_name, 0, 0};
+    config["output_layers"] = {previous, 0, 0};
+    json j = wrap("keras.src.models.functional", "Functional", config, style);
+    j["registered_name"] = "Functional";
+    j["build_config"] = {{"input_shape", nullptr}};
+    return j;
+  }
+  config["input_layers"] = json::array({json::array({input_name, 0, 0})});
+  config["output_layers"] = json::array({json::array({previous, 0, 0})});
+  return wrap("keras", "Functional", config, style);
+}
+
+}  // namespace bnorm::io::keras

@@ -1,0 +1,522 @@
+// Keras model and weights files: .keras archives, Keras 3 .weights.h5, legacy tf.keras
+// .h5 (full model and weights-only). Formats: docs/formats.md and
+// ../shared/spec/INTEROP.md section 1.
+#include "bnorm/io/model_file.hpp"
+
+#include <zip.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include "bnorm/io/checkpoint.hpp"
+#include "bnorm/nn/layers.hpp"
+#include "hdf5.hpp"
+#include "keras_config.hpp"
+
+namespace bnorm::io {
+
+using nlohmann::json;
+using nn::Variable;
+
+namespace {
+
+constexpr std::size_t kMaxConfigBytes = std::size_t{64} << 20;    // config.json
+constexpr std::uint64_t kMaxWeightsBytes = std::uint64_t{8} << 30;  // model.weights.h5
+// The Keras versions whose formats bnorm writes (what the files say they are).
+constexpr const char* kKeras3Version = "3.15.1";
+constexpr const char* kLegacyKerasVersion = "2.21.0";
+
+enum class Kind { keras_archive, hdf5, checkpoint, other };
+
+std::string read_all(const std::string& path, const char* what) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw FileError(what, path, "a file", "a folder");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw FileError(what, path, "a readable file", "one that does not exist or cannot be opened");
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+Kind kind_of(std::string_view bytes) {
+  if (bytes.size() >= 4 && std::memcmp(bytes.data(), "PK\x03\x04", 4) == 0) return Kind::keras_archive;
+  if (h5::has_signature(bytes)) return Kind::hdf5;
+  if (bytes.size() >= 8 && (bytes.substr(0, 8) == "BNRMCKPT" || bytes.substr(0, 8) == std::string_view("BNRMWTS\0", 8))) {
+    return Kind::checkpoint;
+  }
+  return Kind::other;
+}
+
+std::string describe(std::string_view bytes) {
+  if (bytes.empty()) return "an empty file";
+  return "a file of " + std::to_string(bytes.size()) + " bytes in another format";
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+std::string layer_label(const nn::Layer& layer) { return "layer '" + layer.name() + "' (" + layer.class_name() + ")"; }
+
+void require_built(nn::Model& model, const char* what) {
+  for (const auto& layer : model.layers()) {
+    if (!layer->built()) {
+      throw ArgumentError(what, "model '" + model.name() + "'",
+                          "a built model (an Input/InputLayer, build(), or one call)",
+                          layer_label(*layer) + " not built yet");
+    }
+  }
+}
+
+// ------------------------------------------------------------------ zip (.keras)
+
+struct ZipArchive {
+  zip_t* za = nullptr;
+  ~ZipArchive() {
+    if (za) zip_discard(za);
+  }
+};
+
+struct Archive {
+  std::string config;
+  std::string weights;
+};
+
+Archive read_archive(const std::string& bytes, const std::string& name) {
+  zip_error_t error;
+  zip_error_init(&error);
+  zip_source_t* src = zip_source_buffer_create(bytes.data(), bytes.size(), 0, &error);
+  if (!src) throw FormatError(name, "archive", "a zip archive", "one libzip cannot open");
+  ZipArchive archive;
+  archive.za = zip_open_from_source(src, ZIP_RDONLY | ZIP_CHECKCONS, &error);
+  if (!archive.za) {
+    zip_source_free(src);
+    const std::string why = zip_error_strerror(&error);
+    zip_error_fini(&error);
+    throw FormatError(name, "archive", "a complete zip archive (.keras)", "a damaged one (libzip: " + why + ")");
+  }
+  zip_error_fini(&error);
+  auto member = [&](const char* member_name, std::uint64_t limit) {
+    const zip_int64_t index = zip_name_locate(archive.za, member_name, 0);
+    if (index < 0) throw FormatError(name, member_name, std::string("an archive member ") + member_name, "none (not a .keras archive)");
+    zip_stat_t st;
+    zip_stat_init(&st);
+    if (zip_stat_index(archive.za, static_cast<zip_uint64_t>(index), 0, &st) != 0 || !(st.valid & ZIP_STAT_SIZE)) {
+      throw FormatError(name, member_name, "a readable archive member", "one libzip cannot describe");
+    }
+    if (st.size > limit) {
+      throw FormatError(name, member_name, "at most " + std::to_string(limit) + " bytes", std::to_string(st.size) + " bytes");
+    }
+    zip_file_t* f = zip_fopen_index(archive.za, static_cast<zip_uint64_t>(index), 0);
+    if (!f) throw FormatError(name, member_name, "a readable archive member", "one libzip cannot open (unsupported compression or encryption)");
+    std::string out(static_cast<std::size_t>(st.size), '\0');
+    zip_uint64_t done = 0;
+    while (done < st.size) {
+      const zip_int64_t n = zip_fread(f, out.data() + done, st.size - done);
+      if (n <= 0) break;
+      done += static_cast<zip_uint64_t>(n);
+    }
+    char extra;
+    const bool longer = zip_fread(f, &extra, 1) > 0;
+    const bool failed = zip_fclose(f) != 0;
+    if (done != st.size || longer || failed) {
+      throw FormatError(name, member_name, std::to_string(st.size) + " intact bytes", "a truncated or corrupt member");
+    }
+    return out;
+  };
+  Archive out;
+  out.config = member("config.json", kMaxConfigBytes);
+  out.weights = member("model.weights.h5", kMaxWeightsBytes);
+  return out;
+}
+
+std::string write_archive(const std::vector<std::pair<std::string, std::string>>& members, const std::string& path) {
+  zip_error_t error;
+  zip_error_init(&error);
+  zip_source_t* src = zip_source_buffer_create(nullptr, 0, 0, &error);
+  if (!src) throw FileError("save_model", path, "an in-memory zip archive", "libzip could not create one");
+  zip_source_keep(src);
+  zip_t* za = zip_open_from_source(src, ZIP_TRUNCATE, &error);
+  if (!za) {
+    zip_source_free(src);
+    throw FileError("save_model", path, "an in-memory zip archive", "libzip could not open one");
+  }
+  for (const auto& [member_name, data] : members) {
+    zip_source_t* m = zip_source_buffer(za, data.data(), data.size(), 0);
+    const zip_int64_t index = m ? zip_file_add(za, member_name.c_str(), m, ZIP_FL_OVERWRITE | ZIP_FL_ENC_UTF_8) : -1;
+    if (index < 0) {
+      if (m) zip_source_free(m);
+      zip_discard(za);
+      zip_source_free(src);
+      throw FileError("save_model", path, "archive member " + member_name, "libzip could not add it");
+    }
+    // Stored, as Python's zipfile (and so Keras) writes them.
+    zip_set_file_compression(za, static_cast<zip_uint64_t>(index), ZIP_CM_STORE, 0);
+  }
+  if (zip_close(za) != 0) {
+    zip_discard(za);
+    zip_source_free(src);
+    throw FileError("save_model", path, "a finished zip archive", "libzip could not write it");
+  }
+  std::string bytes;
+  zip_stat_t st;
+  zip_stat_init(&st);
+  if (zip_source_stat(src, &st) == 0 && zip_source_open(src) == 0) {
+    bytes.resize(static_cast<std::size_t>(st.size));
+    const zip_int64_t n = zip_source_read(src, bytes.data(), st.size);
+    zip_source_close(src);
+    if (n != static_cast<zip_int64_t>(st.size)) bytes.clear();
+  }
+  zip_source_free(src);
+  if (bytes.empty()) throw FileError("save_model", path, "the archive's bytes", "libzip gave none");
+  return bytes;
+}
+
+// ------------------------------------------------------------------ Keras 3 weights
+
+// "layers/<snake_case class>[_k]" for each model layer, in order (Keras's container
+// naming); `functional` adds the InputLayer entry Keras's Functional.layers holds.
+std::vector<std::string> keras3_layer_keys(const nn::Model& model, bool functional, std::string* input_key) {
+  std::map<std::string, int> used;
+  auto key_for = [&](const std::string& cls) {
+    const std::string base = keras::snake_case(cls);
+    const int k = used[base]++;
+    return k == 0 ? base : base + "_" + std::to_string(k);
+  };
+  if (functional) {
+    const std::string key = key_for("InputLayer");
+    if (input_key) *input_key = key;
+  }
+  std::vector<std::string> keys;
+  for (const auto& layer : model.layers()) keys.push_back(key_for(layer->class_name()));
+  return keys;
+}
+
+bool is_functional(const nn::Model& model) { return dynamic_cast<const nn::Sequential*>(&model) == nullptr; }
+
+std::vector<Tensor> read_keras3_weights(nn::Model& model, const h5::Reader& f) {
+  std::string layers_group = "/layers";
+  if (!f.has_group(layers_group) && f.has_group("/_layer_checkpoint_dependencies")) {
+    layers_group = "/_layer_checkpoint_dependencies";  // Keras 2.13 files
+  }
+  const auto keys = keras3_layer_keys(model, is_functional(model), nullptr);
+  std::vector<Tensor> out;
+  std::set<std::string> visited;
+  for (std::size_t li = 0; li < model.layers().size(); ++li) {
+    nn::Layer& layer = *model.layers()[li];
+    const std::vector<Variable*> vars = layer.weights();
+    const std::string group = layers_group + "/" + keys[li] + "/vars";
+    visited.insert(keys[li]);
+    if (vars.empty()) continue;
+    if (!f.has_group(group)) {
+      throw FormatError(f.name(), layer_label(layer),
+                        std::to_string(vars.size()) + " variables in the group " + group, "no such group");
+    }
+    std::vector<std::string> names = f.children(group);
+    std::vector<std::size_t> indices;
+    for (const auto& n : names) {
+      const bool numeric = !n.empty() && n.size() < 6 && std::all_of(n.begin(), n.end(), [](char c) { return c >= '0' && c <= '9'; });
+      if (!numeric) throw FormatError(f.name(), layer_label(layer), "variables named 0, 1, 2, ... in " + group, "'" + n + "'");
+      indices.push_back(std::stoul(n));
+    }
+    std::sort(indices.begin(), indices.end());  // numerically: "10" after "9"
+    if (indices.size() != vars.size()) {
+      std::string expected;
+      for (const Variable* v : vars) expected += (expected.empty() ? "" : ", ") + v->name;
+      throw FormatError(f.name(), layer_label(layer), std::to_string(vars.size()) + " variables (" + expected + ") in " + group,
+                        std::to_string(indices.size()));
+    }
+    for (std::size_t i = 0; i < vars.size(); ++i) {
+      if (indices[i] != i) throw FormatError(f.name(), layer_label(layer), "variables 0.." + std::to_string(vars.size() - 1), "a gap at " + std::to_string(i));
+      const std::string what = layer_label(layer) + " variable " + vars[i]->name + " (" + group + "/" + std::to_string(i) + ")";
+      Tensor t = f.read_floats(group + "/" + std::to_string(i), what);
+      if (t.shape() != vars[i]->value.shape()) {
+        throw FormatError(f.name(), what, "shape " + vars[i]->value.shape().str(), "shape " + t.shape().str());
+      }
+      out.push_back(std::move(t));
+    }
+  }
+  // Layers with variables in the file that the model does not have.
+  if (f.has_group(layers_group)) {
+    for (const std::string& key : f.children(layers_group)) {
+      if (visited.count(key)) continue;
+      const std::string group = layers_group + "/" + key + "/vars";
+      if (f.has_group(group) && !f.children(group).empty()) {
+        throw FormatError(f.name(), layers_group + "/" + key,
+                          "only the model's layers (" + std::to_string(model.layers().size()) + ")",
+                          "variables of a layer the model does not have");
+      }
+    }
+  }
+  return out;
+}
+
+void write_keras3_weights(nn::Model& model, h5::Writer& w) {
+  std::string input_key;
+  const bool functional = is_functional(model);
+  const auto keys = keras3_layer_keys(model, functional, &input_key);
+  w.make_groups("/layers");
+  if (functional) {
+    w.make_groups("/layers/" + input_key + "/vars");
+    w.string_attribute("/layers/" + input_key + "/vars", "name", model.input_name().empty() ? "input_layer" : model.input_name());
+  }
+  for (std::size_t li = 0; li < model.layers().size(); ++li) {
+    nn::Layer& layer = *model.layers()[li];
+    const std::string group = "/layers/" + keys[li] + "/vars";
+    w.make_groups(group);
+    w.string_attribute(group, "name", layer.name());
+    const auto vars = layer.weights();
+    for (std::size_t i = 0; i < vars.size(); ++i) w.write_floats(group + "/" + std::to_string(i), vars[i]->value);
+  }
+  w.make_groups("/vars");
+  w.string_attribute("/vars", "name", model.name());
+}
+
+// ------------------------------------------------------------------ legacy weights
+
+std::string strip_suffix(std::string s) {
+  if (const auto colon = s.rfind(':'); colon != std::string::npos) s.resize(colon);
+  if (const auto slash = s.rfind('/'); slash != std::string::npos) s = s.substr(slash + 1);
+  return s;
+}
+
+std::vector<Tensor> read_legacy_weights(nn::Model& model, const h5::Reader& f, const std::string& root) {
+  const std::vector<std::string> names = f.string_list_attribute(root, "layer_names");
+  struct FileLayer {
+    std::string name;
+    std::vector<std::string> weight_names;
+  };
+  std::vector<FileLayer> file_layers;
+  for (const auto& n : names) {
+    const std::string group = (root == "/" ? "" : root) + "/" + n;
+    if (!f.has_group(group)) throw FormatError(f.name(), "layer '" + n + "'", "a group " + group + " (listed in layer_names)", "none");
+    std::vector<std::string> weight_names = f.has_attribute(group, "weight_names") ? f.string_list_attribute(group, "weight_names")
+                                                                                   : std::vector<std::string>{};
+    if (!weight_names.empty()) file_layers.push_back({n, std::move(weight_names)});
+  }
+  std::vector<nn::Layer*> model_layers;
+  for (const auto& layer : model.layers())
+    if (!layer->weights().empty()) model_layers.push_back(layer.get());
+  if (file_layers.size() != model_layers.size()) {
+    std::string file_list, model_list;
+    for (const auto& fl : file_layers) file_list += (file_list.empty() ? "" : ", ") + fl.name;
+    for (const auto* l : model_layers) model_list += (model_list.empty() ? "" : ", ") + l->name();
+    throw FormatError(f.name(), "layer_names", std::to_string(model_layers.size()) + " layers with weights (" + model_list + ")",
+                      std::to_string(file_layers.size()) + " (" + file_list + ")");
+  }
+  std::vector<Tensor> out;
+  for (std::size_t i = 0; i < model_layers.size(); ++i) {
+    nn::Layer& layer = *model_layers[i];
+    const FileLayer& fl = file_layers[i];
+    const auto vars = layer.weights();
+    const std::string label = layer_label(layer) + " (file layer '" + fl.name + "')";
+    if (fl.weight_names.size() != vars.size()) {
+      std::string expected, got;
+      for (const Variable* v : vars) expected += (expected.empty() ? "" : ", ") + v->name;
+      for (const auto& wn : fl.weight_names) got += (got.empty() ? "" : ", ") + wn;
+      throw FormatError(f.name(), label, std::to_string(vars.size()) + " weights (" + expected + ")",
+                        std::to_string(fl.weight_names.size()) + " (" + got + ")");
+    }
+    for (std::size_t k = 0; k < vars.size(); ++k) {
+      const std::string path = (root == "/" ? "" : root) + "/" + fl.name + "/" + fl.weight_names[k];
+      const std::string what = label + " variable " + vars[k]->name + " ('" + fl.weight_names[k] + "')";
+      // Positional, as Keras loads; a name that says another variable is refused.
+      static const std::set<std::string> kKnown{"kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance"};
+      const std::string stored = strip_suffix(fl.weight_names[k]);
+      if (kKnown.count(stored) && kKnown.count(vars[k]->name) && stored != vars[k]->name) {
+        throw FormatError(f.name(), what, "the weight " + vars[k]->name, "'" + fl.weight_names[k] + "'");
+      }
+      Tensor t = f.read_floats(path, what);
+      if (t.shape() != vars[k]->value.shape()) {
+        throw FormatError(f.name(), what, "shape " + vars[k]->value.shape().str(), "shape " + t.shape().str());
+      }
+      out.push_back(std::move(t));
+    }
+  }
+  return out;
+}
+
+void write_legacy_weights(nn::Model& model, h5::Writer& w, const std::string& root) {
+  std::vector<std::string> names;
+  const bool functional = is_functional(model);
+  if (functional) names.push_back(model.input_name().empty() ? "input_layer" : model.input_name());
+  for (const auto& layer : model.layers()) names.push_back(layer->name());
+  const std::string base = root == "/" ? "" : root;
+  if (!base.empty()) w.make_groups(base);
+  w.string_list_attribute(root, "layer_names", names);
+  w.string_attribute(root, "backend", "tensorflow");
+  w.string_attribute(root, "keras_version", kLegacyKerasVersion);
+  if (functional) {
+    w.make_groups(base + "/" + names.front());
+    w.string_list_attribute(base + "/" + names.front(), "weight_names", {});
+  }
+  for (const auto& layer : model.layers()) {
+    const std::string group = base + "/" + layer->name();
+    w.make_groups(group);
+    std::vector<std::string> weight_names;
+    for (const Variable* v : layer->weights()) {
+      weight_names.push_back(layer->name() + "/" + v->name + ":0");
+      w.write_floats(group + "/" + weight_names.back(), v->value);
+    }
+    w.string_list_attribute(group, "weight_names", weight_names);
+  }
+}
+
+// The group of a legacy file holding layer_names: the root (weights-only files) or
+// model_weights (full-model files).
+std::optional<std::string> legacy_root(const h5::Reader& f) {
+  if (f.has_attribute("/", "layer_names") || f.has_attribute("/", "layer_names0")) return "/";
+  if (f.has_group("/model_weights") &&
+      (f.has_attribute("/model_weights", "layer_names") || f.has_attribute("/model_weights", "layer_names0"))) {
+    return "/model_weights";
+  }
+  return std::nullopt;
+}
+
+bool is_keras3_weights(const h5::Reader& f) {
+  return f.has_group("/layers") || f.has_group("/_layer_checkpoint_dependencies") || f.has_group("/vars");
+}
+
+std::vector<Tensor> read_hdf5_weights(nn::Model& model, const h5::Reader& f) {
+  if (const auto root = legacy_root(f)) return read_legacy_weights(model, f, *root);
+  if (is_keras3_weights(f)) return read_keras3_weights(model, f);
+  throw FormatError(f.name(), "file", "Keras weights (a 'layers' group, or a 'layer_names' attribute)",
+                    "an HDF5 file with neither");
+}
+
+json parse_json(const std::string& text, const std::string& name, const std::string& what) {
+  try {
+    return json::parse(text);
+  } catch (const json::exception& e) {
+    throw FormatError(name, what, "valid JSON", std::string("a parse error (") + e.what() + ")");
+  }
+}
+
+std::string today() {
+  const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d@%H:%M:%S", &tm);
+  return buf;
+}
+
+std::string keras3_weights_bytes(nn::Model& model) {
+  h5::Writer w;
+  write_keras3_weights(model, w);
+  return w.finish();
+}
+
+}  // namespace
+
+std::unique_ptr<nn::Model> load_model(const std::string& path) {
+  return load_model_bytes(read_all(path, "load_model"), path);
+}
+
+std::unique_ptr<nn::Model> load_model_bytes(const std::string& bytes, const std::string& path) {
+  switch (kind_of(bytes)) {
+    case Kind::keras_archive: {
+      const Archive archive = read_archive(bytes, path);
+      auto model = keras::model_from_config(parse_json(archive.config, path, "config.json"), path, nn::KerasVersion::keras3);
+      const h5::Reader f = h5::Reader::open_image(archive.weights, path + " (model.weights.h5)");
+      model->set_weights(read_keras3_weights(*model, f));
+      return model;
+    }
+    case Kind::hdf5: {
+      const h5::Reader f = h5::Reader::open_image(bytes, path);
+      if (!f.has_attribute("/", "model_config")) {
+        throw FormatError(path, "model_config", "a full model file (legacy .h5 with a model_config attribute)",
+                          "a weights-only file: build the model in code and call load_weights");
+      }
+      const std::string version = f.has_attribute("/", "keras_version") ? f.string_attribute("/", "keras_version") : "1";
+      const auto keras_version = version.rfind("3", 0) == 0 ? nn::KerasVersion::keras3 : nn::KerasVersion::keras2;
+      auto model = keras::model_from_config(parse_json(f.string_attribute("/", "model_config"), path, "model_config"), path,
+                                            keras_version);
+      const auto root = legacy_root(f);
+      if (!root) throw FormatError(path, "model_weights", "a model_weights group with layer_names", "none");
+      model->set_weights(read_legacy_weights(*model, f, *root));
+      return model;
+    }
+    case Kind::checkpoint:
+      throw FormatError(path, "file", "a model file (.keras or legacy .h5)",
+                        "a bnorm checkpoint (weights only): build the model in code and call load_checkpoint");
+    case Kind::other: break;
+  }
+  throw FormatError(path, "file", "a model file (.keras zip archive or legacy .h5 HDF5 file)", describe(bytes));
+}
+
+void save_model(nn::Model& model, const std::string& path) {
+  require_built(model, "save_model");
+  if (ends_with(path, ".keras")) {
+    const json metadata = {{"keras_version", kKeras3Version}, {"date_saved", today()}, {"written_by", "bnorm"}};
+    const json config = keras::model_to_config(model, keras::Style::keras3);
+    const std::string bytes = write_archive(
+        {{"metadata.json", metadata.dump()}, {"config.json", config.dump()}, {"model.weights.h5", keras3_weights_bytes(model)}},
+        path);
+    write_file_atomically(path, bytes);
+    return;
+  }
+  if (ends_with(path, ".h5") || ends_with(path, ".hdf5")) {
+    if (ends_with(path, ".weights.h5")) {
+      throw ArgumentError("save_model", "path", "a model file name (.keras, or .h5 for legacy tf.keras)",
+                          "'" + path + "', a weights file name: use save_weights");
+    }
+    const json config = keras::model_to_config(model, keras::Style::legacy);
+    h5::Writer w;
+    w.string_attribute("/", "keras_version", kLegacyKerasVersion);
+    w.string_attribute("/", "backend", "tensorflow");
+    w.string_attribute("/", "model_config", config.dump());
+    write_legacy_weights(model, w, "/model_weights");
+    write_file_atomically(path, w.finish());
+    return;
+  }
+  throw ArgumentError("save_model", "path", "a name ending in .keras (Keras 3) or .h5 (legacy tf.keras)", "'" + path + "'");
+}
+
+void load_weights(nn::Model& model, const std::string& path) {
+  require_built(model, "load_weights");
+  load_weights_bytes(model, read_all(path, "load_weights"), path);
+}
+
+void load_weights_bytes(nn::Model& model, const std::string& bytes, const std::string& path) {
+  require_built(model, "load_weights");
+  switch (kind_of(bytes)) {
+    case Kind::keras_archive: {
+      const Archive archive = read_archive(bytes, path);
+      const h5::Reader f = h5::Reader::open_image(archive.weights, path + " (model.weights.h5)");
+      model.set_weights(read_keras3_weights(model, f));
+      return;
+    }
+    case Kind::hdf5: {
+      const h5::Reader f = h5::Reader::open_image(bytes, path);
+      model.set_weights(read_hdf5_weights(model, f));
+      return;
+    }
+    case Kind::checkpoint: load_checkpoint_bytes(model, bytes, path); return;
+    case Kind::other: break;
+  }
+  throw FormatError(path, "file", "a weights file (.weights.h5, legacy .h5, .keras, or a bnorm checkpoint)", describe(bytes));
+}
+
+void save_weights(nn::Model& model, const std::string& path) {
+  require_built(model, "save_weights");
+  if (ends_with(path, ".weights.h5")) {
+    write_file_atomically(path, keras3_weights_bytes(model));
+  } else if (ends_with(path, ".h5") || ends_with(path, ".hdf5")) {
+    h5::Writer w;
+    write_legacy_weights(model, w, "/");
+    write_file_atomically(path, w.finish());
+  } else if (ends_with(path, ".bnc")) {
+    save_checkpoint(model, path);
+  } else {
+    throw ArgumentError("save_weights", "path",
+                        "a name ending in .weights.h5 (Keras 3), .h5 (legacy tf.keras) or .bnc (bnorm checkpoint)",
+                        "'" + path + "'");
+  }
+}
+
+}  // namespace bnorm::io

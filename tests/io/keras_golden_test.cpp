@@ -1,0 +1,192 @@
+// Keras model files written by real Keras 3 and tf_keras (tests/fixtures/models/, made by
+// tests/fixtures/generate_model_files.py): every file loads in bnorm and predicts what
+// Keras predicted, within the fixture's tolerance; the layer configurations come through;
+// files bnorm writes load back in bnorm with the same predictions, and (with
+// BNORM_KERAS_EXPORT_DIR set) are exported for the generator's --check-bnorm-files, which
+// loads them in real Keras.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "bnorm/io/model_file.hpp"
+#include "bnorm/nn/batch_normalization.hpp"
+#include "bnorm/nn/layers.hpp"
+#include "nn/fixture_file.hpp"
+
+using bnorm::Shape;
+using bnorm::Tensor;
+using nlohmann::json;
+namespace nn = bnorm::nn;
+namespace io = bnorm::io;
+namespace fs = std::filesystem;
+
+namespace {
+
+const bnorm::test::FixtureFile& fixture() {
+  static const auto f = bnorm::test::read_fixture("keras_models.json", "bnorm-keras-models", 1);
+  return f;
+}
+
+std::string model_path(const std::string& file) { return bnorm::test::fixtures_dir() + "/" + file; }
+
+Tensor tensor_of(const json& t) {
+  std::vector<std::int64_t> shape = t["shape"].get<std::vector<std::int64_t>>();
+  Tensor out{Shape(shape)};
+  const auto& data = t["data"];
+  for (std::int64_t i = 0; i < out.numel(); ++i) out[i] = data[static_cast<std::size_t>(i)].get<float>();
+  return out;
+}
+
+json json_of(const Tensor& t) {
+  json data = json::array();
+  for (std::int64_t i = 0; i < t.numel(); ++i) data.push_back(t[i]);
+  return {{"shape", t.shape().dims()}, {"data", data}};
+}
+
+// Largest |got - want| / (atol + rtol |want|); <= 1 passes.
+double worst(const Tensor& got, const Tensor& want, double rtol, double atol) {
+  EXPECT_EQ(got.shape(), want.shape());
+  if (got.shape() != want.shape()) return INFINITY;
+  double w = 0;
+  for (std::int64_t i = 0; i < got.numel(); ++i) {
+    w = std::max(w, std::abs(double(got[i]) - want[i]) / (atol + rtol * std::abs(double(want[i]))));
+  }
+  return w;
+}
+
+std::vector<std::string> case_names() {
+  std::vector<std::string> names;
+  if (fixture().error.empty()) {
+    for (const auto& c : fixture().data["cases"]) names.push_back(c["name"].get<std::string>());
+  }
+  return names;
+}
+
+const json& case_of(const std::string& name) {
+  for (const auto& c : fixture().data["cases"])
+    if (c["name"] == name) return c;
+  throw std::runtime_error("no case " + name);
+}
+
+class KerasFiles : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override { ASSERT_TRUE(fixture().error.empty()) << fixture().error; }
+};
+
+// Every file of the case: load (a model file) or load into the model of "into" (a
+// weights file), predict, compare.
+TEST_P(KerasFiles, LoadAndPredictAsKeras) {
+  const json& c = case_of(GetParam());
+  const double rtol = fixture().data["tolerance"]["rtol"], atol = fixture().data["tolerance"]["atol"];
+  const Tensor x = tensor_of(c["input"]);
+  for (const auto& f : c["files"]) {
+    const std::string file = f["file"];
+    SCOPED_TRACE(file);
+    std::unique_ptr<nn::Model> model;
+    if (f["load"] == "model") {
+      model = io::load_model(model_path(file));
+    } else {
+      model = io::load_model(model_path(f["into"]));
+      io::load_weights(*model, model_path(file));
+    }
+    const Tensor y = model->predict(x);
+    const double w = worst(y, tensor_of(f["output"]), rtol, atol);
+    EXPECT_LE(w, 1.0) << file << ": worst error " << w << " x tolerance";
+    std::printf("[ keras ] %-40s predict within %.3g of the tolerance\n", file.c_str(), w);
+  }
+}
+
+// The configuration comes through: class, name, trainable and hyper-parameters.
+TEST_P(KerasFiles, ConfigurationMatchesKeras) {
+  const json& c = case_of(GetParam());
+  for (const auto& [flavor, suffix] : {std::pair<std::string, std::string>{"keras3", ".keras"}, {"tf_keras", ".legacy.h5"}}) {
+    SCOPED_TRACE(flavor);
+    auto model = io::load_model(model_path("models/" + GetParam() + suffix));
+    const json& layers = c["layers"][flavor];
+    ASSERT_EQ(model->layers().size(), layers.size());
+    EXPECT_EQ(dynamic_cast<nn::Sequential*>(model.get()) != nullptr, c["api"] == "Sequential");
+    for (std::size_t i = 0; i < layers.size(); ++i) {
+      const auto& want = layers[i];
+      const auto& layer = model->layers()[i];
+      EXPECT_EQ(layer->class_name(), want["class_name"]);
+      EXPECT_EQ(layer->name(), want["name"]);
+      EXPECT_EQ(layer->trainable(), want["trainable"]) << layer->name();
+      if (auto* bn = dynamic_cast<nn::BatchNormalization*>(layer.get())) {
+        EXPECT_DOUBLE_EQ(bn->options().momentum, want["momentum"].get<double>());
+        EXPECT_DOUBLE_EQ(bn->options().epsilon, want["epsilon"].get<double>());
+        EXPECT_EQ(bn->options().center, want["center"]);
+        EXPECT_EQ(bn->options().scale, want["scale"]);
+        // Keras's axis (tf_keras stores it made positive) names the same channel axes.
+        std::vector<int> axes = want["axis"].get<std::vector<int>>();
+        EXPECT_EQ(bn->axes().size(), axes.size());
+        for (std::size_t k = 0; k < axes.size() && k < bn->axes().size(); ++k) {
+          const int rank = model->input_shape()->rank();
+          EXPECT_EQ(bn->axes()[k], axes[k] < 0 ? axes[k] + rank : axes[k]);
+        }
+      }
+      if (auto* d = dynamic_cast<nn::Dense*>(layer.get())) {
+        EXPECT_EQ(d->units(), want["units"].get<std::int64_t>());
+        EXPECT_EQ(d->options().use_bias, want["use_bias"]);
+      }
+      if (auto* dr = dynamic_cast<nn::Dropout*>(layer.get())) {
+        EXPECT_DOUBLE_EQ(dr->rate(), want["rate"].get<double>());
+      }
+    }
+  }
+}
+
+// bnorm writes every format; bnorm reads each back with the same predictions (bit for
+// bit: the same float32 values); with BNORM_KERAS_EXPORT_DIR set, the files and bnorm's
+// predictions are left there for `generate_model_files.py --check-bnorm-files DIR`.
+TEST_P(KerasFiles, WrittenFilesForKerasRoundTrip) {
+  const json& c = case_of(GetParam());
+  const Tensor x = tensor_of(c["input"]);
+  const char* env = std::getenv("BNORM_KERAS_EXPORT_DIR");
+  const fs::path dir = env ? fs::path(env) : fs::temp_directory_path() / "bnorm_keras_roundtrip";
+  fs::create_directories(dir);
+  auto model = io::load_model(model_path("models/" + GetParam() + ".keras"));
+  const Tensor want = model->predict(x);
+  const std::string base = (dir / GetParam()).string();
+  io::save_model(*model, base + ".keras");
+  io::save_weights(*model, base + ".weights.h5");
+  io::save_model(*model, base + ".h5");
+  io::save_weights(*model, base + ".legacy_weights.h5");
+  for (const std::string suffix : {".keras", ".h5"}) {
+    SCOPED_TRACE(suffix);
+    auto back = io::load_model(base + suffix);
+    EXPECT_EQ(worst(back->predict(x), want, 0, 0), 0.0);
+    for (std::size_t i = 0; i < back->layers().size(); ++i) {
+      EXPECT_EQ(back->layers()[i]->name(), model->layers()[i]->name());
+      EXPECT_EQ(back->layers()[i]->trainable(), model->layers()[i]->trainable());
+    }
+  }
+  for (const std::string suffix : {".weights.h5", ".legacy_weights.h5"}) {
+    SCOPED_TRACE(suffix);
+    auto into = io::load_model(model_path("models/" + GetParam() + ".keras"));
+    for (nn::Variable* v : into->weights()) v->value.fill(0.25f);
+    io::load_weights(*into, base + suffix);
+    EXPECT_EQ(worst(into->predict(x), want, 0, 0), 0.0);
+  }
+  json frozen = json::array();
+  for (const auto& l : model->layers())
+    if (!l->trainable()) frozen.push_back(l->name());
+  std::ofstream(base + ".json") << json{{"input", json_of(x)}, {"output", json_of(want)}, {"frozen", frozen}}.dump();
+  if (!env) {
+    for (const std::string suffix : {".keras", ".weights.h5", ".h5", ".legacy_weights.h5", ".json"}) fs::remove(base + suffix);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, KerasFiles, ::testing::ValuesIn(case_names()),
+                         [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(KerasFiles);
+
+TEST(KerasFixture, HasEveryFormatOfEveryCase) {
+  ASSERT_TRUE(fixture().error.empty()) << fixture().error;
+  EXPECT_GE(fixture().data["cases"].size(), 6u);
+  for (const auto& c : fixture().data["cases"]) EXPECT_EQ(c["files"].size(), 4u) << c["name"];
+}
+
+}  // namespace
