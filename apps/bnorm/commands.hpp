@@ -13,11 +13,13 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "bnorm/core/error.hpp"
 #include "bnorm/core/tensor.hpp"
+#include "bnorm/io/datasets.hpp"
 #include "bnorm/nn/model.hpp"
 
 namespace bnorm::cli {
@@ -34,6 +36,37 @@ using Runner = std::function<int()>;
 
 Runner add_experiment_command(CLI::App& app);
 Runner add_train_command(CLI::App& app);
+Runner add_predict_command(CLI::App& app);
+Runner add_evaluate_command(CLI::App& app);
+Runner add_inspect_command(CLI::App& app);
+
+// --- the options `bnorm experiment` and `bnorm train` share: same names, checks, help -
+struct TrainingBasics {
+  std::int64_t batch_size = 60;
+  std::optional<double> learning_rate;  // unset: the command's default
+  std::uint64_t seed = 1;
+  int threads = 0;
+  double momentum = 0.9;  // BatchNormalization, Keras convention (Keras's default is 0.99)
+  std::string initializer = "random_normal";
+  std::filesystem::path data_dir = io::kFashionMnistDir;
+};
+// Adds --batch-size, --learning-rate (with this help text, which states the default),
+// --seed, --threads, --momentum, --init and --data-dir, bound to `o`.
+void add_training_basics(CLI::App* cmd, TrainingBasics& o, const std::string& learning_rate_help);
+
+// --- model and data files, for predict / evaluate / inspect ---------------------------
+// io::load_model with the command line's wording: a missing path is a FileError naming
+// `argument` (e.g. "MODEL"), before the loader runs.
+std::unique_ptr<nn::Model> load_model_argument(const std::string& path, const std::string& command,
+                                               const std::string& argument);
+// The model's input shape with the batch dimension -1 (e.g. (-1, 784)), when it declares one.
+std::optional<Shape> model_input_shape(const nn::Model& model);
+// An input file (.npy or CSV, rows = samples) as the model's input: the values of each
+// row reshaped to the model's input shape (a CSV of 784 columns feeds a (28, 28) input).
+// Throws FileError / FormatError from the readers, and ShapeError naming `argument`, the
+// expected and the received row width when they disagree.
+Tensor read_model_input(const std::string& path, const nn::Model& model, const std::string& command,
+                        const std::string& argument);
 
 // --- option validators: messages in bnorm's "expected ..., received ..." form --------
 // (CLI11 prefixes them with the option name: "--steps: expected an integer >= 1, received '0'").

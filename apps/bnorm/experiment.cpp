@@ -118,7 +118,7 @@ int run_experiment(const ExperimentOptions& o) {
     c.initializer = o.initializer;
     c.momentum = o.momentum;
     nets[k].mlp = build_mlp(c);
-    nets[k].mlp.model->compile(std::make_shared<nn::SGD>(nn::SGDOptions{.learning_rate = o.learning_rate}),
+    nets[k].mlp.model->compile(std::make_shared<nn::SGD>(nn::SGDOptions{.learning_rate = *o.learning_rate}),
                                std::make_shared<nn::SparseCategoricalCrossentropy>());
   }
   // The experiment compares the two from the same start: check it, layer by layer.
@@ -134,7 +134,7 @@ int run_experiment(const ExperimentOptions& o) {
   std::printf(
       "  %lld training / %lld test images; 784-100-100-100-10 sigmoid networks, SGD lr %g, batch %lld, "
       "seed %llu, %d threads\n",
-      static_cast<long long>(n_train), static_cast<long long>(data.x_test.dim(0)), o.learning_rate,
+      static_cast<long long>(n_train), static_cast<long long>(data.x_test.dim(0)), *o.learning_rate,
       static_cast<long long>(o.batch_size), static_cast<unsigned long long>(o.seed), kernels::num_threads());
   std::printf("  %lld steps, test-set evaluation every %lld steps, target accuracy %.1f%%\n",
               static_cast<long long>(o.steps), static_cast<long long>(o.eval_every),
@@ -227,17 +227,10 @@ int run_experiment(const ExperimentOptions& o) {
 Runner add_experiment_command(CLI::App& app) {
   auto o = std::make_shared<ExperimentOptions>();
   o->steps = 25000;
-  o->batch_size = 60;
-  o->learning_rate = 0.1;
   o->eval_every = 250;
   o->target_accuracy = 0.8;
-  o->seed = 1;
-  o->threads = 0;
   o->unit = 0;
-  o->momentum = 0.9;
-  o->initializer = "random_normal";
   o->out = "reports/experiment";
-  o->data_dir = io::kFashionMnistDir;
 
   CLI::App* cmd = app.add_subcommand(
       "experiment",
@@ -253,12 +246,7 @@ Runner add_experiment_command(CLI::App& app) {
   cmd->add_option("--steps", o->steps, "Training steps (batches) for each network")
       ->check(positive_integer())
       ->capture_default_str();
-  cmd->add_option("--batch-size", o->batch_size, "Examples per batch (the paper: 60)")
-      ->check(positive_integer())
-      ->capture_default_str();
-  cmd->add_option("--learning-rate", o->learning_rate, "SGD learning rate, no momentum")
-      ->check(positive_real())
-      ->capture_default_str();
+  add_training_basics(cmd, *o, "SGD learning rate, no momentum [default: 0.1]");
   cmd->add_option("--eval-every", o->eval_every, "Evaluate on the test set every this many steps")
       ->check(positive_integer())
       ->capture_default_str();
@@ -266,34 +254,13 @@ Runner add_experiment_command(CLI::App& app) {
                   "Test accuracy whose first crossing is reported for each network")
       ->check(real_in(0.0, 1.0, true, false))
       ->capture_default_str();
-  cmd->add_option("--seed", o->seed, "Seed of the initial weights and of the batch order")
-      ->check(nonnegative_integer())
-      ->capture_default_str();
-  cmd->add_option("--threads", o->threads,
-                  "Threads of the batch-norm kernels, 0 for all cores (OpenBLAS, used by the dense layers, "
-                  "follows OPENBLAS_NUM_THREADS)")
-      ->check(nonnegative_integer())
-      ->capture_default_str();
   cmd->add_option("--unit", o->unit, "Which unit of the last hidden layer the percentiles follow")
       ->check(integer_in(0, 99))
       ->capture_default_str();
-  cmd->add_option("--momentum", o->momentum,
-                  "BatchNormalization momentum, Keras convention (weight of the old moving statistics)")
-      ->check(real_in(0.0, 1.0, false, false))
-      ->capture_default_str();
-  choices(cmd->add_option(
-              "--init", o->initializer,
-              "Initial kernels: random_normal (N(0, 0.1^2), the paper's 'small random Gaussian values') "
-              "or glorot_uniform (Keras's default)"),
-          {"random_normal", "glorot_uniform"})
-      ->capture_default_str();
   cmd->add_option("--out", o->out, "Report folder (created if missing)")->capture_default_str();
-  cmd->add_option("--data-dir", o->data_dir,
-                  "Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz], ...); Debian package "
-                  "dataset-fashion-mnist")
-      ->capture_default_str();
   return [cmd, o]() -> int {
     if (!cmd->parsed()) return -1;
+    if (!o->learning_rate) o->learning_rate = 0.1;
     return run_experiment(*o);
   };
 }

@@ -9,21 +9,18 @@
 #include <string>
 #include <vector>
 
+#include "commands.hpp"
+
 namespace bnorm::cli {
 
-struct ExperimentOptions {
+// --batch-size, --learning-rate, --seed, --threads, --momentum, --init and --data-dir
+// come from TrainingBasics (shared with `bnorm train`); learning_rate is set once parsed.
+struct ExperimentOptions : TrainingBasics {
   std::int64_t steps = 0;  // defaults: experiment.cpp
-  std::int64_t batch_size = 0;
-  double learning_rate = 0.0;
   std::int64_t eval_every = 0;
   double target_accuracy = 0.0;
-  std::uint64_t seed = 0;
-  int threads = 0;
   std::int64_t unit = 0;  // the last hidden layer's unit whose input is tracked
-  double momentum = 0.0;  // BatchNormalization, Keras convention
-  std::string initializer;
   std::filesystem::path out;
-  std::filesystem::path data_dir;
 };
 
 // The two networks, in this order everywhere (arrays, CSV columns, figures).

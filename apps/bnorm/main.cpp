@@ -8,6 +8,7 @@
 // Every error is one line on stderr: "bnorm <command>: error: <what>".
 #include <CLI/CLI.hpp>
 
+#include <cctype>
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -27,6 +28,23 @@ int fail(const std::string& command, const std::string& message, int status) {
   return status;
 }
 
+// The first option after the subcommand's name that the subcommand does not know (CLI11
+// reports a missing MODEL first, hiding the mistyped option that a user needs to see).
+std::string unknown_option(const CLI::App& sub, int argc, char** argv) {
+  bool after = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (!after) {
+      after = a == sub.get_name();
+      continue;
+    }
+    if (a == "--") break;
+    if (a.size() < 2 || a[0] != '-' || (a[1] != '-' && (std::isdigit(static_cast<unsigned char>(a[1])) || a[1] == '.'))) continue;
+    if (sub.get_option_no_throw(a.substr(0, a.find('='))) == nullptr) return a;
+  }
+  return "";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -44,6 +62,9 @@ int main(int argc, char** argv) {
   };
   add(bnorm::cli::add_experiment_command);
   add(bnorm::cli::add_train_command);
+  add(bnorm::cli::add_inspect_command);
+  add(bnorm::cli::add_predict_command);
+  add(bnorm::cli::add_evaluate_command);
 
   std::string command = "bnorm";
   try {
@@ -54,7 +75,11 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     for (auto& [sub, runner] : commands) {
-      if (sub->parsed()) command = "bnorm " + sub->get_name();
+      if (!sub->parsed()) continue;
+      command = "bnorm " + sub->get_name();
+      if (const std::string bad = unknown_option(*sub, argc, argv); !bad.empty()) {
+        return fail(command, "unknown option " + bad + " (see `" + command + " --help`)", 2);
+      }
     }
     return fail(command, std::string(e.what()) + " (see `" + command + " --help`)", 2);
   }

@@ -126,6 +126,35 @@ CLI::Option* choices(CLI::Option* option, const std::vector<std::string>& allowe
   return option->check(one_of(allowed))->type_name(names);
 }
 
+void add_training_basics(CLI::App* cmd, TrainingBasics& o, const std::string& learning_rate_help) {
+  cmd->add_option("--batch-size", o.batch_size, "Examples per batch (the paper: 60)")
+      ->check(positive_integer())
+      ->capture_default_str();
+  cmd->add_option("--learning-rate", o.learning_rate, learning_rate_help)->check(positive_real());
+  cmd->add_option("--seed", o.seed, "Seed of the initial weights and of the batch order")
+      ->check(nonnegative_integer())
+      ->capture_default_str();
+  cmd->add_option("--threads", o.threads,
+                  "Threads of the batch-norm kernels, 0 for all cores (OpenBLAS, used by the dense layers, "
+                  "follows OPENBLAS_NUM_THREADS)")
+      ->check(nonnegative_integer())
+      ->capture_default_str();
+  cmd->add_option("--momentum", o.momentum,
+                  "BatchNormalization momentum, Keras convention (the weight of the old moving statistics); "
+                  "the experiment's 0.9, Keras's default is 0.99")
+      ->check(real_in(0.0, 1.0, false, false))
+      ->capture_default_str();
+  choices(cmd->add_option("--init", o.initializer,
+                          "Initial kernels: random_normal (N(0, 0.1^2), the paper's 'small random Gaussian "
+                          "values') or glorot_uniform (Keras's default)"),
+          {"random_normal", "glorot_uniform"})
+      ->capture_default_str();
+  cmd->add_option("--data-dir", o.data_dir,
+                  "Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz], ...); Debian package "
+                  "dataset-fashion-mnist")
+      ->capture_default_str();
+}
+
 Mlp build_mlp(const MlpConfig& c) {
   auto input = nn::Input({c.inputs}, "pixels");
   auto z = input;

@@ -84,7 +84,7 @@ std::string terminal(int w, int h) {
 std::string setup_line(const ExperimentOptions& o) {
   char buf[256];
   std::snprintf(buf, sizeof buf, "784-100-100-100-10 sigmoid MLP, SGD lr %g, batch %lld, seed %llu",
-                o.learning_rate, static_cast<long long>(o.batch_size),
+                *o.learning_rate, static_cast<long long>(o.batch_size),
                 static_cast<unsigned long long>(o.seed));
   return buf;
 }
@@ -229,7 +229,7 @@ std::string summary_md(const ExperimentOptions& o, const ExperimentResult& r, co
   std::ostringstream m;
   m << "# Batch normalization on Fashion-MNIST: Ioffe & Szegedy 2015, Figure 1\n\n"
     << "Two 784-100-100-100-10 networks with sigmoid hidden units and a softmax output, trained "
-    << "by SGD (learning rate " << o.learning_rate << ", no momentum) on batches of " << o.batch_size
+    << "by SGD (learning rate " << *o.learning_rate << ", no momentum) on batches of " << o.batch_size
     << " for " << o.steps << " steps, one **without** and one **with** batch normalization "
     << "(Dense without bias -> BatchNormalization -> sigmoid in each hidden layer; momentum " << o.momentum
     << ", epsilon 0.001). Both start from the "
@@ -306,7 +306,7 @@ std::string summary_md(const ExperimentOptions& o, const ExperimentResult& r, co
     << " s evaluating, " << num(r.seconds_total, "%.1f") << " s in all (" << r.threads
     << " batch-norm kernel threads).\n\n"
     << "Reproduce: `bnorm experiment --steps " << o.steps << " --batch-size " << o.batch_size
-    << " --learning-rate " << o.learning_rate << " --eval-every " << o.eval_every << " --target-accuracy "
+    << " --learning-rate " << *o.learning_rate << " --eval-every " << o.eval_every << " --target-accuracy "
     << o.target_accuracy << " --seed " << o.seed << " --unit " << o.unit << " --momentum " << o.momentum
     << " --init " << o.initializer << "`. "
     << "What the experiment is and why it is set up this way: docs/experiment.md.\n";

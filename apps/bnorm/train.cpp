@@ -1,9 +1,7 @@
 // `bnorm train`: trains a multilayer perceptron (by default the experiment's network,
-// with batch normalization) on Fashion-MNIST with a Keras-style progress bar, then
-// reports the test loss and accuracy in inference mode.
-//
-// Saving the trained model as .keras is not available yet: it arrives with the Keras
-// model files issue (bnorm/io), and --help says so.
+// with batch normalization) on Fashion-MNIST with a Keras-style progress bar, reports the
+// test loss and accuracy in inference mode, and saves the model (io::save_model: .keras
+// by default, .h5 for legacy tf.keras) for `bnorm inspect`, `predict` and `evaluate`.
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -12,6 +10,7 @@
 #include <string>
 
 #include "bnorm/io/datasets.hpp"
+#include "bnorm/io/model_file.hpp"
 #include "bnorm/kernels/batch_norm.hpp"
 #include "bnorm/nn/callbacks.hpp"
 #include "bnorm/nn/losses.hpp"
@@ -22,21 +21,17 @@ namespace bnorm::cli {
 
 namespace {
 
-struct TrainOptions {
+// --batch-size, --learning-rate, --seed, --threads, --momentum, --init, --data-dir:
+// TrainingBasics (shared with `bnorm experiment`).
+struct TrainOptions : TrainingBasics {
   std::string layers = "100,100,100";
   std::string activation = "sigmoid";
   std::string batch_norm = "on";
-  double momentum = 0.9;  // the experiment's (Keras's default is 0.99)
   double epsilon = 1e-3;
   std::string optimizer = "sgd";
-  std::optional<double> learning_rate;  // default: default_learning_rate(optimizer)
   int epochs = 5;
   std::int64_t steps = 0;  // > 0: train this many batches instead of --epochs
-  std::int64_t batch_size = 60;
-  std::uint64_t seed = 1;
-  int threads = 0;
-  std::string initializer = "random_normal";
-  std::string data_dir = io::kFashionMnistDir;
+  std::string output = "bnorm-model.keras";
 };
 
 std::vector<std::int64_t> parse_layers(const std::string& text) {
@@ -63,6 +58,24 @@ std::vector<std::int64_t> parse_layers(const std::string& text) {
                      "'" + text + "'");
   }
   return sizes;
+}
+
+// Fails before training, not after it, when the model could not be saved: the suffix
+// must name a model format and the folder must exist.
+void require_writable_output(const std::string& path) {
+  const auto ends_with = [&](const std::string& suffix) {
+    return path.size() > suffix.size() && path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  if (ends_with(".weights.h5") || !(ends_with(".keras") || ends_with(".h5"))) {
+    throw UsageError("bnorm train", "--output", "a model file name ending in .keras (or .h5 for legacy tf.keras)",
+                     "'" + path + "'");
+  }
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  std::error_code ec;
+  if (!parent.empty() && !std::filesystem::is_directory(parent, ec)) {
+    throw io::FileError("bnorm train", "--output", "a path in an existing folder",
+                        "'" + path + "' (no folder '" + parent.string() + "')");
+  }
 }
 
 // SGD: the experiment's 0.1; Adam and RMSprop: Keras's 0.001.
@@ -103,6 +116,7 @@ int run_train(const TrainOptions& o) {
   c.initializer = o.initializer;
 
   require_data_dir(o.data_dir, "bnorm train");
+  require_writable_output(o.output);
   std::printf("loading %s\n", o.data_dir.c_str());
   std::fflush(stdout);
   const io::ImageDataset data = io::load_mnist_layout(o.data_dir);
@@ -158,7 +172,12 @@ int run_train(const TrainOptions& o) {
   const nn::Logs test = model.evaluate(data.x_test, data.y_test, 1000);
   std::printf("test (inference mode, %lld images): loss %.4f, accuracy %.4f\n",
               static_cast<long long>(data.x_test.dim(0)), test.at("loss"), test.at("accuracy"));
-  std::printf("(the model is not saved: saving .keras arrives with the Keras model files issue)\n");
+  io::save_model(model, o.output);
+  std::printf("saved the model to %s\n", o.output.c_str());
+  std::printf("next: bnorm inspect %s        (its batch-normalization layers)\n", o.output.c_str());
+  std::printf("      bnorm evaluate %s       (loss and accuracy on the Fashion-MNIST test set)\n",
+              o.output.c_str());
+  std::printf("      bnorm predict %s INPUT.npy -o OUTPUT.npy\n", o.output.c_str());
   return 0;
 }
 
@@ -173,9 +192,13 @@ Runner add_train_command(CLI::App& app) {
       "\nThe default network is the experiment's: 784-100-100-100-10, each hidden layer\n"
       "Dense(no bias) -> BatchNormalization -> sigmoid, softmax output, sparse categorical\n"
       "cross-entropy; `--batch-norm off` gives Dense(bias) -> sigmoid. The test set (10,000\n"
-      "images) is evaluated in inference mode after every epoch and at the end.\n"
-      "Not yet: saving the model. Saving .keras arrives with the Keras model files issue;\n"
-      "until then `bnorm train` keeps nothing on disk.");
+      "images) is evaluated in inference mode after every epoch and at the end, and the model\n"
+      "is saved to --output (Keras 3 .keras, or legacy tf.keras .h5), readable by Keras.\n"
+      "\nExamples:\n"
+      "  bnorm train --steps 500 -o small.keras           # a minute's training\n"
+      "  bnorm train --epochs 2 --optimizer adam --layers 256,128\n"
+      "  bnorm train --batch-norm off --activation relu -o plain.keras\n"
+      "  bnorm inspect small.keras                        # then look at its batch norms");
   cmd->add_option("--layers", o->layers, "Hidden layer sizes, comma-separated")->capture_default_str();
   choices(cmd->add_option("--activation", o->activation, "Activation of the hidden layers"),
           {"sigmoid", "relu", "tanh", "linear"})
@@ -183,42 +206,21 @@ Runner add_train_command(CLI::App& app) {
   choices(cmd->add_option("--batch-norm", o->batch_norm, "Batch normalization before each hidden activation"),
           {"on", "off"})
       ->capture_default_str();
-  cmd->add_option("--momentum", o->momentum,
-                  "BatchNormalization momentum, Keras convention (weight of the old moving value); the "
-                  "experiment's 0.9, Keras's default is 0.99")
-      ->check(real_in(0.0, 1.0, false, false))
-      ->capture_default_str();
   cmd->add_option("--epsilon", o->epsilon, "BatchNormalization epsilon")
       ->check(positive_real())
       ->capture_default_str();
   choices(cmd->add_option("--optimizer", o->optimizer, "Optimizer (Keras 3 update rules)"),
           {"sgd", "adam", "rmsprop"})
       ->capture_default_str();
-  cmd->add_option("--learning-rate", o->learning_rate,
-                  "Learning rate [default: 0.1 for sgd (the experiment's), 0.001 for adam and rmsprop]")
-      ->check(positive_real());
   auto* epochs = cmd->add_option("--epochs", o->epochs, "Passes over the 60,000 training images")
                      ->check(positive_integer())
                      ->capture_default_str();
   cmd->add_option("--steps", o->steps, "Train this many batches instead of whole epochs")
       ->check(positive_integer())
       ->excludes(epochs);
-  cmd->add_option("--batch-size", o->batch_size, "Examples per batch")
-      ->check(positive_integer())
-      ->capture_default_str();
-  cmd->add_option("--seed", o->seed, "Seed of the initial weights and of the batch order")
-      ->check(nonnegative_integer())
-      ->capture_default_str();
-  cmd->add_option("--threads", o->threads,
-                  "Threads of the batch-norm kernels, 0 for all cores (OpenBLAS, used by the dense layers, "
-                  "follows OPENBLAS_NUM_THREADS)")
-      ->check(nonnegative_integer())
-      ->capture_default_str();
-  choices(cmd->add_option("--init", o->initializer,
-                          "Initial kernels: random_normal (N(0, 0.1^2)) or glorot_uniform"),
-          {"random_normal", "glorot_uniform"})
-      ->capture_default_str();
-  cmd->add_option("--data-dir", o->data_dir, "Fashion-MNIST IDX files (Debian package dataset-fashion-mnist)")
+  add_training_basics(cmd, *o,
+                      "Learning rate [default: 0.1 for sgd (the experiment's), 0.001 for adam and rmsprop]");
+  cmd->add_option("-o,--output", o->output, "Where to save the trained model (.keras, or .h5)")
       ->capture_default_str();
   return [cmd, o]() -> int {
     if (!cmd->parsed()) return -1;

@@ -4,13 +4,18 @@
 #
 #   tests/apps/cli_test.sh BNORM_BINARY CASE
 #
-# Cases: help, experiment_report, train_runs, unknown_option, unknown_command,
-# missing_data_dir, bad_steps, bad_values.
+# Cases: help, experiment_report, unknown_option, unknown_command, missing_data_dir,
+# bad_steps, bad_values, missing_files; and on the model `train_saves` writes to
+# $BNORM_CLI_SHARED/model.keras (a CTest fixture: the cases after it need it):
+# train_saves, inspect_model, predict_model, evaluate_model, bad_model_input.
 set -u
 
 bnorm="$1"
 case_name="$2"
 data_dir=/usr/share/datasets/fashion-mnist
+arrays="$(cd "$(dirname "$0")/../fixtures/arrays" && pwd)"  # .npy files written by NumPy
+shared="${BNORM_CLI_SHARED:-${TMPDIR:-/tmp}/bnorm_cli_shared}"
+model="$shared/model.keras"
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/bnorm_cli_test.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
 
@@ -60,6 +65,23 @@ require_dataset() {
   fi
 }
 
+require_model() {
+  if [ ! -s "$model" ]; then
+    fail "no model at $model: the train_saves case makes it (ctest runs it first as a fixture)"
+    exit 1
+  fi
+}
+
+# csv_shape FILE: "ROWSxCOLUMNS" of a CSV file (columns of its first line).
+csv_shape() {
+  echo "$(wc -l <"$1")x$(head -n 1 "$1" | awk -F, '{ print NF }')"
+}
+
+# rows_of_784 N FILE: N CSV rows of 784 pixel values in [0, 1].
+rows_of_784() {
+  awk -v n="$1" 'BEGIN { for (r = 0; r < n; r++) { line = ""; for (c = 0; c < 784; c++) line = line (c ? "," : "") ((r * 31 + c * 7) % 256) / 255; print line } }' >"$2"
+}
+
 is_png() {  # the 8-byte PNG signature
   [ -s "$1" ] && [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ]
 }
@@ -68,7 +90,7 @@ case "$case_name" in
   help)
     run --help
     expect_status 0 "bnorm --help"
-    for sub in experiment train; do expect_contains "$tmp/out" "$sub" "bnorm --help lists $sub"; done
+    for sub in experiment train inspect predict evaluate; do expect_contains "$tmp/out" "$sub" "bnorm --help lists $sub"; done
     run
     expect_status 0 "bnorm without a command prints the overview"
     expect_contains "$tmp/out" "experiment" "bnorm without a command"
@@ -79,10 +101,26 @@ case "$case_name" in
     done
     run train --help
     expect_status 0 "bnorm train --help"
-    for opt in --layers --activation --batch-norm --momentum --epsilon --optimizer --learning-rate --epochs --steps; do
+    for opt in --layers --activation --batch-norm --momentum --epsilon --optimizer --learning-rate --epochs --steps \
+               --batch-size --seed --threads --init --data-dir --output; do
       expect_contains "$tmp/out" "$opt" "bnorm train --help"
     done
-    expect_contains "$tmp/out" "Keras model files issue" "bnorm train --help says saving is not there yet"
+    expect_contains "$tmp/out" "Examples:" "bnorm train --help"
+    run inspect --help
+    expect_status 0 "bnorm inspect --help"
+    for text in MODEL --json --memory-threshold "Examples:" "bnorm inspect model.keras"; do
+      expect_contains "$tmp/out" "$text" "bnorm inspect --help"
+    done
+    run predict --help
+    expect_status 0 "bnorm predict --help"
+    for text in MODEL INPUT --output --batch-size "Examples:" "bnorm predict model.keras"; do
+      expect_contains "$tmp/out" "$text" "bnorm predict --help"
+    done
+    run evaluate --help
+    expect_status 0 "bnorm evaluate --help"
+    for text in MODEL INPUT LABELS --loss --from-logits "Examples:" "bnorm evaluate model.keras"; do
+      expect_contains "$tmp/out" "$text" "bnorm evaluate --help"
+    done
     ;;
 
   experiment_report)
@@ -115,12 +153,148 @@ case "$case_name" in
     fi
     ;;
 
-  train_runs)
+  train_saves)
     require_dataset
-    run train --steps 30 --layers 32,16 --threads 1
-    expect_status 0 "bnorm train --steps 30"
+    mkdir -p "$shared"
+    rm -f "$model"
+    run train --steps 30 --layers 32,16 --threads 1 --output "$model"
+    expect_status 0 "bnorm train --steps 30 --output $model"
     expect_contains "$tmp/out" "test (inference mode" "bnorm train reports the test accuracy"
-    expect_contains "$tmp/out" "not saved" "bnorm train says the model is not saved"
+    expect_contains "$tmp/out" "saved the model to $model" "bnorm train says where the model is"
+    expect_contains "$tmp/out" "bnorm inspect $model" "bnorm train hints at bnorm inspect"
+    expect_contains "$tmp/out" "bnorm predict $model" "bnorm train hints at bnorm predict"
+    [ -s "$model" ] || fail "bnorm train did not write $model"
+    # A .keras file is a zip archive.
+    [ "$(head -c 2 "$model" 2>/dev/null)" = "PK" ] || fail "$model is not a zip archive (.keras)"
+    # A bad --output fails before any training.
+    run train --steps 30 --output "$tmp/model.txt"
+    expect_one_line_error "--output" "bnorm train --output model.txt"
+    run train --steps 30 --output "$tmp/no/such/folder/m.keras"
+    expect_one_line_error "$tmp/no/such/folder" "bnorm train --output into a missing folder"
+    ;;
+
+  inspect_model)
+    require_model
+    run inspect "$model"
+    expect_status 0 "bnorm inspect MODEL"
+    for text in batch_normalization_1 batch_normalization_2 "moving_mean min / mean / max" keras 0.9; do
+      expect_contains "$tmp/out" "$text" "bnorm inspect lists the batch-normalization layers"
+    done
+    run inspect "$model" --json
+    expect_status 0 "bnorm inspect MODEL --json"
+    expect_contains "$tmp/out" '"format": "bnorm-inspect"' "bnorm inspect --json"
+    expect_contains "$tmp/out" '"name": "batch_normalization_2"' "bnorm inspect --json"
+    if command -v python3 >/dev/null 2>&1; then
+      python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); assert len(d["batch_normalization_layers"]) == 2' "$tmp/out" ||
+        fail "bnorm inspect --json: not JSON with two batch-normalization layers"
+    fi
+    ;;
+
+  predict_model)
+    require_model
+    # .npy input (10 flattened images written by NumPy), CSV to standard output.
+    run predict "$model" "$arrays/f4_10x784.npy"
+    expect_status 0 "bnorm predict MODEL x.npy"
+    [ "$(csv_shape "$tmp/out")" = "10x10" ] || fail "bnorm predict to stdout: expected 10 rows of 10, got $(csv_shape "$tmp/out")"
+    # Softmax outputs: every row sums to 1.
+    awk -F, '{ s = 0; for (i = 1; i <= NF; i++) s += $i; if (s < 0.999 || s > 1.001) bad = 1 } END { exit bad }' "$tmp/out" ||
+      fail "bnorm predict: rows do not sum to 1"
+    cp "$tmp/out" "$tmp/stdout.csv"
+    run predict "$model" "$arrays/f4_10x784.npy" -o "$tmp/y.csv" --batch-size 3
+    expect_status 0 "bnorm predict -o y.csv --batch-size 3"
+    cmp -s "$tmp/y.csv" "$tmp/stdout.csv" || fail "bnorm predict: -o y.csv and stdout (and batch sizes) differ"
+    expect_contains "$tmp/out" "wrote 10 rows of 10 outputs to $tmp/y.csv" "bnorm predict -o says what it wrote"
+    run predict "$model" "$arrays/f4_10x784.npy" -o "$tmp/y.npy"
+    expect_status 0 "bnorm predict -o y.npy"
+    [ "$(head -c 6 "$tmp/y.npy" | tail -c 5)" = "NUMPY" ] || fail "y.npy is not a .npy file"
+    [ "$(wc -c <"$tmp/y.npy")" -eq 528 ] || fail "y.npy: expected 128 header + 400 data bytes, got $(wc -c <"$tmp/y.npy")"
+    # CSV input with a header row.
+    { printf 'p%d,' $(seq 1 783); echo p784; rows_of_784 3 /dev/stdout; } >"$tmp/x.csv"
+    run predict "$model" "$tmp/x.csv"
+    expect_status 0 "bnorm predict MODEL x.csv"
+    [ "$(csv_shape "$tmp/out")" = "3x10" ] || fail "bnorm predict x.csv: expected 3 rows of 10, got $(csv_shape "$tmp/out")"
+    ;;
+
+  evaluate_model)
+    require_model
+    seq 0 9 >"$tmp/labels.csv"
+    run evaluate "$model" "$arrays/f4_10x784.npy" "$tmp/labels.csv"
+    expect_status 0 "bnorm evaluate MODEL x.npy labels.csv"
+    expect_contains "$tmp/out" "10 samples, inference mode" "bnorm evaluate"
+    expect_contains "$tmp/out" "sparse_categorical_crossentropy" "bnorm evaluate picks the sparse loss for class indices"
+    expect_contains "$tmp/out" "accuracy" "bnorm evaluate reports accuracy"
+    # One-hot labels: the categorical loss, and the same loss value.
+    awk '{ line = ""; for (c = 0; c < 10; c++) line = line (c ? "," : "") (c == $1 ? 1 : 0); print line }' "$tmp/labels.csv" >"$tmp/onehot.csv"
+    loss_sparse=$(awk '$1 == "loss" { print $3 }' "$tmp/out")
+    run evaluate "$model" "$arrays/f4_10x784.npy" "$tmp/onehot.csv"
+    expect_status 0 "bnorm evaluate with one-hot labels"
+    expect_contains "$tmp/out" "categorical_crossentropy" "bnorm evaluate picks the categorical loss for one-hot labels"
+    loss_onehot=$(awk '$1 == "loss" { print $3 }' "$tmp/out")
+    [ -n "$loss_sparse" ] && [ "$loss_sparse" = "$loss_onehot" ] ||
+      fail "sparse and one-hot losses differ: '$loss_sparse' vs '$loss_onehot'"
+    # Without files: the Fashion-MNIST test set.
+    if [ -d "$data_dir" ]; then
+      run evaluate "$model"
+      expect_status 0 "bnorm evaluate MODEL (Fashion-MNIST test set)"
+      expect_contains "$tmp/out" "10000 samples" "bnorm evaluate on the test set"
+    fi
+    ;;
+
+  missing_files)
+    for sub in inspect predict evaluate; do
+      extra=""
+      [ "$sub" = inspect ] || extra="$arrays/f4_10x784.npy"
+      [ "$sub" = evaluate ] && extra="$extra $arrays/plain_2x3.csv"
+      # shellcheck disable=SC2086
+      run "$sub" "$tmp/no-such-model.keras" $extra
+      expect_one_line_error "$tmp/no-such-model.keras" "bnorm $sub with a missing model file"
+      # A file that is not a model: text, and a .npy array named .keras.
+      echo "not a model" >"$tmp/text.keras"
+      # shellcheck disable=SC2086
+      run "$sub" "$tmp/text.keras" $extra
+      expect_one_line_error "$tmp/text.keras" "bnorm $sub with a text file as the model"
+      cp "$arrays/f4_2x3.npy" "$tmp/array.h5"
+      # shellcheck disable=SC2086
+      run "$sub" "$tmp/array.h5" $extra
+      expect_one_line_error "$tmp/array.h5" "bnorm $sub with a .npy file as the model"
+      # shellcheck disable=SC2086
+      run "$sub" "$tmp" $extra
+      expect_one_line_error "$tmp" "bnorm $sub with a folder as the model"
+    done
+    run predict
+    expect_one_line_error "MODEL" "bnorm predict without arguments"
+    ;;
+
+  bad_model_input)
+    require_model
+    # Wrong input width: names the expected and the received width.
+    run predict "$model" "$arrays/plain_2x3.csv"
+    expect_one_line_error "784 values" "bnorm predict with 3 columns"
+    expect_one_line_error "rows of 3 values" "bnorm predict with 3 columns"
+    run evaluate "$model" "$arrays/f4_2x3.npy" "$arrays/plain_2x3.csv"
+    expect_one_line_error "784 values" "bnorm evaluate with 3 columns"
+    # Missing and malformed input files.
+    run predict "$model" "$tmp/nope.npy"
+    expect_one_line_error "$tmp/nope.npy" "bnorm predict with a missing input"
+    printf '1,2,3\n4,x,6\n' >"$tmp/bad.csv"
+    run predict "$model" "$tmp/bad.csv"
+    expect_one_line_error "line 2, column 2" "bnorm predict with a non-number in the CSV"
+    run predict "$model" "$arrays/f4_big_endian.npy"
+    expect_one_line_error "'>f4'" "bnorm predict with a big-endian .npy"
+    # Labels: wrong count, out of range, wrong width; only INPUT given; unknown loss.
+    seq 0 2 >"$tmp/three.csv"
+    run evaluate "$model" "$arrays/f4_10x784.npy" "$tmp/three.csv"
+    expect_one_line_error "10 rows" "bnorm evaluate with 3 labels for 10 samples"
+    seq 1 10 >"$tmp/ten.csv"
+    run evaluate "$model" "$arrays/f4_10x784.npy" "$tmp/ten.csv"
+    expect_one_line_error "class index in [0, 10)" "bnorm evaluate with label 10"
+    run evaluate "$model" "$arrays/f4_10x784.npy"
+    expect_one_line_error "LABELS" "bnorm evaluate without LABELS"
+    run evaluate "$model" "$arrays/f4_10x784.npy" "$tmp/three.csv" --loss hinge
+    expect_one_line_error "--loss" "bnorm evaluate --loss hinge"
+    # An output that cannot be written.
+    run predict "$model" "$arrays/f4_10x784.npy" -o "$tmp/no/such/dir/y.npy"
+    expect_one_line_error "$tmp/no/such/dir/y.npy" "bnorm predict -o into a missing folder"
     ;;
 
   unknown_option)
@@ -128,6 +302,14 @@ case "$case_name" in
     expect_one_line_error "--no-such-option" "bnorm experiment --no-such-option"
     run train --no-such-option 3
     expect_one_line_error "--no-such-option" "bnorm train --no-such-option"
+    for sub in inspect predict evaluate; do
+      run "$sub" --no-such-option
+      expect_one_line_error "--no-such-option" "bnorm $sub --no-such-option"
+    done
+    run inspect m.keras --memory-threshold 2
+    expect_one_line_error "--memory-threshold" "bnorm inspect --memory-threshold 2"
+    run predict m.keras x.npy --batch-size 0
+    expect_one_line_error "--batch-size" "bnorm predict --batch-size 0"
     ;;
 
   unknown_command)
