@@ -12,7 +12,7 @@ packages=(
   zlib1g-dev                  # reading gzip-compressed IDX datasets
   dataset-fashion-mnist       # the default dataset of `bnorm experiment`
   gnuplot-nox                 # the experiment's figures (PNG)
-  libhdf5-dev                 # HDF5 C API + high-level (H5LT) library: Keras .weights.h5 / legacy .h5 files
+  libhdf5-dev                 # HDF5 C API: Keras .keras / .weights.h5 / legacy .h5 files
   libzip-dev                  # zip archives: Keras .keras files
 )
 

@@ -1,7 +1,5 @@
 #include "hdf5.hpp"
 
-#include <H5LTpublic.h>
-
 #include <algorithm>
 #include <cstring>
 #include <fstream>
@@ -69,23 +67,25 @@ Reader Reader::open_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw FileError("read", path, "a readable file", "one that cannot be opened");
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  return open_image(std::move(bytes), path);
+  return open_image(bytes, path);
 }
 
-Reader Reader::open_image(std::string bytes, const std::string& name) {
+Reader Reader::open_image(std::string_view bytes, const std::string& name) {
   quiet();
   if (!has_signature(bytes)) {
     throw FormatError(name, "file", "an HDF5 file (signature \\x89HDF)",
                       bytes.empty() ? std::string("an empty file") : std::string("other contents"));
   }
-  // The image is kept by the Reader; HDF5 reads it in place (no copy, read-only).
-  std::string image = std::move(bytes);
-  const hid_t id = H5LTopen_file_image(image.data(), image.size(),
-                                       H5LT_FILE_IMAGE_DONT_COPY | H5LT_FILE_IMAGE_DONT_RELEASE);
+  // HDF5's core (in-memory) driver opens a copy of the bytes, set as the file image.
+  // (The high-level H5LTopen_file_image leaks its bookkeeping when it does not copy.)
+  Handle fapl(H5Pcreate(H5P_FILE_ACCESS));
+  if (!fapl.valid() || H5Pset_fapl_core(fapl.get(), std::size_t{1} << 20, 0) < 0 ||
+      H5Pset_file_image(fapl.get(), const_cast<char*>(bytes.data()), bytes.size()) < 0) {
+    throw FormatError(name, "file", "an HDF5 file HDF5 can hold in memory", "one it cannot");
+  }
+  const hid_t id = H5Fopen("bnorm-file-image.h5", H5F_ACC_RDONLY, fapl.get());
   if (id < 0) throw FormatError(name, "file", "a readable HDF5 file", "one HDF5 cannot open (truncated or corrupt)");
-  // std::string's buffer does not move with the string when it is not a short string
-  // (HDF5 files are always longer than the small-string buffer), so the pointer stays valid.
-  return Reader(Handle(id), name, std::move(image));
+  return Reader(Handle(id), name);
 }
 
 void Reader::require_hard_links(const std::string& path) const {

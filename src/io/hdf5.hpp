@@ -55,7 +55,7 @@ class Reader {
  public:
   // `name` stands for the file in error messages.
   static Reader open_file(const std::string& path);
-  static Reader open_image(std::string bytes, const std::string& name);
+  static Reader open_image(std::string_view bytes, const std::string& name);
 
   const std::string& name() const noexcept { return name_; }
   // Whether `path` ("/a/b") exists as a group reached through hard links only.
@@ -73,11 +73,9 @@ class Reader {
   Tensor read_floats(const std::string& path, const std::string& what) const;
 
  private:
-  Reader(Handle file, std::string name, std::string image)
-      : image_(std::move(image)), file_(std::move(file)), name_(std::move(name)) {}
+  Reader(Handle file, std::string name) : file_(std::move(file)), name_(std::move(name)) {}
   void require_hard_links(const std::string& path) const;
   [[noreturn]] void fail(const std::string& where, const std::string& expected, const std::string& received) const;
-  std::string image_;  // the bytes an in-memory file reads from (kept alive)
   Handle file_;
   std::string name_;
 };

@@ -146,6 +146,8 @@ nn::Constraint constraint_of(const Reading& r, const json& j, const std::string&
   r.fail(where, "a constraint NonNeg, UnitNorm, MaxNorm or MinMaxNorm", "'" + cls + "'");
 }
 
+std::string layer_where(const nn::Layer& layer) { return "layer '" + layer.name() + "' (" + layer.class_name() + ")"; }
+
 // One layer entry of a model config -> a bnorm layer (not an InputLayer).
 nn::LayerPtr layer_from_config(const Reading& r, const json& entry) {
   if (!entry.is_object() || !entry.contains("class_name") || !entry["class_name"].is_string()) {
@@ -255,6 +257,38 @@ nn::LayerPtr layer_from_config(const Reading& r, const json& entry) {
   return layer;
 }
 
+// Hostile sizes: the configuration is read before any weights, and building a layer
+// allocates its variables, so sizes are checked first. A variable may hold at most 2^28
+// values (1 GiB of float32; VGG-16's largest Dense kernel holds 2^26.6), an input at
+// most 2^31 values per example.
+constexpr std::int64_t kMaxVariable = std::int64_t{1} << 28;
+constexpr std::int64_t kMaxInput = std::int64_t{1} << 31;
+
+void check_sizes(const Reading& r, const std::vector<std::int64_t>& input, const std::vector<nn::LayerPtr>& layers) {
+  std::int64_t per_example = 1;
+  for (const auto d : input) {
+    per_example *= std::max<std::int64_t>(d, 1);
+    if (per_example > kMaxInput) r.fail("input shape", "at most 2^31 values per example", Shape(input).str());
+  }
+  std::vector<std::int64_t> dims{-1};
+  dims.insert(dims.end(), input.begin(), input.end());
+  Shape shape(dims);
+  for (const auto& layer : layers) {
+    if (const auto* dense = dynamic_cast<const nn::Dense*>(layer.get())) {
+      const std::int64_t fan_in = shape.rank() > 1 ? shape[shape.rank() - 1] : 1;
+      if (fan_in > 0 && dense->units() > kMaxVariable / fan_in) {
+        r.fail(layer_where(*layer), "a kernel of at most 2^28 values",
+               std::to_string(fan_in) + " x " + std::to_string(dense->units()));
+      }
+    }
+    try {
+      shape = layer->compute_output_shape(shape);
+    } catch (const Error& e) {
+      r.fail(layer_where(*layer), "a layer that fits its input shape " + shape.str(), e.what());
+    }
+  }
+}
+
 std::vector<std::int64_t> input_layer_shape(const Reading& r, const json& entry) {
   const json config = entry.contains("config") && entry["config"].is_object() ? entry["config"] : json::object();
   for (const char* key : {"batch_shape", "batch_input_shape"}) {
@@ -296,6 +330,12 @@ std::unique_ptr<nn::Model> sequential_from_config(const Reading& r, const json& 
       }
     }
   }
+  if (!input && !built.empty()) {  // tf.keras: the first layer's batch_input_shape
+    if (const auto* dense = dynamic_cast<const nn::Dense*>(built.front().get()); dense && !dense->options().input_shape.empty()) {
+      input = dense->options().input_shape;
+    }
+  }
+  if (input) check_sizes(r, *input, built);
   auto model = std::make_unique<nn::Sequential>(std::vector<nn::LayerPtr>{}, name);
   try {
     if (input) model->add(std::make_shared<nn::InputLayer>(*input, input_name));
@@ -378,10 +418,13 @@ std::unique_ptr<nn::Model> functional_from_config(const Reading& r, const json& 
     r.fail("Functional config \"input_layers\"", "an InputLayer", "'" + input_name + "'");
   }
   const auto shape = input_layer_shape(r, *input_it->second.first);
+  std::vector<nn::LayerPtr> built;
+  for (auto it = chain.rbegin(); it != chain.rend(); ++it) built.push_back(layer_from_config(r, **it));
+  check_sizes(r, shape, built);
   try {
     nn::SymbolicTensor x = nn::Input(shape, input_name);
     const nn::SymbolicTensor in = x;
-    for (auto it = chain.rbegin(); it != chain.rend(); ++it) x = (*layer_from_config(r, **it))(x);
+    for (auto& layer : built) x = (*layer)(x);
     return std::make_unique<nn::Model>(in, x, name);
   } catch (const FormatError&) {
     throw;
