@@ -3,7 +3,8 @@
 //   0  success (and --help)
 //   1  the work failed: a missing or unreadable file, a file in the wrong format, a
 //      numerical failure (bnorm::Error, std::exception)
-//   2  the command line is wrong: unknown option, bad value, missing subcommand
+//   2  the command line is wrong: unknown option, bad value, missing argument
+//      (`bnorm` alone prints the overview and exits 0)
 //      (CLI11 parse errors, UsageError)
 // Every error is one line on stderr: "bnorm <command>: error: <what>".
 #include <CLI/CLI.hpp>

@@ -54,18 +54,19 @@ Tensor read_model_input(const std::string& path, const nn::Model& model, const s
     features *= (*input)[i];
   }
   if (!known) return x;
+  const Shape file_shape = x.shape();
   if (x.rank() == 0) x = x.reshaped(Shape{1, 1});
   if (x.rank() == 1) x = features == 1 ? x.reshaped(Shape{x.dim(0), 1}) : x.reshaped(Shape{1, x.dim(0)});
   const std::int64_t rows = x.dim(0);
   if (rows == 0) {
-    throw ShapeError(command, argument + " " + path, "at least one row", "no rows (file shape " + x.shape().str() + ")");
+    throw ShapeError(command, argument + " " + path, "at least one row", "no rows (file shape " + file_shape.str() + ")");
   }
   const std::int64_t width = x.numel() / rows;
   if (width != features) {
     throw ShapeError(command, argument + " " + path,
                      "rows of " + std::to_string(features) + " values (the model's input shape " +
                          shape_without_batch(*input) + ")",
-                     "rows of " + std::to_string(width) + " values (file shape " + x.shape().str() + ")");
+                     "rows of " + std::to_string(width) + " values (file shape " + file_shape.str() + ")");
   }
   std::vector<std::int64_t> dims = input->dims();
   dims[0] = rows;

@@ -66,7 +66,7 @@ void require_writable_output(const std::string& path) {
   const auto ends_with = [&](const std::string& suffix) {
     return path.size() > suffix.size() && path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
   };
-  if (ends_with(".weights.h5") || !(ends_with(".keras") || ends_with(".h5"))) {
+  if (ends_with(".weights.h5") || !(ends_with(".keras") || ends_with(".h5") || ends_with(".hdf5"))) {
     throw UsageError("bnorm train", "--output", "a model file name ending in .keras (or .h5 for legacy tf.keras)",
                      "'" + path + "'");
   }

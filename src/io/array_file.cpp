@@ -1,5 +1,7 @@
 #include "bnorm/io/array_file.hpp"
 
+#include "bnorm/io/checkpoint.hpp"  // write_file_atomically
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -39,28 +41,6 @@ std::string read_file_bytes(const char* where, const std::string& path) {
 }
 
 // Atomic replace: a temporary file beside the target, flushed, renamed over it.
-void write_file_atomically(const char* where, const std::string& path, const std::string& bytes) {
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw FileError(where, path, "a writable location", std::strerror(errno));
-  std::size_t written = 0;
-  while (written < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
-    if (n <= 0) {
-      const std::string why = std::strerror(errno);
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      throw FileError(where, path, "all bytes written", why);
-    }
-    written += static_cast<std::size_t>(n);
-  }
-  if (::close(fd) != 0 || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string why = std::strerror(errno);
-    ::unlink(tmp.c_str());
-    throw FileError(where, path, "the file written and renamed into place", why);
-  }
-}
-
 // ------------------------------------------------------------------------------ .npy
 
 constexpr char kNpyMagic[6] = {'\x93', 'N', 'U', 'M', 'P', 'Y'};
@@ -384,7 +364,7 @@ void write_npy(const Tensor& x, const std::string& path) {
   bytes += header;
   static_assert(sizeof(float) == 4);
   bytes.append(reinterpret_cast<const char*>(x.data()), static_cast<std::size_t>(x.numel()) * sizeof(float));
-  write_file_atomically("write_npy", path, bytes);
+  write_file_atomically(path, bytes);
 }
 
 Tensor read_csv(const std::string& path, const CsvOptions& options) {
@@ -459,7 +439,7 @@ void write_csv(const Tensor& x, std::ostream& out, const CsvOptions& options) {
 void write_csv(const Tensor& x, const std::string& path, const CsvOptions& options) {
   std::ostringstream text;
   write_csv(x, text, options);
-  write_file_atomically("write_csv", path, text.str());
+  write_file_atomically(path, text.str());
 }
 
 bool is_npy_path(const std::string& path) {

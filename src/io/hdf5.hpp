@@ -2,8 +2,8 @@
 // (model_file.cpp). Not installed; the public API is bnorm/io/model_file.hpp.
 //
 // Reading is defensive: every failure is an io::FormatError naming the file (`name`) and
-// the HDF5 path; HDF5's own error printing is switched off. Datasets are read as float32
-// (float64, float16 and bfloat16 converted); soft and external links are refused, and a
+// the HDF5 path; HDF5's own error printing is switched off. Datasets of any HDF5 float
+// type are read as float32 (HDF5 converts); soft and external links are refused, and a
 // dataset must hold the bytes it declares (no "shape bombs").
 // Writing builds the file in memory (HDF5's core driver) and returns its bytes, so the
 // caller can place them in a zip archive or write them atomically.
