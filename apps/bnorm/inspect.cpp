@@ -8,6 +8,7 @@
 #include <string>
 
 #include "bnorm/nn/inspect.hpp"
+#include "bnorm/io/model_file.hpp"
 #include "commands.hpp"
 
 namespace bnorm::cli {
@@ -164,6 +165,8 @@ int run_inspect(const InspectCommandOptions& o) {
   // updated every trainable batch-normalization layer once.
   if (model->compiled() && model->optimizer()->iterations() > 0) {
     options.training_steps = model->optimizer()->iterations();
+  } else if (const auto steps = io::saved_optimizer_iterations(o.model); steps && *steps > 0) {
+    options.training_steps = *steps;  // what Keras recorded in the file
   }
   const auto report = nn::inspect_batch_norm(*model, options);
   if (o.json) {

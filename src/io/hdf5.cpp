@@ -236,6 +236,18 @@ std::vector<std::string> Reader::string_list_attribute(const std::string& object
   return out;
 }
 
+std::optional<std::int64_t> Reader::read_integer_scalar(const std::string& path) const {
+  if (!has_dataset(path)) return std::nullopt;
+  Handle d(H5Dopen2(file_.get(), path.c_str(), H5P_DEFAULT));
+  if (!d.valid()) return std::nullopt;
+  Handle type(H5Dget_type(d.get()));
+  Handle space(H5Dget_space(d.get()));
+  if (H5Tget_class(type.get()) != H5T_INTEGER || H5Sget_simple_extent_npoints(space.get()) != 1) return std::nullopt;
+  std::int64_t value = 0;
+  if (H5Dread(d.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, &value) < 0) return std::nullopt;
+  return value;
+}
+
 Tensor Reader::read_floats(const std::string& path, const std::string& what) const {
   require_hard_links(path);
   if (!has_dataset(path)) fail(what, "a dataset at " + path, "another kind of object");

@@ -69,6 +69,8 @@ class Reader {
   // A list of strings (fixed or variable length; an empty numeric array reads as empty).
   // Keras's chunked form (attr0, attr1, ... when over 64 KiB) is joined.
   std::vector<std::string> string_list_attribute(const std::string& object, const std::string& attr) const;
+  // An integer scalar dataset (or one-element array); nullopt when `path` is not one.
+  std::optional<std::int64_t> read_integer_scalar(const std::string& path) const;
   // A float dataset as float32; `what` names it in errors (layer and variable).
   Tensor read_floats(const std::string& path, const std::string& what) const;
 

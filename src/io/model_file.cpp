@@ -449,6 +449,30 @@ std::unique_ptr<nn::Model> load_model_bytes(const std::string& bytes, const std:
   throw FormatError(path, "file", "a model file (.keras zip archive or legacy .h5 HDF5 file)", describe(bytes));
 }
 
+std::optional<std::int64_t> saved_optimizer_iterations(const std::string& path) {
+  const std::string bytes = read_all(path, "saved_optimizer_iterations");
+  auto keras3 = [](const h5::Reader& f) { return f.read_integer_scalar("/optimizer/vars/0"); };
+  switch (kind_of(bytes)) {
+    case Kind::keras_archive: {
+      const Archive archive = read_archive(bytes, path);
+      return keras3(h5::Reader::open_image(archive.weights, path + " (model.weights.h5)"));
+    }
+    case Kind::hdf5: {
+      const h5::Reader f = h5::Reader::open_image(bytes, path);
+      if (f.has_group("/optimizer")) return keras3(f);
+      if (!f.has_group("/optimizer_weights") || !f.has_attribute("/optimizer_weights", "weight_names")) return std::nullopt;
+      for (const std::string& name : f.string_list_attribute("/optimizer_weights", "weight_names")) {
+        const std::string leaf = name.substr(name.rfind('/') == std::string::npos ? 0 : name.rfind('/') + 1);
+        if (leaf == "iteration:0" || leaf == "iterations:0") return f.read_integer_scalar("/optimizer_weights/" + name);
+      }
+      return std::nullopt;
+    }
+    case Kind::checkpoint:
+    case Kind::other: break;
+  }
+  return std::nullopt;
+}
+
 void save_model(nn::Model& model, const std::string& path) {
   require_built(model, "save_model");
   if (ends_with(path, ".keras")) {

@@ -92,6 +92,12 @@ TEST_P(KerasFiles, LoadAndPredictAsKeras) {
       model = io::load_model(model_path(f["into"]));
       io::load_weights(*model, model_path(file));
     }
+    const auto steps = io::saved_optimizer_iterations(model_path(file));
+    if (f["optimizer_iterations"].is_null()) {
+      EXPECT_FALSE(steps.has_value());
+    } else {
+      EXPECT_EQ(steps, std::optional<std::int64_t>(f["optimizer_iterations"].get<std::int64_t>()));
+    }
     const Tensor y = model->predict(x);
     const double w = worst(y, tensor_of(f["output"]), rtol, atol);
     EXPECT_LE(w, 1.0) << file << ": worst error " << w << " x tolerance";

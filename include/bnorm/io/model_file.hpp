@@ -20,7 +20,9 @@
 // is unchanged. Writing is atomic (a temporary file renamed over the target).
 #pragma once
 
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "bnorm/io/error.hpp"
@@ -40,6 +42,13 @@ void save_model(nn::Model& model, const std::string& path);
 // tf.keras weights), ".keras" (weights of an archive), or a bnorm native checkpoint.
 void load_weights(nn::Model& model, const std::string& path);
 void save_weights(nn::Model& model, const std::string& path);
+
+// The optimizer's iteration count (training steps) a Keras file recorded: Keras 3's
+// optimizer/vars/0 in a .keras or .weights.h5 file, tf.keras's "iteration:0" (or
+// "iterations:0") optimizer weight in a full-model .h5 file; nullopt when the file has
+// none (weights-only legacy files, files bnorm wrote). `bnorm inspect` uses it to
+// estimate how many updates the moving statistics have had. Errors as load_model.
+std::optional<std::int64_t> saved_optimizer_iterations(const std::string& path);
 
 // The same from the file's bytes in memory (`name` stands for the file in errors): what
 // the readers do after reading the file, and what the fuzz targets drive.
