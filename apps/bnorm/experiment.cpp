@@ -241,7 +241,7 @@ Runner add_experiment_command(CLI::App& app) {
       "--eval-every steps both are evaluated in inference mode on the 10,000 test images: test\n"
       "accuracy, and the 15th/50th/85th percentiles of one last-hidden-layer unit's sigmoid input.\n"
       "The report folder gets accuracy.csv, percentiles.csv, accuracy.png, percentiles.png (gnuplot)\n"
-      "and summary.md. The default length trains in about 1.5 minutes on 2 cores; --steps 50000 is the\n"
+      "and summary.md. The default length runs in under a minute on 2 cores; --steps 50000 is the\n"
       "paper's. See docs/experiment.md.");
   cmd->add_option("--steps", o->steps, "Training steps (batches) for each network")
       ->check(positive_integer())
