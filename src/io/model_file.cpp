@@ -16,6 +16,8 @@
 
 #include "bnorm/io/checkpoint.hpp"
 #include "bnorm/nn/layers.hpp"
+#include "bnorm/nn/losses.hpp"
+#include "bnorm/nn/optimizers.hpp"
 #include "hdf5.hpp"
 #include "keras_config.hpp"
 
@@ -411,19 +413,195 @@ std::string keras3_weights_bytes(nn::Model& model) {
   return w.finish();
 }
 
-}  // namespace
+// ------------------------------------------------------------------ compile state
 
-std::unique_ptr<nn::Model> load_model(const std::string& path) {
-  return load_model_bytes(read_all(path, "load_model"), path);
+// The optimizer a Keras optimizer config describes, or null when bnorm has no such
+// optimizer or an option it does not implement is set (a learning-rate schedule,
+// weight decay, EMA, gradient accumulation, loss scaling).
+std::shared_ptr<nn::Optimizer> optimizer_from(const json& j) {
+  if (!j.is_object() || !j.contains("class_name") || !j["class_name"].is_string()) return nullptr;
+  std::string cls = j["class_name"].get<std::string>();
+  if (cls.rfind("Custom>", 0) == 0) cls = cls.substr(7);  // tf_keras's registered names
+  const json c = j.contains("config") && j["config"].is_object() ? j["config"] : json::object();
+  auto number = [&](const char* key, double fallback) -> std::optional<double> {
+    const auto it = c.find(key);
+    if (it == c.end() || it->is_null()) return fallback;
+    if (!it->is_number()) return std::nullopt;
+    return it->get<double>();
+  };
+  auto optional_number = [&](const char* key) -> std::optional<double> {
+    const auto it = c.find(key);
+    return it == c.end() || !it->is_number() ? std::nullopt : std::optional<double>(it->get<double>());
+  };
+  for (const char* unsupported : {"weight_decay", "loss_scale_factor", "gradient_accumulation_steps"}) {
+    if (c.contains(unsupported) && !c[unsupported].is_null()) return nullptr;
+  }
+  if (c.value("use_ema", false) == true) return nullptr;
+  const auto lr = number("learning_rate", cls == "SGD" ? 0.01 : 0.001);
+  if (!lr) return nullptr;  // a schedule
+  auto boolean = [&](const char* key) { return c.contains(key) && c[key].is_boolean() && c[key].get<bool>(); };
+  try {
+    if (cls == "SGD") {
+      nn::SGDOptions o{.learning_rate = *lr, .momentum = number("momentum", 0.0).value_or(0.0), .nesterov = boolean("nesterov")};
+      o.clipnorm = optional_number("clipnorm"), o.clipvalue = optional_number("clipvalue");
+      o.global_clipnorm = optional_number("global_clipnorm");
+      return std::make_shared<nn::SGD>(o);
+    }
+    if (cls == "Adam") {
+      nn::AdamOptions o{.learning_rate = *lr, .beta_1 = number("beta_1", 0.9).value_or(0.9),
+                        .beta_2 = number("beta_2", 0.999).value_or(0.999), .epsilon = number("epsilon", 1e-7).value_or(1e-7),
+                        .amsgrad = boolean("amsgrad")};
+      o.clipnorm = optional_number("clipnorm"), o.clipvalue = optional_number("clipvalue");
+      o.global_clipnorm = optional_number("global_clipnorm");
+      return std::make_shared<nn::Adam>(o);
+    }
+    if (cls == "RMSprop") {
+      nn::RMSpropOptions o{.learning_rate = *lr, .rho = number("rho", 0.9).value_or(0.9),
+                           .momentum = number("momentum", 0.0).value_or(0.0), .epsilon = number("epsilon", 1e-7).value_or(1e-7),
+                           .centered = boolean("centered")};
+      o.clipnorm = optional_number("clipnorm"), o.clipvalue = optional_number("clipvalue");
+      o.global_clipnorm = optional_number("global_clipnorm");
+      return std::make_shared<nn::RMSprop>(o);
+    }
+  } catch (const Error&) {
+    return nullptr;  // hyper-parameters bnorm refuses
+  }
+  return nullptr;
 }
 
-std::unique_ptr<nn::Model> load_model_bytes(const std::string& bytes, const std::string& path) {
+// Compiles `model` as a Keras compile_config / training_config says (`optimizer_key`:
+// "optimizer" or "optimizer_config"); false, and the model left uncompiled, when
+// something in it is not supported.
+bool compile_from(nn::Model& model, const json& config, const char* optimizer_key) {
+  if (!config.is_object() || !config.contains(optimizer_key)) return false;
+  auto optimizer = optimizer_from(config[optimizer_key]);
+  const json loss = config.value("loss", json());
+  if (!optimizer || !loss.is_string()) return false;
+  for (const char* unsupported : {"loss_weights", "weighted_metrics"}) {
+    if (config.contains(unsupported) && !config[unsupported].is_null()) return false;
+  }
+  std::vector<std::string> metrics;
+  if (const json m = config.value("metrics", json()); m.is_array()) {
+    for (const json& name : m) {
+      if (!name.is_string()) return false;
+      metrics.push_back(name.get<std::string>());
+    }
+  } else if (!m.is_null()) {
+    return false;
+  }
+  try {
+    std::shared_ptr<nn::Loss> l(nn::make_loss(loss.get<std::string>()));
+    model.compile(std::move(optimizer), std::move(l), metrics);
+  } catch (const Error&) {
+    return false;
+  }
+  return true;
+}
+
+// Slot tensors in Keras's order (slot_name_groups: for each group, for each trainable
+// variable, the group's slots) -> import_state's per-variable lists. False when the count
+// or a shape does not fit.
+bool import_slots(nn::Model& model, std::int64_t iterations, double learning_rate, std::vector<Tensor> tensors) {
+  nn::Optimizer& opt = *model.optimizer();
+  const auto vars = model.trainable_weights();
+  const auto groups = opt.slot_name_groups();
+  std::size_t per_var = 0;
+  for (const auto& g : groups) per_var += g.size();
+  if (tensors.size() != per_var * vars.size()) return false;
+  std::vector<nn::Optimizer::VariableSlotState> slots;
+  if (per_var > 0) {
+    for (Variable* v : vars) slots.push_back({v, std::vector<Tensor>(per_var)});
+  }
+  std::size_t next = 0, offset = 0;
+  for (const auto& g : groups) {
+    for (std::size_t vi = 0; vi < vars.size(); ++vi) {
+      for (std::size_t k = 0; k < g.size(); ++k) {
+        Tensor& t = tensors[next++];
+        if (t.shape() != vars[vi]->value.shape()) return false;
+        slots[vi].tensors[offset + k] = std::move(t);
+      }
+    }
+    offset += g.size();
+  }
+  try {
+    opt.import_state(iterations, learning_rate, std::move(slots));
+  } catch (const Error&) {
+    return false;
+  }
+  return true;
+}
+
+std::vector<std::size_t> numeric_children(const h5::Reader& f, const std::string& group) {
+  std::vector<std::size_t> out;
+  for (const auto& n : f.children(group)) {
+    if (n.empty() || n.size() > 6 || !std::all_of(n.begin(), n.end(), [](char c) { return c >= '0' && c <= '9'; })) return {};
+    out.push_back(std::stoul(n));
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Keras 3: optimizer/vars/0 = iterations, 1 = learning_rate, then the slots. Left as
+// compiled (fresh state) when the file holds no state for these variables.
+void restore_keras3_optimizer(nn::Model& model, const h5::Reader& f) {
+  const std::string group = "/optimizer/vars";
+  if (!f.has_group(group)) return;
+  const auto indices = numeric_children(f, group);
+  if (indices.size() < 2) return;
+  for (std::size_t i = 0; i < indices.size(); ++i)
+    if (indices[i] != i) return;
+  const auto iterations = f.read_integer_scalar(group + "/0");
+  if (!iterations || *iterations < 0) return;
+  const Tensor lr = f.read_floats(group + "/1", "optimizer learning_rate");
+  if (lr.numel() != 1) return;
+  std::vector<Tensor> tensors;
+  for (std::size_t i = 2; i < indices.size(); ++i) {
+    tensors.push_back(f.read_floats(group + "/" + std::to_string(i), "optimizer variable " + std::to_string(i)));
+  }
+  import_slots(model, *iterations, static_cast<double>(lr[0]), std::move(tensors));
+}
+
+// tf.keras: optimizer_weights @weight_names = "iteration:0", then the slots
+// ("Adam/m/dense/kernel:0", ...) in the same order as Keras 3; the learning rate is in
+// the training config (already set). tf.keras's SGD keeps momentum slots even with
+// momentum 0; bnorm's has none, and then only the iteration count is taken.
+void restore_legacy_optimizer(nn::Model& model, const h5::Reader& f) {
+  if (!f.has_group("/optimizer_weights") || !f.has_attribute("/optimizer_weights", "weight_names")) return;
+  const auto names = f.string_list_attribute("/optimizer_weights", "weight_names");
+  if (names.empty()) return;
+  const std::string first = names.front().substr(names.front().rfind('/') == std::string::npos ? 0 : names.front().rfind('/') + 1);
+  if (first != "iteration:0" && first != "iterations:0") return;
+  const auto iterations = f.read_integer_scalar("/optimizer_weights/" + names.front());
+  if (!iterations || *iterations < 0) return;
+  std::vector<Tensor> tensors;
+  for (std::size_t i = 1; i < names.size(); ++i) {
+    tensors.push_back(f.read_floats("/optimizer_weights/" + names[i], "optimizer weight '" + names[i] + "'"));
+  }
+  nn::Optimizer& opt = *model.optimizer();
+  if (opt.slot_names().empty()) tensors.clear();
+  import_slots(model, *iterations, opt.learning_rate(), std::move(tensors));
+}
+
+}  // namespace
+
+std::unique_ptr<nn::Model> load_model(const std::string& path, const LoadModelOptions& options) {
+  return load_model_bytes(read_all(path, "load_model"), path, options);
+}
+
+std::unique_ptr<nn::Model> load_model_bytes(const std::string& bytes, const std::string& path,
+                                            const LoadModelOptions& options) {
   switch (kind_of(bytes)) {
     case Kind::keras_archive: {
       const Archive archive = read_archive(bytes, path);
       auto model = keras::model_from_config(parse_json(archive.config, path, "config.json"), path, nn::KerasVersion::keras3);
       const h5::Reader f = h5::Reader::open_image(archive.weights, path + " (model.weights.h5)");
       model->set_weights(read_keras3_weights(*model, f));
+      if (options.compile) {
+        const json config = parse_json(archive.config, path, "config.json");
+        if (config.contains("compile_config") && compile_from(*model, config["compile_config"], "optimizer")) {
+          restore_keras3_optimizer(*model, f);
+        }
+      }
       return model;
     }
     case Kind::hdf5: {
@@ -439,6 +617,15 @@ std::unique_ptr<nn::Model> load_model_bytes(const std::string& bytes, const std:
       const auto root = legacy_root(f);
       if (!root) throw FormatError(path, "model_weights", "a model_weights group with layer_names", "none");
       model->set_weights(read_legacy_weights(*model, f, *root));
+      if (options.compile && f.has_attribute("/", "training_config")) {
+        json training;
+        try {
+          training = json::parse(f.string_attribute("/", "training_config"));
+        } catch (const json::exception&) {
+          return model;  // not compiled, as Keras when it cannot read the training config
+        }
+        if (compile_from(*model, training, "optimizer_config")) restore_legacy_optimizer(*model, f);
+      }
       return model;
     }
     case Kind::checkpoint:

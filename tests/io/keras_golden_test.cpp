@@ -6,6 +6,7 @@
 // loads them in real Keras.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -182,6 +183,43 @@ TEST_P(KerasFiles, WrittenFilesForKerasRoundTrip) {
   std::ofstream(base + ".json") << json{{"input", json_of(x)}, {"output", json_of(want)}, {"frozen", frozen}}.dump();
   if (!env) {
     for (const std::string suffix : {".keras", ".weights.h5", ".h5", ".legacy_weights.h5", ".json"}) fs::remove(base + suffix);
+  }
+}
+
+// A .keras file of a compiled model loads compiled, with Keras's optimizer state;
+// training on the batches Keras trained on next gives Keras's next weights (relative
+// 1e-4, absolute 1e-6, as the training parity tests). Dropout masks are random draws in
+// both frameworks, so a model with Dropout is only checked for its optimizer state.
+TEST_P(KerasFiles, ContinuesKerasTrainingWhereItStopped) {
+  const json& c = case_of(GetParam());
+  for (const auto& f : c["files"]) {
+    if (!f.contains("continued")) continue;
+    const json& cont = f["continued"];
+    auto model = io::load_model(model_path(cont["from"]));
+    ASSERT_TRUE(model->compiled()) << "compile_config of " << cont["from"];
+    std::int64_t steps_before = 0;
+    for (const auto& g : c["files"])
+      if (g["file"] == cont["from"]) steps_before = g["optimizer_iterations"].get<std::int64_t>();
+    EXPECT_EQ(model->optimizer()->iterations(), steps_before);
+    bool dropout = false;
+    for (const auto& l : model->layers()) dropout |= l->class_name() == "Dropout";
+    if (dropout) continue;
+    for (const auto& b : cont["batches"]) model->train_on_batch(tensor_of(b["x"]), tensor_of(b["y"]));
+    EXPECT_EQ(model->optimizer()->iterations(), cont.contains("iterations_after") ? cont["iterations_after"].get<std::int64_t>()
+                                                                                 : f["optimizer_iterations"].get<std::int64_t>());
+    const auto got = model->get_weights();
+    ASSERT_EQ(got.size(), cont["weights"].size());
+    // Weights whose exact gradient is zero (the generator finds them with Keras): Adam
+    // turns their rounding noise into steps, so they agree to 1e-4 absolute only.
+    const auto noisy = cont["zero_gradient_weights"].get<std::vector<std::size_t>>();
+    double w = 0;
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      const bool zero_gradient = std::find(noisy.begin(), noisy.end(), i) != noisy.end();
+      w = std::max(w, worst(got[i], tensor_of(cont["weights"][i]), zero_gradient ? 0.0 : 1e-4, zero_gradient ? 1e-4 : 1e-6));
+    }
+    EXPECT_LE(w, 1.0) << "weights after " << cont["batches"].size() << " more steps";
+    std::printf("[ keras ] %-40s + %zu training steps from its optimizer state: weights within %.3g of the tolerance\n",
+                cont["from"].get<std::string>().c_str(), cont["batches"].size(), w);
   }
 }
 

@@ -33,7 +33,18 @@ namespace bnorm::io {
 // Keras keras.models.load_model: builds the model from the file's configuration
 // (.keras config.json, or a legacy .h5's model_config attribute) and loads its weights.
 // A layer class bnorm does not support is refused by name.
-std::unique_ptr<nn::Model> load_model(const std::string& path);
+//
+// compile = true (Keras's default): when the file says how the model was compiled
+// (.keras compile_config, legacy training_config) with an optimizer bnorm has (SGD, Adam,
+// RMSprop with a constant learning rate) and a loss it has, the model comes back compiled
+// with them, and the optimizer's state (iterations, learning rate, slots) is restored
+// from the file when the file holds it for exactly these trainable variables: fit then
+// continues Keras's training where it stopped. Anything else leaves the model
+// uncompiled, as Keras does when it cannot compile (it warns; bnorm's caller compiles).
+struct LoadModelOptions {
+  bool compile = true;
+};
+std::unique_ptr<nn::Model> load_model(const std::string& path, const LoadModelOptions& options = {});
 
 // Keras model.save: ".keras" (Keras 3 archive) or ".h5" (legacy tf.keras full model).
 void save_model(nn::Model& model, const std::string& path);
@@ -52,7 +63,8 @@ std::optional<std::int64_t> saved_optimizer_iterations(const std::string& path);
 
 // The same from the file's bytes in memory (`name` stands for the file in errors): what
 // the readers do after reading the file, and what the fuzz targets drive.
-std::unique_ptr<nn::Model> load_model_bytes(const std::string& bytes, const std::string& name);
+std::unique_ptr<nn::Model> load_model_bytes(const std::string& bytes, const std::string& name,
+                                            const LoadModelOptions& options = {});
 void load_weights_bytes(nn::Model& model, const std::string& bytes, const std::string& name);
 
 }  // namespace bnorm::io

@@ -120,6 +120,10 @@ class Optimizer {
   // Adam {"momentum", "velocity"[, "velocity_hat"]}, RMSprop {"velocity"[, "momentum"]
   // [, "average_gradient"]}.
   std::vector<std::string> slot_names() const;
+  // The same, grouped as Keras creates them: Keras's `optimizer.variables` lists, after
+  // iteration and learning_rate, for each group, for each variable, that group's slots
+  // (Adam: {{"momentum", "velocity"}[, {"velocity_hat"}]}).
+  std::vector<std::vector<std::string>> slot_name_groups() const { return slot_groups(); }
   struct VariableSlotState {
     Variable* variable = nullptr;
     std::vector<Tensor> tensors;  // slot_names() order, each the variable's shape

@@ -69,6 +69,19 @@ bool cpu_has_avx2() {
 std::atomic<bool> g_force_generic{false};
 std::atomic<bool> g_force_stream{false};
 
+// A thread's share of the last-level cache is taken as at most this much. Inside a
+// virtual machine, sysconf (and glibc) see the host's whole L3 but count only the
+// guest's vCPUs as sharing it: the 2-vCPU benchmark VM reports 480 MiB, a 240 MiB share
+// and a 180 MiB threshold, so a 100 MiB output was never streamed, although the cache
+// it really gets is far smaller. Measured there (forward_inference, plain vs streaming,
+// medians): 32x256x56x56 NHWC at 2 threads 6332 vs 4301 us (oneDNN, which always
+// streams f32: 5367); 100 MiB outputs at 1 thread 14500-15800 vs 10070-11240 us;
+// 51 MiB at 1 thread 4670 vs 3834 (NHWC), 4740 vs 4376 us (NCHW); 25.7 MiB at 1 thread
+// 1792 vs 2168 us (NCHW: streaming loses there, and the cap keeps it plain). Real CPUs
+// have at most about 16 MiB of L3 per core (96 MiB over 6 cores on a Ryzen 5 5600X3D),
+// so on bare metal the cap never binds and the rule stays glibc's.
+constexpr std::int64_t kMaxCacheShare = 48LL << 20;
+
 // 3/4 of one thread's share of the last-level cache (glibc's memcpy threshold for
 // non-temporal stores); 32 MiB shared when the size is unknown.
 std::int64_t stream_threshold() {
@@ -76,7 +89,8 @@ std::int64_t stream_threshold() {
     long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
     if (l3 <= 0) l3 = 32L << 20;
     const long cpus = std::max(1L, sysconf(_SC_NPROCESSORS_ONLN));
-    return static_cast<std::int64_t>(l3 / cpus * 3 / 4);
+    const std::int64_t share = std::min<std::int64_t>(l3 / cpus, kMaxCacheShare);
+    return share * 3 / 4;
   }();
   return bytes;
 }
