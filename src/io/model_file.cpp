@@ -440,27 +440,29 @@ std::shared_ptr<nn::Optimizer> optimizer_from(const json& j) {
   const auto lr = number("learning_rate", cls == "SGD" ? 0.01 : 0.001);
   if (!lr) return nullptr;  // a schedule
   auto boolean = [&](const char* key) { return c.contains(key) && c[key].is_boolean() && c[key].get<bool>(); };
+  auto clip = [&](auto& o) {
+    o.clipnorm = optional_number("clipnorm");
+    o.clipvalue = optional_number("clipvalue");
+    o.global_clipnorm = optional_number("global_clipnorm");
+  };
   try {
     if (cls == "SGD") {
       nn::SGDOptions o{.learning_rate = *lr, .momentum = number("momentum", 0.0).value_or(0.0), .nesterov = boolean("nesterov")};
-      o.clipnorm = optional_number("clipnorm"), o.clipvalue = optional_number("clipvalue");
-      o.global_clipnorm = optional_number("global_clipnorm");
+      clip(o);
       return std::make_shared<nn::SGD>(o);
     }
     if (cls == "Adam") {
       nn::AdamOptions o{.learning_rate = *lr, .beta_1 = number("beta_1", 0.9).value_or(0.9),
                         .beta_2 = number("beta_2", 0.999).value_or(0.999), .epsilon = number("epsilon", 1e-7).value_or(1e-7),
                         .amsgrad = boolean("amsgrad")};
-      o.clipnorm = optional_number("clipnorm"), o.clipvalue = optional_number("clipvalue");
-      o.global_clipnorm = optional_number("global_clipnorm");
+      clip(o);
       return std::make_shared<nn::Adam>(o);
     }
     if (cls == "RMSprop") {
       nn::RMSpropOptions o{.learning_rate = *lr, .rho = number("rho", 0.9).value_or(0.9),
                            .momentum = number("momentum", 0.0).value_or(0.0), .epsilon = number("epsilon", 1e-7).value_or(1e-7),
                            .centered = boolean("centered")};
-      o.clipnorm = optional_number("clipnorm"), o.clipvalue = optional_number("clipvalue");
-      o.global_clipnorm = optional_number("global_clipnorm");
+      clip(o);
       return std::make_shared<nn::RMSprop>(o);
     }
   } catch (const Error&) {
