@@ -332,6 +332,16 @@ void Writer::write_floats(const std::string& path, const Tensor& value) {
   }
 }
 
+void Writer::write_int64(const std::string& path, std::int64_t value) {
+  const std::size_t slash = path.rfind('/');
+  if (slash != std::string::npos && slash > 0) make_groups(path.substr(0, slash));
+  Handle space(H5Screate(H5S_SCALAR));
+  Handle d(H5Dcreate2(file_.get(), path.c_str(), H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+  if (!d.valid() || H5Dwrite(d.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, &value) < 0) {
+    throw FileError("write", path, "an integer dataset", "HDF5 could not write it");
+  }
+}
+
 namespace {
 Handle vlen_utf8() {
   Handle t(H5Tcopy(H5T_C_S1));

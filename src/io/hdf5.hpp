@@ -89,6 +89,8 @@ class Writer {
   // Creates every missing group on the way ("/a/b/c").
   void make_groups(const std::string& path);
   void write_floats(const std::string& path, const Tensor& value);
+  // A scalar int64 dataset (Keras's optimizer iteration count).
+  void write_int64(const std::string& path, std::int64_t value);
   // Scalar variable-length UTF-8 string (what h5py writes for a Python str).
   void string_attribute(const std::string& object, const std::string& attr, const std::string& value);
   // Array of variable-length UTF-8 strings (h5py's list of str); an empty list is

@@ -257,6 +257,73 @@ std::vector<Tensor> read_keras3_weights(nn::Model& model, const h5::Reader& f) {
   return out;
 }
 
+// Keras 3's optimizer/vars for a compiled model: 0 iterations (int64), 1 learning rate
+// (float32), then for each slot group, for each trainable variable, its slots (a slot
+// bnorm has not created yet is zeros, as Keras creates it).
+void write_keras3_optimizer(nn::Model& model, h5::Writer& w) {
+  const nn::Optimizer* opt = model.optimizer();
+  if (!opt) return;
+  const std::string group = "/optimizer/vars";
+  w.make_groups(group);
+  w.string_attribute(group, "name", opt->name());
+  w.write_int64(group + "/0", opt->iterations());
+  Tensor lr{Shape{}};
+  lr[0] = static_cast<float>(opt->learning_rate());
+  w.write_floats(group + "/1", lr);
+  std::size_t index = 2;
+  const auto vars = model.trainable_weights();
+  for (const auto& slot_group : opt->slot_name_groups()) {
+    for (const Variable* v : vars) {
+      for (const std::string& slot : slot_group) {
+        const Tensor* t = opt->slot(v, slot);
+        w.write_floats(group + "/" + std::to_string(index++), t ? *t : Tensor(v->value.shape(), 0.0f));
+      }
+    }
+  }
+}
+
+// Keras 3's compile_config for a compiled model (null when not compiled).
+json keras3_compile_config(const nn::Model& model) {
+  const nn::Optimizer* opt = model.optimizer();
+  if (!opt || !model.loss()) return nullptr;
+  json c = {{"name", opt->name()},
+            {"learning_rate", opt->learning_rate()},
+            {"weight_decay", nullptr},
+            {"clipnorm", opt->clip_options().clipnorm ? json(*opt->clip_options().clipnorm) : json(nullptr)},
+            {"global_clipnorm", opt->clip_options().global_clipnorm ? json(*opt->clip_options().global_clipnorm) : json(nullptr)},
+            {"clipvalue", opt->clip_options().clipvalue ? json(*opt->clip_options().clipvalue) : json(nullptr)},
+            {"use_ema", false},
+            {"ema_momentum", 0.99},
+            {"ema_overwrite_frequency", nullptr},
+            {"loss_scale_factor", nullptr},
+            {"gradient_accumulation_steps", nullptr}};
+  if (const auto* sgd = dynamic_cast<const nn::SGD*>(opt)) {
+    c["momentum"] = sgd->options().momentum;
+    c["nesterov"] = sgd->options().nesterov;
+  } else if (const auto* adam = dynamic_cast<const nn::Adam*>(opt)) {
+    c["beta_1"] = adam->options().beta_1;
+    c["beta_2"] = adam->options().beta_2;
+    c["epsilon"] = adam->options().epsilon;
+    c["amsgrad"] = adam->options().amsgrad;
+  } else if (const auto* rms = dynamic_cast<const nn::RMSprop*>(opt)) {
+    c["rho"] = rms->options().rho;
+    c["momentum"] = rms->options().momentum;
+    c["epsilon"] = rms->options().epsilon;
+    c["centered"] = rms->options().centered;
+  } else {
+    return nullptr;
+  }
+  json metrics = model.metric_names().empty() ? json(nullptr) : json(model.metric_names());
+  return {{"optimizer", {{"module", "keras.optimizers"}, {"class_name", opt->class_name()}, {"config", c}, {"registered_name", nullptr}}},
+          {"loss", model.loss()->name()},
+          {"loss_weights", nullptr},
+          {"metrics", metrics},
+          {"weighted_metrics", nullptr},
+          {"run_eagerly", false},
+          {"steps_per_execution", 1},
+          {"jit_compile", false}};
+}
+
 void write_keras3_weights(nn::Model& model, h5::Writer& w) {
   std::string input_key;
   const bool functional = is_functional(model);
@@ -276,6 +343,7 @@ void write_keras3_weights(nn::Model& model, h5::Writer& w) {
   }
   w.make_groups("/vars");
   w.string_attribute("/vars", "name", model.name());
+  write_keras3_optimizer(model, w);
 }
 
 // ------------------------------------------------------------------ legacy weights
@@ -666,7 +734,8 @@ void save_model(nn::Model& model, const std::string& path) {
   require_built(model, "save_model");
   if (ends_with(path, ".keras")) {
     const json metadata = {{"keras_version", kKeras3Version}, {"date_saved", today()}, {"written_by", "bnorm"}};
-    const json config = keras::model_to_config(model, keras::Style::keras3);
+    json config = keras::model_to_config(model, keras::Style::keras3);
+    if (json compile = keras3_compile_config(model); !compile.is_null()) config["compile_config"] = std::move(compile);
     const std::string bytes = write_archive(
         {{"metadata.json", metadata.dump()}, {"config.json", config.dump()}, {"model.weights.h5", keras3_weights_bytes(model)}},
         path);

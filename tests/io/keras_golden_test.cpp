@@ -161,6 +161,18 @@ TEST_P(KerasFiles, WrittenFilesForKerasRoundTrip) {
   io::save_weights(*model, base + ".weights.h5");
   io::save_model(*model, base + ".h5");
   io::save_weights(*model, base + ".legacy_weights.h5");
+  // The .keras file carries the compile configuration and the optimizer state (the
+  // fixture's, restored from Keras): both come back exactly.
+  {
+    auto back = io::load_model(base + ".keras");
+    ASSERT_TRUE(back->compiled());
+    EXPECT_EQ(back->optimizer()->class_name(), model->optimizer()->class_name());
+    EXPECT_EQ(back->optimizer()->iterations(), model->optimizer()->iterations());
+    EXPECT_EQ(back->optimizer()->learning_rate(), model->optimizer()->learning_rate());
+    const auto sa = model->optimizer()->state(), sb = back->optimizer()->state();
+    ASSERT_EQ(sa.size(), sb.size());
+    for (std::size_t i = 0; i < sa.size(); ++i) EXPECT_EQ(worst(sb[i].second, sa[i].second, 0, 0), 0.0) << sa[i].first;
+  }
   for (const std::string suffix : {".keras", ".h5"}) {
     SCOPED_TRACE(suffix);
     auto back = io::load_model(base + suffix);
@@ -180,7 +192,19 @@ TEST_P(KerasFiles, WrittenFilesForKerasRoundTrip) {
   json frozen = json::array();
   for (const auto& l : model->layers())
     if (!l->trainable()) frozen.push_back(l->name());
-  std::ofstream(base + ".json") << json{{"input", json_of(x)}, {"output", json_of(want)}, {"frozen", frozen}}.dump();
+  json record{{"input", json_of(x)}, {"output", json_of(want)}, {"frozen", frozen}};
+  // For the Keras check: Keras, loading bnorm's .keras (compiled, with the optimizer
+  // state bnorm wrote), trains on these batches to these weights (Keras's own run).
+  bool dropout = false;
+  for (const auto& l : model->layers()) dropout |= l->class_name() == "Dropout";
+  const json& keras3_continued = c["files"][1]["continued"];
+  if (!dropout) {
+    record["continue"] = {{"iterations", model->optimizer()->iterations()},
+                          {"batches", keras3_continued["batches"]},
+                          {"weights", keras3_continued["weights"]},
+                          {"zero_gradient_weights", keras3_continued["zero_gradient_weights"]}};
+  }
+  std::ofstream(base + ".json") << record.dump();
   if (!env) {
     for (const std::string suffix : {".keras", ".weights.h5", ".h5", ".legacy_weights.h5", ".json"}) fs::remove(base + suffix);
   }

@@ -135,6 +135,10 @@ class Model {
   void compile(const std::string& optimizer, std::shared_ptr<Loss> loss, std::vector<std::string> metrics = {});
   bool compiled() const noexcept { return optimizer_ != nullptr; }
   Optimizer* optimizer() noexcept { return optimizer_.get(); }
+  const Optimizer* optimizer() const noexcept { return optimizer_.get(); }
+  // What compile() was given (null / empty before compile).
+  const Loss* loss() const noexcept { return loss_.get(); }
+  const std::vector<std::string>& metric_names() const noexcept { return metric_names_; }
 
   // Keras fit. Returns the History (also passed to the callbacks).
   std::shared_ptr<History> fit(const Tensor& x, const Tensor& y, FitOptions options = {});
