@@ -269,7 +269,12 @@ TEST(BatchNormKernels, BitwiseIdenticalForAnyThreadCount) {
   for (const BatchNormDims d : {BatchNormDims{4096, 64, 1}, BatchNormDims{8, 32, 3136},
                                 BatchNormDims{2, 3, 60000}, BatchNormDims{30000, 3, 1},
                                 BatchNormDims{64, 1024, 1}, BatchNormDims{1000, 77, 1},
-                                BatchNormDims{32, 17, 196}, BatchNormDims{16, 2048, 7}}) {
+                                BatchNormDims{32, 17, 196}, BatchNormDims{16, 2048, 7},
+                                // Small tensors that go parallel: channels-first from 16 Ki
+                                // elements (by channel, and by (channel, block) task for C = 7);
+                                // channels-last with fewer blocks than threads (row shares).
+                                BatchNormDims{32, 16, 64}, BatchNormDims{3, 7, 1000},
+                                BatchNormDims{61, 1100, 1}, BatchNormDims{200, 600, 1}}) {
     for (const bool spiky : {false, true}) {
       SCOPED_TRACE(str(d) + (spiky ? " spiky" : " normal"));
       Inputs in(d, true, 99u);

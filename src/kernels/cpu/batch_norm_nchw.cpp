@@ -131,6 +131,10 @@ void force_generic_simd(bool on) {
 
 namespace {
 
+int nchw_team(const BatchNormDims& dims, int threads) {
+  return team_size(dims, threads, kMinParallelNumelRows, kMinThreadNumelRows);
+}
+
 // The fixed decomposition of one channel into blocks: `rows` consecutive n by `span`
 // consecutive s. Depends on the dims only.
 struct Blocking {
@@ -264,7 +268,7 @@ void channel_grad(const SimdOps& ops, const float* dy, const float* x, const flo
 void nchw_moments(const float* x, const BatchNormDims& dims, float* mean, float* var, int threads) {
   double* m = scratch<double, 2>(2 * dims.C);
   double* v = m + dims.C;
-  channel_stats(simd_ops(), x, dims, team_size(dims, threads), m, v);
+  channel_stats(simd_ops(), x, dims, nchw_team(dims, threads), m, v);
   for (std::int64_t c = 0; c < dims.C; ++c) {
     mean[c] = static_cast<float>(m[c]);
     var[c] = static_cast<float>(v[c]);
@@ -275,7 +279,7 @@ void nchw_forward_training(const float* x, const BatchNormDims& dims, const floa
                            float epsilon, float* y, float* mean, float* var, float* invstd, int threads,
                            bool relu) {
   const SimdOps& ops = simd_ops();
-  const int team = team_size(dims, threads);
+  const int team = nchw_team(dims, threads);
   const std::int64_t C = dims.C, S = dims.S;
   const Blocking b = blocking_for(dims);
   const std::int64_t nb = b.per_channel();
@@ -339,7 +343,7 @@ void nchw_forward_training(const float* x, const BatchNormDims& dims, const floa
 void nchw_forward_inference(const float* x, const BatchNormDims& dims, const float* mean, const float* var,
                             const float* gamma, const float* beta, float epsilon, float* y, int threads) {
   const SimdOps& ops = simd_ops();
-  const int team = team_size(dims, threads);
+  const int team = nchw_team(dims, threads);
   float* alpha = scratch<float, 3>(2 * dims.C);
   float* shift = alpha + dims.C;
   for (std::int64_t c = 0; c < dims.C; ++c) {
@@ -360,7 +364,7 @@ void nchw_backward_training(const float* dy, const float* x, const BatchNormDims
                             int threads, const float* ymask) {
   if (dx == nullptr && dgamma == nullptr && dbeta == nullptr) return;
   const SimdOps& ops = simd_ops();
-  const int team = team_size(dims, threads);
+  const int team = nchw_team(dims, threads);
   const std::int64_t C = dims.C, S = dims.S;
   const Blocking b = blocking_for(dims);
 
@@ -427,7 +431,7 @@ void nchw_backward_inference(const float* dy, const float* x, const BatchNormDim
                              const float* var, const float* gamma, float epsilon, float* dx, float* dgamma,
                              float* dbeta, int threads) {
   const SimdOps& ops = simd_ops();
-  const int team = team_size(dims, threads);
+  const int team = nchw_team(dims, threads);
   const std::int64_t C = dims.C, S = dims.S;
   float* inv = scratch<float, 3>(2 * C);
   float* scale = inv + C;
