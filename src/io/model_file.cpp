@@ -436,6 +436,68 @@ void write_legacy_weights(nn::Model& model, h5::Writer& w, const std::string& ro
   }
 }
 
+// tf.keras's training_config and optimizer_weights for a compiled model, so that
+// tf.keras's load_model compiles it and restores the optimizer: the optimizer config
+// under tf.keras's registered name ("Custom>Adam"), iteration:0, then the slots named
+// "<Optimizer>/<m|v|...>/<layer>/<variable>:0" in Keras's order (for each slot group,
+// for each trainable variable). tf.keras's SGD keeps momentum slots even at momentum 0:
+// they are written as zeros.
+void write_legacy_training(nn::Model& model, h5::Writer& w) {
+  const nn::Optimizer* opt = model.optimizer();
+  json compile = keras3_compile_config(model);
+  if (!opt || compile.is_null()) return;
+  json optimizer = compile["optimizer"];
+  json c = optimizer["config"];
+  for (const char* key : {"loss_scale_factor", "gradient_accumulation_steps"}) c.erase(key);
+  c["jit_compile"] = false;
+  c["is_legacy_optimizer"] = false;
+  // The loss by its full Keras name: Keras 3's legacy loader cannot deserialize the
+  // short aliases ("mse": "Could not deserialize 'keras.metrics.mse'", also for files
+  // tf.keras writes), while both frameworks read "mean_squared_error".
+  static const std::map<std::string, std::string> kFullName{{"mse", "mean_squared_error"},
+                                                            {"mae", "mean_absolute_error"},
+                                                            {"mape", "mean_absolute_percentage_error"},
+                                                            {"msle", "mean_squared_logarithmic_error"}};
+  std::string loss = compile["loss"].get<std::string>();
+  if (const auto it = kFullName.find(loss); it != kFullName.end()) loss = it->second;
+  json training = {{"loss", loss},
+                   {"metrics", compile["metrics"]},
+                   {"weighted_metrics", nullptr},
+                   {"loss_weights", nullptr},
+                   {"optimizer_config", {{"class_name", "Custom>" + opt->class_name()}, {"config", c}}}};
+  w.string_attribute("/", "training_config", training.dump());
+  // tf.keras's slot names: Adam m, v, vhat; SGD m; RMSprop velocity, momentum, average_gradient.
+  auto short_name = [&](const std::string& slot) -> std::string {
+    if (opt->class_name() == "RMSprop") return slot;
+    if (slot == "momentum") return "m";
+    if (slot == "velocity") return "v";
+    if (slot == "velocity_hat") return "vhat";
+    return slot;
+  };
+  std::vector<std::vector<std::string>> groups = opt->slot_name_groups();
+  if (opt->class_name() == "SGD" && groups.empty()) groups = {{"momentum"}};
+  const std::string root = "/optimizer_weights";
+  std::vector<std::string> names{"iteration:0"};
+  w.write_int64(root + "/iteration:0", opt->iterations());
+  // Variable names as tf.keras writes them: "<layer name>/<variable>".
+  std::vector<std::pair<const Variable*, std::string>> vars;
+  for (const auto& layer : model.layers()) {
+    if (!layer->trainable()) continue;
+    for (const Variable* v : layer->weights())
+      if (v->trainable) vars.emplace_back(v, layer->name() + "/" + v->name);
+  }
+  for (const auto& group : groups) {
+    for (const auto& [v, vname] : vars) {
+      for (const std::string& slot : group) {
+        const Tensor* t = opt->slot(v, slot);
+        names.push_back(opt->class_name() + "/" + short_name(slot) + "/" + vname + ":0");
+        w.write_floats(root + "/" + names.back(), t ? *t : Tensor(v->value.shape(), 0.0f));
+      }
+    }
+  }
+  w.string_list_attribute(root, "weight_names", names);
+}
+
 // The group of a legacy file holding layer_names: the root (weights-only files) or
 // model_weights (full-model files).
 std::optional<std::string> legacy_root(const h5::Reader& f) {
@@ -753,6 +815,7 @@ void save_model(nn::Model& model, const std::string& path) {
     w.string_attribute("/", "backend", "tensorflow");
     w.string_attribute("/", "model_config", config.dump());
     write_legacy_weights(model, w, "/model_weights");
+    write_legacy_training(model, w);
     write_file_atomically(path, w.finish());
     return;
   }

@@ -204,9 +204,32 @@ TEST_P(KerasFiles, WrittenFilesForKerasRoundTrip) {
                           {"weights", keras3_continued["weights"]},
                           {"zero_gradient_weights", keras3_continued["zero_gradient_weights"]}};
   }
+  // The same for the legacy format: the fixture's tf.keras model (compiled, with its
+  // optimizer state) written back by bnorm as .h5 with training_config and
+  // optimizer_weights, for tf.keras to continue from.
+  {
+    auto legacy = io::load_model(model_path("models/" + GetParam() + ".legacy.h5"));
+    ASSERT_TRUE(legacy->compiled());
+    io::save_model(*legacy, base + ".from_legacy.h5");
+    auto back = io::load_model(base + ".from_legacy.h5");
+    ASSERT_TRUE(back->compiled());
+    EXPECT_EQ(back->optimizer()->iterations(), legacy->optimizer()->iterations());
+    const auto sa = legacy->optimizer()->state(), sb = back->optimizer()->state();
+    ASSERT_EQ(sa.size(), sb.size());
+    for (std::size_t i = 0; i < sa.size(); ++i) EXPECT_EQ(worst(sb[i].second, sa[i].second, 0, 0), 0.0) << sa[i].first;
+    const json& legacy_continued = c["files"][3]["continued"];
+    if (!dropout) {
+      record["continue_legacy"] = {{"iterations", legacy->optimizer()->iterations()},
+                                   {"batches", legacy_continued["batches"]},
+                                   {"weights", legacy_continued["weights"]},
+                                   {"zero_gradient_weights", legacy_continued["zero_gradient_weights"]}};
+    }
+  }
   std::ofstream(base + ".json") << record.dump();
   if (!env) {
-    for (const std::string suffix : {".keras", ".weights.h5", ".h5", ".legacy_weights.h5", ".json"}) fs::remove(base + suffix);
+    for (const std::string suffix : {".keras", ".weights.h5", ".h5", ".legacy_weights.h5", ".from_legacy.h5", ".json"}) {
+      fs::remove(base + suffix);
+    }
   }
 }
 
