@@ -274,7 +274,11 @@ TEST(BatchNormKernels, BitwiseIdenticalForAnyThreadCount) {
                                 // elements (by channel, and by (channel, block) task for C = 7);
                                 // channels-last with fewer blocks than threads (row shares).
                                 BatchNormDims{32, 16, 64}, BatchNormDims{3, 7, 1000},
-                                BatchNormDims{61, 1100, 1}, BatchNormDims{200, 600, 1}}) {
+                                BatchNormDims{61, 1100, 1}, BatchNormDims{200, 600, 1},
+                                // Channels-last split by lanes and channels (fewer blocks than
+                                // threads): P = C (one block of 16 and of 100 rows), P = 2C, P = 8C.
+                                BatchNormDims{16, 4096, 1}, BatchNormDims{100, 520, 1},
+                                BatchNormDims{64, 1028, 1}, BatchNormDims{64, 1025, 1}}) {
     for (const bool spiky : {false, true}) {
       SCOPED_TRACE(str(d) + (spiky ? " spiky" : " normal"));
       Inputs in(d, true, 99u);
@@ -784,7 +788,7 @@ TEST(BatchNormKernels, GenericAndAvx2LoopsAgreeBitwise) {
   EXPECT_TRUE(level == "avx2" || level == "generic") << level;
   for (const BatchNormDims d : {BatchNormDims{1000, 64, 1}, BatchNormDims{5000, 3, 1}, BatchNormDims{8, 32, 196},
                                 BatchNormDims{2, 3, 40000}, BatchNormDims{40, 1100, 1}, BatchNormDims{7, 5, 1},
-                                BatchNormDims{3, 13, 49}}) {
+                                BatchNormDims{3, 13, 49}, BatchNormDims{64, 1024, 1}}) {
     SCOPED_TRACE(str(d));
     const Inputs in(d, true, 21u);
     bk::force_generic_simd(false);
@@ -809,7 +813,8 @@ class StreamingStoresGuard {
 TEST(BatchNormKernels, StreamingAndPlainStoresAgreeBitwise) {
   StreamingStoresGuard guard;
   for (const BatchNormDims d : {BatchNormDims{1000, 64, 1}, BatchNormDims{8, 32, 196}, BatchNormDims{2, 3, 40001},
-                                BatchNormDims{40, 1100, 1}, BatchNormDims{7, 5, 1}, BatchNormDims{3, 13, 49}}) {
+                                BatchNormDims{40, 1100, 1}, BatchNormDims{7, 5, 1}, BatchNormDims{3, 13, 49},
+                                BatchNormDims{64, 1024, 1}}) {
     SCOPED_TRACE(str(d));
     const Inputs in(d, true, 23u);
     bk::force_streaming_stores(false);

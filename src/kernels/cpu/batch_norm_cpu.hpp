@@ -197,6 +197,12 @@ struct SimdOps {
   void (*dx_flat)(const float* dy, const float* x, const float* ymask, float* dx, std::int64_t n,
                   std::int64_t P, const float* mean, const float* grad_mean, const float* k,
                   const float* scale, bool stream);
+  // shifted_flat and grad_flat for the lanes [j0, j1) only (multiples of 8, j1 <= P), with
+  // the same sums for each of them.
+  void (*shifted_flat_lanes)(const float* x, std::int64_t n, std::int64_t P, std::int64_t j0, std::int64_t j1,
+                             const float* pivot, double* acc1, double* acc2);
+  void (*grad_flat_lanes)(const float* dy, const float* x, const float* ymask, std::int64_t n, std::int64_t P,
+                          std::int64_t j0, std::int64_t j1, const double* mean, double* acc_g, double* acc_p);
 };
 
 // The table for this machine: AVX2 when the CPU has it (and BNORM_SIMD is not

@@ -49,8 +49,8 @@ namespace {
 #define BNORM_SIMD_TABLE(ns)                                                                             \
   SimdOps {                                                                                              \
     #ns, ns::moments_rows, ns::shifted_rows, ns::grad_rows, ns::grad_scale_rows, ns::affine_rows,        \
-        ns::affine_cyclic, ns::dx_rows, ns::shifted_flat, ns::grad_flat,      \
-        ns::scale_flat, ns::affine_flat, ns::dx_flat                                                     \
+        ns::affine_cyclic, ns::dx_rows, ns::shifted_flat, ns::grad_flat, ns::scale_flat,                 \
+        ns::affine_flat, ns::dx_flat, ns::shifted_flat_lanes, ns::grad_flat_lanes                        \
   }
 const SimdOps kGeneric = BNORM_SIMD_TABLE(simd_generic);
 const SimdOps kAvx2 = BNORM_SIMD_TABLE(simd_avx2);

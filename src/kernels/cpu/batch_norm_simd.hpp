@@ -439,15 +439,18 @@ inline constexpr int kRound = 8;
 // acc1[j] += sum d, acc2[j] += sum d^2 with d = x[i] - pivot[j] in float; partial sums
 // of up to four periods are taken in float, then widened into the double accumulators
 // (see shifted_rows for the accuracy). The block is taken in rounds of kRound periods
-// (a round is in L1), in tiles of 8 lanes. P is a multiple of 8.
-inline void shifted_flat(const float* x, std::int64_t n, std::int64_t P, const float* pivot, double* acc1,
-                         double* acc2) {
+// (a round is in L1), in tiles of 8 lanes. Only the lanes [j0, j1) (multiples of 8, j1 <= P)
+// are touched: every lane's sums are the same whatever range it is taken in, so a block
+// may be split among threads by lanes (shifted_flat_lanes). P is a multiple of 8.
+[[gnu::always_inline]] inline void shifted_flat_t(const float* x, std::int64_t n, std::int64_t P,
+                                                  std::int64_t j0, std::int64_t j1, const float* pivot,
+                                                  double* acc1, double* acc2) {
   std::int64_t i = 0;
   while (i + P <= n) {
     std::int64_t periods = (n - i) / P;
     if (periods > kRound) periods = kRound;
     const float* base = x + i;
-    for (std::int64_t j = 0; j < P; j += 8) {
+    for (std::int64_t j = j0; j < j1; j += 8) {
       const f8 p = BNORM_LD8(pivot + j);
       d4 a0 = BNORM_LDD(acc1 + j), a1 = BNORM_LDD(acc1 + j + 4);
       d4 b0 = BNORM_LDD(acc2 + j), b1 = BNORM_LDD(acc2 + j + 4);
@@ -478,23 +481,30 @@ inline void shifted_flat(const float* x, std::int64_t n, std::int64_t P, const f
     }
     i += periods * P;
   }
-  for (std::int64_t j = 0; i + j < n; ++j) {
+  for (std::int64_t j = j0; j < j1 && i + j < n; ++j) {
     const float d = x[i + j] - pivot[j];
     acc1[j] += static_cast<double>(d);
     acc2[j] += static_cast<double>(d * d);
   }
 }
 
+// Every lane (j0 = 0, j1 = P known to the compiler); shifted_flat_lanes below.
+inline void shifted_flat(const float* x, std::int64_t n, std::int64_t P, const float* pivot, double* acc1,
+                         double* acc2) {
+  shifted_flat_t(x, n, P, 0, P, pivot, acc1, acc2);
+}
+
 // acc_g[j] += g, acc_p[j] += g * (x - mean[j]) for i = j (mod P), in double; tiles of 8
-// lanes keep their sums in registers over a round of kRound periods. P is a multiple of 8.
+// lanes keep their sums in registers over a round of kRound periods. Only the lanes
+// [j0, j1) (multiples of 8, j1 <= P) are touched, as in shifted_flat_t. P is a multiple of 8.
 template <bool kMask>
 inline void grad_flat_t(const float* dy, const float* x, const float* ymask, std::int64_t n, std::int64_t P,
-                        const double* mean, double* acc_g, double* acc_p) {
+                        std::int64_t j0, std::int64_t j1, const double* mean, double* acc_g, double* acc_p) {
   std::int64_t i = 0;
   while (i + P <= n) {
     std::int64_t periods = (n - i) / P;
     if (periods > kRound) periods = kRound;
-    for (std::int64_t j = 0; j < P; j += 8) {
+    for (std::int64_t j = j0; j < j1; j += 8) {
       const d4 m0 = BNORM_LDD(mean + j), m1 = BNORM_LDD(mean + j + 4);
       d4 g0{}, g1{}, p0{}, p1{};
       for (std::int64_t q = 0; q < periods; ++q) {
@@ -519,7 +529,7 @@ inline void grad_flat_t(const float* dy, const float* x, const float* ymask, std
     }
     i += periods * P;
   }
-  for (std::int64_t j = 0; i + j < n; ++j) {
+  for (std::int64_t j = j0; j < j1 && i + j < n; ++j) {
     const float g = kMask ? masked(dy + i, ymask + i, j) : dy[i + j];
     acc_g[j] += static_cast<double>(g);
     acc_p[j] += static_cast<double>(g) * (static_cast<double>(x[i + j]) - mean[j]);
@@ -529,10 +539,11 @@ inline void grad_flat_t(const float* dy, const float* x, const float* ymask, std
 inline void grad_flat(const float* dy, const float* x, const float* ymask, std::int64_t n, std::int64_t P,
                       const double* mean, double* acc_g, double* acc_p) {
   if (ymask != nullptr)
-    grad_flat_t<true>(dy, x, ymask, n, P, mean, acc_g, acc_p);
+    grad_flat_t<true>(dy, x, ymask, n, P, 0, P, mean, acc_g, acc_p);
   else
-    grad_flat_t<false>(dy, x, nullptr, n, P, mean, acc_g, acc_p);
+    grad_flat_t<false>(dy, x, nullptr, n, P, 0, P, mean, acc_g, acc_p);
 }
+
 
 // The elementwise flat loops: lane l = i mod P runs along with i; per-lane coefficient
 // arrays hold P + 8 lanes (lane j the value of lane j % P), so eight lanes starting
@@ -668,5 +679,20 @@ inline void dx_flat(const float* dy, const float* x, const float* ymask, float* 
 #undef BNORM_STREAM8
 #undef BNORM_STORE8
 #undef BNORM_WIDEN_HI
+
+// The lane-range reductions (shifted_flat_t, grad_flat_t for the lanes [j0, j1)), last in
+// the file so the loops above keep their place in the code.
+inline void shifted_flat_lanes(const float* x, std::int64_t n, std::int64_t P, std::int64_t j0,
+                               std::int64_t j1, const float* pivot, double* acc1, double* acc2) {
+  shifted_flat_t(x, n, P, j0, j1, pivot, acc1, acc2);
+}
+inline void grad_flat_lanes(const float* dy, const float* x, const float* ymask, std::int64_t n,
+                            std::int64_t P, std::int64_t j0, std::int64_t j1, const double* mean, double* acc_g,
+                            double* acc_p) {
+  if (ymask != nullptr)
+    grad_flat_t<true>(dy, x, ymask, n, P, j0, j1, mean, acc_g, acc_p);
+  else
+    grad_flat_t<false>(dy, x, nullptr, n, P, j0, j1, mean, acc_g, acc_p);
+}
 
 }  // namespace bnorm::kernels::cpu::BNORM_SIMD_NS
