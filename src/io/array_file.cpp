@@ -1,6 +1,7 @@
 #include "bnorm/io/array_file.hpp"
 
 #include "bnorm/io/checkpoint.hpp"  // write_file_atomically
+#include "file_bytes.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -25,19 +26,6 @@ namespace {
 
 std::string in_quotes(const std::string& s) {
   return "'" + s + "'";
-}
-
-// The whole file as bytes; FileError for a missing file, a folder or a read failure.
-std::string read_file_bytes(const char* where, const std::string& path) {
-  std::error_code ec;
-  const auto status = std::filesystem::status(path, ec);
-  if (!std::filesystem::exists(status)) throw FileError(where, path, "an existing file", "no such file");
-  if (std::filesystem::is_directory(status)) throw FileError(where, path, "a file", "a folder");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw FileError(where, path, "a readable file", std::strerror(errno));
-  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw FileError(where, path, "a readable file", "a read error");
-  return data;
 }
 
 // Atomic replace: a temporary file beside the target, flushed, renamed over it.

@@ -1,6 +1,8 @@
 // bnorm native checkpoint: format and contract in bnorm/io/checkpoint.hpp.
 #include "bnorm/io/checkpoint.hpp"
 
+#include "file_bytes.hpp"
+
 #include <atomic>
 #include <bit>
 #include <cerrno>
@@ -483,11 +485,12 @@ void load_checkpoint_bytes(nn::Model& model, std::string_view bytes, const std::
 }
 
 void load_checkpoint(nn::Model& model, const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw FileError(path, "path", "a readable bnorm checkpoint", "cannot open it");
-  const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw FileError(path, "read", "the whole file", "a read error");
-  load_checkpoint_bytes(model, data, path);
+  load_checkpoint_bytes(model, read_file_bytes("load_checkpoint", path), path);
+}
+
+bool is_checkpoint(std::string_view bytes) {
+  return bytes.size() >= 8 && (bytes.substr(0, 8) == std::string_view(kMagicV2, 8) ||
+                               bytes.substr(0, 8) == std::string_view(kMagicV1, 8));
 }
 
 ModelCheckpoint::ModelCheckpoint(std::string filepath, ModelCheckpointOptions options)

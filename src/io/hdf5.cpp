@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <fstream>
 #include <mutex>
 
 #include "bnorm/io/error.hpp"
@@ -60,14 +59,6 @@ bool has_signature(std::string_view bytes) {
 
 void Reader::fail(const std::string& where, const std::string& expected, const std::string& received) const {
   throw FormatError(name_, where, expected, received);
-}
-
-Reader Reader::open_file(const std::string& path) {
-  quiet();
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw FileError("read", path, "a readable file", "one that cannot be opened");
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  return open_image(bytes, path);
 }
 
 Reader Reader::open_image(std::string_view bytes, const std::string& name) {

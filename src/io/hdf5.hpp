@@ -50,11 +50,10 @@ class Handle {
 // files have it).
 bool has_signature(std::string_view bytes);
 
-// A file opened for reading, from a path or from bytes in memory.
+// A file opened for reading from its bytes in memory.
 class Reader {
  public:
   // `name` stands for the file in error messages.
-  static Reader open_file(const std::string& path);
   static Reader open_image(std::string_view bytes, const std::string& name);
 
   const std::string& name() const noexcept { return name_; }

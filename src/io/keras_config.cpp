@@ -146,8 +146,6 @@ nn::Constraint constraint_of(const Reading& r, const json& j, const std::string&
   r.fail(where, "a constraint NonNeg, UnitNorm, MaxNorm or MinMaxNorm", "'" + cls + "'");
 }
 
-std::string layer_where(const nn::Layer& layer) { return "layer '" + layer.name() + "' (" + layer.class_name() + ")"; }
-
 // One layer entry of a model config -> a bnorm layer (not an InputLayer).
 nn::LayerPtr layer_from_config(const Reading& r, const json& entry) {
   if (!entry.is_object() || !entry.contains("class_name") || !entry["class_name"].is_string()) {
@@ -277,14 +275,14 @@ void check_sizes(const Reading& r, const std::vector<std::int64_t>& input, const
     if (const auto* dense = dynamic_cast<const nn::Dense*>(layer.get())) {
       const std::int64_t fan_in = shape.rank() > 1 ? shape[shape.rank() - 1] : 1;
       if (fan_in > 0 && dense->units() > kMaxVariable / fan_in) {
-        r.fail(layer_where(*layer), "a kernel of at most 2^28 values",
+        r.fail(layer_label(*layer), "a kernel of at most 2^28 values",
                std::to_string(fan_in) + " x " + std::to_string(dense->units()));
       }
     }
     try {
       shape = layer->compute_output_shape(shape);
     } catch (const Error& e) {
-      r.fail(layer_where(*layer), "a layer that fits its input shape " + shape.str(), e.what());
+      r.fail(layer_label(*layer), "a layer that fits its input shape " + shape.str(), e.what());
     }
   }
 }
@@ -573,6 +571,12 @@ json input_layer_json(const std::string& name, const Shape& input, Style style) 
 
 }  // namespace
 
+std::string layer_label(const nn::Layer& layer) { return "layer '" + layer.name() + "' (" + layer.class_name() + ")"; }
+
+std::string input_layer_name(const nn::Model& model) {
+  return model.input_name().empty() ? "input_layer" : model.input_name();
+}
+
 std::string snake_case(const std::string& class_name) {
   std::string out;
   for (std::size_t i = 0; i < class_name.size(); ++i) {
@@ -615,7 +619,7 @@ json model_to_config(const nn::Model& model, Style style) {
                         "a model with a known input shape (an Input, an InputLayer, or build())", "an unbuilt model");
   }
   const bool sequential = dynamic_cast<const nn::Sequential*>(&model) != nullptr;
-  const std::string input_name = model.input_name().empty() ? "input_layer" : model.input_name();
+  const std::string input_name = input_layer_name(model);
   json layers = json::array();
   layers.push_back(input_layer_json(input_name, *input, style));
   if (!sequential) layers.back()["name"] = input_name, layers.back()["inbound_nodes"] = json::array();

@@ -31,6 +31,13 @@ std::unique_ptr<nn::Model> model_from_config(const nlohmann::json& config, const
 // must be known; ArgumentError otherwise or for a layer class Keras files cannot hold.
 nlohmann::json model_to_config(const nn::Model& model, Style style);
 
+// "layer 'name' (Class)": how the Keras file readers name a layer in errors.
+std::string layer_label(const nn::Layer& layer);
+
+// The name Keras files give the model's input: the Input / InputLayer name, or Keras's
+// default "input_layer" when none was declared.
+std::string input_layer_name(const nn::Model& model);
+
 // Keras's snake_case of a class name ("BatchNormalization" -> "batch_normalization").
 std::string snake_case(const std::string& class_name);
 

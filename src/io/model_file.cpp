@@ -9,8 +9,6 @@
 #include <chrono>
 #include <cstring>
 #include <ctime>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <set>
 
@@ -18,6 +16,7 @@
 #include "bnorm/nn/layers.hpp"
 #include "bnorm/nn/losses.hpp"
 #include "bnorm/nn/optimizers.hpp"
+#include "file_bytes.hpp"
 #include "hdf5.hpp"
 #include "keras_config.hpp"
 
@@ -36,20 +35,10 @@ constexpr const char* kLegacyKerasVersion = "2.21.0";
 
 enum class Kind { keras_archive, hdf5, checkpoint, other };
 
-std::string read_all(const std::string& path, const char* what) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) throw FileError(what, path, "a file", "a folder");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw FileError(what, path, "a readable file", "one that does not exist or cannot be opened");
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
 Kind kind_of(std::string_view bytes) {
   if (bytes.size() >= 4 && std::memcmp(bytes.data(), "PK\x03\x04", 4) == 0) return Kind::keras_archive;
   if (h5::has_signature(bytes)) return Kind::hdf5;
-  if (bytes.size() >= 8 && (bytes.substr(0, 8) == "BNRMCKPT" || bytes.substr(0, 8) == std::string_view("BNRMWTS\0", 8))) {
-    return Kind::checkpoint;
-  }
+  if (is_checkpoint(bytes)) return Kind::checkpoint;
   return Kind::other;
 }
 
@@ -62,14 +51,12 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-std::string layer_label(const nn::Layer& layer) { return "layer '" + layer.name() + "' (" + layer.class_name() + ")"; }
-
 void require_built(nn::Model& model, const char* what) {
   for (const auto& layer : model.layers()) {
     if (!layer->built()) {
       throw ArgumentError(what, "model '" + model.name() + "'",
                           "a built model (an Input/InputLayer, build(), or one call)",
-                          layer_label(*layer) + " not built yet");
+                          keras::layer_label(*layer) + " not built yet");
     }
   }
 }
@@ -136,6 +123,11 @@ Archive read_archive(const std::string& bytes, const std::string& name) {
   return out;
 }
 
+// The archive's model.weights.h5, opened.
+h5::Reader archive_weights(const Archive& archive, const std::string& name) {
+  return h5::Reader::open_image(archive.weights, name + " (model.weights.h5)");
+}
+
 std::string write_archive(const std::vector<std::pair<std::string, std::string>>& members, const std::string& path) {
   zip_error_t error;
   zip_error_init(&error);
@@ -180,6 +172,21 @@ std::string write_archive(const std::vector<std::pair<std::string, std::string>>
 
 // ------------------------------------------------------------------ Keras 3 weights
 
+// The member names of a Keras 3 `vars` group as numbers, sorted numerically ("10" after
+// "9"). A name that is not a number of at most 5 digits: empty result, *not_numeric set.
+std::vector<std::size_t> numeric_children(const h5::Reader& f, const std::string& group, std::string* not_numeric) {
+  std::vector<std::size_t> out;
+  for (const auto& n : f.children(group)) {
+    if (n.empty() || n.size() > 5 || !std::all_of(n.begin(), n.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      if (not_numeric) *not_numeric = n;
+      return {};
+    }
+    out.push_back(std::stoul(n));
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 // "layers/<snake_case class>[_k]" for each model layer, in order (Keras's container
 // naming); `functional` adds the InputLayer entry Keras's Functional.layers holds.
 std::vector<std::string> keras3_layer_keys(const nn::Model& model, bool functional, std::string* input_key) {
@@ -215,26 +222,23 @@ std::vector<Tensor> read_keras3_weights(nn::Model& model, const h5::Reader& f) {
     visited.insert(keys[li]);
     if (vars.empty()) continue;
     if (!f.has_group(group)) {
-      throw FormatError(f.name(), layer_label(layer),
+      throw FormatError(f.name(), keras::layer_label(layer),
                         std::to_string(vars.size()) + " variables in the group " + group, "no such group");
     }
-    std::vector<std::string> names = f.children(group);
-    std::vector<std::size_t> indices;
-    for (const auto& n : names) {
-      const bool numeric = !n.empty() && n.size() < 6 && std::all_of(n.begin(), n.end(), [](char c) { return c >= '0' && c <= '9'; });
-      if (!numeric) throw FormatError(f.name(), layer_label(layer), "variables named 0, 1, 2, ... in " + group, "'" + n + "'");
-      indices.push_back(std::stoul(n));
+    std::string not_numeric;
+    const std::vector<std::size_t> indices = numeric_children(f, group, &not_numeric);
+    if (!not_numeric.empty()) {
+      throw FormatError(f.name(), keras::layer_label(layer), "variables named 0, 1, 2, ... in " + group, "'" + not_numeric + "'");
     }
-    std::sort(indices.begin(), indices.end());  // numerically: "10" after "9"
     if (indices.size() != vars.size()) {
       std::string expected;
       for (const Variable* v : vars) expected += (expected.empty() ? "" : ", ") + v->name;
-      throw FormatError(f.name(), layer_label(layer), std::to_string(vars.size()) + " variables (" + expected + ") in " + group,
+      throw FormatError(f.name(), keras::layer_label(layer), std::to_string(vars.size()) + " variables (" + expected + ") in " + group,
                         std::to_string(indices.size()));
     }
     for (std::size_t i = 0; i < vars.size(); ++i) {
-      if (indices[i] != i) throw FormatError(f.name(), layer_label(layer), "variables 0.." + std::to_string(vars.size() - 1), "a gap at " + std::to_string(i));
-      const std::string what = layer_label(layer) + " variable " + vars[i]->name + " (" + group + "/" + std::to_string(i) + ")";
+      if (indices[i] != i) throw FormatError(f.name(), keras::layer_label(layer), "variables 0.." + std::to_string(vars.size() - 1), "a gap at " + std::to_string(i));
+      const std::string what = keras::layer_label(layer) + " variable " + vars[i]->name + " (" + group + "/" + std::to_string(i) + ")";
       Tensor t = f.read_floats(group + "/" + std::to_string(i), what);
       if (t.shape() != vars[i]->value.shape()) {
         throw FormatError(f.name(), what, "shape " + vars[i]->value.shape().str(), "shape " + t.shape().str());
@@ -257,6 +261,24 @@ std::vector<Tensor> read_keras3_weights(nn::Model& model, const h5::Reader& f) {
   return out;
 }
 
+// The optimizer slots in Keras's `optimizer.variables` order (after iteration and
+// learning_rate): for each slot group, for each variable, the group's slots. One order
+// for the writers (Keras 3 and tf.keras) and for the reader (import_slots).
+std::vector<std::pair<Variable*, std::string>> keras_slot_order(const std::vector<Variable*>& vars,
+                                                                const std::vector<std::vector<std::string>>& groups) {
+  std::vector<std::pair<Variable*, std::string>> order;
+  for (const auto& group : groups)
+    for (Variable* v : vars)
+      for (const std::string& slot : group) order.emplace_back(v, slot);
+  return order;
+}
+
+// The slot's value, or the zeros Keras creates for a slot bnorm has not created yet.
+Tensor slot_or_zeros(const nn::Optimizer& opt, const Variable* v, const std::string& slot) {
+  const Tensor* t = opt.slot(v, slot);
+  return t ? *t : Tensor(v->value.shape(), 0.0f);
+}
+
 // Keras 3's optimizer/vars for a compiled model: 0 iterations (int64), 1 learning rate
 // (float32), then for each slot group, for each trainable variable, its slots (a slot
 // bnorm has not created yet is zeros, as Keras creates it).
@@ -271,14 +293,8 @@ void write_keras3_optimizer(nn::Model& model, h5::Writer& w) {
   lr[0] = static_cast<float>(opt->learning_rate());
   w.write_floats(group + "/1", lr);
   std::size_t index = 2;
-  const auto vars = model.trainable_weights();
-  for (const auto& slot_group : opt->slot_name_groups()) {
-    for (const Variable* v : vars) {
-      for (const std::string& slot : slot_group) {
-        const Tensor* t = opt->slot(v, slot);
-        w.write_floats(group + "/" + std::to_string(index++), t ? *t : Tensor(v->value.shape(), 0.0f));
-      }
-    }
+  for (const auto& [v, slot] : keras_slot_order(model.trainable_weights(), opt->slot_name_groups())) {
+    w.write_floats(group + "/" + std::to_string(index++), slot_or_zeros(*opt, v, slot));
   }
 }
 
@@ -331,7 +347,7 @@ void write_keras3_weights(nn::Model& model, h5::Writer& w) {
   w.make_groups("/layers");
   if (functional) {
     w.make_groups("/layers/" + input_key + "/vars");
-    w.string_attribute("/layers/" + input_key + "/vars", "name", model.input_name().empty() ? "input_layer" : model.input_name());
+    w.string_attribute("/layers/" + input_key + "/vars", "name", keras::input_layer_name(model));
   }
   for (std::size_t li = 0; li < model.layers().size(); ++li) {
     nn::Layer& layer = *model.layers()[li];
@@ -383,7 +399,7 @@ std::vector<Tensor> read_legacy_weights(nn::Model& model, const h5::Reader& f, c
     nn::Layer& layer = *model_layers[i];
     const FileLayer& fl = file_layers[i];
     const auto vars = layer.weights();
-    const std::string label = layer_label(layer) + " (file layer '" + fl.name + "')";
+    const std::string label = keras::layer_label(layer) + " (file layer '" + fl.name + "')";
     if (fl.weight_names.size() != vars.size()) {
       std::string expected, got;
       for (const Variable* v : vars) expected += (expected.empty() ? "" : ", ") + v->name;
@@ -413,7 +429,7 @@ std::vector<Tensor> read_legacy_weights(nn::Model& model, const h5::Reader& f, c
 void write_legacy_weights(nn::Model& model, h5::Writer& w, const std::string& root) {
   std::vector<std::string> names;
   const bool functional = is_functional(model);
-  if (functional) names.push_back(model.input_name().empty() ? "input_layer" : model.input_name());
+  if (functional) names.push_back(keras::input_layer_name(model));
   for (const auto& layer : model.layers()) names.push_back(layer->name());
   const std::string base = root == "/" ? "" : root;
   if (!base.empty()) w.make_groups(base);
@@ -480,20 +496,12 @@ void write_legacy_training(nn::Model& model, h5::Writer& w) {
   std::vector<std::string> names{"iteration:0"};
   w.write_int64(root + "/iteration:0", opt->iterations());
   // Variable names as tf.keras writes them: "<layer name>/<variable>".
-  std::vector<std::pair<const Variable*, std::string>> vars;
-  for (const auto& layer : model.layers()) {
-    if (!layer->trainable()) continue;
-    for (const Variable* v : layer->weights())
-      if (v->trainable) vars.emplace_back(v, layer->name() + "/" + v->name);
-  }
-  for (const auto& group : groups) {
-    for (const auto& [v, vname] : vars) {
-      for (const std::string& slot : group) {
-        const Tensor* t = opt->slot(v, slot);
-        names.push_back(opt->class_name() + "/" + short_name(slot) + "/" + vname + ":0");
-        w.write_floats(root + "/" + names.back(), t ? *t : Tensor(v->value.shape(), 0.0f));
-      }
-    }
+  std::map<const Variable*, std::string> layer_of;
+  for (const auto& layer : model.layers())
+    for (const Variable* v : layer->weights()) layer_of.emplace(v, layer->name());
+  for (const auto& [v, slot] : keras_slot_order(model.trainable_weights(), groups)) {
+    names.push_back(opt->class_name() + "/" + short_name(slot) + "/" + layer_of[v] + "/" + v->name + ":0");
+    w.write_floats(root + "/" + names.back(), slot_or_zeros(*opt, v, slot));
   }
   w.string_list_attribute(root, "weight_names", names);
 }
@@ -636,24 +644,23 @@ bool compile_from(nn::Model& model, const json& config, const char* optimizer_ke
 bool import_slots(nn::Model& model, std::int64_t iterations, double learning_rate, std::vector<Tensor> tensors) {
   nn::Optimizer& opt = *model.optimizer();
   const auto vars = model.trainable_weights();
-  const auto groups = opt.slot_name_groups();
-  std::size_t per_var = 0;
-  for (const auto& g : groups) per_var += g.size();
-  if (tensors.size() != per_var * vars.size()) return false;
+  const auto order = keras_slot_order(vars, opt.slot_name_groups());
+  if (tensors.size() != order.size()) return false;
+  // import_state takes, per variable, its slots in slot_names() order.
+  const std::vector<std::string> names = opt.slot_names();
   std::vector<nn::Optimizer::VariableSlotState> slots;
-  if (per_var > 0) {
-    for (Variable* v : vars) slots.push_back({v, std::vector<Tensor>(per_var)});
-  }
-  std::size_t next = 0, offset = 0;
-  for (const auto& g : groups) {
-    for (std::size_t vi = 0; vi < vars.size(); ++vi) {
-      for (std::size_t k = 0; k < g.size(); ++k) {
-        Tensor& t = tensors[next++];
-        if (t.shape() != vars[vi]->value.shape()) return false;
-        slots[vi].tensors[offset + k] = std::move(t);
-      }
+  std::map<const Variable*, std::size_t> index_of;
+  if (!names.empty()) {
+    for (Variable* v : vars) {
+      index_of[v] = slots.size();
+      slots.push_back({v, std::vector<Tensor>(names.size())});
     }
-    offset += g.size();
+  }
+  for (std::size_t i = 0; i < order.size(); ++i) {
+    const auto& [v, slot] = order[i];
+    if (tensors[i].shape() != v->value.shape()) return false;
+    const auto k = static_cast<std::size_t>(std::find(names.begin(), names.end(), slot) - names.begin());
+    slots[index_of[v]].tensors[k] = std::move(tensors[i]);
   }
   try {
     opt.import_state(iterations, learning_rate, std::move(slots));
@@ -663,14 +670,21 @@ bool import_slots(nn::Model& model, std::int64_t iterations, double learning_rat
   return true;
 }
 
-std::vector<std::size_t> numeric_children(const h5::Reader& f, const std::string& group) {
-  std::vector<std::size_t> out;
-  for (const auto& n : f.children(group)) {
-    if (n.empty() || n.size() > 6 || !std::all_of(n.begin(), n.end(), [](char c) { return c >= '0' && c <= '9'; })) return {};
-    out.push_back(std::stoul(n));
-  }
-  std::sort(out.begin(), out.end());
-  return out;
+// The optimizer iteration count a file records: Keras 3's optimizer/vars/0, or
+// tf.keras's "iteration:0" (older: "iterations:0") optimizer weight, named by the first
+// entry of optimizer_weights @weight_names.
+std::optional<std::int64_t> keras3_iterations(const h5::Reader& f) { return f.read_integer_scalar("/optimizer/vars/0"); }
+
+std::optional<std::int64_t> legacy_iterations(const h5::Reader& f, const std::vector<std::string>& weight_names) {
+  if (weight_names.empty()) return std::nullopt;
+  const std::string leaf = strip_suffix(weight_names.front());
+  if (leaf != "iteration" && leaf != "iterations") return std::nullopt;
+  return f.read_integer_scalar("/optimizer_weights/" + weight_names.front());
+}
+
+std::vector<std::string> legacy_optimizer_weight_names(const h5::Reader& f) {
+  if (!f.has_group("/optimizer_weights") || !f.has_attribute("/optimizer_weights", "weight_names")) return {};
+  return f.string_list_attribute("/optimizer_weights", "weight_names");
 }
 
 // Keras 3: optimizer/vars/0 = iterations, 1 = learning_rate, then the slots. Left as
@@ -678,11 +692,11 @@ std::vector<std::size_t> numeric_children(const h5::Reader& f, const std::string
 void restore_keras3_optimizer(nn::Model& model, const h5::Reader& f) {
   const std::string group = "/optimizer/vars";
   if (!f.has_group(group)) return;
-  const auto indices = numeric_children(f, group);
+  const auto indices = numeric_children(f, group, nullptr);
   if (indices.size() < 2) return;
   for (std::size_t i = 0; i < indices.size(); ++i)
     if (indices[i] != i) return;
-  const auto iterations = f.read_integer_scalar(group + "/0");
+  const auto iterations = keras3_iterations(f);
   if (!iterations || *iterations < 0) return;
   const Tensor lr = f.read_floats(group + "/1", "optimizer learning_rate");
   if (lr.numel() != 1) return;
@@ -698,12 +712,8 @@ void restore_keras3_optimizer(nn::Model& model, const h5::Reader& f) {
 // the training config (already set). tf.keras's SGD keeps momentum slots even with
 // momentum 0; bnorm's has none, and then only the iteration count is taken.
 void restore_legacy_optimizer(nn::Model& model, const h5::Reader& f) {
-  if (!f.has_group("/optimizer_weights") || !f.has_attribute("/optimizer_weights", "weight_names")) return;
-  const auto names = f.string_list_attribute("/optimizer_weights", "weight_names");
-  if (names.empty()) return;
-  const std::string first = names.front().substr(names.front().rfind('/') == std::string::npos ? 0 : names.front().rfind('/') + 1);
-  if (first != "iteration:0" && first != "iterations:0") return;
-  const auto iterations = f.read_integer_scalar("/optimizer_weights/" + names.front());
+  const auto names = legacy_optimizer_weight_names(f);
+  const auto iterations = legacy_iterations(f, names);
   if (!iterations || *iterations < 0) return;
   std::vector<Tensor> tensors;
   for (std::size_t i = 1; i < names.size(); ++i) {
@@ -717,7 +727,7 @@ void restore_legacy_optimizer(nn::Model& model, const h5::Reader& f) {
 }  // namespace
 
 std::unique_ptr<nn::Model> load_model(const std::string& path, const LoadModelOptions& options) {
-  return load_model_bytes(read_all(path, "load_model"), path, options);
+  return load_model_bytes(read_file_bytes("load_model", path), path, options);
 }
 
 std::unique_ptr<nn::Model> load_model_bytes(const std::string& bytes, const std::string& path,
@@ -725,14 +735,12 @@ std::unique_ptr<nn::Model> load_model_bytes(const std::string& bytes, const std:
   switch (kind_of(bytes)) {
     case Kind::keras_archive: {
       const Archive archive = read_archive(bytes, path);
-      auto model = keras::model_from_config(parse_json(archive.config, path, "config.json"), path, nn::KerasVersion::keras3);
-      const h5::Reader f = h5::Reader::open_image(archive.weights, path + " (model.weights.h5)");
+      const json config = parse_json(archive.config, path, "config.json");
+      auto model = keras::model_from_config(config, path, nn::KerasVersion::keras3);
+      const h5::Reader f = archive_weights(archive, path);
       model->set_weights(read_keras3_weights(*model, f));
-      if (options.compile) {
-        const json config = parse_json(archive.config, path, "config.json");
-        if (config.contains("compile_config") && compile_from(*model, config["compile_config"], "optimizer")) {
-          restore_keras3_optimizer(*model, f);
-        }
+      if (options.compile && config.contains("compile_config") && compile_from(*model, config["compile_config"], "optimizer")) {
+        restore_keras3_optimizer(*model, f);
       }
       return model;
     }
@@ -769,22 +777,13 @@ std::unique_ptr<nn::Model> load_model_bytes(const std::string& bytes, const std:
 }
 
 std::optional<std::int64_t> saved_optimizer_iterations(const std::string& path) {
-  const std::string bytes = read_all(path, "saved_optimizer_iterations");
-  auto keras3 = [](const h5::Reader& f) { return f.read_integer_scalar("/optimizer/vars/0"); };
+  const std::string bytes = read_file_bytes("saved_optimizer_iterations", path);
   switch (kind_of(bytes)) {
-    case Kind::keras_archive: {
-      const Archive archive = read_archive(bytes, path);
-      return keras3(h5::Reader::open_image(archive.weights, path + " (model.weights.h5)"));
-    }
+    case Kind::keras_archive: return keras3_iterations(archive_weights(read_archive(bytes, path), path));
     case Kind::hdf5: {
       const h5::Reader f = h5::Reader::open_image(bytes, path);
-      if (f.has_group("/optimizer")) return keras3(f);
-      if (!f.has_group("/optimizer_weights") || !f.has_attribute("/optimizer_weights", "weight_names")) return std::nullopt;
-      for (const std::string& name : f.string_list_attribute("/optimizer_weights", "weight_names")) {
-        const std::string leaf = name.substr(name.rfind('/') == std::string::npos ? 0 : name.rfind('/') + 1);
-        if (leaf == "iteration:0" || leaf == "iterations:0") return f.read_integer_scalar("/optimizer_weights/" + name);
-      }
-      return std::nullopt;
+      if (f.has_group("/optimizer")) return keras3_iterations(f);
+      return legacy_iterations(f, legacy_optimizer_weight_names(f));
     }
     case Kind::checkpoint:
     case Kind::other: break;
@@ -823,8 +822,7 @@ void save_model(nn::Model& model, const std::string& path) {
 }
 
 void load_weights(nn::Model& model, const std::string& path) {
-  require_built(model, "load_weights");
-  load_weights_bytes(model, read_all(path, "load_weights"), path);
+  load_weights_bytes(model, read_file_bytes("load_weights", path), path);
 }
 
 void load_weights_bytes(nn::Model& model, const std::string& bytes, const std::string& path) {
@@ -832,7 +830,7 @@ void load_weights_bytes(nn::Model& model, const std::string& bytes, const std::s
   switch (kind_of(bytes)) {
     case Kind::keras_archive: {
       const Archive archive = read_archive(bytes, path);
-      const h5::Reader f = h5::Reader::open_image(archive.weights, path + " (model.weights.h5)");
+      const h5::Reader f = archive_weights(archive, path);
       model.set_weights(read_keras3_weights(model, f));
       return;
     }

@@ -3,6 +3,8 @@
 // safetensors/src/tensor.rs: MAX_HEADER_SIZE, validate()).
 #include "bnorm/io/safetensors.hpp"
 
+#include "file_bytes.hpp"
+
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -257,11 +259,7 @@ std::vector<std::int64_t> SafetensorsFile::to_int64(const std::string& name) con
 }
 
 SafetensorsFile read_safetensors(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw FileError(path, "path", "a readable safetensors file", "cannot open it");
-  const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw FileError(path, "read", "the whole file", "a read error");
-  return SafetensorsFile(data, path);
+  return SafetensorsFile(read_file_bytes("read_safetensors", path), path);
 }
 
 // ---------------------------------------------------------------- loaders

@@ -179,9 +179,10 @@ TEST(InspectBatchNorm, ModelListsItsBatchNormLayersInOrderAndUnbuiltOnes) {
   EXPECT_TRUE(unbuilt[0].warnings.empty());
 }
 
+// The smallest n with momentum^n <= threshold: n = ceil(ln threshold / ln momentum).
 TEST(InspectBatchNorm, UpdatesToForget) {
-  EXPECT_EQ(nn::updates_to_forget(0.99, 0.01), 459);
-  EXPECT_EQ(nn::updates_to_forget(0.9, 0.01), 44);
+  EXPECT_EQ(nn::updates_to_forget(0.99, 0.01), 459);  // ln 0.01 / ln 0.99 = 458.2
+  EXPECT_EQ(nn::updates_to_forget(0.9, 0.01), 44);    // ln 0.01 / ln 0.9 = 43.7
   EXPECT_EQ(nn::updates_to_forget(0.5, 0.25), 2);  // exactly 0.25 after 2
   EXPECT_EQ(nn::updates_to_forget(0.0, 0.01), 1);
   EXPECT_FALSE(nn::updates_to_forget(1.0, 0.01).has_value());

@@ -81,6 +81,8 @@ void load_checkpoint(nn::Model& model, const std::string& path);
 // The same from bytes in memory (`name` stands for the file in error messages): what
 // load_checkpoint does after reading the file, and what the fuzzer drives.
 void load_checkpoint_bytes(nn::Model& model, std::string_view bytes, const std::string& name);
+// Whether `bytes` start with a bnorm checkpoint's magic (version 2 or 1).
+bool is_checkpoint(std::string_view bytes);
 // The bytes save_checkpoint writes.
 std::string checkpoint_bytes(nn::Model& model, const CheckpointOptions& options = {});
 
