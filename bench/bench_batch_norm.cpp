@@ -5,8 +5,9 @@
 // Byte model (what GB/s counts): the tensors an op must move, 4 bytes per element each,
 // per-channel vectors ignored:
 //   fwd_train, fwd_infer, fwd_train_relu   read x, write y            2 streams
-//   bwd_train, bwd_infer                   read dy, x, write dx       3 streams
-//   bwd_train_relu                         read dy, x, y, write dx    4 streams
+//   bwd_train, bwd_infer, bwd_train_relu   read dy, x, write dx       3 streams
+// (bwd_train_relu needs no more: bnorm recomputes the ReLU's mask from x; libtorch's
+// threshold_backward also reads y, oneDNN a workspace of one bit per element.)
 // Rooflines, on the same streams and the same number of threads:
 //   copy    one pass:  out = in_1 + ... + in_R  (R = 1: y = x; R = 2: dx = x + dy; ...)
 //   sweep2  two passes: a reduction over the inputs (sum of in_1 * ... * in_R), then copy
@@ -103,8 +104,8 @@ int inputs_of(Op op) {
     case Op::fwd_infer:
     case Op::fwd_train_relu: return 1;
     case Op::bwd_train:
-    case Op::bwd_infer: return 2;
-    case Op::bwd_train_relu: return 3;
+    case Op::bwd_infer:
+    case Op::bwd_train_relu: return 2;
   }
   return 1;
 }
@@ -237,7 +238,8 @@ struct Case {
     invstd.resize(C);
     dgamma.resize(C);
     dbeta.resize(C);
-    // Forward statistics every backward uses, and the ReLU output bwd_train_relu reads.
+    // Forward statistics every backward uses, and the ReLU output libtorch's
+    // bwd_train_relu reads.
     bk::forward_training_relu(x.get(), d, gamma.data(), beta.data(), kEps, yrelu.get(), mean.data(), var.data(),
                               invstd.data());
     smean = mean;
@@ -275,10 +277,10 @@ Runner bnorm_runner(Case& k, Op op, bk::Impl impl) {
         bk::forward_training_relu(k.x.get(), k.d, g, b, kEps, k.y.get(), k.mean.data(), k.var.data(),
                                   k.invstd.data(), impl);
       };
-    case Op::bwd_train_relu:
-      return [&k, g, impl] {
-        bk::backward_training_relu(k.dy.get(), k.x.get(), k.yrelu.get(), k.d, k.smean.data(), k.invstd.data(), g,
-                                   k.dx.get(), k.dgamma.data(), k.dbeta.data(), impl);
+    case Op::bwd_train_relu:  // the mask recomputed from x (reads dy and x only)
+      return [&k, g, b, impl] {
+        bk::backward_training_relu(k.dy.get(), k.x.get(), k.d, k.smean.data(), k.invstd.data(), g, b, k.dx.get(),
+                                   k.dgamma.data(), k.dbeta.data(), impl);
       };
   }
   return {};
@@ -554,7 +556,7 @@ void write_json(const Options& opt, const std::vector<Record>& recs, const std::
                bk::simd_level());
   std::fprintf(f,
                "  \"byte_model\": \"4 bytes per element per stream; fwd_train, fwd_infer, fwd_train_relu: x, y; "
-               "bwd_train, bwd_infer: dy, x, dx; bwd_train_relu: dy, x, y, dx. roof_frac = roofline time / "
+               "bwd_train, bwd_infer, bwd_train_relu: dy, x, dx. roof_frac = roofline time / "
                "impl time; roofline: copy (one pass) for nchw training/backward and all inference forward, "
                "sweep2 (reduction pass + copy pass) for nhwc/nc training and backward\",\n");
   std::fprintf(f, "  \"records\": [\n");

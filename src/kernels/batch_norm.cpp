@@ -241,9 +241,25 @@ void backward_training_relu(const float* dy, const float* x, const float* y, con
   if (path == Path::reference)
     return reference::backward_training_relu(dy, x, y, dims, mean, invstd, gamma, dx, dgamma, dbeta);
   if (dims.count() == 0) return write_zeros(dims.C, dgamma, dbeta);
+  const cpu::ReluMask mask = cpu::ReluMask::from_output(y);
   if (path == Path::cpu_nhwc)
-    return cpu::nhwc_backward_training(dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, num_threads(), y);
-  cpu::nchw_backward_training(dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, num_threads(), y);
+    return cpu::nhwc_backward_training(dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, num_threads(), mask);
+  cpu::nchw_backward_training(dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, num_threads(), mask);
+}
+
+void backward_training_relu(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
+                            const float* invstd, const float* gamma, const float* beta, float* dx, float* dgamma,
+                            float* dbeta, Impl impl) {
+  assert(valid(dims));
+  const Path path = dispatch("backward_training_relu", impl, dims);
+  if (dims.C == 0) return;
+  if (path == Path::reference)
+    return reference::backward_training_relu(dy, x, dims, mean, invstd, gamma, beta, dx, dgamma, dbeta);
+  if (dims.count() == 0) return write_zeros(dims.C, dgamma, dbeta);
+  const cpu::ReluMask mask = cpu::ReluMask::from_input(beta);
+  if (path == Path::cpu_nhwc)
+    return cpu::nhwc_backward_training(dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, num_threads(), mask);
+  cpu::nchw_backward_training(dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, num_threads(), mask);
 }
 
 const char* simd_level() {

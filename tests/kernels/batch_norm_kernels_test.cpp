@@ -96,18 +96,21 @@ struct Outputs {
   std::vector<float> dx, dgamma, dbeta;              // backward_training
   std::vector<float> dx_inf, dgamma_inf, dbeta_inf;  // backward_inference
   std::vector<float> y_relu, mean_relu, var_relu, invstd_relu;  // forward_training_relu
-  std::vector<float> dx_relu, dgamma_relu, dbeta_relu;          // backward_training_relu
+  std::vector<float> dx_relu, dgamma_relu, dbeta_relu;          // backward_training_relu (y)
+  std::vector<float> dx_relu_x, dgamma_relu_x, dbeta_relu_x;    // backward_training_relu (mask from x)
   std::vector<std::vector<float>*> all() {
-    return {&m_mean, &m_var,      &y,          &mean,        &var,     &invstd,      &y_inf,
-            &dx,     &dgamma,     &dbeta,      &dx_inf,      &dgamma_inf, &dbeta_inf, &y_relu,
-            &mean_relu, &var_relu, &invstd_relu, &dx_relu, &dgamma_relu, &dbeta_relu};
+    return {&m_mean,     &m_var,       &y,       &mean,          &var,          &invstd,       &y_inf,
+            &dx,         &dgamma,      &dbeta,   &dx_inf,        &dgamma_inf,   &dbeta_inf,    &y_relu,
+            &mean_relu,  &var_relu,    &invstd_relu, &dx_relu,   &dgamma_relu,  &dbeta_relu,   &dx_relu_x,
+            &dgamma_relu_x, &dbeta_relu_x};
   }
 };
 const char* const kOutputNames[] = {
     "moments.mean",   "moments.var", "y",      "mean",  "var",          "invstd",
     "y_inference",    "dx",          "dgamma", "dbeta", "dx_inference", "dgamma_inference",
     "dbeta_inference", "y_relu",     "mean_relu", "var_relu", "invstd_relu", "dx_relu",
-    "dgamma_relu",    "dbeta_relu"};
+    "dgamma_relu",    "dbeta_relu", "dx_relu (mask from x)", "dgamma_relu (mask from x)",
+    "dbeta_relu (mask from x)"};
 
 struct Inputs {
   BatchNormDims dims;
@@ -189,6 +192,12 @@ Outputs run_all(const Inputs& in, Impl impl) {
   o.dbeta_relu = junk(d.C);
   bk::backward_training_relu(in.dy.data(), in.x.data(), in.yrelu.data(), d, in.mean.data(), in.invstd.data(),
                              in.g(), o.dx_relu.data(), o.dgamma_relu.data(), o.dbeta_relu.data(), impl);
+
+  o.dx_relu_x = junk(d.numel());
+  o.dgamma_relu_x = junk(d.C);
+  o.dbeta_relu_x = junk(d.C);
+  bk::backward_training_relu(in.dy.data(), in.x.data(), d, in.mean.data(), in.invstd.data(), in.g(), in.b(),
+                             o.dx_relu_x.data(), o.dgamma_relu_x.data(), o.dbeta_relu_x.data(), impl);
   return o;
 }
 
@@ -751,6 +760,45 @@ TEST(BatchNormKernels, FusedReluIsTheComposition) {
   }
 }
 
+// The mask recomputed from x is the forward's own: given what forward_training_relu
+// returned (on any path), the x version of the backward gives the y version's bits, for
+// every combination of gamma and beta given or null, also where the pre-activation is
+// exactly 0 (a constant channel with beta 0: x * alpha + (0 - x * alpha)).
+TEST(BatchNormKernels, FusedReluMaskFromInputEqualsMaskFromOutput) {
+  for (const BatchNormDims d : {BatchNormDims{300, 17, 1}, BatchNormDims{8, 32, 196}, BatchNormDims{2, 3, 40000},
+                                BatchNormDims{64, 1024, 1}, BatchNormDims{7, 5, 3}}) {
+    SCOPED_TRACE(str(d));
+    Inputs in(d, true, 9u);
+    for (std::int64_t n = 0; n < d.N; ++n)  // channel 1 constant
+      for (std::int64_t s = 0; s < d.S; ++s) in.x[static_cast<std::size_t>((n * d.C + 1) * d.S + s)] = 0.75f;
+    std::vector<float> zero_beta(in.beta.size(), 0.0f);
+    for (const Impl fwd : {Impl::automatic, Impl::reference}) {
+      for (const int variant : {0, 1, 2, 3}) {
+        const float* gamma = variant & 1 ? nullptr : in.gamma.data();
+        const float* beta = variant & 2 ? nullptr : (variant == 0 ? zero_beta.data() : in.beta.data());
+        SCOPED_TRACE("variant " + std::to_string(variant) + (fwd == Impl::reference ? " reference forward" : ""));
+        std::vector<float> y(in.x.size()), mean(in.gamma.size()), var(mean), invstd(mean);
+        bk::forward_training_relu(in.x.data(), d, gamma, beta, in.epsilon, y.data(), mean.data(), var.data(),
+                                  invstd.data(), fwd);
+        std::int64_t zeros = 0;
+        for (const float v : y) zeros += v == 0.0f ? 1 : 0;
+        EXPECT_GT(zeros, 0);
+        for (const Impl impl : {Impl::automatic, Impl::cpu, Impl::reference}) {
+          std::vector<float> dx_y = junk(d.numel()), dg_y = junk(d.C), db_y = junk(d.C);
+          std::vector<float> dx_x = junk(d.numel()), dg_x = junk(d.C), db_x = junk(d.C);
+          bk::backward_training_relu(in.dy.data(), in.x.data(), y.data(), d, mean.data(), invstd.data(), gamma,
+                                     dx_y.data(), dg_y.data(), db_y.data(), impl);
+          bk::backward_training_relu(in.dy.data(), in.x.data(), d, mean.data(), invstd.data(), gamma, beta,
+                                     dx_x.data(), dg_x.data(), db_x.data(), impl);
+          expect_bitwise(dx_x, dx_y, "dx");
+          expect_bitwise(dg_x, dg_y, "dgamma");
+          expect_bitwise(db_x, db_y, "dbeta");
+        }
+      }
+    }
+  }
+}
+
 TEST(BatchNormKernels, FusedReluEmptyAndZeroChannels) {
   const float eps = 1e-3f;
   const float want_invstd = static_cast<float>(1.0 / std::sqrt(static_cast<double>(eps)));
@@ -766,10 +814,18 @@ TEST(BatchNormKernels, FusedReluEmptyAndZeroChannels) {
                                  dgamma.data(), dbeta.data(), impl);
       expect_bitwise(dgamma, {0, 0, 0}, "dgamma");
       expect_bitwise(dbeta, {0, 0, 0}, "dbeta");
+      dgamma = junk(3);
+      dbeta = junk(3);
+      bk::backward_training_relu(nullptr, nullptr, d, mean.data(), invstd.data(), nullptr, nullptr, nullptr,
+                                 dgamma.data(), dbeta.data(), impl);
+      expect_bitwise(dgamma, {0, 0, 0}, "dgamma (mask from x)");
+      expect_bitwise(dbeta, {0, 0, 0}, "dbeta (mask from x)");
     }
     bk::forward_training_relu(nullptr, BatchNormDims{4, 0, 9}, nullptr, nullptr, eps, nullptr, nullptr, nullptr,
                               nullptr, impl);
     bk::backward_training_relu(nullptr, nullptr, nullptr, BatchNormDims{4, 0, 1}, nullptr, nullptr, nullptr,
+                               nullptr, nullptr, nullptr, impl);
+    bk::backward_training_relu(nullptr, nullptr, BatchNormDims{4, 0, 1}, nullptr, nullptr, nullptr, nullptr,
                                nullptr, nullptr, nullptr, impl);
   }
 }

@@ -173,6 +173,28 @@ void backward_training_relu(const float* dy,      // (N, C, S)
                             float* dbeta,         // (C) assigned, or null
                             Impl impl = Impl::automatic);
 
+// The same, without the forward's output: the ReLU's mask is recomputed from x with the
+// forward's own folded coefficients,
+//   g = (x * alpha_c + shift_c > 0 ? dy : 0),
+//   alpha_c = invstd_c * gamma_c,  shift_c = beta_c - mean_c * alpha_c   (in float)
+// the very expression forward_training_relu evaluated before its ReLU (on every path),
+// so given the mean and invstd that forward returned and the same gamma and beta, the
+// mask and every output equal the y version's bit for bit. It reads dy and x only (one
+// tensor less than the y version, as oneDNN's bit-mask workspace but with no workspace):
+// the faster choice when x is kept for the backward anyway. beta null means 0, as in the
+// forward.
+void backward_training_relu(const float* dy,      // (N, C, S)
+                            const float* x,       // (N, C, S) forward input
+                            const BatchNormDims& dims,
+                            const float* mean,    // (C) as forward_training_relu returned it
+                            const float* invstd,  // (C) as forward_training_relu returned it
+                            const float* gamma,   // (C) or null, as given to the forward
+                            const float* beta,    // (C) or null, as given to the forward
+                            float* dx,            // (N, C, S) assigned, or null
+                            float* dgamma,        // (C) assigned, or null
+                            float* dbeta,         // (C) assigned, or null
+                            Impl impl = Impl::automatic);
+
 // Vector instruction set the cpu kernels use on this machine, chosen once at the first
 // call: "avx2" (AVX2 + FMA present) or "generic" (baseline x86-64 SSE2). Setting the
 // environment variable BNORM_SIMD=generic before the first kernel call forces the

@@ -39,4 +39,8 @@ template <typename T>
 void backward_training_relu(const T* dy, const T* x, const T* y, const BatchNormDims& dims, const T* mean,
                             const T* invstd, const T* gamma, T* dx, T* dgamma, T* dbeta);
 
+template <typename T>
+void backward_training_relu(const T* dy, const T* x, const BatchNormDims& dims, const T* mean, const T* invstd,
+                            const T* gamma, const T* beta, T* dx, T* dgamma, T* dbeta);
+
 }  // namespace bnorm::kernels::reference

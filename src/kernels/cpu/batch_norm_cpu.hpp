@@ -165,6 +165,53 @@ void chan_merge(const double* sums, const double* m2s, std::int64_t nb, std::int
   var = m2 / count;
 }
 
+// The ReLU's mask in a fused backward (backward_training_relu): the gradient is
+// g = dy where the forward's output was positive, else 0. The mask comes from the
+// forward's output y (y > 0), or is recomputed from x with the forward's own folded
+// coefficients (x * alpha + shift > 0: the same float expression the forward evaluated,
+// so the same mask, bit for bit, without reading y: one stream less).
+enum class MaskFrom { none, output, input };
+
+// For a channels-first block (one channel): y at the block's first element, or the
+// channel's alpha and shift.
+struct RowsMask {
+  MaskFrom from = MaskFrom::none;
+  const float* y = nullptr;
+  float alpha = 0.0f, shift = 0.0f;
+  // The mask of the block starting `offset` elements further.
+  RowsMask at(std::int64_t offset) const {
+    RowsMask m = *this;
+    if (m.y != nullptr) m.y += offset;
+    return m;
+  }
+};
+
+// For a channels-last block: y at the block's first element, or per-lane alpha and shift
+// (P + kLaneExtra lanes, as the other per-lane coefficients).
+struct FlatMask {
+  MaskFrom from = MaskFrom::none;
+  const float* y = nullptr;
+  const float* alpha = nullptr;
+  const float* shift = nullptr;
+  FlatMask at(std::int64_t offset) const {
+    FlatMask m = *this;
+    if (m.y != nullptr) m.y += offset;
+    return m;
+  }
+};
+
+// What a backward call was given for its ReLU: nothing (plain backward), the forward's
+// output y, or beta (the mask recomputed from x; beta may be null, as in the forward).
+struct ReluMask {
+  MaskFrom from = MaskFrom::none;
+  const float* y = nullptr;
+  const float* beta = nullptr;
+  static ReluMask from_output(const float* y) {
+    return {y != nullptr ? MaskFrom::output : MaskFrom::none, y, nullptr};
+  }
+  static ReluMask from_input(const float* beta) { return {MaskFrom::input, nullptr, beta}; }
+};
+
 // ---- inner loops (batch_norm_simd.hpp), one table per instruction set ----
 // Semantics in batch_norm_simd.hpp. Both tables give bitwise identical results. Per-lane
 // float coefficient arrays of the *_flat loops hold P + 8 lanes (kLaneExtra).
@@ -176,7 +223,7 @@ struct SimdOps {
                        double* sum, double* m2);
   void (*shifted_rows)(const float* x, std::int64_t rows, std::int64_t stride, std::int64_t len, float pivot,
                        double* s1, double* s2);
-  void (*grad_rows)(const float* dy, const float* x, const float* ymask, std::int64_t rows,
+  void (*grad_rows)(const float* dy, const float* x, const RowsMask& mask, std::int64_t rows,
                     std::int64_t stride, std::int64_t len, double mean, double* sum, double* dotp);
   void (*grad_scale_rows)(const float* dy, const float* x, float* dx, std::int64_t rows, std::int64_t stride,
                           std::int64_t len, double mean, float scale, double* sum, double* dotp);
@@ -184,24 +231,24 @@ struct SimdOps {
                       float alpha, float shift, bool relu, bool stream);
   void (*affine_cyclic)(const float* x, float* y, std::int64_t r0, std::int64_t r1, std::int64_t C,
                         std::int64_t S, const float* alpha, const float* shift, bool relu, bool stream);
-  void (*dx_rows)(const float* dy, const float* x, const float* ymask, float* dx, std::int64_t rows,
+  void (*dx_rows)(const float* dy, const float* x, const RowsMask& mask, float* dx, std::int64_t rows,
                   std::int64_t stride, std::int64_t len, float mean, float grad_mean, float k, float scale,
                   bool stream);
   void (*shifted_flat)(const float* x, std::int64_t n, std::int64_t P, const float* pivot, double* acc1,
                        double* acc2);
-  void (*grad_flat)(const float* dy, const float* x, const float* ymask, std::int64_t n, std::int64_t P,
+  void (*grad_flat)(const float* dy, const float* x, const FlatMask& mask, std::int64_t n, std::int64_t P,
                     const double* mean, double* acc_g, double* acc_p);
   void (*scale_flat)(const float* dy, float* dx, std::int64_t n, std::int64_t P, const float* scale);
   void (*affine_flat)(const float* x, float* y, std::int64_t n, std::int64_t P, const float* alpha,
                       const float* shift, bool relu, bool stream);
-  void (*dx_flat)(const float* dy, const float* x, const float* ymask, float* dx, std::int64_t n,
+  void (*dx_flat)(const float* dy, const float* x, const FlatMask& mask, float* dx, std::int64_t n,
                   std::int64_t P, const float* mean, const float* grad_mean, const float* k,
                   const float* scale, bool stream);
   // shifted_flat and grad_flat for the lanes [j0, j1) only (multiples of 8, j1 <= P), with
   // the same sums for each of them.
   void (*shifted_flat_lanes)(const float* x, std::int64_t n, std::int64_t P, std::int64_t j0, std::int64_t j1,
                              const float* pivot, double* acc1, double* acc2);
-  void (*grad_flat_lanes)(const float* dy, const float* x, const float* ymask, std::int64_t n, std::int64_t P,
+  void (*grad_flat_lanes)(const float* dy, const float* x, const FlatMask& mask, std::int64_t n, std::int64_t P,
                           std::int64_t j0, std::int64_t j1, const double* mean, double* acc_g, double* acc_p);
 };
 
@@ -212,8 +259,8 @@ const SimdOps& simd_ops_generic();
 void force_generic_simd(bool on);
 
 // ---- channels-first, S > 1 (batch_norm_nchw.cpp) ----
-// `relu` (forward): y = relu(batch norm); `ymask` (backward, nullable): the gradient is
-// masked by ymask > 0 first (the ReLU's backward).
+// `relu` (forward): y = relu(batch norm); `relu_mask` (backward): the gradient is masked
+// first (the ReLU's backward, see ReluMask).
 void nchw_moments(const float* x, const BatchNormDims& dims, float* mean, float* var, int threads);
 void nchw_forward_training(const float* x, const BatchNormDims& dims, const float* gamma, const float* beta,
                            float epsilon, float* y, float* mean, float* var, float* invstd, int threads,
@@ -222,7 +269,7 @@ void nchw_forward_inference(const float* x, const BatchNormDims& dims, const flo
                             const float* gamma, const float* beta, float epsilon, float* y, int threads);
 void nchw_backward_training(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
                             const float* invstd, const float* gamma, float* dx, float* dgamma, float* dbeta,
-                            int threads, const float* ymask = nullptr);
+                            int threads, const ReluMask& relu_mask = {});
 void nchw_backward_inference(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
                              const float* var, const float* gamma, float epsilon, float* dx, float* dgamma,
                              float* dbeta, int threads);
@@ -236,7 +283,7 @@ void nhwc_forward_inference(const float* x, const BatchNormDims& dims, const flo
                             const float* gamma, const float* beta, float epsilon, float* y, int threads);
 void nhwc_backward_training(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
                             const float* invstd, const float* gamma, float* dx, float* dgamma, float* dbeta,
-                            int threads, const float* ymask = nullptr);
+                            int threads, const ReluMask& relu_mask = {});
 void nhwc_backward_inference(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
                              const float* var, const float* gamma, float epsilon, float* dx, float* dgamma,
                              float* dbeta, int threads);

@@ -245,8 +245,23 @@ void channel_stats(const SimdOps& ops, const float* x, const BatchNormDims& dims
   for (std::int64_t c = 0; c < dims.C; ++c) merge_channel(sums + c * nb, m2s + c * nb, 1, b, dims, mean[c], var[c]);
 }
 
+// The ReLU mask of channel c's rows (y, if any, still at the tensor's start): with a
+// mask from x, the channel's folded coefficients, as the forward computed them.
+RowsMask channel_mask(const ReluMask& relu, const float* mean, const float* invstd, const float* gamma,
+                      std::int64_t c) {
+  RowsMask m;
+  m.from = relu.from;
+  m.y = relu.y;
+  if (relu.from == MaskFrom::input) {
+    const Fold f = fold(mean[c], invstd[c], gamma, relu.beta, c);
+    m.alpha = f.alpha;
+    m.shift = f.shift;
+  }
+  return m;
+}
+
 // Per-channel sum g and sum g * (x - mean) for channel c, blocks merged in order.
-void channel_grad(const SimdOps& ops, const float* dy, const float* x, const float* ymask,
+void channel_grad(const SimdOps& ops, const float* dy, const float* x, const RowsMask& mask,
                   const BatchNormDims& dims, const Blocking& b, std::int64_t c, double mean, double& sum_g,
                   double& dotp) {
   double a = 0.0, p = 0.0;
@@ -254,8 +269,7 @@ void channel_grad(const SimdOps& ops, const float* dy, const float* x, const flo
     const Block k = block_at(b, dims, blk);
     const std::int64_t o = block_offset(dims, k, c);
     double ba = 0.0, bp = 0.0;
-    ops.grad_rows(dy + o, x + o, ymask != nullptr ? ymask + o : nullptr, k.n1 - k.n0, dims.C * dims.S,
-                  k.s1 - k.s0, mean, &ba, &bp);
+    ops.grad_rows(dy + o, x + o, mask.at(o), k.n1 - k.n0, dims.C * dims.S, k.s1 - k.s0, mean, &ba, &bp);
     a += ba;
     p += bp;
   }
@@ -361,7 +375,7 @@ void nchw_forward_inference(const float* x, const BatchNormDims& dims, const flo
 
 void nchw_backward_training(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
                             const float* invstd, const float* gamma, float* dx, float* dgamma, float* dbeta,
-                            int threads, const float* ymask) {
+                            int threads, const ReluMask& relu) {
   if (dx == nullptr && dgamma == nullptr && dbeta == nullptr) return;
   const SimdOps& ops = simd_ops();
   const int team = nchw_team(dims, threads);
@@ -376,13 +390,14 @@ void nchw_backward_training(const float* dy, const float* x, const BatchNormDims
 #pragma omp for schedule(static)
     for (std::int64_t c = 0; c < C; ++c) {
       double sum_g = 0.0, dotp = 0.0;
-      channel_grad(ops, dy, x, ymask, dims, b, c, static_cast<double>(mean[c]), sum_g, dotp);
+      const RowsMask mask = channel_mask(relu, mean, invstd, gamma, c);
+      channel_grad(ops, dy, x, mask, dims, b, c, static_cast<double>(mean[c]), sum_g, dotp);
       if (dgamma != nullptr) dgamma[c] = static_cast<float>(dotp * static_cast<double>(invstd[c]));
       if (dbeta != nullptr) dbeta[c] = static_cast<float>(sum_g);
       if (dx == nullptr) continue;
       const TrainingGrad g = training_grad(sum_g, dotp, dims.count(), invstd[c], gamma, c);
-      ops.dx_rows(dy + c * S, x + c * S, ymask != nullptr ? ymask + c * S : nullptr, dx + c * S, dims.N, C * S,
-                  S, mean[c], g.grad_mean, g.k, g.scale, stream);
+      ops.dx_rows(dy + c * S, x + c * S, mask.at(c * S), dx + c * S, dims.N, C * S, S, mean[c], g.grad_mean, g.k,
+                  g.scale, stream);
     }
     });
     return;
@@ -399,11 +414,12 @@ void nchw_backward_training(const float* dy, const float* x, const BatchNormDims
       const std::int64_t c = t / nb;
       const Block k = block_at(b, dims, t % nb);
       const std::int64_t o = block_offset(dims, k, c);
-      ops.grad_rows(dy + o, x + o, ymask != nullptr ? ymask + o : nullptr, k.n1 - k.n0, C * S, k.s1 - k.s0,
-                    static_cast<double>(mean[c]), sums + t, dots + t);
+      ops.grad_rows(dy + o, x + o, channel_mask(relu, mean, invstd, gamma, c).at(o), k.n1 - k.n0, C * S,
+                    k.s1 - k.s0, static_cast<double>(mean[c]), sums + t, dots + t);
     }
   });
   TrainingGrad* grads = scratch<TrainingGrad, 4>(C);
+  RowsMask* masks = scratch<RowsMask, 5>(C);
   for (std::int64_t c = 0; c < C; ++c) {
     double sum_g = 0.0, dotp = 0.0;
     for (std::int64_t k = 0; k < nb; ++k) {
@@ -413,6 +429,7 @@ void nchw_backward_training(const float* dy, const float* x, const BatchNormDims
     if (dgamma != nullptr) dgamma[c] = static_cast<float>(dotp * static_cast<double>(invstd[c]));
     if (dbeta != nullptr) dbeta[c] = static_cast<float>(sum_g);
     grads[c] = training_grad(sum_g, dotp, dims.count(), invstd[c], gamma, c);
+    masks[c] = channel_mask(relu, mean, invstd, gamma, c);
   }
   if (dx == nullptr) return;
   run_team(team, [&] {
@@ -421,8 +438,7 @@ void nchw_backward_training(const float* dy, const float* x, const BatchNormDims
     for (std::int64_t r = r0; r < r1; ++r) {
       const std::int64_t c = r % C, o = r * S;
       const TrainingGrad g = grads[c];
-      ops.dx_rows(dy + o, x + o, ymask != nullptr ? ymask + o : nullptr, dx + o, 1, S, S, mean[c], g.grad_mean,
-                  g.k, g.scale, stream);
+      ops.dx_rows(dy + o, x + o, masks[c].at(o), dx + o, 1, S, S, mean[c], g.grad_mean, g.k, g.scale, stream);
     }
   });
 }
@@ -455,7 +471,7 @@ void nchw_backward_inference(const float* dy, const float* x, const BatchNormDim
       ops.grad_scale_rows(dy + o, x + o, dx + o, k.n1 - k.n0, C * S, k.s1 - k.s0, static_cast<double>(mean[c]),
                           scale[c], sums + t, dots + t);
     else
-      ops.grad_rows(dy + o, x + o, nullptr, k.n1 - k.n0, C * S, k.s1 - k.s0, static_cast<double>(mean[c]),
+      ops.grad_rows(dy + o, x + o, RowsMask{}, k.n1 - k.n0, C * S, k.s1 - k.s0, static_cast<double>(mean[c]),
                     sums + t, dots + t);
   }
   });

@@ -476,15 +476,14 @@ namespace {
 
 // Block phase of the gradient sums (every thread): sum g and sum g (x - mean) per block
 // into the slots; with dx_scale (inference backward) also dx = dy * scale from cache.
-void grad_blocks(const Plan& p, const float* dy, const float* x, const float* ymask, const double* mean_d,
+void grad_blocks(const Plan& p, const float* dy, const float* x, const FlatMask& mask, const double* mean_d,
                  double* sums, double* dots, float* dx, const float* dx_scale) {
   double* acc = scratch<double, 0>(2 * p.P);
 #pragma omp for schedule(static)
   for (std::int64_t b = 0; b < p.blocking.blocks; ++b) {
     const std::int64_t o = p.r0(b) * p.C;
     zero(acc, 2 * p.P);
-    p.ops.grad_flat(dy + o, x + o, ymask != nullptr ? ymask + o : nullptr, p.flat(b), p.P, mean_d, acc,
-                    acc + p.P);
+    p.ops.grad_flat(dy + o, x + o, mask.at(o), p.flat(b), p.P, mean_d, acc, acc + p.P);
     if (dx != nullptr && dx_scale != nullptr) p.ops.scale_flat(dy + o, dx + o, p.flat(b), p.P, dx_scale);
     fold_lanes(acc, p.P, p.C, sums + b * p.C);
     fold_lanes(acc + p.P, p.P, p.C, dots + b * p.C);
@@ -496,7 +495,7 @@ void grad_blocks(const Plan& p, const float* dy, const float* x, const float* ym
 // block, shared; mean_d: P lanes, the share's filled here), a barrier, after_barrier(),
 // then the folds of the share's channels.
 template <typename AfterBarrier>
-void lane_split_grads(const Plan& p, const float* dy, const float* x, const float* ymask, const float* mean,
+void lane_split_grads(const Plan& p, const float* dy, const float* x, const FlatMask& mask, const float* mean,
                       double* mean_d, double* lanes, double* sums, double* dots,
                       AfterBarrier&& after_barrier) {
   const std::int64_t P = p.P, C = p.C;
@@ -507,8 +506,7 @@ void lane_split_grads(const Plan& p, const float* dy, const float* x, const floa
     double* acc = lanes + b * 2 * P;
     std::fill(acc + s.j0, acc + s.j1, 0.0);
     std::fill(acc + P + s.j0, acc + P + s.j1, 0.0);
-    p.ops.grad_flat_lanes(dy + o, x + o, ymask != nullptr ? ymask + o : nullptr, p.flat(b), P, s.j0, s.j1,
-                          mean_d, acc, acc + P);
+    p.ops.grad_flat_lanes(dy + o, x + o, mask.at(o), p.flat(b), P, s.j0, s.j1, mean_d, acc, acc + P);
   }
 #pragma omp barrier
   after_barrier();
@@ -523,10 +521,23 @@ void lane_split_grads(const Plan& p, const float* dy, const float* x, const floa
 
 void nhwc_backward_training(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
                             const float* invstd, const float* gamma, float* dx, float* dgamma, float* dbeta,
-                            int threads, const float* ymask) {
+                            int threads, const ReluMask& relu) {
   if (dx == nullptr && dgamma == nullptr && dbeta == nullptr) return;
   const Plan p(dims, threads);
   const std::int64_t C = p.C, P = p.P, L = P + kLaneExtra;
+  // The ReLU's mask: y, or the forward's folded coefficients per lane (O(C), serial).
+  FlatMask mask;
+  mask.from = relu.from;
+  mask.y = relu.y;
+  if (relu.from == MaskFrom::input) {
+    float* fold_c = scratch<float, 5>(2 * C + 2 * L);
+    float* alpha_l = fold_c + 2 * C;
+    fold_range(mean, invstd, gamma, relu.beta, 0, C, fold_c, fold_c + C);
+    expand_lanes(fold_c, L, C, alpha_l);
+    expand_lanes(fold_c + C, L, C, alpha_l + L);
+    mask.alpha = alpha_l;
+    mask.shift = alpha_l + L;
+  }
   const std::int64_t slots = p.blocking.blocks * C;
   double* sums = scratch<double, 1>(2 * slots);
   double* dots = sums + slots;
@@ -547,9 +558,9 @@ void nhwc_backward_training(const float* dy, const float* x, const BatchNormDims
   const bool stream = dx != nullptr && stream_stores(dims.numel() * 4, p.team);
   run_team(p.team, [&] {
     if (p.lane_split())
-      lane_split_grads(p, dy, x, ymask, mean, mean_d, lanes, sums, dots, [] {});
+      lane_split_grads(p, dy, x, mask, mean, mean_d, lanes, sums, dots, [] {});
     else
-      grad_blocks(p, dy, x, ymask, mean_d, sums, dots, nullptr, nullptr);
+      grad_blocks(p, dy, x, mask, mean_d, sums, dots, nullptr, nullptr);
     channel_chunks(
         p,
         [&](std::int64_t c0, std::int64_t c1) {
@@ -579,8 +590,7 @@ void nhwc_backward_training(const float* dy, const float* x, const BatchNormDims
     if (dx != nullptr) {
       elementwise_rows(p, [&](std::int64_t r0, std::int64_t r1) {
         const std::int64_t o = r0 * C;
-        p.ops.dx_flat(dy + o, x + o, ymask != nullptr ? ymask + o : nullptr, dx + o, (r1 - r0) * C, P, mean_f, gm,
-                      kk, sc, stream);
+        p.ops.dx_flat(dy + o, x + o, mask.at(o), dx + o, (r1 - r0) * C, P, mean_f, gm, kk, sc, stream);
       });
     }
   });
@@ -625,7 +635,7 @@ void nhwc_backward_inference(const float* dy, const float* x, const BatchNormDim
     run_team(p.team, [&] {
       const Share s(p);
       coefficients(s.c0, s.c1);
-      lane_split_grads(p, dy, x, nullptr, mean, mean_d, lanes, sums, dots, [&] {
+      lane_split_grads(p, dy, x, FlatMask{}, mean, mean_d, lanes, sums, dots, [&] {
         if (dx != nullptr)
           elementwise_rows(p, [&](std::int64_t r0, std::int64_t r1) {
             p.ops.scale_flat(dy + r0 * C, dx + r0 * C, (r1 - r0) * C, P, sc);
@@ -639,7 +649,7 @@ void nhwc_backward_inference(const float* dy, const float* x, const BatchNormDim
   coefficients(0, C);
   // One sweep: each block takes its partial sums, then writes its dx from cache.
   run_team(p.team, [&] {
-    grad_blocks(p, dy, x, nullptr, mean_d, sums, dots, dx, sc);
+    grad_blocks(p, dy, x, FlatMask{}, mean_d, sums, dots, dx, sc);
 #pragma omp for schedule(static)
     for (std::int64_t k = 0; k < chunks(C); ++k) {
       std::int64_t c0 = 0, c1 = 0;

@@ -71,34 +71,53 @@ void normalize_channel(const T* x, const BatchNormDims& dims, std::int64_t c, T 
     }
 }
 
-// The ReLU's gradient: dy where the forward output y > 0, else 0 (y null: no ReLU).
+// The ReLU's gradient in one channel: dy where the forward's output was positive, else
+// 0. Known from the forward output y (y > 0), or recomputed from x with the channel's
+// folded coefficients (x * alpha + shift > 0, the forward's own expression in T); with
+// neither (no ReLU), dy.
 template <typename T>
-T relu_grad(const T* dy, const T* y, std::int64_t i) {
-  return y == nullptr || y[i] > T(0) ? dy[i] : T(0);
-}
+struct ReluGate {
+  const T* y = nullptr;
+  bool from_x = false;
+  T alpha = T(0), shift = T(0);
+  T operator()(const T* dy, const T* x, std::int64_t i) const {
+    if (y != nullptr) return y[i] > T(0) ? dy[i] : T(0);
+    if (from_x) return x[i] * alpha + shift > T(0) ? dy[i] : T(0);
+    return dy[i];
+  }
+};
 
-// sum g and sum g * (x - mean) over channel c, in double, with g = relu_grad(dy, y).
+// sum g and sum g * (x - mean) over channel c, in double, with g = gate(dy, x).
 template <typename T>
 void gradient_sums(const T* dy, const T* x, const BatchNormDims& dims, std::int64_t c, T mean, double& sum_dy,
-                   double& dotp, const T* y = nullptr) {
+                   double& dotp, const ReluGate<T>& gate = {}) {
   sum_dy = 0.0;
   dotp = 0.0;
   for (std::int64_t n = 0; n < dims.N; ++n)
     for (std::int64_t s = 0; s < dims.S; ++s) {
       const std::int64_t i = offset(dims, n, c, s);
-      const double g = static_cast<double>(relu_grad(dy, y, i));
+      const double g = static_cast<double>(gate(dy, x, i));
       sum_dy += g;
       dotp += g * (static_cast<double>(x[i]) - static_cast<double>(mean));
     }
 }
 
-// backward_training with g = relu_grad(dy, y) in place of dy (y null: plain backward).
+// backward_training with the ReLU's gradient g in place of dy: the mask from y (non-null),
+// else recomputed from x with beta when from_x, else none (plain backward).
 template <typename T>
-void backward_training_masked(const T* dy, const T* x, const T* y, const BatchNormDims& dims, const T* mean,
-                              const T* invstd, const T* gamma, T* dx, T* dgamma, T* dbeta) {
+void backward_training_masked(const T* dy, const T* x, const T* y, bool from_x, const T* beta,
+                              const BatchNormDims& dims, const T* mean, const T* invstd, const T* gamma, T* dx,
+                              T* dgamma, T* dbeta) {
   for (std::int64_t c = 0; c < dims.C; ++c) {
+    ReluGate<T> gate;
+    gate.y = y;
+    gate.from_x = from_x;
+    if (from_x) {  // normalize_channel's coefficients
+      gate.alpha = invstd[c] * gamma_at(gamma, c);
+      gate.shift = beta_at(beta, c) - mean[c] * gate.alpha;
+    }
     double sum_dy = 0.0, dotp = 0.0;
-    gradient_sums(dy, x, dims, c, mean[c], sum_dy, dotp, y);
+    gradient_sums(dy, x, dims, c, mean[c], sum_dy, dotp, gate);
     const double inv = static_cast<double>(invstd[c]);
     if (dgamma != nullptr) dgamma[c] = static_cast<T>(dotp * inv);
     if (dbeta != nullptr) dbeta[c] = static_cast<T>(sum_dy);
@@ -112,7 +131,7 @@ void backward_training_masked(const T* dy, const T* x, const T* y, const BatchNo
     for (std::int64_t n = 0; n < dims.N; ++n)
       for (std::int64_t s = 0; s < dims.S; ++s) {
         const std::int64_t i = offset(dims, n, c, s);
-        dx[i] = (relu_grad(dy, y, i) - grad_mean - (x[i] - mean[c]) * k) * scale;
+        dx[i] = (gate(dy, x, i) - grad_mean - (x[i] - mean[c]) * k) * scale;
       }
   }
 }
@@ -169,13 +188,22 @@ void forward_inference(const T* x, const BatchNormDims& dims, const T* mean, con
 template <typename T>
 void backward_training(const T* dy, const T* x, const BatchNormDims& dims, const T* mean, const T* invstd,
                        const T* gamma, T* dx, T* dgamma, T* dbeta) {
-  backward_training_masked(dy, x, static_cast<const T*>(nullptr), dims, mean, invstd, gamma, dx, dgamma, dbeta);
+  backward_training_masked(dy, x, static_cast<const T*>(nullptr), false, static_cast<const T*>(nullptr), dims,
+                           mean, invstd, gamma, dx, dgamma, dbeta);
 }
 
 template <typename T>
 void backward_training_relu(const T* dy, const T* x, const T* y, const BatchNormDims& dims, const T* mean,
                             const T* invstd, const T* gamma, T* dx, T* dgamma, T* dbeta) {
-  backward_training_masked(dy, x, y, dims, mean, invstd, gamma, dx, dgamma, dbeta);
+  backward_training_masked(dy, x, y, false, static_cast<const T*>(nullptr), dims, mean, invstd, gamma, dx, dgamma,
+                           dbeta);
+}
+
+template <typename T>
+void backward_training_relu(const T* dy, const T* x, const BatchNormDims& dims, const T* mean, const T* invstd,
+                            const T* gamma, const T* beta, T* dx, T* dgamma, T* dbeta) {
+  backward_training_masked(dy, x, static_cast<const T*>(nullptr), true, beta, dims, mean, invstd, gamma, dx, dgamma,
+                           dbeta);
 }
 
 template <typename T>
@@ -213,6 +241,8 @@ void backward_inference(const T* dy, const T* x, const BatchNormDims& dims, cons
   template void forward_training_relu<T>(const T*, const BatchNormDims&, const T*, const T*, T, T*, T*, T*,  \
                                          T*);                                                                \
   template void backward_training_relu<T>(const T*, const T*, const T*, const BatchNormDims&, const T*,      \
+                                          const T*, const T*, T*, T*, T*);                                   \
+  template void backward_training_relu<T>(const T*, const T*, const BatchNormDims&, const T*, const T*,      \
                                           const T*, const T*, T*, T*, T*);
 
 BNORM_INSTANTIATE_REFERENCE(float)

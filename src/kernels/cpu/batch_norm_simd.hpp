@@ -22,7 +22,10 @@
 //           seen with a period P (a multiple of both C and 8): lane j of a period belongs
 //           to channel j % C; per-lane accumulators (double[P]) and per-lane coefficients
 //           (double[P], or float[P + 8] for the elementwise loops) come from the caller.
-// `ymask` (nullable): the ReLU forward output; the gradient is g = (ymask > 0 ? dy : 0).
+// `mask` (RowsMask / FlatMask of batch_norm_cpu.hpp): the ReLU's mask of a fused backward;
+// the gradient is g = (y > 0 ? dy : 0) from the forward output y, or
+// g = (x * alpha + shift > 0 ? dy : 0) recomputed from x, or g = dy (none). The loops are
+// compiled once per kind (template parameter kMask).
 
 #ifndef BNORM_SIMD_NS
 #error "define BNORM_SIMD_NS before including batch_norm_simd.hpp"
@@ -53,6 +56,19 @@ typedef double d4u __attribute__((vector_size(32), aligned(8), may_alias));
 #define BNORM_CVT(p) BNORM_WIDEN(BNORM_LD4(p))
 // Four floats at p, masked by the ReLU output at m (g = m > 0 ? v : 0), widened.
 #define BNORM_CVT_MASKED(p, m) BNORM_WIDEN((BNORM_LD4(m) > f4{} ? BNORM_LD4(p) : f4{}))
+// Four floats at p, masked by the pre-activation recomputed from x at xp (g = x * a + b > 0
+// ? v : 0, a and b four-lane coefficients), widened.
+#define BNORM_CVT_MASKED_IN(p, xp, a, b) BNORM_WIDEN((BNORM_LD4(xp) * (a) + (b) > f4{} ? BNORM_LD4(p) : f4{}))
+// Four gradients at offset o of a block (dy at g, x at xr), masked as kMask says, widened.
+#define BNORM_CVT_GRAD(kMask, g, xr, ym, o, a, b)                                     \
+  (kMask == MaskFrom::output  ? BNORM_CVT_MASKED((g) + (o), (ym) + (o))               \
+   : kMask == MaskFrom::input ? BNORM_CVT_MASKED_IN((g) + (o), (xr) + (o), (a), (b)) \
+                              : BNORM_CVT((g) + (o)))
+// Eight gradients: v (dy, loaded) masked as kMask says, with the output at ym or the x
+// vector xv and eight-lane coefficients a, b.
+#define BNORM_MASK8(kMask, v, ym, xv, a, b)                                     \
+  (kMask == MaskFrom::output  ? (BNORM_LD8(ym) > f8{} ? (v) : f8{})             \
+   : kMask == MaskFrom::input ? ((xv) * (a) + (b) > f8{} ? (v) : f8{}) : (v))
 // Software prefetch of row r + ahead (one channel's rows are `stride` apart, too short
 // and too far apart for the hardware prefetcher): the whole row when it is short.
 #define BNORM_PREFETCH_ROWS_AHEAD 2048
@@ -100,9 +116,12 @@ inline std::int64_t head_of(const float* out, std::int64_t len, bool must_align 
   return head < len ? head : len;
 }
 
-// The ReLU's gradient of one element.
-inline float masked(const float* dy, const float* ymask, std::int64_t i) {
-  return ymask == nullptr || ymask[i] > 0.0f ? dy[i] : 0.0f;
+// The ReLU's gradient of element i (output y, or recomputed from x with alpha, shift).
+template <MaskFrom kMask>
+inline float masked(const float* dy, const float* x, const float* y, float alpha, float shift, std::int64_t i) {
+  if constexpr (kMask == MaskFrom::output) return y[i] > 0.0f ? dy[i] : 0.0f;
+  if constexpr (kMask == MaskFrom::input) return x[i] * alpha + shift > 0.0f ? dy[i] : 0.0f;
+  return dy[i];
 }
 
 // ---- channels-first blocks -----------------------------------------------------------
@@ -237,42 +256,40 @@ inline void shifted_rows(const float* x, std::int64_t rows, std::int64_t stride,
   *out_s2 = BNORM_HSUM(b) + t2;
 }
 
-// sum g and sum g * (x - mean) over the block (g = dy, or masked by ymask), in double.
-// With dx non-null also dx = dy * scale (the inference backward, one pass).
-template <bool kMask, bool kScale>
-inline void grad_rows_t(const float* dy, const float* x, const float* ymask, float* dx, std::int64_t rows,
+// sum g and sum g * (x - mean) over the block (g = dy, or masked as kMask says), in
+// double. With kScale also dx = dy * scale (the inference backward, one pass).
+template <MaskFrom kMask, bool kScale>
+inline void grad_rows_t(const float* dy, const float* x, const RowsMask& mask, float* dx, std::int64_t rows,
                         std::int64_t stride, std::int64_t len, double mean, float scale, double* out_sum,
                         double* out_dotp) {
   d4 a0{}, a1{}, b0{}, b1{};
   double ta = 0.0, tb = 0.0;
   const d4 m = {mean, mean, mean, mean};
   const f8 sc = {scale, scale, scale, scale, scale, scale, scale, scale};
+  const float* ymask = mask.y;
+  const f4 ma = {mask.alpha, mask.alpha, mask.alpha, mask.alpha};
+  const f4 mb = {mask.shift, mask.shift, mask.shift, mask.shift};
   const std::int64_t ahead = rows_ahead(2 * len);
   for (std::int64_t r = 0; r < rows; ++r) {
     prefetch_row(dy, r, ahead, rows, stride, len);
     prefetch_row(x, r, ahead, rows, stride, len);
-    if constexpr (kMask) prefetch_row(ymask, r, ahead, rows, stride, len);
+    if constexpr (kMask == MaskFrom::output) prefetch_row(ymask, r, ahead, rows, stride, len);
     if constexpr (kScale) prefetch_row<true>(dx, r, ahead, rows, stride, len);
     const std::int64_t o = r * stride;
     const float* g = dy + o;
     const float* xr = x + o;
+    const float* yr = kMask == MaskFrom::output ? ymask + o : nullptr;
     std::int64_t i = 0;
     for (; i + 8 <= len; i += 8) {
-      d4 g0, g1;
-      if constexpr (kMask) {
-        g0 = BNORM_CVT_MASKED(g + i, ymask + o + i);
-        g1 = BNORM_CVT_MASKED(g + i + 4, ymask + o + i + 4);
-      } else {
-        g0 = BNORM_CVT(g + i);
-        g1 = BNORM_CVT(g + i + 4);
-      }
+      const d4 g0 = BNORM_CVT_GRAD(kMask, g, xr, yr, i, ma, mb);
+      const d4 g1 = BNORM_CVT_GRAD(kMask, g, xr, yr, i + 4, ma, mb);
       a0 += g0;
       a1 += g1;
       b0 += g0 * (BNORM_CVT(xr + i) - m);
       b1 += g1 * (BNORM_CVT(xr + i + 4) - m);
     }
     for (; i < len; ++i) {
-      const float gi = kMask ? masked(g, ymask + o, i) : g[i];
+      const float gi = masked<kMask>(g, xr, yr, mask.alpha, mask.shift, i);
       ta += static_cast<double>(gi);
       tb += static_cast<double>(gi) * (static_cast<double>(xr[i]) - mean);
     }
@@ -290,17 +307,24 @@ inline void grad_rows_t(const float* dy, const float* x, const float* ymask, flo
   *out_dotp = BNORM_HSUM(b) + tb;
 }
 
-inline void grad_rows(const float* dy, const float* x, const float* ymask, std::int64_t rows,
+inline void grad_rows(const float* dy, const float* x, const RowsMask& mask, std::int64_t rows,
                       std::int64_t stride, std::int64_t len, double mean, double* out_sum, double* out_dotp) {
-  if (ymask != nullptr)
-    grad_rows_t<true, false>(dy, x, ymask, nullptr, rows, stride, len, mean, 0.0f, out_sum, out_dotp);
-  else
-    grad_rows_t<false, false>(dy, x, nullptr, nullptr, rows, stride, len, mean, 0.0f, out_sum, out_dotp);
+  switch (mask.from) {
+    case MaskFrom::output:
+      return grad_rows_t<MaskFrom::output, false>(dy, x, mask, nullptr, rows, stride, len, mean, 0.0f, out_sum,
+                                                  out_dotp);
+    case MaskFrom::input:
+      return grad_rows_t<MaskFrom::input, false>(dy, x, mask, nullptr, rows, stride, len, mean, 0.0f, out_sum,
+                                                 out_dotp);
+    case MaskFrom::none:
+      break;
+  }
+  grad_rows_t<MaskFrom::none, false>(dy, x, mask, nullptr, rows, stride, len, mean, 0.0f, out_sum, out_dotp);
 }
 
 inline void grad_scale_rows(const float* dy, const float* x, float* dx, std::int64_t rows, std::int64_t stride,
                             std::int64_t len, double mean, float scale, double* out_sum, double* out_dotp) {
-  grad_rows_t<false, true>(dy, x, nullptr, dx, rows, stride, len, mean, scale, out_sum, out_dotp);
+  grad_rows_t<MaskFrom::none, true>(dy, x, RowsMask{}, dx, rows, stride, len, mean, scale, out_sum, out_dotp);
 }
 
 // y = x * alpha + shift over the block (then the ReLU). y may alias x. A row of at least
@@ -378,9 +402,13 @@ inline void affine_cyclic(const float* x, float* y, std::int64_t r0, std::int64_
 
 // dx = (g - grad_mean - (x - mean) * k) * scale over the block; rows of at least 8 floats
 // end with an overlapping vector (dx never aliases an input).
-template <bool kMask, bool kStream>
-inline void dx_rows_t(const float* dy, const float* x, const float* ymask, float* dx, std::int64_t rows,
+template <MaskFrom kMask, bool kStream>
+inline void dx_rows_t(const float* dy, const float* x, const RowsMask& mask, float* dx, std::int64_t rows,
                       std::int64_t stride, std::int64_t len, float mean, float grad_mean, float k, float scale) {
+  const float* ymask = mask.y;
+  const float ma_s = mask.alpha, mb_s = mask.shift;
+  const f8 ma = {ma_s, ma_s, ma_s, ma_s, ma_s, ma_s, ma_s, ma_s};
+  const f8 mb = {mb_s, mb_s, mb_s, mb_s, mb_s, mb_s, mb_s, mb_s};
   const f8 m = {mean, mean, mean, mean, mean, mean, mean, mean};
   const f8 gm = {grad_mean, grad_mean, grad_mean, grad_mean, grad_mean, grad_mean, grad_mean, grad_mean};
   const f8 kk = {k, k, k, k, k, k, k, k};
@@ -389,45 +417,54 @@ inline void dx_rows_t(const float* dy, const float* x, const float* ymask, float
   for (std::int64_t r = 0; r < rows; ++r) {
     if (!kStream && rows > 1) prefetch_row<true>(dx, r, ahead, rows, stride, len);
     const std::int64_t o = r * stride;
+    const float* yr = kMask == MaskFrom::output ? ymask + o : nullptr;
     std::int64_t i = 0;
     for (const std::int64_t head = head_of(dx + o, len, kStream); i < head; ++i) {
-      const float g = kMask ? masked(dy + o, ymask + o, i) : dy[o + i];
+      const float g = masked<kMask>(dy + o, x + o, yr, ma_s, mb_s, i);
       dx[o + i] = ((g - grad_mean) - (x[o + i] - mean) * k) * scale;
     }
     for (; i + 8 <= len; i += 8) {
-      f8 g = BNORM_LD8(dy + o + i);
-      if constexpr (kMask) g = BNORM_LD8(ymask + o + i) > f8{} ? g : f8{};
-      BNORM_STORE8(kStream, dx + o + i, ((g - gm) - (BNORM_LD8(x + o + i) - m) * kk) * sc);
+      const f8 xv = BNORM_LD8(x + o + i);
+      const f8 g = BNORM_MASK8(kMask, BNORM_LD8(dy + o + i), yr + i, xv, ma, mb);
+      BNORM_STORE8(kStream, dx + o + i, ((g - gm) - (xv - m) * kk) * sc);
     }
     if (i < len && len >= 8) {
       const std::int64_t t = o + len - 8;
-      f8 g = BNORM_LD8(dy + t);
-      if constexpr (kMask) g = BNORM_LD8(ymask + t) > f8{} ? g : f8{};
-      BNORM_ST8(dx + t, ((g - gm) - (BNORM_LD8(x + t) - m) * kk) * sc);
+      const f8 xv = BNORM_LD8(x + t);
+      const f8 g = BNORM_MASK8(kMask, BNORM_LD8(dy + t), yr + len - 8, xv, ma, mb);
+      BNORM_ST8(dx + t, ((g - gm) - (xv - m) * kk) * sc);
       continue;
     }
     for (; i < len; ++i) {
-      const float g = kMask ? masked(dy + o, ymask + o, i) : dy[o + i];
+      const float g = masked<kMask>(dy + o, x + o, yr, ma_s, mb_s, i);
       dx[o + i] = ((g - grad_mean) - (x[o + i] - mean) * k) * scale;
     }
   }
   stream_fence<kStream>();
 }
 
-inline void dx_rows(const float* dy, const float* x, const float* ymask, float* dx, std::int64_t rows,
+template <MaskFrom kMask>
+inline void dx_rows_m(const float* dy, const float* x, const RowsMask& mask, float* dx, std::int64_t rows,
+                      std::int64_t stride, std::int64_t len, float mean, float grad_mean, float k, float scale,
+                      bool stream) {
+  if (stream)
+    dx_rows_t<kMask, true>(dy, x, mask, dx, rows, stride, len, mean, grad_mean, k, scale);
+  else
+    dx_rows_t<kMask, false>(dy, x, mask, dx, rows, stride, len, mean, grad_mean, k, scale);
+}
+
+inline void dx_rows(const float* dy, const float* x, const RowsMask& mask, float* dx, std::int64_t rows,
                     std::int64_t stride, std::int64_t len, float mean, float grad_mean, float k, float scale,
                     bool stream) {
-  if (stream) {
-    if (ymask != nullptr)
-      dx_rows_t<true, true>(dy, x, ymask, dx, rows, stride, len, mean, grad_mean, k, scale);
-    else
-      dx_rows_t<false, true>(dy, x, nullptr, dx, rows, stride, len, mean, grad_mean, k, scale);
-  } else {
-    if (ymask != nullptr)
-      dx_rows_t<true, false>(dy, x, ymask, dx, rows, stride, len, mean, grad_mean, k, scale);
-    else
-      dx_rows_t<false, false>(dy, x, nullptr, dx, rows, stride, len, mean, grad_mean, k, scale);
+  switch (mask.from) {
+    case MaskFrom::output:
+      return dx_rows_m<MaskFrom::output>(dy, x, mask, dx, rows, stride, len, mean, grad_mean, k, scale, stream);
+    case MaskFrom::input:
+      return dx_rows_m<MaskFrom::input>(dy, x, mask, dx, rows, stride, len, mean, grad_mean, k, scale, stream);
+    case MaskFrom::none:
+      break;
   }
+  dx_rows_m<MaskFrom::none>(dy, x, mask, dx, rows, stride, len, mean, grad_mean, k, scale, stream);
 }
 
 // ---- channels-last blocks (period P) -------------------------------------------------
@@ -497,26 +534,28 @@ inline void shifted_flat(const float* x, std::int64_t n, std::int64_t P, const f
 // acc_g[j] += g, acc_p[j] += g * (x - mean[j]) for i = j (mod P), in double; tiles of 8
 // lanes keep their sums in registers over a round of kRound periods. Only the lanes
 // [j0, j1) (multiples of 8, j1 <= P) are touched, as in shifted_flat_t. P is a multiple of 8.
-template <bool kMask>
-inline void grad_flat_t(const float* dy, const float* x, const float* ymask, std::int64_t n, std::int64_t P,
+template <MaskFrom kMask>
+inline void grad_flat_t(const float* dy, const float* x, const FlatMask& mask, std::int64_t n, std::int64_t P,
                         std::int64_t j0, std::int64_t j1, const double* mean, double* acc_g, double* acc_p) {
+  const float* ymask = mask.y;
   std::int64_t i = 0;
   while (i + P <= n) {
     std::int64_t periods = (n - i) / P;
     if (periods > kRound) periods = kRound;
     for (std::int64_t j = j0; j < j1; j += 8) {
       const d4 m0 = BNORM_LDD(mean + j), m1 = BNORM_LDD(mean + j + 4);
+      f4 ma0{}, ma1{}, mb0{}, mb1{};
+      if constexpr (kMask == MaskFrom::input) {
+        ma0 = BNORM_LD4(mask.alpha + j);
+        ma1 = BNORM_LD4(mask.alpha + j + 4);
+        mb0 = BNORM_LD4(mask.shift + j);
+        mb1 = BNORM_LD4(mask.shift + j + 4);
+      }
       d4 g0{}, g1{}, p0{}, p1{};
       for (std::int64_t q = 0; q < periods; ++q) {
         const std::int64_t o = i + q * P + j;
-        d4 h0, h1;
-        if constexpr (kMask) {
-          h0 = BNORM_CVT_MASKED(dy + o, ymask + o);
-          h1 = BNORM_CVT_MASKED(dy + o + 4, ymask + o + 4);
-        } else {
-          h0 = BNORM_CVT(dy + o);
-          h1 = BNORM_CVT(dy + o + 4);
-        }
+        const d4 h0 = BNORM_CVT_GRAD(kMask, dy, x, ymask, o, ma0, mb0);
+        const d4 h1 = BNORM_CVT_GRAD(kMask, dy, x, ymask, o + 4, ma1, mb1);
         g0 += h0;
         g1 += h1;
         p0 += h0 * (BNORM_CVT(x + o) - m0);
@@ -530,18 +569,25 @@ inline void grad_flat_t(const float* dy, const float* x, const float* ymask, std
     i += periods * P;
   }
   for (std::int64_t j = j0; j < j1 && i + j < n; ++j) {
-    const float g = kMask ? masked(dy + i, ymask + i, j) : dy[i + j];
+    const float g = masked<kMask>(dy + i, x + i, kMask == MaskFrom::output ? ymask + i : nullptr,
+                                  kMask == MaskFrom::input ? mask.alpha[j] : 0.0f,
+                                  kMask == MaskFrom::input ? mask.shift[j] : 0.0f, j);
     acc_g[j] += static_cast<double>(g);
     acc_p[j] += static_cast<double>(g) * (static_cast<double>(x[i + j]) - mean[j]);
   }
 }
 
-inline void grad_flat(const float* dy, const float* x, const float* ymask, std::int64_t n, std::int64_t P,
+inline void grad_flat(const float* dy, const float* x, const FlatMask& mask, std::int64_t n, std::int64_t P,
                       const double* mean, double* acc_g, double* acc_p) {
-  if (ymask != nullptr)
-    grad_flat_t<true>(dy, x, ymask, n, P, 0, P, mean, acc_g, acc_p);
-  else
-    grad_flat_t<false>(dy, x, nullptr, n, P, 0, P, mean, acc_g, acc_p);
+  switch (mask.from) {
+    case MaskFrom::output:
+      return grad_flat_t<MaskFrom::output>(dy, x, mask, n, P, 0, P, mean, acc_g, acc_p);
+    case MaskFrom::input:
+      return grad_flat_t<MaskFrom::input>(dy, x, mask, n, P, 0, P, mean, acc_g, acc_p);
+    case MaskFrom::none:
+      break;
+  }
+  grad_flat_t<MaskFrom::none>(dy, x, mask, n, P, 0, P, mean, acc_g, acc_p);
 }
 
 
@@ -622,45 +668,58 @@ inline void affine_flat(const float* x, float* y, std::int64_t n, std::int64_t P
 }
 
 // dx = (g - grad_mean[j] - (x - mean[j]) * k[j]) * scale[j] for i = j (mod P).
-template <bool kMask, bool kStream>
-inline void dx_flat_t(const float* dy, const float* x, const float* ymask, float* dx, std::int64_t n,
+template <MaskFrom kMask, bool kStream>
+inline void dx_flat_t(const float* dy, const float* x, const FlatMask& mask, float* dx, std::int64_t n,
                       std::int64_t P, const float* mean, const float* grad_mean, const float* k, const float* scale) {
+  const float* ymask = mask.y;
+  const float* ma = mask.alpha;
+  const float* mb = mask.shift;
   std::int64_t i = 0, l = 0;
   for (const std::int64_t head = head_of(dx, n, kStream); i < head; ++i) {
-    const float g = kMask ? masked(dy, ymask, i) : dy[i];
+    const float g = masked<kMask>(dy, x, ymask, kMask == MaskFrom::input ? ma[l] : 0.0f,
+                                  kMask == MaskFrom::input ? mb[l] : 0.0f, i);
     dx[i] = ((g - grad_mean[l]) - (x[i] - mean[l]) * k[l]) * scale[l];
     BNORM_NEXT_LANE(l);
   }
   for (; i + 8 <= n; i += 8) {
-    f8 g = BNORM_LD8(dy + i);
-    if constexpr (kMask) g = BNORM_LD8(ymask + i) > f8{} ? g : f8{};
-    BNORM_STORE8(kStream, dx + i, ((g - BNORM_LD8(grad_mean + l)) - (BNORM_LD8(x + i) - BNORM_LD8(mean + l)) *
-                                                                 BNORM_LD8(k + l)) *
-                                BNORM_LD8(scale + l));
+    const f8 xv = BNORM_LD8(x + i);
+    const f8 g = BNORM_MASK8(kMask, BNORM_LD8(dy + i), ymask + i, xv, BNORM_LD8(ma + l), BNORM_LD8(mb + l));
+    BNORM_STORE8(kStream, dx + i,
+                 ((g - BNORM_LD8(grad_mean + l)) - (xv - BNORM_LD8(mean + l)) * BNORM_LD8(k + l)) *
+                     BNORM_LD8(scale + l));
     BNORM_NEXT_8_LANES(l);
   }
   for (; i < n; ++i) {
-    const float g = kMask ? masked(dy, ymask, i) : dy[i];
+    const float g = masked<kMask>(dy, x, ymask, kMask == MaskFrom::input ? ma[l] : 0.0f,
+                                  kMask == MaskFrom::input ? mb[l] : 0.0f, i);
     dx[i] = ((g - grad_mean[l]) - (x[i] - mean[l]) * k[l]) * scale[l];
     BNORM_NEXT_LANE(l);
   }
   stream_fence<kStream>();
 }
 
-inline void dx_flat(const float* dy, const float* x, const float* ymask, float* dx, std::int64_t n,
+template <MaskFrom kMask>
+inline void dx_flat_m(const float* dy, const float* x, const FlatMask& mask, float* dx, std::int64_t n,
+                      std::int64_t P, const float* mean, const float* grad_mean, const float* k, const float* scale,
+                      bool stream) {
+  if (stream)
+    dx_flat_t<kMask, true>(dy, x, mask, dx, n, P, mean, grad_mean, k, scale);
+  else
+    dx_flat_t<kMask, false>(dy, x, mask, dx, n, P, mean, grad_mean, k, scale);
+}
+
+inline void dx_flat(const float* dy, const float* x, const FlatMask& mask, float* dx, std::int64_t n,
                     std::int64_t P, const float* mean, const float* grad_mean, const float* k, const float* scale,
                     bool stream) {
-  if (stream) {
-    if (ymask != nullptr)
-      dx_flat_t<true, true>(dy, x, ymask, dx, n, P, mean, grad_mean, k, scale);
-    else
-      dx_flat_t<false, true>(dy, x, nullptr, dx, n, P, mean, grad_mean, k, scale);
-  } else {
-    if (ymask != nullptr)
-      dx_flat_t<true, false>(dy, x, ymask, dx, n, P, mean, grad_mean, k, scale);
-    else
-      dx_flat_t<false, false>(dy, x, nullptr, dx, n, P, mean, grad_mean, k, scale);
+  switch (mask.from) {
+    case MaskFrom::output:
+      return dx_flat_m<MaskFrom::output>(dy, x, mask, dx, n, P, mean, grad_mean, k, scale, stream);
+    case MaskFrom::input:
+      return dx_flat_m<MaskFrom::input>(dy, x, mask, dx, n, P, mean, grad_mean, k, scale, stream);
+    case MaskFrom::none:
+      break;
   }
+  dx_flat_m<MaskFrom::none>(dy, x, mask, dx, n, P, mean, grad_mean, k, scale, stream);
 }
 
 #undef BNORM_NEXT_LANE
@@ -672,6 +731,9 @@ inline void dx_flat(const float* dy, const float* x, const float* ymask, float* 
 #undef BNORM_STD
 #undef BNORM_CVT
 #undef BNORM_CVT_MASKED
+#undef BNORM_CVT_MASKED_IN
+#undef BNORM_CVT_GRAD
+#undef BNORM_MASK8
 #undef BNORM_WIDEN
 #undef BNORM_PREFETCH_ROWS_AHEAD
 #undef BNORM_HSUM
@@ -686,13 +748,18 @@ inline void shifted_flat_lanes(const float* x, std::int64_t n, std::int64_t P, s
                                std::int64_t j1, const float* pivot, double* acc1, double* acc2) {
   shifted_flat_t(x, n, P, j0, j1, pivot, acc1, acc2);
 }
-inline void grad_flat_lanes(const float* dy, const float* x, const float* ymask, std::int64_t n,
+inline void grad_flat_lanes(const float* dy, const float* x, const FlatMask& mask, std::int64_t n,
                             std::int64_t P, std::int64_t j0, std::int64_t j1, const double* mean, double* acc_g,
                             double* acc_p) {
-  if (ymask != nullptr)
-    grad_flat_t<true>(dy, x, ymask, n, P, j0, j1, mean, acc_g, acc_p);
-  else
-    grad_flat_t<false>(dy, x, nullptr, n, P, j0, j1, mean, acc_g, acc_p);
+  switch (mask.from) {
+    case MaskFrom::output:
+      return grad_flat_t<MaskFrom::output>(dy, x, mask, n, P, j0, j1, mean, acc_g, acc_p);
+    case MaskFrom::input:
+      return grad_flat_t<MaskFrom::input>(dy, x, mask, n, P, j0, j1, mean, acc_g, acc_p);
+    case MaskFrom::none:
+      break;
+  }
+  grad_flat_t<MaskFrom::none>(dy, x, mask, n, P, j0, j1, mean, acc_g, acc_p);
 }
 
 }  // namespace bnorm::kernels::cpu::BNORM_SIMD_NS
