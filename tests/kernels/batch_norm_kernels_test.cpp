@@ -884,35 +884,46 @@ TEST(BatchNormKernels, StreamingAndPlainStoresAgreeBitwise) {
   }
 }
 
-// Misaligned buffers (the kernels align their stores, never their sums): the results do
-// not depend on where the tensors sit in memory.
+// Misaligned buffers (the kernels align their stores, never their sums; streamed rows
+// start at a cache line): the results do not depend on where the tensors sit in memory,
+// with plain or streaming stores.
 TEST(BatchNormKernels, ResultsDoNotDependOnAlignment) {
-  for (const BatchNormDims d : {BatchNormDims{300, 17, 1}, BatchNormDims{8, 32, 196}, BatchNormDims{64, 40, 1}}) {
+  StreamingStoresGuard guard;
+  for (const BatchNormDims d : {BatchNormDims{300, 17, 1}, BatchNormDims{8, 32, 196},
+                                BatchNormDims{64, 40, 1}, BatchNormDims{4, 6, 100}}) {
     SCOPED_TRACE(str(d));
     const Inputs in(d, true, 31u);
     const Outputs base = run_all(in, Impl::cpu);
-    for (const std::size_t shift : {1u, 3u, 5u}) {
-      SCOPED_TRACE("shift " + std::to_string(shift));
-      std::vector<float> xs(in.x.size() + 8), dys(in.x.size() + 8), ys(in.x.size() + 8), dxs(in.x.size() + 8);
-      std::copy(in.x.begin(), in.x.end(), xs.begin() + static_cast<std::ptrdiff_t>(shift));
-      std::copy(in.dy.begin(), in.dy.end(), dys.begin() + static_cast<std::ptrdiff_t>(shift));
-      float* x = xs.data() + shift;
-      float* dy = dys.data() + shift;
-      float* y = ys.data() + (shift * 3) % 8;
-      float* dx = dxs.data() + (shift * 5) % 8;
-      std::vector<float> mean(in.gamma.size()), var(mean), invstd(mean), dgamma(mean), dbeta(mean);
-      bk::forward_training(x, d, in.g(), in.b(), in.epsilon, y, mean.data(), var.data(), invstd.data(), Impl::cpu);
-      expect_bitwise(std::vector<float>(y, y + d.numel()), base.y, "y");
-      expect_bitwise(mean, base.mean, "mean");
-      expect_bitwise(var, base.var, "var");
-      bk::backward_training(dy, x, d, in.mean.data(), in.invstd.data(), in.g(), dx, dgamma.data(), dbeta.data(),
-                            Impl::cpu);
-      expect_bitwise(std::vector<float>(dx, dx + d.numel()), base.dx, "dx");
-      expect_bitwise(dgamma, base.dgamma, "dgamma");
-      bk::backward_inference(dy, x, d, in.run_mean.data(), in.run_var.data(), in.g(), in.epsilon, dx,
-                             dgamma.data(), dbeta.data(), Impl::cpu);
-      expect_bitwise(std::vector<float>(dx, dx + d.numel()), base.dx_inf, "dx_inference");
-      expect_bitwise(dgamma, base.dgamma_inf, "dgamma_inference");
+    for (const std::size_t shift : {1u, 3u, 4u, 5u, 12u}) {
+      for (const bool stream : {false, true}) {
+        bk::force_streaming_stores(stream);
+        SCOPED_TRACE("shift " + std::to_string(shift) + (stream ? " streaming" : ""));
+        std::vector<float> xs(in.x.size() + 16), dys(in.x.size() + 16), ys(in.x.size() + 16),
+            dxs(in.x.size() + 16);
+        std::copy(in.x.begin(), in.x.end(), xs.begin() + static_cast<std::ptrdiff_t>(shift));
+        std::copy(in.dy.begin(), in.dy.end(), dys.begin() + static_cast<std::ptrdiff_t>(shift));
+        float* x = xs.data() + shift;
+        float* dy = dys.data() + shift;
+        float* y = ys.data() + (shift * 3) % 8;
+        float* dx = dxs.data() + (shift * 5) % 8;
+        std::vector<float> mean(in.gamma.size()), var(mean), invstd(mean), dgamma(mean), dbeta(mean);
+        bk::forward_training(x, d, in.g(), in.b(), in.epsilon, y, mean.data(), var.data(), invstd.data(),
+                             Impl::cpu);
+        expect_bitwise(std::vector<float>(y, y + d.numel()), base.y, "y");
+        expect_bitwise(mean, base.mean, "mean");
+        expect_bitwise(var, base.var, "var");
+        bk::backward_training(dy, x, d, in.mean.data(), in.invstd.data(), in.g(), dx, dgamma.data(),
+                              dbeta.data(), Impl::cpu);
+        expect_bitwise(std::vector<float>(dx, dx + d.numel()), base.dx, "dx");
+        expect_bitwise(dgamma, base.dgamma, "dgamma");
+        bk::backward_inference(dy, x, d, in.run_mean.data(), in.run_var.data(), in.g(), in.epsilon, dx,
+                               dgamma.data(), dbeta.data(), Impl::cpu);
+        expect_bitwise(std::vector<float>(dx, dx + d.numel()), base.dx_inf, "dx_inference");
+        expect_bitwise(dgamma, base.dgamma_inf, "dgamma_inference");
+        bk::forward_inference(x, d, in.run_mean.data(), in.run_var.data(), in.g(), in.b(), in.epsilon, y,
+                              Impl::cpu);
+        expect_bitwise(std::vector<float>(y, y + d.numel()), base.y_inf, "y_inference");
+      }
     }
   }
 }

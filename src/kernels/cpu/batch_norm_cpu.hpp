@@ -20,6 +20,8 @@
 #include <cstdint>
 #include <vector>
 
+#include <xmmintrin.h>
+
 #include "bnorm/kernels/batch_norm.hpp"
 
 namespace bnorm::kernels::cpu {
@@ -72,6 +74,13 @@ void run_team(int team, Body&& body) {
 // either way. force_streaming_stores(true) makes every size stream (tests).
 bool stream_stores(std::int64_t out_bytes, int team);
 void force_streaming_stores(bool on);
+
+// Orders this thread's non-temporal stores before what follows (a barrier, the return to
+// the caller): each thread that streamed calls it once its elementwise work is done. The
+// channels-first row loops (affine_rows, affine_cyclic, dx_rows) leave it to their caller.
+inline void end_streaming(bool stream) {
+  if (stream) _mm_sfence();
+}
 
 // Grow-only scratch of the calling thread (no allocation once warm). Each slot is a
 // separate buffer, so a kernel may hold several at once.
