@@ -235,7 +235,7 @@ struct SimdOps {
   void (*grad_rows)(const float* dy, const float* x, const RowsMask& mask, std::int64_t rows,
                     std::int64_t stride, std::int64_t len, double mean, double* sum, double* dotp);
   void (*grad_scale_rows)(const float* dy, const float* x, float* dx, std::int64_t rows, std::int64_t stride,
-                          std::int64_t len, double mean, float scale, double* sum, double* dotp);
+                          std::int64_t len, double mean, float scale, double* sum, double* dotp, bool stream);
   void (*affine_rows)(const float* x, float* y, std::int64_t rows, std::int64_t stride, std::int64_t len,
                       float alpha, float shift, bool relu, bool stream);
   void (*affine_cyclic)(const float* x, float* y, std::int64_t r0, std::int64_t r1, std::int64_t C,
@@ -247,7 +247,7 @@ struct SimdOps {
                        double* acc2);
   void (*grad_flat)(const float* dy, const float* x, const FlatMask& mask, std::int64_t n, std::int64_t P,
                     const double* mean, double* acc_g, double* acc_p);
-  void (*scale_flat)(const float* dy, float* dx, std::int64_t n, std::int64_t P, const float* scale);
+  void (*scale_flat)(const float* dy, float* dx, std::int64_t n, std::int64_t P, const float* scale, bool stream);
   void (*affine_flat)(const float* x, float* y, std::int64_t n, std::int64_t P, const float* alpha,
                       const float* shift, bool relu, bool stream);
   void (*dx_flat)(const float* dy, const float* x, const FlatMask& mask, float* dx, std::int64_t n,

@@ -470,6 +470,7 @@ void nchw_backward_inference(const float* dy, const float* x, const BatchNormDim
   const std::int64_t tasks = C * nb;
   double* sums = scratch<double, 1>(2 * tasks);
   double* dots = sums + tasks;
+  const bool stream = dx != nullptr && stream_rows(dims.numel() * 4, team, S);
   run_team(team, [&] {
 #pragma omp for schedule(static)
   for (std::int64_t t = 0; t < tasks; ++t) {
@@ -478,7 +479,7 @@ void nchw_backward_inference(const float* dy, const float* x, const BatchNormDim
     const std::int64_t o = block_offset(dims, k, c);
     if (dx != nullptr)
       ops.grad_scale_rows(dy + o, x + o, dx + o, k.n1 - k.n0, C * S, k.s1 - k.s0, static_cast<double>(mean[c]),
-                          scale[c], sums + t, dots + t);
+                          scale[c], sums + t, dots + t, stream);
     else
       ops.grad_rows(dy + o, x + o, RowsMask{}, k.n1 - k.n0, C * S, k.s1 - k.s0, static_cast<double>(mean[c]),
                     sums + t, dots + t);

@@ -283,8 +283,9 @@ inline void shifted_rows(const float* x, std::int64_t rows, std::int64_t stride,
 }
 
 // sum g and sum g * (x - mean) over the block (g = dy, or masked as kMask says), in
-// double. With kScale also dx = dy * scale (the inference backward, one pass).
-template <MaskFrom kMask, bool kScale>
+// double. With kScale also dx = dy * scale (the inference backward, one pass); with
+// kStream its whole lines are streamed (line_head_of) and the call ends with a fence.
+template <MaskFrom kMask, bool kScale, bool kStream = false>
 inline void grad_rows_t(const float* dy, const float* x, const RowsMask& mask, float* dx, std::int64_t rows,
                         std::int64_t stride, std::int64_t len, double mean, float scale, double* out_sum,
                         double* out_dotp) {
@@ -302,7 +303,7 @@ inline void grad_rows_t(const float* dy, const float* x, const RowsMask& mask, f
       prefetch_row(dy, r, ahead, rows, stride, len);
       prefetch_row(x, r, ahead, rows, stride, len);
       if constexpr (kMask == MaskFrom::output) prefetch_row(ymask, r, ahead, rows, stride, len);
-      if constexpr (kScale) prefetch_row<true>(dx, r, ahead, rows, stride, len);
+      if constexpr (kScale && !kStream) prefetch_row<true>(dx, r, ahead, rows, stride, len);
     }
     const bool pf = spread && r + 1 < rows;
     const std::int64_t o = r * stride;
@@ -315,7 +316,7 @@ inline void grad_rows_t(const float* dy, const float* x, const RowsMask& mask, f
         __builtin_prefetch(g + stride + i, 0, 3);
         __builtin_prefetch(xr + stride + i, 0, 3);
         if constexpr (kMask == MaskFrom::output) __builtin_prefetch(yr + stride + i, 0, 3);
-        if constexpr (kScale) __builtin_prefetch(dx + o + stride + i, 1, 3);
+        if constexpr (kScale && !kStream) __builtin_prefetch(dx + o + stride + i, 1, 3);
       }
       const d4 g0 = BNORM_CVT_GRAD(kMask, g, xr, yr, i, ma, mb);
       const d4 g1 = BNORM_CVT_GRAD(kMask, g, xr, yr, i + 4, ma, mb);
@@ -331,13 +332,18 @@ inline void grad_rows_t(const float* dy, const float* x, const RowsMask& mask, f
     }
     if constexpr (kScale) {  // dx = dy * scale, the row still in L1
       float* d = dx + o;
-      const std::int64_t head = head_of(d, len);
+      const std::int64_t head = kStream ? line_head_of(d, len) : head_of(d, len);
       i = 0;
       for (; i < head; ++i) d[i] = g[i] * scale;
+      for (; i + 16 <= len; i += 16) {  // whole lines when kStream
+        BNORM_STORE8(kStream, d + i, BNORM_LD8(g + i) * sc);
+        BNORM_STORE8(kStream, d + i + 8, BNORM_LD8(g + i + 8) * sc);
+      }
       for (; i + 8 <= len; i += 8) BNORM_ST8(d + i, BNORM_LD8(g + i) * sc);
       for (; i < len; ++i) d[i] = g[i] * scale;
     }
   }
+  stream_fence<kStream>();
   const d4 a = a0 + a1, b = b0 + b1;
   *out_sum = BNORM_HSUM(a) + ta;
   *out_dotp = BNORM_HSUM(b) + tb;
@@ -359,8 +365,13 @@ inline void grad_rows(const float* dy, const float* x, const RowsMask& mask, std
 }
 
 inline void grad_scale_rows(const float* dy, const float* x, float* dx, std::int64_t rows, std::int64_t stride,
-                            std::int64_t len, double mean, float scale, double* out_sum, double* out_dotp) {
-  grad_rows_t<MaskFrom::none, true>(dy, x, RowsMask{}, dx, rows, stride, len, mean, scale, out_sum, out_dotp);
+                            std::int64_t len, double mean, float scale, double* out_sum, double* out_dotp,
+                            bool stream) {
+  if (stream)
+    grad_rows_t<MaskFrom::none, true, true>(dy, x, RowsMask{}, dx, rows, stride, len, mean, scale, out_sum,
+                                            out_dotp);
+  else
+    grad_rows_t<MaskFrom::none, true>(dy, x, RowsMask{}, dx, rows, stride, len, mean, scale, out_sum, out_dotp);
 }
 
 // y = x * alpha + shift over the block (then the ReLU). y may alias x. With kStream only
@@ -663,21 +674,31 @@ inline void grad_flat(const float* dy, const float* x, const FlatMask& mask, std
 #define BNORM_NEXT_8_LANES(l) \
   if (((l) += 8) >= P) (l) -= P
 
-// dx = dy * scale[j] for i = j (mod P).
-inline void scale_flat(const float* dy, float* dx, std::int64_t n, std::int64_t P, const float* scale) {
+// dx = dy * scale[j] for i = j (mod P); with kStream the stores are non-temporal.
+template <bool kStream>
+inline void scale_flat_t(const float* dy, float* dx, std::int64_t n, std::int64_t P, const float* scale) {
   std::int64_t i = 0, l = 0;
-  for (const std::int64_t head = head_of(dx, n); i < head; ++i) {
+  for (const std::int64_t head = head_of(dx, n, kStream); i < head; ++i) {
     dx[i] = dy[i] * scale[l];
     BNORM_NEXT_LANE(l);
   }
   for (; i + 8 <= n; i += 8) {
-    BNORM_ST8(dx + i, BNORM_LD8(dy + i) * BNORM_LD8(scale + l));
+    BNORM_STORE8(kStream, dx + i, BNORM_LD8(dy + i) * BNORM_LD8(scale + l));
     BNORM_NEXT_8_LANES(l);
   }
   for (; i < n; ++i) {
     dx[i] = dy[i] * scale[l];
     BNORM_NEXT_LANE(l);
   }
+  stream_fence<kStream>();
+}
+
+inline void scale_flat(const float* dy, float* dx, std::int64_t n, std::int64_t P, const float* scale,
+                       bool stream) {
+  if (stream)
+    scale_flat_t<true>(dy, dx, n, P, scale);
+  else
+    scale_flat_t<false>(dy, dx, n, P, scale);
 }
 
 // y = x * alpha[j] + shift[j] (then the ReLU) for i = j (mod P). y may alias x.
