@@ -207,12 +207,13 @@ const char* simd_level();
 void force_generic_simd(bool on);
 
 // Output stores. The elementwise passes write their output with non-temporal stores
-// (bypassing the caches) when each thread's share of it exceeds 3/4 of its share of the
-// last-level cache (the rule glibc's memcpy uses), that share taken as at most 48 MiB
-// (virtual machines report host-sized caches: 480 MiB for 2 vCPUs was measured, where
-// streaming paid from about 50 MiB), else with plain stores; the values are the same
-// either way. force_streaming_stores(true) makes every call stream (tests
-// and benchmarks); false restores the rule. Not meant to be called while kernels run.
+// (bypassing the caches) when it exceeds 3/4 of the last-level cache, taken as at most
+// 48 MiB (virtual machines report host-sized caches: 480 MiB for 2 vCPUs was measured,
+// where streaming paid from about 50 MiB at 1 and 2 threads), else with plain stores;
+// channels-first rows stream only their whole 64-byte lines, and rows under 64 floats
+// not at all. The values are the same either way. force_streaming_stores(true) makes
+// every call stream (tests and benchmarks); false restores the rule. Not meant to be
+// called while kernels run.
 void force_streaming_stores(bool on);
 
 }  // namespace bnorm::kernels

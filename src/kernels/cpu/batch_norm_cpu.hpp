@@ -68,11 +68,12 @@ void run_team(int team, Body&& body) {
 }
 
 // Whether the elementwise pass of a call writes its output with non-temporal stores
-// (bypassing the caches): when each thread's share of the output exceeds 3/4 of its share
-// of the last-level cache, the rule glibc's memcpy follows (the output would evict the
-// input and everything else on its way through the cache). Stored values are the same
-// either way. force_streaming_stores(true) makes every size stream (tests).
-bool stream_stores(std::int64_t out_bytes, int team);
+// (bypassing the caches): when the output exceeds 3/4 of the last-level cache, taken as
+// at most 48 MiB (it would evict the input and everything else on its way through the
+// cache; see stream_threshold in batch_norm_nchw.cpp for the measurements). Stored
+// values are the same either way. force_streaming_stores(true) makes every size stream
+// (tests).
+bool stream_stores(std::int64_t out_bytes);
 void force_streaming_stores(bool on);
 
 // Orders this thread's non-temporal stores before what follows (a barrier, the return to

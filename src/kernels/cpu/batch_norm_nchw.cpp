@@ -69,37 +69,35 @@ bool cpu_has_avx2() {
 std::atomic<bool> g_force_generic{false};
 std::atomic<bool> g_force_stream{false};
 
-// A thread's share of the last-level cache is taken as at most this much. Inside a
-// virtual machine, sysconf (and glibc) see the host's whole L3 but count only the
-// guest's vCPUs as sharing it: the 2-vCPU benchmark VM reports 480 MiB, a 240 MiB share
-// and a 180 MiB threshold, so a 100 MiB output was never streamed, although the cache
-// it really gets is far smaller. Measured there (forward_inference, plain vs streaming,
-// medians): 32x256x56x56 NHWC at 2 threads 6332 vs 4301 us (oneDNN, which always
-// streams f32: 5367); 100 MiB outputs at 1 thread 14500-15800 vs 10070-11240 us;
-// 51 MiB at 1 thread 4670 vs 3834 (NHWC), 4740 vs 4376 us (NCHW); 25.7 MiB at 1 thread
-// 1792 vs 2168 us (NCHW: streaming loses there, and the cap keeps it plain). Real CPUs
-// have at most about 16 MiB of L3 per core (96 MiB over 6 cores on a Ryzen 5 5600X3D),
-// so on bare metal the cap never binds and the rule stays glibc's.
-constexpr std::int64_t kMaxCacheShare = 48LL << 20;
+// Streaming pays when the output cannot stay in the last-level cache next to the input
+// (and the next reader finds it in memory either way). The cache is the whole shared L3,
+// taken as at most kMaxCache: inside a virtual machine, sysconf (and glibc) see the
+// host's whole L3 (480 MiB on the 2-vCPU benchmark VM), although the cache a guest
+// really gets is far smaller. Measured there (interleaved harness runs, minima, plain vs
+// streaming): 49 MiB outputs at 2 threads: NCHW 32x128x56x56 forward_training 3242-5097
+// vs 2169-2361 us, NHWC 3386-3989 vs 3085 us, backward_training 7146-8199 vs
+// 6008-6842 us, forward_inference 2092-2170 vs 1855 us; at 1 thread streaming won too
+// (100 MiB: 14500-15800 vs 10070-11240 us); 24.5 MiB outputs: a coin toss, either way by
+// up to 1.3x between runs; 12 MiB: plain 3-5 % faster. (glibc's memcpy rule, 3/4 of one
+// thread's share, would stream 49 MiB at 2 threads only on caches under 65 MiB, and
+// single-threaded outputs that fit a small L3 too early.)
+constexpr std::int64_t kMaxCache = 48LL << 20;
 
-// 3/4 of one thread's share of the last-level cache (glibc's memcpy threshold for
-// non-temporal stores); 32 MiB shared when the size is unknown.
+// 3/4 of the last-level cache (at most kMaxCache; 32 MiB when the size is unknown).
 std::int64_t stream_threshold() {
   static const std::int64_t bytes = [] {
     long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
     if (l3 <= 0) l3 = 32L << 20;
-    const long cpus = std::max(1L, sysconf(_SC_NPROCESSORS_ONLN));
-    const std::int64_t share = std::min<std::int64_t>(l3 / cpus, kMaxCacheShare);
-    return share * 3 / 4;
+    return std::min<std::int64_t>(l3, kMaxCache) * 3 / 4;
   }();
   return bytes;
 }
 
 }  // namespace
 
-bool stream_stores(std::int64_t out_bytes, int team) {
+bool stream_stores(std::int64_t out_bytes) {
   if (g_force_stream.load(std::memory_order_relaxed)) return true;
-  return out_bytes / std::max(team, 1) > stream_threshold();
+  return out_bytes > stream_threshold();
 }
 
 // Channels-first outputs are written row by row (rows of S floats). The row loops stream
@@ -111,9 +109,9 @@ bool stream_stores(std::int64_t out_bytes, int team) {
 // streamed: forward_training 7.8 -> 5.7 ms, backward_training 15.5 -> 11.5 ms,
 // forward_inference 4.5 -> 4.1 ms). Rows under 64 floats (7x7, 8x8 maps) are not streamed:
 // their partial lines would be most of them.
-static bool stream_rows(std::int64_t out_bytes, int team, std::int64_t S) {
+static bool stream_rows(std::int64_t out_bytes, std::int64_t S) {
   if (g_force_stream.load(std::memory_order_relaxed)) return true;
-  return S >= 64 && stream_stores(out_bytes, team);
+  return S >= 64 && stream_stores(out_bytes);
 }
 
 void force_streaming_stores(bool on) {
@@ -302,7 +300,7 @@ void nchw_forward_training(const float* x, const BatchNormDims& dims, const floa
   const Blocking b = blocking_for(dims);
   const std::int64_t nb = b.per_channel();
 
-  const bool stream = stream_rows(dims.numel() * 4, team, dims.S);
+  const bool stream = stream_rows(dims.numel() * 4, dims.S);
   float* alpha = scratch<float, 3>(2 * C);
   float* shift = alpha + C;
   const std::int64_t k = group_size(dims, team), groups = ceil_div(C, k);
@@ -371,7 +369,7 @@ void nchw_forward_inference(const float* x, const BatchNormDims& dims, const flo
     alpha[c] = f.alpha;
     shift[c] = f.shift;
   }
-  const bool stream = stream_rows(dims.numel() * 4, team, dims.S);
+  const bool stream = stream_rows(dims.numel() * 4, dims.S);
   run_team(team, [&] {
     std::int64_t r0 = 0, r1 = 0;
     row_share(dims, omp_get_thread_num(), omp_get_num_threads(), r0, r1);
@@ -389,7 +387,7 @@ void nchw_backward_training(const float* dy, const float* x, const BatchNormDims
   const std::int64_t C = dims.C, S = dims.S;
   const Blocking b = blocking_for(dims);
 
-  const bool stream = dx != nullptr && stream_rows(dims.numel() * 4, team, dims.S);
+  const bool stream = dx != nullptr && stream_rows(dims.numel() * 4, dims.S);
 
   if (by_channel(C, team)) {
     // Whole channels per thread: reduce, then dx while the channel's dy and x are in cache.
@@ -470,7 +468,7 @@ void nchw_backward_inference(const float* dy, const float* x, const BatchNormDim
   const std::int64_t tasks = C * nb;
   double* sums = scratch<double, 1>(2 * tasks);
   double* dots = sums + tasks;
-  const bool stream = dx != nullptr && stream_rows(dims.numel() * 4, team, S);
+  const bool stream = dx != nullptr && stream_rows(dims.numel() * 4, S);
   run_team(team, [&] {
 #pragma omp for schedule(static)
   for (std::int64_t t = 0; t < tasks; ++t) {

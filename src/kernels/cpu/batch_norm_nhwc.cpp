@@ -423,7 +423,7 @@ void nhwc_forward_training(const float* x, const BatchNormDims& dims, const floa
   float* alpha = coef + 2 * C;  // per lane
   float* shift = alpha + L;
   const MomentsScratch ms(p, x);
-  const bool stream = stream_stores(dims.numel() * 4, p.team);
+  const bool stream = stream_stores(dims.numel() * 4);
   run_team(p.team, [&] {
     moments_phase(p, x, ms.pivot_c, ms.pivot_l, ms.lanes, sums, m2s);
     channel_chunks(p, [&](std::int64_t c0, std::int64_t c1) {
@@ -453,7 +453,7 @@ void nhwc_forward_inference(const float* x, const BatchNormDims& dims, const flo
   float* shift_c = coef + 2 * C;
   float* alpha = coef + 3 * C;
   float* shift = alpha + L;
-  const bool stream = stream_stores(dims.numel() * 4, p.team);
+  const bool stream = stream_stores(dims.numel() * 4);
   run_team(p.team, [&] {
     // The coefficients by chunks of channels, shared by the team: the double square
     // roots and divisions cost about 2 us for C = 1024, a quarter of the call.
@@ -556,7 +556,7 @@ void nhwc_backward_training(const float* dy, const float* x, const BatchNormDims
   float* kk = gm + L;
   float* sc = kk + L;
   const double count = static_cast<double>(dims.count());
-  const bool stream = dx != nullptr && stream_stores(dims.numel() * 4, p.team);
+  const bool stream = dx != nullptr && stream_stores(dims.numel() * 4);
   run_team(p.team, [&] {
     if (p.lane_split())
       lane_split_grads(p, dy, x, mask, mean, mean_d, lanes, sums, dots, [] {});
@@ -651,7 +651,7 @@ void nhwc_backward_inference(const float* dy, const float* x, const BatchNormDim
   // One sweep: each block takes its partial sums, then writes its dx from cache. (The
   // stores stream above the cache share: with plain ones, 32x256x56x56 at 1 thread took
   // 35 ms against libtorch's 26 ms.)
-  const bool stream = dx != nullptr && stream_stores(dims.numel() * 4, p.team);
+  const bool stream = dx != nullptr && stream_stores(dims.numel() * 4);
   run_team(p.team, [&] {
     grad_blocks(p, dy, x, FlatMask{}, mean_d, sums, dots, dx, sc, stream);
 #pragma omp for schedule(static)
