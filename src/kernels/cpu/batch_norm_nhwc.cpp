@@ -201,7 +201,7 @@ void pivots(const float* x, const BatchNormDims& dims, std::int64_t P, float* pi
     const float* row = x + ((2 * i + 1) * dims.N) / 16 * dims.C;
     for (std::int64_t c = 0; c < dims.C; ++c) acc[c] += static_cast<double>(row[c]);
   }
-  for (std::int64_t c = 0; c < dims.C; ++c) pivot_c[c] = static_cast<float>(acc[c] / 8.0);
+  for (std::int64_t c = 0; c < dims.C; ++c) pivot_c[c] = static_cast<float>(acc[c] * 0.125);
   expand_lanes(pivot_c, P, dims.C, pivot_l);
 }
 
@@ -218,7 +218,7 @@ void lane_pivots(const float* x, const BatchNormDims& dims, std::int64_t j0, std
       for (std::int64_t j = lo; j < hi; ++j) acc[j] += static_cast<double>(row[j - base]);
     }
   }
-  for (std::int64_t j = j0; j < j1; ++j) pivot_l[j] = static_cast<float>(acc[j] / 8.0);
+  for (std::int64_t j = j0; j < j1; ++j) pivot_l[j] = static_cast<float>(acc[j] * 0.125);
 }
 
 // The per-channel phases run over chunks of channels, with loops along c that the
