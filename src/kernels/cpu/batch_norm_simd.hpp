@@ -304,6 +304,8 @@ inline void grad_rows_t(const float* dy, const float* x, const RowsMask& mask, f
   const float* ymask = mask.y;
   const f4 ma = {mask.alpha, mask.alpha, mask.alpha, mask.alpha};
   const f4 mb = {mask.shift, mask.shift, mask.shift, mask.shift};
+  const f8 ma8 = __builtin_shufflevector(ma, ma, 0, 1, 2, 3, 0, 1, 2, 3);
+  const f8 mb8 = __builtin_shufflevector(mb, mb, 0, 1, 2, 3, 0, 1, 2, 3);
   const std::int64_t ahead = rows_ahead(2 * len, rows, stride, len);
   const bool spread = spread_prefetch(ahead, len);
   for (std::int64_t r = 0; r < rows; ++r) {
@@ -326,8 +328,15 @@ inline void grad_rows_t(const float* dy, const float* x, const RowsMask& mask, f
         if constexpr (kMask == MaskFrom::output) __builtin_prefetch(yr + stride + i, 0, 3);
         if constexpr (kScale && !kStream) __builtin_prefetch(dx + o + stride + i, 1, 3);
       }
-      const d4 g0 = BNORM_CVT_GRAD(kMask, g, xr, yr, i, ma, mb);
-      const d4 g1 = BNORM_CVT_GRAD(kMask, g, xr, yr, i + 4, ma, mb);
+      d4 g0, g1;
+      if constexpr (kMask == MaskFrom::input) {  // the mask on eight lanes at once
+        const f8 gv = BNORM_LD8(xr + i) * ma8 + mb8 > f8{} ? BNORM_LD8(g + i) : f8{};
+        g0 = BNORM_WIDEN_LO(gv);
+        g1 = BNORM_WIDEN_HI(gv);
+      } else {
+        g0 = BNORM_CVT_GRAD(kMask, g, xr, yr, i, ma, mb);
+        g1 = BNORM_CVT_GRAD(kMask, g, xr, yr, i + 4, ma, mb);
+      }
       a0 += g0;
       a1 += g1;
       b0 += g0 * (BNORM_CVT(xr + i) - m);
