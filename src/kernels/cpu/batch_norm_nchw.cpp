@@ -301,6 +301,7 @@ void nchw_forward_training(const float* x, const BatchNormDims& dims, const floa
   const std::int64_t nb = b.per_channel();
 
   const bool stream = stream_rows(dims.numel() * 4, dims.S);
+  const bool out_of_cache = dims.numel() * 4 >= (512 << 10);  // as rows_ahead's rule
   float* alpha = scratch<float, 3>(2 * C);
   float* shift = alpha + C;
   const std::int64_t k = group_size(dims, team), groups = ceil_div(C, k);
@@ -330,8 +331,19 @@ void nchw_forward_training(const float* x, const BatchNormDims& dims, const floa
         if (c1 - c0 == 1) {
           ops.affine_rows(x + c0 * S, y + c0 * S, dims.N, C * S, S, alpha[c0], shift[c0], relu, stream);
         } else {
-          for (std::int64_t n = 0; n < dims.N; ++n)
+          // The group's rows of one n are contiguous, those of the next n `C*S*4` bytes
+          // further: the next n's output lines are prefetched for writing first (plain
+          // stores of a tensor out of cache stalled on their line reads, 43 % of this
+          // pass for 7x7 maps; 32x2048x7x7 at 1 thread 1.45 -> 1.35 ms, 32x512x14x14
+          // 1.04 -> 0.96 ms, 2 threads 0.75 -> 0.69 ms).
+          const bool prefetch_y = !stream && out_of_cache;
+          for (std::int64_t n = 0; n < dims.N; ++n) {
+            if (prefetch_y && n + 1 < dims.N) {
+              const char* q = reinterpret_cast<const char*>(y + ((n + 1) * C + c0) * S);
+              for (std::int64_t at = 0; at < (c1 - c0) * S * 4; at += 64) __builtin_prefetch(q + at, 1, 3);
+            }
             ops.affine_cyclic(x, y, n * C + c0, n * C + c1, C, S, alpha, shift, relu, stream);
+          }
         }
         end_streaming(stream);
       }
