@@ -149,8 +149,13 @@ void lanes_of(const U* per_channel, std::int64_t j0, std::int64_t j1, std::int64
 template <typename RowsFn>
 void elementwise_rows(const Plan& p, RowsFn&& rows_fn, bool equal_shares = false) {
   if (!equal_shares && p.blocking.blocks >= p.team) {
-#pragma omp for schedule(static)
-    for (std::int64_t b = 0; b < p.blocking.blocks; ++b) rows_fn(p.r0(b), p.r1(b));
+    // The blocks of this thread under the reductions' schedule(static) (libgomp's split:
+    // the first n % nt threads take one more), last first: the blocks the reduction read
+    // last are the ones still in cache.
+    const std::int64_t t = omp_get_thread_num(), nt = omp_get_num_threads(), n = p.blocking.blocks;
+    const std::int64_t q = n / nt, r = n % nt;
+    const std::int64_t b0 = t * q + std::min(t, r), b1 = b0 + q + (t < r ? 1 : 0);
+    for (std::int64_t b = b1 - 1; b >= b0; --b) rows_fn(p.r0(b), p.r1(b));
   } else {
     const int t = omp_get_thread_num(), nt = omp_get_num_threads();
     rows_fn(p.dims.N * t / nt, p.dims.N * (t + 1) / nt);
