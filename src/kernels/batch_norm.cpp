@@ -155,6 +155,21 @@ int num_threads() {
   return n > 0 ? n : omp_get_max_threads();
 }
 
+namespace {
+
+// The cpu paths of the training backward (plain, or with the ReLU's mask), after the
+// dispatcher's checks; an empty batch gives zero gradients.
+void cpu_backward_training(Path path, const float* dy, const float* x, const BatchNormDims& dims,
+                           const float* mean, const float* invstd, const float* gamma, float* dx, float* dgamma,
+                           float* dbeta, const cpu::ReluMask& mask) {
+  if (dims.count() == 0) return write_zeros(dims.C, dgamma, dbeta);
+  if (path == Path::cpu_nhwc)
+    return cpu::nhwc_backward_training(dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, num_threads(), mask);
+  cpu::nchw_backward_training(dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, num_threads(), mask);
+}
+
+}  // namespace
+
 void moments(const float* x, const BatchNormDims& dims, float* mean, float* var, Impl impl) {
   assert(valid(dims) && (dims.C == 0 || (mean != nullptr && var != nullptr)));
   const Path path = dispatch("moments", impl, dims);
@@ -198,10 +213,7 @@ void backward_training(const float* dy, const float* x, const BatchNormDims& dim
   if (dims.C == 0) return;
   if (path == Path::reference)
     return reference::backward_training(dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta);
-  if (dims.count() == 0) return write_zeros(dims.C, dgamma, dbeta);
-  if (path == Path::cpu_nhwc)
-    return cpu::nhwc_backward_training(dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, num_threads());
-  cpu::nchw_backward_training(dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, num_threads());
+  cpu_backward_training(path, dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, cpu::ReluMask{});
 }
 
 void backward_inference(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
@@ -240,11 +252,7 @@ void backward_training_relu(const float* dy, const float* x, const float* y, con
   if (dims.C == 0) return;
   if (path == Path::reference)
     return reference::backward_training_relu(dy, x, y, dims, mean, invstd, gamma, dx, dgamma, dbeta);
-  if (dims.count() == 0) return write_zeros(dims.C, dgamma, dbeta);
-  const cpu::ReluMask mask = cpu::ReluMask::from_output(y);
-  if (path == Path::cpu_nhwc)
-    return cpu::nhwc_backward_training(dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, num_threads(), mask);
-  cpu::nchw_backward_training(dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, num_threads(), mask);
+  cpu_backward_training(path, dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, cpu::ReluMask::from_output(y));
 }
 
 void backward_training_relu(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
@@ -255,11 +263,7 @@ void backward_training_relu(const float* dy, const float* x, const BatchNormDims
   if (dims.C == 0) return;
   if (path == Path::reference)
     return reference::backward_training_relu(dy, x, dims, mean, invstd, gamma, beta, dx, dgamma, dbeta);
-  if (dims.count() == 0) return write_zeros(dims.C, dgamma, dbeta);
-  const cpu::ReluMask mask = cpu::ReluMask::from_input(beta);
-  if (path == Path::cpu_nhwc)
-    return cpu::nhwc_backward_training(dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, num_threads(), mask);
-  cpu::nchw_backward_training(dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, num_threads(), mask);
+  cpu_backward_training(path, dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, cpu::ReluMask::from_input(beta));
 }
 
 const char* simd_level() {

@@ -182,33 +182,24 @@ void chan_merge(const double* sums, const double* m2s, std::int64_t nb, std::int
 // so the same mask, bit for bit, without reading y: one stream less).
 enum class MaskFrom { none, output, input };
 
-// For a channels-first block (one channel): y at the block's first element, or the
-// channel's alpha and shift.
-struct RowsMask {
+// The mask as the inner loops take it: y at the block's first element, or the
+// coefficients: for a channels-first block (one channel, RowsMask) the channel's alpha
+// and shift, for a channels-last block (FlatMask) per-lane arrays of them (P +
+// kLaneExtra lanes, as the other per-lane coefficients).
+template <typename Coef>
+struct BlockMask {
   MaskFrom from = MaskFrom::none;
   const float* y = nullptr;
-  float alpha = 0.0f, shift = 0.0f;
+  Coef alpha{}, shift{};
   // The mask of the block starting `offset` elements further.
-  RowsMask at(std::int64_t offset) const {
-    RowsMask m = *this;
+  BlockMask at(std::int64_t offset) const {
+    BlockMask m = *this;
     if (m.y != nullptr) m.y += offset;
     return m;
   }
 };
-
-// For a channels-last block: y at the block's first element, or per-lane alpha and shift
-// (P + kLaneExtra lanes, as the other per-lane coefficients).
-struct FlatMask {
-  MaskFrom from = MaskFrom::none;
-  const float* y = nullptr;
-  const float* alpha = nullptr;
-  const float* shift = nullptr;
-  FlatMask at(std::int64_t offset) const {
-    FlatMask m = *this;
-    if (m.y != nullptr) m.y += offset;
-    return m;
-  }
-};
+using RowsMask = BlockMask<float>;
+using FlatMask = BlockMask<const float*>;
 
 // What a backward call was given for its ReLU: nothing (plain backward), the forward's
 // output y, or beta (the mask recomputed from x; beta may be null, as in the forward).
