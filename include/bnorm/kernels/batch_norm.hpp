@@ -181,8 +181,8 @@ void backward_training_relu(const float* dy,      // (N, C, S)
 // so given the mean and invstd that forward returned and the same gamma and beta, the
 // mask and every output equal the y version's bit for bit. It reads dy and x only (one
 // tensor less than the y version, as oneDNN's bit-mask workspace but with no workspace):
-// the faster choice when x is kept for the backward anyway. beta null means 0, as in the
-// forward.
+// the faster choice when x is kept for the backward anyway (not after a forward that
+// wrote y over x). beta null means 0, as in the forward.
 void backward_training_relu(const float* dy,      // (N, C, S)
                             const float* x,       // (N, C, S) forward input
                             const BatchNormDims& dims,
