@@ -20,6 +20,10 @@ std::vector<const Variable*> Layer::weights() const {
   return out;
 }
 
+void Layer::backward_variables(const LayerContext& context, const Tensor& dy, Gradients& grads) {
+  (void)backward(context, dy, grads);
+}
+
 std::vector<Variable*> Layer::trainable_weights() {
   std::vector<Variable*> out;
   if (!trainable()) return out;

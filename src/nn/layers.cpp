@@ -125,6 +125,16 @@ Tensor Dense::forward(const Tensor& x, bool, std::unique_ptr<LayerContext>* cont
 }
 
 Tensor Dense::backward(const LayerContext& context, const Tensor& dy, Gradients& grads) {
+  Tensor dx;
+  backward_into(context, dy, grads, &dx);
+  return dx;
+}
+
+void Dense::backward_variables(const LayerContext& context, const Tensor& dy, Gradients& grads) {
+  backward_into(context, dy, grads, nullptr);
+}
+
+void Dense::backward_into(const LayerContext& context, const Tensor& dy, Gradients& grads, Tensor* dx) {
   const auto& c = context_of<DenseContext>(context, where());
   check_dy(dy, c.y.shape(), where());
   const std::int64_t k = kernel_->value.dim(0), n = c.x.numel() / k;
@@ -132,13 +142,13 @@ Tensor Dense::backward(const LayerContext& context, const Tensor& dy, Gradients&
   if (activation_ != kernels::Activation::linear) {
     kernels::activation_backward(activation_, c.y.data(), dy.data(), n, units_, dz.data());
   }
-  Tensor dx(c.x.shape()), dw(kernel_->value.shape());
+  if (dx != nullptr) *dx = Tensor(c.x.shape());
+  Tensor dw(kernel_->value.shape());
   Tensor db(Shape{units_});
-  kernels::dense_backward(dz.data(), c.x.data(), kernel_->value.data(), n, k, units_, dx.data(), dw.data(),
-                          bias_ ? db.data() : nullptr);
+  kernels::dense_backward(dz.data(), c.x.data(), kernel_->value.data(), n, k, units_,
+                          dx != nullptr ? dx->data() : nullptr, dw.data(), bias_ ? db.data() : nullptr);
   accumulate(grads, &*kernel_, dw);
   if (bias_) accumulate(grads, &*bias_, db);
-  return dx;
 }
 
 // ---------------------------------------------------------------- Activation

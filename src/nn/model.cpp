@@ -286,7 +286,7 @@ Logs Model::train_step(const Tensor& x, const Tensor& y, std::int64_t) {
     const LossValue loss = loss_->compute(y, y_pred);
     double total = loss.value;
     for (float r : losses()) total += r;
-    Gradients grads = tape.gradient(loss.grad);
+    Gradients grads = tape.variable_gradients(loss.grad);
     for (auto& l : layers_) l->add_regularization_gradients(grads);
     auto& metrics = metrics_for(y_pred);
     optimizer_->apply_gradients(grads, trainable_weights());

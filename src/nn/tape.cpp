@@ -20,6 +20,21 @@ Gradients GradientTape::gradient(const Tensor& dy) {
   return grads;
 }
 
+Gradients GradientTape::variable_gradients(const Tensor& dy) {
+  if (calls_.empty()) {
+    throw StateError("GradientTape", "tape", "at least one recorded call (pass the tape to the forward call)",
+                     "an empty tape");
+  }
+  std::size_t first = 0;  // the first call with trainable weights (none: all skipped)
+  while (first < calls_.size() && calls_[first].first->trainable_weights().empty()) ++first;
+  Gradients grads;
+  Tensor g = dy;
+  for (std::size_t i = calls_.size(); i-- > first + 1;) g = calls_[i].first->backward(*calls_[i].second, g, grads);
+  if (first < calls_.size()) calls_[first].first->backward_variables(*calls_[first].second, g, grads);
+  input_gradient_ = Tensor();
+  return grads;
+}
+
 std::vector<Tensor> GradientTape::gradient(const Tensor& dy, const std::vector<Variable*>& sources) {
   const Gradients grads = gradient(dy);
   std::vector<Tensor> out;

@@ -178,3 +178,45 @@ TEST(Model, EarlyStoppingStopsAndHistoryRecordsValidation) {
   EXPECT_LT(history->epoch.size(), 20u);  // learning rate 0: val_loss never improves after epoch 1
   EXPECT_EQ(history->history.count("val_loss"), 1u);
 }
+
+// A training step needs no input gradient: GradientTape::variable_gradients gives
+// gradient()'s variable gradients bit for bit, without the first Dense layer's dx (and
+// past a frozen first Dense, starting at the next layer with trainable weights), and
+// leaves input_gradient() empty.
+TEST(Model, VariableGradientsAreGradientsWithoutTheInputGradient) {
+  for (const bool freeze_first : {false, true}) {
+    SCOPED_TRACE(freeze_first ? "first Dense frozen" : "all trainable");
+    auto model = small_model();
+    if (freeze_first)
+      for (const auto& layer : model.layers())
+        if (layer->class_name() == "Dense") {
+          layer->set_trainable(false);
+          break;
+        }
+    const Tensor x = random_tensor(Shape{6, 10}, 18);
+    const Tensor dy = random_tensor(Shape{6, 1}, 19);
+    nn::GradientTape full, weights_only;
+    nn::UpdateCollection u1, u2;
+    model.call(x, true, &full, &u1);
+    model.call(x, true, &weights_only, &u2);
+    u1.discard();
+    u2.discard();
+    const nn::Gradients want = full.gradient(dy);
+    const nn::Gradients got = weights_only.variable_gradients(dy);
+    EXPECT_EQ(full.input_gradient().shape(), x.shape());
+    EXPECT_EQ(weights_only.input_gradient().numel(), 0);
+    std::size_t compared = 0;
+    for (const nn::Variable* v : model.trainable_weights()) {
+      ASSERT_TRUE(want.count(v) == 1 && got.count(v) == 1) << v->name;
+      const Tensor& a = want.at(v);
+      const Tensor& b = got.at(v);
+      ASSERT_EQ(a.shape(), b.shape()) << v->name;
+      for (std::int64_t i = 0; i < a.numel(); ++i) ASSERT_EQ(a[i], b[i]) << v->name << "[" << i << "]";
+      ++compared;
+    }
+    EXPECT_EQ(compared, freeze_first ? 4u : 6u);  // kernels, biases, gamma, beta
+  }
+  nn::GradientTape empty;
+  EXPECT_THROW(empty.variable_gradients(Tensor(Shape{1, 1})), bnorm::StateError);
+}
+

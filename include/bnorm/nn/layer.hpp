@@ -61,6 +61,10 @@ class Layer : public std::enable_shared_from_this<Layer> {
   // dL/dx for the forward call recorded in `context`, given dL/dy; ACCUMULATES dL/dv of
   // this layer's variables into `grads`.
   virtual Tensor backward(const LayerContext& context, const Tensor& dy, Gradients& grads) = 0;
+  // backward() when dL/dx is not needed (the first layer with weights of a training
+  // step): only the variables' gradients are accumulated, the same values. The default
+  // calls backward() and drops dx; layers whose dx costs real work (Dense) skip it.
+  virtual void backward_variables(const LayerContext& context, const Tensor& dy, Gradients& grads);
 
   // Functional API: applying a layer to a symbolic input adds it to the graph
   // (Keras `z = layer(z)`; here `z = (*layer)(z)`). The layer must be owned by a

@@ -71,6 +71,7 @@ class Dense : public Layer {
   Tensor forward(const Tensor& x, bool training, std::unique_ptr<LayerContext>* context,
                  UpdateSink* updates) override;
   Tensor backward(const LayerContext& context, const Tensor& dy, Gradients& grads) override;
+  void backward_variables(const LayerContext& context, const Tensor& dy, Gradients& grads) override;
   std::vector<Variable*> weights() override;
 
   std::int64_t units() const noexcept { return units_; }
@@ -86,6 +87,8 @@ class Dense : public Layer {
   std::string name_;
   bool trainable_;
   std::optional<Variable> kernel_, bias_;
+  // backward(), with dx only when `dx` is non-null (assigned, shaped as the input).
+  void backward_into(const LayerContext& context, const Tensor& dy, Gradients& grads, Tensor* dx);
 };
 
 // Keras Activation layer: applies a named activation on the last axis.

@@ -38,6 +38,12 @@ class GradientTape {
   // Gradients aligned with `sources` (zeros for a variable the calls did not touch).
   std::vector<Tensor> gradient(const Tensor& dy, const std::vector<Variable*>& sources);
   const Tensor& input_gradient() const noexcept { return input_gradient_; }
+  // gradient(dy) for a training step: the same variable gradients, bit for bit, but no
+  // input_gradient() (left empty): the calls before the first one with trainable
+  // weights are skipped, and that one computes no dL/dx (Layer::backward_variables).
+  // Model::train_step uses it: a Dense first layer's input gradient was 14-17 % of an
+  // mlp784 step.
+  Gradients variable_gradients(const Tensor& dy);
 
  private:
   std::vector<std::pair<Layer*, std::unique_ptr<LayerContext>>> calls_;
