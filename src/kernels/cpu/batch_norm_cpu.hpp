@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -87,6 +88,9 @@ inline void end_streaming(bool stream) {
 // separate buffer, so a kernel may hold several at once.
 template <typename T, int kSlot>
 T* scratch(std::int64_t n) {
+  // (Vector types stay out: a thread-local vector of a struct of 32-byte vectors came back
+  // 16-byte aligned, and aligned vector stores into it crashed.)
+  static_assert(alignof(T) <= alignof(std::max_align_t), "scratch: no over-aligned types");
   thread_local std::vector<T> buffer;
   if (buffer.size() < static_cast<std::size_t>(n)) buffer.resize(static_cast<std::size_t>(n));
   return buffer.data();
