@@ -236,6 +236,9 @@ struct SimdOps {
                       float alpha, float shift, bool relu, bool stream);
   void (*affine_cyclic)(const float* x, float* y, std::int64_t r0, std::int64_t r1, std::int64_t C,
                         std::int64_t S, const float* alpha, const float* shift, bool relu, bool stream);
+  void (*dx_cyclic)(const float* dy, const float* x, const RowsMask* masks, float* dx, std::int64_t r0,
+                    std::int64_t r1, std::int64_t C, std::int64_t S, const float* mean, const TrainingGrad* g,
+                    bool stream);
   void (*dx_rows)(const float* dy, const float* x, const RowsMask& mask, float* dx, std::int64_t rows,
                   std::int64_t stride, std::int64_t len, float mean, float grad_mean, float k, float scale,
                   bool stream);

@@ -551,6 +551,47 @@ inline void dx_rows(const float* dy, const float* x, const RowsMask& mask, float
   dx_rows_m<MaskFrom::none>(dy, x, mask, dx, rows, stride, len, mean, grad_mean, k, scale, stream);
 }
 
+// Rows r0 <= r < r1 of S floats, row r in channel r % C: dx_rows with channel c's mean,
+// coefficients g[c] and mask masks[c] (y, if any, at the tensor's start). Streamed stores
+// are ordered by the caller (end_streaming).
+template <MaskFrom kMask, bool kStream>
+inline void dx_cyclic_t(const float* dy, const float* x, const RowsMask* masks, float* dx, std::int64_t r0,
+                        std::int64_t r1, std::int64_t C, std::int64_t S, const float* mean, const TrainingGrad* g) {
+  std::int64_t c = r0 % C;
+  for (std::int64_t r = r0; r < r1; ++r) {
+    const std::int64_t o = r * S;
+    dx_rows_t<kMask, kStream>(dy + o, x + o, masks[c].at(o), dx + o, 1, S, S, mean[c], g[c].grad_mean, g[c].k,
+                              g[c].scale);
+    if (++c == C) c = 0;
+  }
+}
+
+template <MaskFrom kMask>
+inline void dx_cyclic_m(const float* dy, const float* x, const RowsMask* masks, float* dx, std::int64_t r0,
+                        std::int64_t r1, std::int64_t C, std::int64_t S, const float* mean, const TrainingGrad* g,
+                        bool stream) {
+  if (stream)
+    dx_cyclic_t<kMask, true>(dy, x, masks, dx, r0, r1, C, S, mean, g);
+  else
+    dx_cyclic_t<kMask, false>(dy, x, masks, dx, r0, r1, C, S, mean, g);
+}
+
+// (All channels' masks are of one kind: masks[r0 % C]'s.)
+inline void dx_cyclic(const float* dy, const float* x, const RowsMask* masks, float* dx, std::int64_t r0,
+                      std::int64_t r1, std::int64_t C, std::int64_t S, const float* mean, const TrainingGrad* g,
+                      bool stream) {
+  if (r0 >= r1) return;
+  switch (masks[r0 % C].from) {
+    case MaskFrom::output:
+      return dx_cyclic_m<MaskFrom::output>(dy, x, masks, dx, r0, r1, C, S, mean, g, stream);
+    case MaskFrom::input:
+      return dx_cyclic_m<MaskFrom::input>(dy, x, masks, dx, r0, r1, C, S, mean, g, stream);
+    case MaskFrom::none:
+      break;
+  }
+  dx_cyclic_m<MaskFrom::none>(dy, x, masks, dx, r0, r1, C, S, mean, g, stream);
+}
+
 // ---- channels-last blocks (period P) -------------------------------------------------
 
 // Channels-last blocks are taken in rounds of kRound periods (a round is in L1).
