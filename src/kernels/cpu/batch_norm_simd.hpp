@@ -135,6 +135,21 @@ inline float masked(const float* dy, const float* x, const float* y, float alpha
   return dy[i];
 }
 
+// Calls f(std::integral_constant<MaskFrom, K>{}) for the mask kind `from`: the one switch
+// from a run-time mask kind to the loops compiled per kind.
+template <typename F>
+inline void with_mask_kind(MaskFrom from, F&& f) {
+  switch (from) {
+    case MaskFrom::output:
+      return f(std::integral_constant<MaskFrom, MaskFrom::output>{});
+    case MaskFrom::input:
+      return f(std::integral_constant<MaskFrom, MaskFrom::input>{});
+    case MaskFrom::none:
+      break;
+  }
+  f(std::integral_constant<MaskFrom, MaskFrom::none>{});
+}
+
 // ---- channels-first blocks -----------------------------------------------------------
 
 // Rows of one channel ahead of the current one, so that about 2 KiB are in flight (len:
@@ -368,17 +383,10 @@ inline void grad_rows_t(const float* dy, const float* x, const RowsMask& mask, f
 
 inline void grad_rows(const float* dy, const float* x, const RowsMask& mask, std::int64_t rows,
                       std::int64_t stride, std::int64_t len, double mean, double* out_sum, double* out_dotp) {
-  switch (mask.from) {
-    case MaskFrom::output:
-      return grad_rows_t<MaskFrom::output, false>(dy, x, mask, nullptr, rows, stride, len, mean, 0.0f, out_sum,
-                                                  out_dotp);
-    case MaskFrom::input:
-      return grad_rows_t<MaskFrom::input, false>(dy, x, mask, nullptr, rows, stride, len, mean, 0.0f, out_sum,
-                                                 out_dotp);
-    case MaskFrom::none:
-      break;
-  }
-  grad_rows_t<MaskFrom::none, false>(dy, x, mask, nullptr, rows, stride, len, mean, 0.0f, out_sum, out_dotp);
+  with_mask_kind(mask.from, [&](auto kind) {
+    grad_rows_t<decltype(kind)::value, false>(dy, x, mask, nullptr, rows, stride, len, mean, 0.0f, out_sum,
+                                              out_dotp);
+  });
 }
 
 inline void grad_scale_rows(const float* dy, const float* x, float* dx, std::int64_t rows, std::int64_t stride,
@@ -540,15 +548,9 @@ inline void dx_rows_m(const float* dy, const float* x, const RowsMask& mask, flo
 inline void dx_rows(const float* dy, const float* x, const RowsMask& mask, float* dx, std::int64_t rows,
                     std::int64_t stride, std::int64_t len, float mean, float grad_mean, float k, float scale,
                     bool stream) {
-  switch (mask.from) {
-    case MaskFrom::output:
-      return dx_rows_m<MaskFrom::output>(dy, x, mask, dx, rows, stride, len, mean, grad_mean, k, scale, stream);
-    case MaskFrom::input:
-      return dx_rows_m<MaskFrom::input>(dy, x, mask, dx, rows, stride, len, mean, grad_mean, k, scale, stream);
-    case MaskFrom::none:
-      break;
-  }
-  dx_rows_m<MaskFrom::none>(dy, x, mask, dx, rows, stride, len, mean, grad_mean, k, scale, stream);
+  with_mask_kind(mask.from, [&](auto kind) {
+    dx_rows_m<decltype(kind)::value>(dy, x, mask, dx, rows, stride, len, mean, grad_mean, k, scale, stream);
+  });
 }
 
 // Rows r0 <= r < r1 of S floats, row r in channel r % C: dx_rows with channel c's mean,
@@ -581,15 +583,9 @@ inline void dx_cyclic(const float* dy, const float* x, const RowsMask* masks, fl
                       std::int64_t r1, std::int64_t C, std::int64_t S, const float* mean, const TrainingGrad* g,
                       bool stream) {
   if (r0 >= r1) return;
-  switch (masks[r0 % C].from) {
-    case MaskFrom::output:
-      return dx_cyclic_m<MaskFrom::output>(dy, x, masks, dx, r0, r1, C, S, mean, g, stream);
-    case MaskFrom::input:
-      return dx_cyclic_m<MaskFrom::input>(dy, x, masks, dx, r0, r1, C, S, mean, g, stream);
-    case MaskFrom::none:
-      break;
-  }
-  dx_cyclic_m<MaskFrom::none>(dy, x, masks, dx, r0, r1, C, S, mean, g, stream);
+  with_mask_kind(masks[r0 % C].from, [&](auto kind) {
+    dx_cyclic_m<decltype(kind)::value>(dy, x, masks, dx, r0, r1, C, S, mean, g, stream);
+  });
 }
 
 // ---- channels-last blocks (period P) -------------------------------------------------
@@ -712,15 +708,9 @@ inline void grad_flat_t(const float* dy, const float* x, const FlatMask& mask, s
 
 inline void grad_flat(const float* dy, const float* x, const FlatMask& mask, std::int64_t n, std::int64_t P,
                       const double* mean, double* acc_g, double* acc_p) {
-  switch (mask.from) {
-    case MaskFrom::output:
-      return grad_flat_t<MaskFrom::output>(dy, x, mask, n, P, 0, P, mean, acc_g, acc_p);
-    case MaskFrom::input:
-      return grad_flat_t<MaskFrom::input>(dy, x, mask, n, P, 0, P, mean, acc_g, acc_p);
-    case MaskFrom::none:
-      break;
-  }
-  grad_flat_t<MaskFrom::none>(dy, x, mask, n, P, 0, P, mean, acc_g, acc_p);
+  with_mask_kind(mask.from, [&](auto kind) {
+    grad_flat_t<decltype(kind)::value>(dy, x, mask, n, P, 0, P, mean, acc_g, acc_p);
+  });
 }
 
 
@@ -854,15 +844,9 @@ inline void dx_flat_m(const float* dy, const float* x, const FlatMask& mask, flo
 inline void dx_flat(const float* dy, const float* x, const FlatMask& mask, float* dx, std::int64_t n,
                     std::int64_t P, const float* mean, const float* grad_mean, const float* k, const float* scale,
                     bool stream) {
-  switch (mask.from) {
-    case MaskFrom::output:
-      return dx_flat_m<MaskFrom::output>(dy, x, mask, dx, n, P, mean, grad_mean, k, scale, stream);
-    case MaskFrom::input:
-      return dx_flat_m<MaskFrom::input>(dy, x, mask, dx, n, P, mean, grad_mean, k, scale, stream);
-    case MaskFrom::none:
-      break;
-  }
-  dx_flat_m<MaskFrom::none>(dy, x, mask, dx, n, P, mean, grad_mean, k, scale, stream);
+  with_mask_kind(mask.from, [&](auto kind) {
+    dx_flat_m<decltype(kind)::value>(dy, x, mask, dx, n, P, mean, grad_mean, k, scale, stream);
+  });
 }
 
 #undef BNORM_NEXT_LANE
@@ -894,15 +878,9 @@ inline void shifted_flat_lanes(const float* x, std::int64_t n, std::int64_t P, s
 inline void grad_flat_lanes(const float* dy, const float* x, const FlatMask& mask, std::int64_t n,
                             std::int64_t P, std::int64_t j0, std::int64_t j1, const double* mean, double* acc_g,
                             double* acc_p) {
-  switch (mask.from) {
-    case MaskFrom::output:
-      return grad_flat_t<MaskFrom::output>(dy, x, mask, n, P, j0, j1, mean, acc_g, acc_p);
-    case MaskFrom::input:
-      return grad_flat_t<MaskFrom::input>(dy, x, mask, n, P, j0, j1, mean, acc_g, acc_p);
-    case MaskFrom::none:
-      break;
-  }
-  grad_flat_t<MaskFrom::none>(dy, x, mask, n, P, j0, j1, mean, acc_g, acc_p);
+  with_mask_kind(mask.from, [&](auto kind) {
+    grad_flat_t<decltype(kind)::value>(dy, x, mask, n, P, j0, j1, mean, acc_g, acc_p);
+  });
 }
 
 }  // namespace bnorm::kernels::cpu::BNORM_SIMD_NS
