@@ -4,15 +4,19 @@
 
 namespace bnorm::nn {
 
+void GradientTape::require_calls() const {
+  if (calls_.empty()) {
+    throw StateError("GradientTape", "tape", "at least one recorded call (pass the tape to the forward call)",
+                     "an empty tape");
+  }
+}
+
 void GradientTape::record(Layer& layer, std::unique_ptr<LayerContext> context) {
   calls_.emplace_back(&layer, std::move(context));
 }
 
 Gradients GradientTape::gradient(const Tensor& dy) {
-  if (calls_.empty()) {
-    throw StateError("GradientTape", "tape", "at least one recorded call (pass the tape to the forward call)",
-                     "an empty tape");
-  }
+  require_calls();
   Gradients grads;
   Tensor g = dy;
   for (auto it = calls_.rbegin(); it != calls_.rend(); ++it) g = it->first->backward(*it->second, g, grads);
@@ -21,10 +25,7 @@ Gradients GradientTape::gradient(const Tensor& dy) {
 }
 
 Gradients GradientTape::variable_gradients(const Tensor& dy) {
-  if (calls_.empty()) {
-    throw StateError("GradientTape", "tape", "at least one recorded call (pass the tape to the forward call)",
-                     "an empty tape");
-  }
+  require_calls();
   std::size_t first = 0;  // the first call with trainable weights (none: all skipped)
   while (first < calls_.size() && calls_[first].first->trainable_weights().empty()) ++first;
   Gradients grads;

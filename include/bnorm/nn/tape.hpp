@@ -46,6 +46,7 @@ class GradientTape {
   Gradients variable_gradients(const Tensor& dy);
 
  private:
+  void require_calls() const;  // StateError on an empty tape
   std::vector<std::pair<Layer*, std::unique_ptr<LayerContext>>> calls_;
   Tensor input_gradient_;
 };

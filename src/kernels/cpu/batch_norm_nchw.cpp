@@ -248,6 +248,17 @@ void channel_stats(const SimdOps& ops, const float* x, const BatchNormDims& dims
   for (std::int64_t c = 0; c < dims.C; ++c) merge_channel(sums + c * nb, m2s + c * nb, 1, b, dims, mean[c], var[c]);
 }
 
+// Channel c's sums from its nb (channel, block) task slots, in block order.
+void channel_task_sums(const double* sums, const double* dots, std::int64_t c, std::int64_t nb, double& sum_g,
+                       double& dotp) {
+  sum_g = 0.0;
+  dotp = 0.0;
+  for (std::int64_t k = 0; k < nb; ++k) {
+    sum_g += sums[c * nb + k];
+    dotp += dots[c * nb + k];
+  }
+}
+
 // The ReLU mask of channel c's rows (y, if any, still at the tensor's start): with a
 // mask from x, the channel's folded coefficients, as the forward computed them.
 RowsMask channel_mask(const ReluMask& relu, const float* mean, const float* invstd, const float* gamma,
@@ -470,10 +481,7 @@ void nchw_backward_training(const float* dy, const float* x, const BatchNormDims
   RowsMask* masks = scratch<RowsMask, 5>(C);
   for (std::int64_t c = 0; c < C; ++c) {
     double sum_g = 0.0, dotp = 0.0;
-    for (std::int64_t k = 0; k < nb; ++k) {
-      sum_g += sums[c * nb + k];
-      dotp += dots[c * nb + k];
-    }
+    channel_task_sums(sums, dots, c, nb, sum_g, dotp);
     if (dgamma != nullptr) dgamma[c] = static_cast<float>(dotp * static_cast<double>(invstd[c]));
     if (dbeta != nullptr) dbeta[c] = static_cast<float>(sum_g);
     grads[c] = training_grad(sum_g, dotp, dims.count(), invstd[c], gamma, c);
@@ -483,11 +491,7 @@ void nchw_backward_training(const float* dy, const float* x, const BatchNormDims
   run_team(team, [&] {
     std::int64_t r0 = 0, r1 = 0;
     row_share(dims, omp_get_thread_num(), omp_get_num_threads(), r0, r1);
-    for (std::int64_t r = r0; r < r1; ++r) {
-      const std::int64_t c = r % C, o = r * S;
-      const TrainingGrad g = grads[c];
-      ops.dx_rows(dy + o, x + o, masks[c].at(o), dx + o, 1, S, S, mean[c], g.grad_mean, g.k, g.scale, stream);
-    }
+    ops.dx_cyclic(dy, x, masks, dx, r0, r1, C, S, mean, grads, stream);
     end_streaming(stream);
   });
 }
@@ -527,10 +531,7 @@ void nchw_backward_inference(const float* dy, const float* x, const BatchNormDim
   });
   for (std::int64_t c = 0; c < C; ++c) {
     double sum_g = 0.0, dotp = 0.0;
-    for (std::int64_t k = 0; k < nb; ++k) {
-      sum_g += sums[c * nb + k];
-      dotp += dots[c * nb + k];
-    }
+    channel_task_sums(sums, dots, c, nb, sum_g, dotp);
     if (dgamma != nullptr) dgamma[c] = static_cast<float>(static_cast<double>(inv[c]) * dotp);
     if (dbeta != nullptr) dbeta[c] = static_cast<float>(sum_g);
   }

@@ -56,14 +56,11 @@ typedef double d4u __attribute__((vector_size(32), aligned(8), may_alias));
 #define BNORM_CVT(p) BNORM_WIDEN(BNORM_LD4(p))
 // Four floats at p, masked by the ReLU output at m (g = m > 0 ? v : 0), widened.
 #define BNORM_CVT_MASKED(p, m) BNORM_WIDEN((BNORM_LD4(m) > f4{} ? BNORM_LD4(p) : f4{}))
-// Four floats at p, masked by the pre-activation recomputed from x at xp (g = x * a + b > 0
-// ? v : 0, a and b four-lane coefficients), widened.
-#define BNORM_CVT_MASKED_IN(p, xp, a, b) BNORM_WIDEN((BNORM_LD4(xp) * (a) + (b) > f4{} ? BNORM_LD4(p) : f4{}))
-// Four gradients at offset o of a block (dy at g, x at xr), masked as kMask says, widened.
-#define BNORM_CVT_GRAD(kMask, g, xr, ym, o, a, b)                                     \
-  (kMask == MaskFrom::output  ? BNORM_CVT_MASKED((g) + (o), (ym) + (o))               \
-   : kMask == MaskFrom::input ? BNORM_CVT_MASKED_IN((g) + (o), (xr) + (o), (a), (b)) \
-                              : BNORM_CVT((g) + (o)))
+// Four gradients at offset o of a block (dy at g), masked by the output at ym for
+// kMask == output, widened. (A mask recomputed from x is taken on eight lanes at once,
+// BNORM_MASK8, by the loops themselves.)
+#define BNORM_CVT_GRAD(kMask, g, ym, o) \
+  (kMask == MaskFrom::output ? BNORM_CVT_MASKED((g) + (o), (ym) + (o)) : BNORM_CVT((g) + (o)))
 // Eight gradients: v (dy, loaded) masked as kMask says, with the output at ym or the x
 // vector xv and eight-lane coefficients a, b.
 #define BNORM_MASK8(kMask, v, ym, xv, a, b)                                     \
@@ -317,10 +314,9 @@ inline void grad_rows_t(const float* dy, const float* x, const RowsMask& mask, f
   const d4 m = {mean, mean, mean, mean};
   const f8 sc = {scale, scale, scale, scale, scale, scale, scale, scale};
   const float* ymask = mask.y;
-  const f4 ma = {mask.alpha, mask.alpha, mask.alpha, mask.alpha};
-  const f4 mb = {mask.shift, mask.shift, mask.shift, mask.shift};
-  const f8 ma8 = __builtin_shufflevector(ma, ma, 0, 1, 2, 3, 0, 1, 2, 3);
-  const f8 mb8 = __builtin_shufflevector(mb, mb, 0, 1, 2, 3, 0, 1, 2, 3);
+  const float al = mask.alpha, sh = mask.shift;
+  const f8 ma8 = {al, al, al, al, al, al, al, al};
+  const f8 mb8 = {sh, sh, sh, sh, sh, sh, sh, sh};
   const std::int64_t ahead = rows_ahead(2 * len, rows, stride, len);
   const bool spread = spread_prefetch(ahead, len);
   for (std::int64_t r = 0; r < rows; ++r) {
@@ -349,8 +345,8 @@ inline void grad_rows_t(const float* dy, const float* x, const RowsMask& mask, f
         g0 = BNORM_WIDEN_LO(gv);
         g1 = BNORM_WIDEN_HI(gv);
       } else {
-        g0 = BNORM_CVT_GRAD(kMask, g, xr, yr, i, ma, mb);
-        g1 = BNORM_CVT_GRAD(kMask, g, xr, yr, i + 4, ma, mb);
+        g0 = BNORM_CVT_GRAD(kMask, g, yr, i);
+        g1 = BNORM_CVT_GRAD(kMask, g, yr, i + 4);
       }
       a0 += g0;
       a1 += g1;
@@ -358,7 +354,7 @@ inline void grad_rows_t(const float* dy, const float* x, const RowsMask& mask, f
       b1 += g1 * (BNORM_CVT(xr + i + 4) - m);
     }
     for (; i < len; ++i) {
-      const float gi = masked<kMask>(g, xr, yr, mask.alpha, mask.shift, i);
+      const float gi = masked<kMask>(g, xr, yr, al, sh, i);
       ta += static_cast<double>(gi);
       tb += static_cast<double>(gi) * (static_cast<double>(xr[i]) - mean);
     }
@@ -682,8 +678,8 @@ inline void grad_flat_t(const float* dy, const float* x, const FlatMask& mask, s
       } else {
         for (std::int64_t q = 0; q < periods; ++q) {
           const std::int64_t o = i + q * P + j;
-          const d4 h0 = BNORM_CVT_GRAD(kMask, dy, x, ymask, o, f4{}, f4{});
-          const d4 h1 = BNORM_CVT_GRAD(kMask, dy, x, ymask, o + 4, f4{}, f4{});
+          const d4 h0 = BNORM_CVT_GRAD(kMask, dy, ymask, o);
+          const d4 h1 = BNORM_CVT_GRAD(kMask, dy, ymask, o + 4);
           g0 += h0;
           g1 += h1;
           p0 += h0 * (BNORM_CVT(x + o) - m0);
@@ -858,7 +854,6 @@ inline void dx_flat(const float* dy, const float* x, const FlatMask& mask, float
 #undef BNORM_STD
 #undef BNORM_CVT
 #undef BNORM_CVT_MASKED
-#undef BNORM_CVT_MASKED_IN
 #undef BNORM_CVT_GRAD
 #undef BNORM_MASK8
 #undef BNORM_WIDEN
