@@ -11,8 +11,8 @@
 // accumulators, folds the lanes of each channel in lane order into its own slot, and the
 // slots are merged in block order, so results are bitwise identical for any number of
 // threads. One parallel region runs the phases (reduce, merge, elementwise) with the same
-// static schedule over blocks, so a thread's second pass finds its rows in its cache when
-// they fit.
+// split of the blocks among the threads (thread_blocks), so a thread's second pass finds
+// its rows in its cache when they fit.
 //
 // With fewer blocks than threads (64x1024 is one block), the phases split by lanes and
 // channels instead (lane_split): each thread reduces the lanes [j0, j1) of every block
@@ -136,9 +136,19 @@ void lanes_of(const U* per_channel, std::int64_t j0, std::int64_t j1, std::int64
   }
 }
 
+// The blocks [b0, b1) of the calling thread: equal contiguous shares (the first
+// blocks % team threads take one more). The reductions and the elementwise pass share
+// this split, so a thread's second pass covers the blocks it reduced.
+void thread_blocks(const Plan& p, std::int64_t& b0, std::int64_t& b1) {
+  const std::int64_t t = omp_get_thread_num(), nt = omp_get_num_threads(), n = p.blocking.blocks;
+  const std::int64_t q = n / nt, r = n % nt;
+  b0 = t * q + std::min(t, r);
+  b1 = b0 + q + (t < r ? 1 : 0);
+}
+
 // Runs the elementwise pass `rows_fn(r0, r1)` over all N rows, inside the team. With at
-// least as many blocks as threads, thread by thread over the blocks with the reductions'
-// static schedule (each thread finds the rows it reduced in its cache); with fewer
+// least as many blocks as threads, thread by thread over the blocks of thread_blocks, as
+// the reductions (each thread finds the rows it reduced in its cache); with fewer
 // blocks (64x1024 is one block), in equal row shares, so no thread idles. Elementwise
 // outputs do not depend on the split. 64x1024 at 2 threads (harness medians, before ->
 // after, with the chunked coefficients of forward_inference): forward_training 25.3 ->
@@ -149,12 +159,10 @@ void lanes_of(const U* per_channel, std::int64_t j0, std::int64_t j1, std::int64
 template <typename RowsFn>
 void elementwise_rows(const Plan& p, RowsFn&& rows_fn, bool equal_shares = false) {
   if (!equal_shares && p.blocking.blocks >= p.team) {
-    // The blocks of this thread under the reductions' schedule(static) (libgomp's split:
-    // the first n % nt threads take one more), last first: the blocks the reduction read
-    // last are the ones still in cache.
-    const std::int64_t t = omp_get_thread_num(), nt = omp_get_num_threads(), n = p.blocking.blocks;
-    const std::int64_t q = n / nt, r = n % nt;
-    const std::int64_t b0 = t * q + std::min(t, r), b1 = b0 + q + (t < r ? 1 : 0);
+    // This thread's blocks, last first: the blocks its reduction read last are the ones
+    // still in cache.
+    std::int64_t b0 = 0, b1 = 0;
+    thread_blocks(p, b0, b1);
     for (std::int64_t b = b1 - 1; b >= b0; --b) rows_fn(p.r0(b), p.r1(b));
   } else {
     const int t = omp_get_thread_num(), nt = omp_get_num_threads();
@@ -303,13 +311,16 @@ void invstd_range(const V* var, float epsilon, std::int64_t c0, std::int64_t c1,
     invstd[c] = static_cast<float>(1.0 / std::sqrt(static_cast<double>(var[c]) + eps));
 }
 
-// Block phase of the statistics (every thread), into the slots.
+// Block phase of the statistics (every thread: its thread_blocks), into the slots, then a
+// barrier.
 void reduce_blocks(const Plan& p, const float* x, const float* pivot_c, const float* pivot_l, double* sums,
                    double* m2s) {
   double* work = scratch<double, 0>(2 * p.P);
-#pragma omp for schedule(static)
-  for (std::int64_t b = 0; b < p.blocking.blocks; ++b)
+  std::int64_t b0 = 0, b1 = 0;
+  thread_blocks(p, b0, b1);
+  for (std::int64_t b = b0; b < b1; ++b)
     block_moments(p, x, b, pivot_c, pivot_l, sums + b * p.C, m2s + b * p.C, work);
+#pragma omp barrier
 }
 
 // The statistics of a lane-split call (every thread, with its share), up to the slots of
@@ -485,14 +496,15 @@ void nhwc_forward_inference(const float* x, const BatchNormDims& dims, const flo
 
 namespace {
 
-// Block phase of the gradient sums (every thread): sum g and sum g (x - mean) per block
-// into the slots; with dx_scale (inference backward) also dx = dy * scale from cache
-// (streamed as stream_stores says).
+// Block phase of the gradient sums (every thread: its thread_blocks): sum g and
+// sum g (x - mean) per block into the slots, then a barrier; with dx_scale (inference
+// backward) also dx = dy * scale from cache (streamed as stream_stores says).
 void grad_blocks(const Plan& p, const float* dy, const float* x, const FlatMask& mask, const double* mean_d,
                  double* sums, double* dots, float* dx, const float* dx_scale, bool stream = false) {
   double* acc = scratch<double, 0>(2 * p.P);
-#pragma omp for schedule(static)
-  for (std::int64_t b = 0; b < p.blocking.blocks; ++b) {
+  std::int64_t b0 = 0, b1 = 0;
+  thread_blocks(p, b0, b1);
+  for (std::int64_t b = b0; b < b1; ++b) {
     const std::int64_t o = p.r0(b) * p.C;
     zero(acc, 2 * p.P);
     p.ops.grad_flat(dy + o, x + o, mask.at(o), p.flat(b), p.P, mean_d, acc, acc + p.P);
@@ -500,6 +512,7 @@ void grad_blocks(const Plan& p, const float* dy, const float* x, const FlatMask&
     fold_lanes(acc, p.P, p.C, sums + b * p.C);
     fold_lanes(acc + p.P, p.P, p.C, dots + b * p.C);
   }
+#pragma omp barrier
 }
 
 // The gradient sums of a lane-split call (every thread, with its share), up to the slots
