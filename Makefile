@@ -1,6 +1,7 @@
 # bnorm: the two commands of the README.
 #   make run   installs what is missing, builds, runs the main job (bnorm experiment)
-#   make test  installs what is missing, builds, runs every test, then again under
+#   make test  installs what is missing, builds, runs every test, again with another
+#              OpenBLAS kernel family and the generic SIMD loops, then again under
 #              AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench installs the benchmark's optional peers (libtorch, oneDNN), builds the
 #              batch-norm benchmark in $(BENCH_BUILD), runs it, writes
@@ -35,8 +36,11 @@ run: deps $(BUILD)/CMakeCache.txt
 examples: build
 	@bash scripts/run-examples.sh $(BUILD)
 
+# Every test, then the same tests again with another OpenBLAS kernel family and bnorm's
+# generic SIMD loops (scripts/test-variant.sh), as another machine would choose them.
 test-fast: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	@bash scripts/test-variant.sh $(BUILD)
 
 test-sanitize: deps
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DBNORM_SANITIZE=ON

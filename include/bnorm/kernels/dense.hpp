@@ -29,13 +29,24 @@
 // or OPENBLAS_NUM_THREADS / OMP_NUM_THREADS from the environment); bnorm exposes no
 // setting for it, and bnorm's batch-norm set_num_threads does not affect it. Results
 // match the reference to float rounding (relative error about sqrt(K) ulp for y and dw,
-// sqrt(M) ulp for dx) but are not promised bitwise identical across CPUs or thread
-// counts. A call with N, K or M above 2^31 - 1 (OpenBLAS's int) runs the reference loops.
+// sqrt(M) ulp for dx) but are not promised bitwise identical across CPUs, thread
+// counts or row counts N (OpenBLAS picks its kernels per CPU and per shape: on some
+// CPUs the rows of a 3-row call and of a 10-row call differ in the last bits).
+// Repeating a call with the same shapes and thread count on one machine gives the same
+// bits (bit-for-bit resumption from a checkpoint relies on it). A call with N, K or M above 2^31 - 1 (OpenBLAS's int) runs the reference loops.
 #pragma once
 
 #include <cstdint>
 
 namespace bnorm::kernels {
+
+// The GEMM kernel family OpenBLAS runs on this machine ("SkylakeX", "Haswell",
+// "Sandybridge", ...: openblas_get_corename). OpenBLAS picks it per CPU at load time, and
+// the environment variable OPENBLAS_CORETYPE overrides it; other families (and other row
+// counts within one family) round the products differently in the last bits, which is
+// why the fast results above are promised to float rounding only. `make test` runs the
+// suite a second time with another family (scripts/test-variant.sh).
+const char* blas_kernel_family();
 
 // y = x @ w + b.
 void dense_forward(const float* x,  // (N, K)

@@ -144,7 +144,9 @@ class Model {
   std::shared_ptr<History> fit(const Tensor& x, const Tensor& y, FitOptions options = {});
   // Keras evaluate: loss and metrics over x in inference mode, batch-size weighted.
   Logs evaluate(const Tensor& x, const Tensor& y, std::int64_t batch_size = 32, int verbose = 0);
-  // Keras predict: outputs in inference mode, batched.
+  // Keras predict: outputs in inference mode, batched. The batch size changes memory and
+  // speed, and the outputs only within the float rounding of the Dense matrix products
+  // (OpenBLAS picks its kernels per row count; as in Keras and PyTorch).
   Tensor predict(const Tensor& x, std::int64_t batch_size = 32, int verbose = 0);
   // One training step on one batch; returns the logs of that batch.
   Logs train_on_batch(const Tensor& x, const Tensor& y);

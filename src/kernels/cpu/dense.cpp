@@ -22,6 +22,10 @@ blasint to_blas(std::int64_t n) {
 
 }  // namespace
 
+const char* blas_kernel_family() {
+  return openblas_get_corename();
+}
+
 void dense_forward(const float* x, const float* w, const float* b, std::int64_t N, std::int64_t K,
                    std::int64_t M, float* y) {
   assert(N >= 0 && K >= 0 && M >= 0);
