@@ -285,12 +285,15 @@ std::string summary_md(const ExperimentOptions& o, const ExperimentResult& r, co
   // networks still compute the same thing).
   const EvalPoint* after0 = r.points.size() > 1 ? &r.points[1] : &r.points.front();
   for (int k = 0; k < 2; ++k) {
+    const auto& a = after0->percentiles[k];
+    const auto& b = last.percentiles[k];
     m << (k == 0 ? "Without" : "with") << " batch normalization, the tracked input's median goes from "
-      << num(after0->percentiles[k][1], "%.2f") << " (step " << after0->step << ") to "
-      << num(last.percentiles[k][1], "%.2f") << " (range " << num(s[k].median_min, "%.2f") << " ... "
-      << num(s[k].median_max, "%.2f") << ") and its 15th-85th percentile width from "
-      << num(s[k].width_min, "%.2f") << " to " << num(s[k].width_max, "%.2f") << " (a factor "
-      << num(s[k].width_max / s[k].width_min, "%.1f") << ")" << (k == 0 ? "; " : ".\n\n");
+      << num(a[1], "%.2f") << " (step " << after0->step << ") to " << num(b[1], "%.2f") << " (step " << last.step
+      << "), within " << num(s[k].median_min, "%.2f") << " ... " << num(s[k].median_max, "%.2f")
+      << " over the run, and its 15th-85th percentile width from " << num(a[2] - a[0], "%.2f") << " (step "
+      << after0->step << ") to " << num(b[2] - b[0], "%.2f") << " (step " << last.step << "), within "
+      << num(s[k].width_min, "%.2f") << " ... " << num(s[k].width_max, "%.2f") << " (the widest "
+      << num(s[k].width_max / s[k].width_min, "%.1f") << " times the narrowest)" << (k == 0 ? "; " : ".\n\n");
   }
   const bool have_png = !files.plot_problem;
   if (have_png) {

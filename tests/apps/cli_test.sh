@@ -156,6 +156,15 @@ case "$case_name" in
     fi
     expect_contains "$out/percentiles.csv" "step,plain_p15,plain_p50,plain_p85,batchnorm_p15,batchnorm_p50,batchnorm_p85" "percentiles.csv header"
     expect_contains "$out/summary.md" "test accuracy" "summary.md"
+    # The summary's "width from A (step 100) to B (step 200)" are the widths at those
+    # steps in percentiles.csv (not the run's minimum and maximum), for both networks.
+    for col in 2 5; do  # plain_p15, batchnorm_p15 (p85 two columns on)
+      want=$(awk -F, -v c="$col" '$1 == 100 { a = $(c + 2) - $c } $1 == 200 { b = $(c + 2) - $c } END { print a, b }' "$out/percentiles.csv")
+      got=$(grep -o "width from [-0-9.]* (step 100) to [-0-9.]* (step 200)" "$out/summary.md" | sed -n "$(( col == 2 ? 1 : 2 ))p" | awk '{ print $3, $7 }')
+      awk -v w="$want" -v g="$got" 'BEGIN { split(w, a, " "); split(g, b, " "); d1 = a[1] - b[1]; d2 = a[2] - b[2];
+        exit !(g != "" && d1 < 0.011 && d1 > -0.011 && d2 < 0.011 && d2 > -0.011) }' ||
+        fail "summary.md: the percentile width at steps 100 and 200 is '$got', percentiles.csv gives '$want'"
+    done
     if command -v gnuplot >/dev/null 2>&1; then
       for png in accuracy.png percentiles.png; do
         is_png "$out/$png" || fail "$png missing or not a PNG file (gnuplot is installed)"
