@@ -3,6 +3,8 @@
 
   x.npy       the first 4 Fashion-MNIST test images, float32 (4, 784), pixels / 255
   labels.npy  their classes, int64 (4,)
+  rows10.csv  2 rows of 10 values with a header row, the input of the 10-feature models
+              that Keras wrote in tests/fixtures/models/ (mlp.keras, mlp.legacy.h5)
 
 from Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist). Standard library
 only (gzip, struct); run from anywhere: python3 examples/data/make_data.py
@@ -40,7 +42,11 @@ def main():
     write_npy(os.path.join(OUT, "x.npy"), "<f4", (COUNT, 784),
               struct.pack("<%df" % (COUNT * 784), *(p / 255.0 for p in pixels)))
     write_npy(os.path.join(OUT, "labels.npy"), "<i8", (COUNT,), struct.pack("<%dq" % COUNT, *labels))
-    print("wrote x.npy (%d, 784) float32 and labels.npy (%d,) int64 to %s" % (COUNT, COUNT, OUT))
+    with open(os.path.join(OUT, "rows10.csv"), "w") as f:
+        f.write(",".join("f%d" % j for j in range(10)) + "\n")
+        for i in range(2):
+            f.write(",".join("%g" % (((i * 7 + j * 3) % 11) / 10.0 - 0.5) for j in range(10)) + "\n")
+    print("wrote rows10.csv, x.npy (%d, 784) float32 and labels.npy (%d,) int64 to %s" % (COUNT, COUNT, OUT))
 
 
 if __name__ == "__main__":
