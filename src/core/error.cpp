@@ -5,8 +5,10 @@ namespace bnorm {
 namespace {
 std::string compose(const std::string& where, const std::string& argument,
                     const std::string& expected, const std::string& received) {
+  // An empty part is left out: "x.npy: expected ..." when the whole file is at fault.
   std::string m = where.empty() ? std::string() : where + ": ";
-  m += argument + ": expected " + expected + ", received " + received;
+  if (!argument.empty()) m += argument + ": ";
+  m += "expected " + expected + ", received " + received;
   return m;
 }
 }  // namespace

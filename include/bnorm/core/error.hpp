@@ -15,7 +15,11 @@
 namespace bnorm {
 
 // Base of every bnorm exception. `where` is the object or function that rejected the
-// call ("BatchNormalization 'bn'", "moments"); `argument` the argument at fault.
+// call ("BatchNormalization 'bn'", "moments"), or for the file readers the file
+// ("x.csv"); `argument` the argument at fault, or the place in the file ("line 2,
+// column 3"). what() is "where: argument: expected E, received R", an empty `where` or
+// `argument` left out. Values taken from files or users are rendered with
+// core/text.hpp's printable() / printable_quoted(), so that a message stays one line of text.
 class Error : public std::runtime_error {
  public:
   Error(std::string where, std::string argument, std::string expected, std::string received);
