@@ -1,5 +1,6 @@
 #include "bnorm/io/array_file.hpp"
 
+#include "bnorm/core/text.hpp"
 #include "bnorm/io/checkpoint.hpp"  // write_file_atomically
 #include "file_bytes.hpp"
 
@@ -24,15 +25,16 @@ namespace bnorm::io {
 
 namespace {
 
-std::string in_quotes(const std::string& s) {
-  return "'" + s + "'";
+// Errors name the file as `where` (printable: a path is user input too) and the place in
+// it as `argument` ("line 2, column 3", "header"); values from the file go through
+// printable_quoted(), so that a message stays one line of printable text.
+std::string file_label(const std::string& path) {
+  return printable(path, 0);
 }
 
-// Atomic replace: a temporary file beside the target, flushed, renamed over it.
 // ------------------------------------------------------------------------------ .npy
 
 constexpr char kNpyMagic[6] = {'\x93', 'N', 'U', 'M', 'P', 'Y'};
-constexpr const char* kReadNpy = "read_npy";
 constexpr const char* kSupported =
     "dtype float32, float64, int32, int64 or uint8 in little-endian byte order "
     "('<f4', '<f8', '<i4', '<i8', '|u1')";
@@ -54,7 +56,7 @@ std::size_t npy_size(NpyType t) {
 // strings, True/False, or tuples of integers.
 class HeaderParser {
  public:
-  HeaderParser(std::string text, std::string path) : s_(std::move(text)), path_(std::move(path)) {}
+  HeaderParser(std::string text, std::string file) : s_(std::move(text)), file_(std::move(file)) {}
 
   void parse(std::string& descr, bool& fortran, std::vector<std::int64_t>& shape) {
     bool have_descr = false, have_fortran = false, have_shape = false;
@@ -89,8 +91,7 @@ class HeaderParser {
       if (peek() != '}') fail("',' or '}'");
     }
     if (!have_descr || !have_fortran || !have_shape) {
-      throw FormatError(kReadNpy, path_, "a header with 'descr', 'fortran_order' and 'shape'",
-                        in_quotes(trimmed()));
+      throw FormatError(file_, "header", "a dict with 'descr', 'fortran_order' and 'shape'", shown());
     }
   }
 
@@ -104,14 +105,15 @@ class HeaderParser {
     ++pos_;
   }
   [[noreturn]] void fail(const std::string& what) const {
-    throw FormatError(kReadNpy, path_,
-                      "a header dict literal with " + what + " at character " + std::to_string(pos_),
-                      in_quotes(trimmed()));
+    throw FormatError(file_, "header", "a dict literal with " + what + " at character " + std::to_string(pos_),
+                      shown());
   }
-  std::string trimmed() const {
-    std::string t = s_;
-    while (!t.empty() && std::isspace(static_cast<unsigned char>(t.back()))) t.pop_back();
-    return t.size() > 200 ? t.substr(0, 200) + "..." : t;
+  // The header without its padding, cut after 100 characters (a numpy header's dict is
+  // about 70: the point of failure stays in view).
+  std::string shown() const {
+    std::string_view t = s_;
+    while (!t.empty() && std::isspace(static_cast<unsigned char>(t.back()))) t.remove_suffix(1);
+    return printable_quoted(t, 100);
   }
   std::string string_literal() {
     const char q = peek();
@@ -162,11 +164,11 @@ class HeaderParser {
     return dims;
   }
 
-  std::string s_, path_;
+  std::string s_, file_;
   std::size_t pos_ = 0;
 };
 
-NpyType parse_descr(const std::string& descr, const std::string& path) {
+NpyType parse_descr(const std::string& descr, const std::string& file) {
   // '<' little-endian, '|' not applicable (single bytes), '=' native (x86-64 and
   // aarch64 Linux: little-endian), no prefix as '='. '>' big-endian is refused.
   std::string d = descr;
@@ -176,13 +178,13 @@ NpyType parse_descr(const std::string& descr, const std::string& path) {
     d = d.substr(1);
   }
   const bool single_byte = d == "u1";
-  if (order == '>' && !single_byte) throw FormatError(kReadNpy, path, kSupported, in_quotes(descr));
+  if (order == '>' && !single_byte) throw FormatError(file, "header 'descr'", kSupported, printable_quoted(descr));
   if (d == "f4") return NpyType::f4;
   if (d == "f8") return NpyType::f8;
   if (d == "i4") return NpyType::i4;
   if (d == "i8") return NpyType::i8;
   if (single_byte) return NpyType::u1;
-  throw FormatError(kReadNpy, path, kSupported, in_quotes(descr));
+  throw FormatError(file, "header 'descr'", kSupported, printable_quoted(descr));
 }
 
 template <typename T>
@@ -202,8 +204,6 @@ std::uint32_t read_le(const std::string& data, std::size_t pos, std::size_t byte
 }
 
 // ------------------------------------------------------------------------------ CSV
-
-constexpr const char* kReadCsv = "read_csv";
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
@@ -237,12 +237,6 @@ std::vector<std::string_view> split(std::string_view line, char delimiter) {
   return fields;
 }
 
-std::string shown(std::string_view field) {
-  std::string s(field);
-  if (s.size() > 40) s = s.substr(0, 40) + "...";
-  return in_quotes(s);
-}
-
 std::string lower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return s;
@@ -251,39 +245,41 @@ std::string lower(std::string s) {
 }  // namespace
 
 Tensor read_npy(const std::string& path) {
-  const std::string data = read_file_bytes(kReadNpy, path);
+  const std::string data = read_file_bytes(path);
+  const std::string file = file_label(path);
   if (data.size() < 8 || std::memcmp(data.data(), kNpyMagic, sizeof kNpyMagic) != 0) {
-    throw FormatError(kReadNpy, path, "a NumPy .npy file (starting with \"\\x93NUMPY\")",
-                      data.size() < 8 ? std::to_string(data.size()) + " bytes" : "other content");
+    throw FormatError(file, "", "a NumPy .npy file (starting with \"\\x93NUMPY\")",
+                      data.empty() ? std::string("an empty file")
+                                   : count_of(static_cast<long long>(data.size()), "byte") + " starting with " +
+                                         printable_quoted(std::string_view(data).substr(0, 8)));
   }
   const int major = static_cast<unsigned char>(data[6]);
   const int minor = static_cast<unsigned char>(data[7]);
   if (major < 1 || major > 3 || minor != 0) {
-    throw FormatError(kReadNpy, path, "format version 1.0, 2.0 or 3.0",
-                      std::to_string(major) + "." + std::to_string(minor));
+    throw FormatError(file, "format version", "1.0, 2.0 or 3.0", std::to_string(major) + "." + std::to_string(minor));
   }
   const std::size_t length_bytes = major == 1 ? 2 : 4;
   if (data.size() < 8 + length_bytes) {
-    throw FormatError(kReadNpy, path, "a complete header", "end of file after " + std::to_string(data.size()) +
-                                                               " bytes (truncated)");
+    throw FormatError(file, "header", "a complete header",
+                      "end of file after " + count_of(static_cast<long long>(data.size()), "byte") + " (truncated)");
   }
   const std::size_t header_len = read_le(data, 8, length_bytes);
   const std::size_t header_start = 8 + length_bytes;
   if (data.size() - header_start < header_len) {
-    throw FormatError(kReadNpy, path, std::to_string(header_len) + " header bytes",
+    throw FormatError(file, "header", count_of(static_cast<long long>(header_len), "byte"),
                       std::to_string(data.size() - header_start) + " (truncated)");
   }
   std::string descr;
   bool fortran = false;
   std::vector<std::int64_t> dims;
-  HeaderParser(data.substr(header_start, header_len), path).parse(descr, fortran, dims);
-  const NpyType type = parse_descr(descr, path);
+  HeaderParser(data.substr(header_start, header_len), file).parse(descr, fortran, dims);
+  const NpyType type = parse_descr(descr, file);
   if (fortran) {
-    throw FormatError(kReadNpy, path, "C order ('fortran_order': False; numpy.ascontiguousarray before saving)",
-                      "'fortran_order': True");
+    throw FormatError(file, "header 'fortran_order'",
+                      "False (C order; numpy.ascontiguousarray before saving)", "True");
   }
   if (static_cast<int>(dims.size()) > kMaxRank) {
-    throw FormatError(kReadNpy, path, "at most " + std::to_string(kMaxRank) + " dimensions",
+    throw FormatError(file, "header 'shape'", "at most " + count_of(kMaxRank, "dimension"),
                       std::to_string(dims.size()));
   }
   // The element count, guarded against overflow: it must match the bytes the file has.
@@ -303,11 +299,11 @@ Tensor read_npy(const std::string& path) {
   }
   const std::string shape_text = Shape(dims).str();
   if (overflow || numel * element != available) {
-    throw FormatError(kReadNpy, path,
+    throw FormatError(file, "data",
                       (overflow ? std::string("a shape whose size fits in memory")
-                                : std::to_string(numel * element) + " data bytes for " + descr +
-                                      " elements of shape " + shape_text),
-                      std::to_string(available) + " data bytes" +
+                                : count_of(static_cast<long long>(numel * element), "byte") + " for " +
+                                      printable(descr) + " elements of shape " + shape_text),
+                      count_of(static_cast<long long>(available), "byte") +
                           (overflow || numel * element > available ? " (truncated)" : " (bytes after the data)"));
   }
   Tensor out{Shape(dims)};
@@ -356,7 +352,8 @@ void write_npy(const Tensor& x, const std::string& path) {
 }
 
 Tensor read_csv(const std::string& path, const CsvOptions& options) {
-  const std::string data = read_file_bytes(kReadCsv, path);
+  const std::string data = read_file_bytes(path);
+  const std::string file = file_label(path);
   std::vector<float> values;
   std::size_t columns = 0, rows = 0, first_row_line = 0;
   std::size_t line_number = 0, pos = 0;
@@ -383,25 +380,23 @@ Tensor read_csv(const std::string& path, const CsvOptions& options) {
       columns = fields.size();
       first_row_line = line_number;
     } else if (fields.size() != columns) {
-      throw FormatError(kReadCsv, path,
-                        "line " + std::to_string(line_number) + ": expected " + std::to_string(columns) +
-                            " fields (as line " + std::to_string(first_row_line) + ")",
+      throw FormatError(file, "line " + std::to_string(line_number),
+                        count_of(static_cast<long long>(columns), "field") + " (as line " +
+                            std::to_string(first_row_line) + ")",
                         std::to_string(fields.size()));
     }
     for (std::size_t c = 0; c < fields.size(); ++c) {
       float v = 0;
       if (!parse_number(fields[c], v)) {
-        throw FormatError(kReadCsv, path,
-                          "line " + std::to_string(line_number) + ", column " + std::to_string(c + 1) +
-                              ": expected a number",
-                          fields[c].empty() ? std::string("an empty field") : shown(fields[c]));
+        throw FormatError(file, "line " + std::to_string(line_number) + ", column " + std::to_string(c + 1),
+                          "a number", fields[c].empty() ? std::string("an empty field") : printable_quoted(fields[c]));
       }
       values.push_back(v);
     }
     ++rows;
   }
   if (rows == 0) {
-    throw FormatError(kReadCsv, path, "at least one row of numbers",
+    throw FormatError(file, "", "at least one row of numbers",
                       data.empty() ? "an empty file" : "no data rows (only a header or blank lines)");
   }
   return Tensor(Shape{static_cast<std::int64_t>(rows), static_cast<std::int64_t>(columns)}, std::move(values));

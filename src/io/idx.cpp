@@ -12,11 +12,11 @@
 #include <string>
 #include <system_error>
 
+#include "bnorm/core/text.hpp"
+
 namespace bnorm::io {
 
 namespace {
-
-constexpr const char* kWhere = "read_idx";
 
 // zlib's gzerror text, without the "path: " prefix it adds (the message names the file already).
 std::string zlib_message(gzFile file, const std::string& path, int* code) {
@@ -53,17 +53,18 @@ bool known_type(std::uint8_t code) {
 // unchanged, so one path reads both forms.
 std::vector<std::uint8_t> read_all(const std::filesystem::path& path) {
   const std::string p = path.string();
+  const std::string shown = printable(p, 0);
   std::error_code ec;
   const auto status = std::filesystem::status(path, ec);
   if (!std::filesystem::exists(status)) {
-    throw FileError(kWhere, p, "an existing file", "no such file");
+    throw FileError(shown, "", "an existing file", "no such file");
   }
   if (std::filesystem::is_directory(status)) {
-    throw FileError(kWhere, p, "a file", "a directory");
+    throw FileError(shown, "", "a file", "a directory");
   }
   std::unique_ptr<gzFile_s, int (*)(gzFile)> file(gzopen(p.c_str(), "rb"), gzclose);
   if (!file) {
-    throw FileError(kWhere, p, "a readable file", errno ? std::strerror(errno) : "gzopen failed");
+    throw FileError(shown, "", "a readable file", errno ? std::strerror(errno) : "gzopen failed");
   }
   gzbuffer(file.get(), 1u << 20);
   std::vector<std::uint8_t> out;
@@ -75,8 +76,8 @@ std::vector<std::uint8_t> read_all(const std::filesystem::path& path) {
     if (got < 0) {
       int code = 0;
       const std::string msg = zlib_message(file.get(), p, &code);
-      if (code == Z_ERRNO) throw FileError(kWhere, p, "a readable file", std::strerror(errno));
-      throw FormatError(kWhere, p, "a valid gzip stream", "a corrupt one (zlib: " + msg + ")");
+      if (code == Z_ERRNO) throw FileError(shown, "", "a readable file", std::strerror(errno));
+      throw FormatError(shown, "", "a valid gzip stream", "a corrupt one (zlib: " + printable(msg) + ")");
     }
     out.resize(at + static_cast<std::size_t>(got));
     if (got == 0) break;
@@ -85,7 +86,7 @@ std::vector<std::uint8_t> read_all(const std::filesystem::path& path) {
   int code = 0;
   const std::string msg = zlib_message(file.get(), p, &code);
   if (code != Z_OK) {
-    throw FormatError(kWhere, p, "a complete gzip stream", "a truncated or corrupt one (zlib: " + msg + ")");
+    throw FormatError(shown, "", "a complete gzip stream", "a truncated or corrupt one (zlib: " + printable(msg) + ")");
   }
   return out;
 }
@@ -133,12 +134,12 @@ std::int64_t IdxArray::numel() const {
 }
 
 IdxArray read_idx(const std::filesystem::path& path) {
-  const std::string p = path.string();
+  const std::string file = printable(path.string(), 0);
   std::vector<std::uint8_t> bytes = read_all(path);
   if (bytes.size() < 4 || bytes[0] != 0 || bytes[1] != 0 || !known_type(bytes[2]) || bytes[3] == 0 ||
       bytes[3] > kMaxRank) {
     throw FormatError(
-        kWhere, p,
+        file, "",
         "an IDX file (bytes 0x00 0x00, a type code 0x08/0x09/0x0B/0x0C/0x0D/0x0E, a rank 1 to " +
             std::to_string(kMaxRank) + ")",
         "first bytes " + hex_bytes(bytes, 4));
@@ -148,8 +149,8 @@ IdxArray read_idx(const std::filesystem::path& path) {
   const std::size_t rank = bytes[3];
   const std::size_t header = 4 + 4 * rank;
   if (bytes.size() < header) {
-    throw FormatError(kWhere, p, std::to_string(header) + " header bytes for rank " + std::to_string(rank),
-                      std::to_string(bytes.size()) + " bytes (truncated)");
+    throw FormatError(file, "header", count_of(static_cast<long long>(header), "byte") + " for rank " + std::to_string(rank),
+                      count_of(static_cast<long long>(bytes.size()), "byte") + " (truncated)");
   }
   std::uint64_t numel = 1;
   for (std::size_t i = 0; i < rank; ++i) {
@@ -159,7 +160,7 @@ IdxArray read_idx(const std::filesystem::path& path) {
     a.dims.push_back(dim);
     numel *= dim;
     if (numel > (std::numeric_limits<std::uint64_t>::max() >> 4)) {
-      throw FormatError(kWhere, p, "dimensions whose product fits in memory",
+      throw FormatError(file, "header", "dimensions whose product fits in memory",
                         "dimension " + std::to_string(dim));
     }
   }
@@ -171,8 +172,8 @@ IdxArray read_idx(const std::filesystem::path& path) {
   shape += rank == 1 ? ",)" : ")";
   if (have != need) {
     throw FormatError(
-        kWhere, p,
-        std::to_string(need) + " data bytes for " + to_string(a.type) + " elements of shape " + shape,
+        file, "data",
+        count_of(static_cast<long long>(need), "byte") + " for " + to_string(a.type) + " elements of shape " + shape,
         std::to_string(have) + (have < need ? " (truncated)" : " (trailing bytes)"));
   }
   bytes.erase(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(header));

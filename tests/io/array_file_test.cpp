@@ -134,17 +134,56 @@ TEST_F(ArrayFileTest, CsvHeaderDetectionWhitespaceAndLineEnds) {
 
 TEST_F(ArrayFileTest, CsvErrorsNameLineAndColumn) {
   const std::string bad_field = write("bad.csv", "a,b,c\n1,2,3\n4,oops,6\n");
-  expect_error<FormatError>([&] { io::read_csv(bad_field); }, {bad_field, "line 3, column 2", "'oops'"});
+  expect_error<FormatError>([&] { io::read_csv(bad_field); },
+                            {bad_field + ": line 3, column 2: expected a number, received 'oops'"});
   const std::string mixed = write("mixed.csv", "1,2,x\n3,4,5\n");
   expect_error<FormatError>([&] { io::read_csv(mixed); }, {"line 1, column 3", "'x'"});
   const std::string ragged = write("ragged.csv", "1,2,3\n4,5,6\n7,8\n");
-  expect_error<FormatError>([&] { io::read_csv(ragged); }, {"line 3", "expected 3 fields (as line 1)", "received 2"});
+  expect_error<FormatError>([&] { io::read_csv(ragged); },
+                            {ragged + ": line 3: expected 3 fields (as line 1), received 2"});
+  const std::string one_column = write("one_column.csv", "1\n2,3\n");
+  expect_error<FormatError>([&] { io::read_csv(one_column); }, {"line 2: expected 1 field (as line 1), received 2"});
   const std::string empty_field = write("empty_field.csv", "1,,3\n");
   expect_error<FormatError>([&] { io::read_csv(empty_field); }, {"line 1, column 2", "an empty field"});
   const std::string empty = write("empty.csv", "");
   expect_error<FormatError>([&] { io::read_csv(empty); }, {"at least one row", "an empty file"});
   const std::string only_header = write("only_header.csv", "a,b\n\n");
   expect_error<FormatError>([&] { io::read_csv(only_header); }, {"no data rows"});
+  // The reader names the file as `where` and the place in it as `argument`: no reader
+  // function name, no doubled "expected".
+  try {
+    io::read_csv(ragged);
+    ADD_FAILURE() << "no exception";
+  } catch (const FormatError& e) {
+    EXPECT_EQ(e.where(), ragged);
+    EXPECT_EQ(e.argument(), "line 3");
+    EXPECT_EQ(e.expected(), "3 fields (as line 1)");
+    EXPECT_EQ(e.received(), "2");
+  }
+}
+
+// Bytes from a file reach messages escaped (core/text.hpp): an escape sequence or a NUL
+// in a field neither drives the terminal nor cuts the message.
+TEST_F(ArrayFileTest, FileBytesInMessagesAreEscaped) {
+  using namespace std::string_literals;
+  const std::string csv = write("esc.csv", "1,2,3\n4,\x1b[31mred\0after,6\n"s);
+  expect_error<FormatError>([&] { io::read_csv(csv); }, {"received '\\x1b[31mred\\x00after'"});
+  std::string npy = slurp(arrays_dir() + "/f4_2x3.npy");
+  npy.replace(npy.find("'shape'"), 7, "'\0\x1b[2J'"s);  // a key with a NUL and "clear screen"
+  expect_error<FormatError>([&] { io::read_npy(write("ctl.npy", npy)); },
+                            {"ctl.npy: header: expected a dict literal with only the keys", "'\\x00\\x1b[2J': (2, 3)"});
+  const std::string long_field = write("long.csv", "1," + std::string(300, 'z') + "\n");
+  expect_error<FormatError>([&] { io::read_csv(long_field); }, {"zzz...' (300 bytes)"});
+  for (const std::string& p : {csv, write("ctl.npy", npy), long_field}) {
+    try {
+      io::read_array(p);
+      ADD_FAILURE() << "no exception for " << p;
+    } catch (const FormatError& e) {
+      for (const char c : std::string(e.what())) {
+        EXPECT_TRUE(c >= 0x20 && c < 0x7f) << "byte " << int(static_cast<unsigned char>(c)) << " in " << e.what();
+      }
+    }
+  }
 }
 
 TEST_F(ArrayFileTest, MissingFilesAndFoldersAreFileErrors) {
@@ -159,16 +198,16 @@ TEST_F(ArrayFileTest, BrokenNpyFilesAreFormatErrors) {
   ASSERT_EQ(good.size(), 152u);
   // Cut in the data, in the header, in the magic; one byte too many.
   expect_error<FormatError>([&] { io::read_npy(write("cut.npy", good.substr(0, 150))); },
-                            {"cut.npy", "24 data bytes", "(truncated)"});
+                            {"cut.npy: data: expected 24 bytes for <f4 elements of shape (2, 3), received 22 bytes (truncated)"});
   expect_error<FormatError>([&] { io::read_npy(write("cut_header.npy", good.substr(0, 40))); },
-                            {"header bytes", "(truncated)"});
+                            {"cut_header.npy: header: expected 118 bytes, received 30 (truncated)"});
   expect_error<FormatError>([&] { io::read_npy(write("short.npy", good.substr(0, 5))); }, {"\\x93NUMPY"});
   expect_error<FormatError>([&] { io::read_npy(write("long.npy", good + "x")); }, {"bytes after the data"});
   // Not .npy at all (a CSV named .npy), an unknown version, a header that is not a dict.
   expect_error<FormatError>([&] { io::read_npy(write("text.npy", "1,2,3\n4,5,6\n")); }, {"a NumPy .npy file"});
   std::string v9 = good;
   v9[6] = 9;
-  expect_error<FormatError>([&] { io::read_npy(write("v9.npy", v9)); }, {"version", "9.0"});
+  expect_error<FormatError>([&] { io::read_npy(write("v9.npy", v9)); }, {"v9.npy: format version: expected 1.0, 2.0 or 3.0, received 9.0"});
   std::string garbled = good;
   garbled.replace(garbled.find("'shape'"), 7, "'shope'");
   expect_error<FormatError>([&] { io::read_npy(write("garbled.npy", garbled)); }, {"'descr', 'fortran_order' and 'shape'"});

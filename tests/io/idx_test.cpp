@@ -96,6 +96,21 @@ Bytes tiny_images() {
   return b;
 }
 
+// read_idx's errors: the file as `where`, the place in it (or nothing) as `argument`;
+// the message starts with the path (no reader function name).
+template <typename E, typename F>
+void expect_reader_error(F&& f, const fs::path& path, const std::string& fragment) {
+  try {
+    f();
+    FAIL() << "expected an exception for " << path;
+  } catch (const E& e) {
+    EXPECT_EQ(e.where(), path.string());
+    EXPECT_EQ(std::string(e.what()).rfind(path.string() + ": ", 0), 0u) << e.what();
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+  }
+}
+
+// load_mnist_layout's own errors: the file as `argument`.
 template <typename E, typename F>
 void expect_error_naming(F&& f, const fs::path& path, const std::string& fragment) {
   try {
@@ -155,57 +170,58 @@ TEST_F(IdxTest, ConvertsBigEndianTypes) {
 
 TEST_F(IdxTest, MissingFileIsFileErrorNamingIt) {
   const auto p = dir_ / "absent-idx1-ubyte.gz";
-  expect_error_naming<FileError>([&] { bnorm::io::read_idx(p); }, p, "no such file");
+  expect_reader_error<FileError>([&] { bnorm::io::read_idx(p); }, p, "no such file");
 }
 
 TEST_F(IdxTest, DirectoryIsFileError) {
-  expect_error_naming<FileError>([&] { bnorm::io::read_idx(dir_); }, dir_, "directory");
+  expect_reader_error<FileError>([&] { bnorm::io::read_idx(dir_); }, dir_, "directory");
 }
 
 TEST_F(IdxTest, BadMagicIsFormatErrorNamingFile) {
   Bytes b = tiny_images();
   b[0] = 'P', b[1] = 'K';
   const auto p = write("zip", b);
-  expect_error_naming<FormatError>([&] { bnorm::io::read_idx(p); }, p, "0x50 0x4B");
+  expect_reader_error<FormatError>([&] { bnorm::io::read_idx(p); }, p, "0x50 0x4B");
 }
 
 TEST_F(IdxTest, UnknownTypeAndBadRankAreFormatErrors) {
   Bytes bad_type = tiny_images();
   bad_type[2] = 0x07;
   const auto p1 = write("type", bad_type);
-  expect_error_naming<FormatError>([&] { bnorm::io::read_idx(p1); }, p1, "type code");
+  expect_reader_error<FormatError>([&] { bnorm::io::read_idx(p1); }, p1, "type code");
   Bytes rank0 = tiny_images();
   rank0[3] = 0;
   const auto p2 = write("rank", rank0);
-  expect_error_naming<FormatError>([&] { bnorm::io::read_idx(p2); }, p2, "rank");
+  expect_reader_error<FormatError>([&] { bnorm::io::read_idx(p2); }, p2, "rank");
 }
 
 TEST_F(IdxTest, TruncatedPlainFileIsFormatError) {
   Bytes b = tiny_images();
   b.resize(b.size() - 2);
   const auto p = write("short", b);
-  expect_error_naming<FormatError>([&] { bnorm::io::read_idx(p); }, p, "truncated");
+  expect_reader_error<FormatError>([&] { bnorm::io::read_idx(p); }, p, "truncated");
   const auto header_only = write("header", Bytes{0, 0, 8, 3, 0, 0});
-  expect_error_naming<FormatError>([&] { bnorm::io::read_idx(header_only); }, header_only, "truncated");
+  expect_reader_error<FormatError>([&] { bnorm::io::read_idx(header_only); }, header_only, "truncated");
 }
 
 TEST_F(IdxTest, TrailingBytesAreFormatError) {
   Bytes b = tiny_images();
   b.push_back(9);
   const auto p = write("long", b);
-  expect_error_naming<FormatError>([&] { bnorm::io::read_idx(p); }, p, "trailing");
+  expect_reader_error<FormatError>([&] { bnorm::io::read_idx(p); }, p,
+                                   "data: expected 6 bytes for uint8 elements of shape (2, 1, 3), received 7 (trailing bytes)");
 }
 
 TEST_F(IdxTest, TruncatedGzipIsFormatError) {
   Bytes g = gzip_stored(tiny_images());
   g.resize(g.size() - 10);  // cut inside the stored block
   const auto p = write("cut.gz", g);
-  expect_error_naming<FormatError>([&] { bnorm::io::read_idx(p); }, p, "gzip");
+  expect_reader_error<FormatError>([&] { bnorm::io::read_idx(p); }, p, "gzip");
 }
 
 TEST_F(IdxTest, EmptyFileIsFormatError) {
   const auto p = write("empty", {});
-  expect_error_naming<FormatError>([&] { bnorm::io::read_idx(p); }, p, "empty file");
+  expect_reader_error<FormatError>([&] { bnorm::io::read_idx(p); }, p, "empty file");
 }
 
 TEST_F(IdxTest, DatasetDirectoryErrorsNameThePath) {

@@ -22,13 +22,17 @@
 //   and rank >= 2 tensors as dim 0 rows of the remaining elements flattened in C order,
 //   each value with 9 significant digits (float32 round-trips exactly).
 //
-// Errors (io/error.hpp), where = the function, argument = the path:
+// Errors (io/error.hpp) of the readers: where = the path (core/text.hpp's printable()),
+// argument = the place in the file ("line 3, column 2", "header 'descr'", "data"; empty
+// when the whole file is at fault); bytes from the file are printable_quoted() (escaped, cut after
+// 60 characters). The command line tool puts the argument that named the file in front
+// ("INPUT x.csv: line 3, ...").
 //   FileError:   the file does not exist, is a folder, or cannot be read or written.
 //   FormatError: contents that are not what the format needs, naming what and where:
-//     "read_npy: x.npy: expected dtype float32, float64, int32, int64 or uint8 in little-
-//      endian byte order, received '>f4'"
-//     "read_csv: x.csv: line 3, column 2: expected a number, received 'abc'"
-//     "read_csv: x.csv: line 4: expected 784 fields (as line 1), received 783"
+//     "x.npy: header 'descr': expected dtype float32, float64, int32, int64 or uint8 in
+//      little-endian byte order (...), received '>f4'"
+//     "x.csv: line 3, column 2: expected a number, received 'abc'"
+//     "x.csv: line 4: expected 784 fields (as line 1), received 783"
 // Writing is atomic: a temporary file beside the target renamed over it.
 #pragma once
 

@@ -10,9 +10,10 @@
 // A file starting with the gzip magic 0x1F 0x8B is decompressed while read (zlib), so
 // `train-images-idx3-ubyte.gz` and the unpacked `train-images-idx3-ubyte` read alike.
 //
-// Errors name the file: where "read_idx", argument the path, e.g.
-//   "read_idx: t10k-labels-idx1-ubyte: expected 10000 data bytes for uint8 elements of
-//    shape (10000,), received 512 (truncated)"
+// Errors name the file as `where` (core/text.hpp's printable()) and the place in it as
+// `argument` ("header", "data"; empty when the whole file is at fault), e.g.
+//   "t10k-labels-idx1-ubyte: data: expected 10000 bytes for uint8 elements of shape
+//    (10000,), received 512 (truncated)"
 //   FileError:   the file does not exist, is a directory, or cannot be opened or read.
 //   FormatError: a gzip stream that is corrupt or cut short, or bytes that are not an
 //                IDX file: wrong magic, unknown type code, rank 0 or above 8, fewer
