@@ -3,7 +3,9 @@
 #include <cctype>
 #include <cmath>
 #include <map>
+#include <optional>
 
+#include "bnorm/core/text.hpp"
 #include "bnorm/io/error.hpp"
 #include "bnorm/kernels/activation.hpp"
 #include "bnorm/nn/layers.hpp"
@@ -27,15 +29,26 @@ struct Reading {
   }
 };
 
+// A JSON value of the file as a message shows it: its text escaped and cut (core/text.hpp),
+// never the raw dump of a whole node.
+std::string shown(const json& j) {
+  return printable_quoted(j.dump());
+}
+
 std::string kind_of(const json& j) {
   switch (j.type()) {
     case json::value_t::null: return "null";
     case json::value_t::boolean: return "a boolean";
-    case json::value_t::string: return "the string " + j.dump();
+    case json::value_t::string: return "the string " + shown(j);
     case json::value_t::array: return "a list";
     case json::value_t::object: return "an object";
-    default: return "the number " + j.dump();
+    default: return "the number " + printable(j.dump());
   }
+}
+
+// "layer 'dense' (Dense)", from a layer entry's name and class (both from the file).
+std::string entry_label(const std::string& name, const std::string& cls) {
+  return "layer " + printable_quoted(name) + " (" + printable(cls) + ")";
 }
 
 // A key of a layer's config, with a default when missing or null.
@@ -81,7 +94,7 @@ kernels::Activation activation_value(const Reading& r, const json& j, const std:
   try {
     return kernels::activation_from_name(name);
   } catch (const Error&) {
-    r.fail(where, "one of the activations linear, relu, sigmoid, tanh, softmax", "'" + name + "'");
+    r.fail(where, "one of the activations linear, relu, sigmoid, tanh, softmax", printable_quoted(name));
   }
 }
 
@@ -130,7 +143,7 @@ nn::Regularizer regularizer_of(const Reading& r, const json& j, const std::strin
   if (cls == "L1") return nn::Regularizer::l1(l1);
   if (cls == "L2") return nn::Regularizer::l2(l2);
   if (cls == "L1L2") return nn::Regularizer::l1_l2(l1, l2);
-  r.fail(where, "a regularizer L1, L2 or L1L2", "'" + cls + "'");
+  r.fail(where, "a regularizer L1, L2 or L1L2", printable_quoted(cls));
 }
 
 nn::Constraint constraint_of(const Reading& r, const json& j, const std::string& where) {
@@ -143,7 +156,7 @@ nn::Constraint constraint_of(const Reading& r, const json& j, const std::string&
   if (cls == "UnitNorm") return nn::Constraint::unit_norm();
   if (cls == "MaxNorm") return nn::Constraint::max_norm(num("max_value", 2.0));
   if (cls == "MinMaxNorm") return nn::Constraint::min_max_norm(num("min_value", 0.0), num("max_value", 1.0), num("rate", 1.0));
-  r.fail(where, "a constraint NonNeg, UnitNorm, MaxNorm or MinMaxNorm", "'" + cls + "'");
+  r.fail(where, "a constraint NonNeg, UnitNorm, MaxNorm or MinMaxNorm", printable_quoted(cls));
 }
 
 // One layer entry of a model config -> a bnorm layer (not an InputLayer).
@@ -154,14 +167,14 @@ nn::LayerPtr layer_from_config(const Reading& r, const json& entry) {
   const std::string cls = entry["class_name"].get<std::string>();
   const json config = entry.contains("config") && entry["config"].is_object() ? entry["config"] : json::object();
   const std::string name = get<std::string>(r, config, "layer", "name", "");
-  const std::string where = "layer '" + name + "' (" + cls + ")";
+  const std::string where = entry_label(name, cls);
   const bool trainable = get<bool>(r, config, where, "trainable", true);
   if (const auto it = config.find("dtype"); it != config.end() && !it->is_null()) {
     std::string dtype = it->is_string() ? it->get<std::string>() : "";
     if (it->is_object() && it->contains("config") && (*it)["config"].is_object()) {
       dtype = get<std::string>(r, (*it)["config"], where, "name", "float32");
     }
-    if (dtype != "float32") r.fail(where + " config \"dtype\"", "float32 (bnorm computes in float32)", "'" + dtype + "'");
+    if (dtype != "float32") r.fail(where + " config \"dtype\"", "float32 (bnorm computes in float32)", printable_quoted(dtype));
   }
   nn::LayerPtr layer;
   if (cls == "Dense") {
@@ -181,7 +194,7 @@ nn::LayerPtr layer_from_config(const Reading& r, const json& entry) {
       if (!s.empty()) o.input_shape.assign(s.begin() + 1, s.end());
     }
     if (const auto lora = config.find("lora_rank"); lora != config.end() && !lora->is_null()) {
-      r.fail(where + " config \"lora_rank\"", "no LoRA adapter", lora->dump());
+      r.fail(where + " config \"lora_rank\"", "no LoRA adapter", shown(*lora));
     }
     if (const auto q = config.find("quantization_config"); q != config.end() && !q->is_null()) {
       r.fail(where + " config \"quantization_config\"", "a float32 layer (null)", "a quantized layer");
@@ -222,7 +235,7 @@ nn::LayerPtr layer_from_config(const Reading& r, const json& entry) {
     o.gamma_constraint = constraint_of(r, config.value("gamma_constraint", json()), where + " gamma_constraint");
     if (get<bool>(r, config, where, "renorm", false)) r.fail(where + " config \"renorm\"", "false (batch renormalization is not supported)", "true");
     if (const auto v = config.find("virtual_batch_size"); v != config.end() && !v->is_null()) {
-      r.fail(where + " config \"virtual_batch_size\"", "null (ghost batch normalization is not supported)", v->dump());
+      r.fail(where + " config \"virtual_batch_size\"", "null (ghost batch normalization is not supported)", shown(*v));
     }
     if (const auto v = config.find("fused"); v != config.end() && v->is_boolean()) {
       o.fused = v->get<bool>() ? nn::Fused::yes : nn::Fused::no;
@@ -241,15 +254,15 @@ nn::LayerPtr layer_from_config(const Reading& r, const json& entry) {
     const double rate = get<double>(r, config, where, "rate", 0.0);
     if (!(rate >= 0.0 && rate < 1.0)) r.fail(where + " config \"rate\"", "a value in [0, 1)", std::to_string(rate));
     if (const auto v = config.find("noise_shape"); v != config.end() && !v->is_null()) {
-      r.fail(where + " config \"noise_shape\"", "null (one mask element per value)", v->dump());
+      r.fail(where + " config \"noise_shape\"", "null (one mask element per value)", shown(*v));
     }
     layer = std::make_shared<nn::Dropout>(rate, seed_of(config).value_or(0), name);
   } else if (cls == "Flatten") {
     const std::string format = get<std::string>(r, config, where, "data_format", "channels_last");
-    if (format != "channels_last") r.fail(where + " config \"data_format\"", "channels_last", "'" + format + "'");
+    if (format != "channels_last") r.fail(where + " config \"data_format\"", "channels_last", printable_quoted(format));
     layer = std::make_shared<nn::Flatten>(name);
   } else {
-    r.fail(where, std::string("a layer class bnorm supports (") + kSupported + ")", "class '" + cls + "'");
+    r.fail(where, std::string("a layer class bnorm supports (") + kSupported + ")", "class " + printable_quoted(cls));
   }
   layer->set_trainable(trainable);
   return layer;
@@ -339,41 +352,65 @@ std::unique_ptr<nn::Model> sequential_from_config(const Reading& r, const json& 
     if (input) model->add(std::make_shared<nn::InputLayer>(*input, input_name));
     for (auto& l : built) model->add(l);
   } catch (const Error& e) {
-    r.fail("Sequential '" + name + "'", "layers that fit the input shape", e.what());
+    r.fail("Sequential " + printable_quoted(name), "layers that fit the input shape", e.what());
   }
   if (!model->input_shape()) {
-    r.fail("Sequential '" + name + "'", "a known input shape (an InputLayer or build_input_shape)", "none");
+    r.fail("Sequential " + printable_quoted(name), "a known input shape (an InputLayer or build_input_shape)", "none");
   }
   return model;
 }
 
-// The name of the layer an inbound-node list feeds from: Keras 3
-// [{"args": [{"class_name": "__keras_tensor__", "config": {"keras_history": [name, 0, 0]}}]}],
-// legacy [[[name, 0, 0, {}]]].
-std::string inbound_name(const Reading& r, const json& nodes, const std::string& where) {
-  if (!nodes.is_array() || nodes.size() != 1) {
-    r.fail(where + " inbound_nodes", "exactly one call of the layer (a chain)", nodes.is_array() ? std::to_string(nodes.size()) + " calls" : kind_of(nodes));
-  }
-  const json& node = nodes[0];
+// How many input tensors one inbound node passes: Keras 3 {"args": [tensor]} or
+// {"args": [[tensor, tensor]]} (Add, Concatenate), legacy [[name, 0, 0, {}], ...].
+// nullopt when the node has neither form.
+std::optional<std::size_t> node_inputs(const json& node) {
   if (node.is_object()) {
     const json args = node.value("args", json::array());
-    if (!args.is_array() || args.size() != 1 || !args[0].is_object()) r.fail(where + " inbound_nodes", "one input tensor", args.dump());
+    if (!args.is_array()) return std::nullopt;
+    if (args.size() == 1 && args[0].is_array()) return args[0].size();
+    return args.size();
+  }
+  if (node.is_array()) return node.size();
+  return std::nullopt;
+}
+
+// The name of the layer an inbound-node list feeds from: Keras 3
+// [{"args": [{"class_name": "__keras_tensor__", "config": {"keras_history": [name, 0, 0]}}]}],
+// legacy [[[name, 0, 0, {}]]]. A layer called more than once, or with more than one
+// input (Add, Concatenate), is refused naming the layer and its class.
+std::string inbound_name(const Reading& r, const json& nodes, const std::string& name, const std::string& cls) {
+  const std::string layer = entry_label(name, cls);
+  const std::string where = layer + " inbound_nodes";
+  if (!nodes.is_array()) r.fail(where, "a list of calls", kind_of(nodes));
+  if (nodes.size() != 1) {
+    r.fail("", "layers called once each (bnorm holds chains of single-input layers)",
+           "layer " + printable_quoted(name) + " (class " + printable(cls) + ") called " + count_of(static_cast<long long>(nodes.size()), "time"));
+  }
+  const json& node = nodes[0];
+  const std::optional<std::size_t> inputs = node_inputs(node);
+  if (inputs && *inputs != 1) {
+    r.fail("", "layers with one input each (bnorm holds chains of single-input layers)",
+           "layer " + printable_quoted(name) + " (class " + printable(cls) + ") with " + count_of(static_cast<long long>(*inputs), "input"));
+  }
+  if (node.is_object()) {
+    const json args = node.value("args", json::array());
+    if (!args.is_array() || args.size() != 1 || !args[0].is_object()) r.fail(where, "one input tensor", shown(args));
     const json cfg = args[0].value("config", json::object());
     const json hist = cfg.is_object() ? cfg.value("keras_history", json()) : json();
-    if (!hist.is_array() || hist.empty() || !hist[0].is_string()) r.fail(where + " inbound_nodes", "a keras_history", hist.dump());
+    if (!hist.is_array() || hist.empty() || !hist[0].is_string()) r.fail(where, "a keras_history", shown(hist));
     return hist[0].get<std::string>();
   }
   if (node.is_array() && node.size() == 1 && node[0].is_array() && !node[0].empty() && node[0][0].is_string()) {
     return node[0][0].get<std::string>();
   }
-  r.fail(where + " inbound_nodes", "one input tensor", node.dump());
+  r.fail(where, "one input tensor", shown(node));
 }
 
 std::string endpoint_name(const Reading& r, const json& j, const char* what) {
   // ["name", 0, 0] or [["name", 0, 0]]
   if (j.is_array() && !j.empty() && j[0].is_string()) return j[0].get<std::string>();
   if (j.is_array() && j.size() == 1 && j[0].is_array() && !j[0].empty() && j[0][0].is_string()) return j[0][0].get<std::string>();
-  r.fail(std::string("Functional config \"") + what + "\"", "one layer (bnorm models have one input and one output)", j.dump());
+  r.fail(std::string("Functional config \"") + what + "\"", "one layer (bnorm models have one input and one output)", shown(j));
 }
 
 std::unique_ptr<nn::Model> functional_from_config(const Reading& r, const json& config) {
@@ -390,10 +427,11 @@ std::unique_ptr<nn::Model> functional_from_config(const Reading& r, const json& 
     if (lname.empty() && entry.contains("config") && entry["config"].is_object()) {
       lname = get<std::string>(r, entry["config"], "layer", "name", "");
     }
-    const bool is_input = entry.value("class_name", json()) == "InputLayer";
-    std::string from = is_input ? "" : inbound_name(r, entry.value("inbound_nodes", json()), "layer '" + lname + "'");
+    const json cls = entry.value("class_name", json());
+    const bool is_input = cls == "InputLayer";
+    std::string from = is_input ? "" : inbound_name(r, entry.value("inbound_nodes", json()), lname, cls.is_string() ? cls.get<std::string>() : "?");
     if (!by_name.emplace(lname, std::make_pair(&entry, from)).second) {
-      r.fail("Functional config \"layers\"", "unique layer names", "'" + lname + "' twice");
+      r.fail("Functional config \"layers\"", "unique layer names", printable_quoted(lname) + " twice");
     }
   }
   // Walk back from the output to the input: a chain.
@@ -401,11 +439,11 @@ std::unique_ptr<nn::Model> functional_from_config(const Reading& r, const json& 
   std::string at = output_name;
   while (at != input_name) {
     const auto it = by_name.find(at);
-    if (it == by_name.end()) r.fail("Functional config", "a layer named '" + at + "'", "none");
+    if (it == by_name.end()) r.fail("Functional config", "a layer named " + printable_quoted(at), "none");
     if (chain.size() > layers.size()) r.fail("Functional config", "a chain of layers", "a cycle");
     chain.push_back(it->second.first);
     at = it->second.second;
-    if (at.empty()) r.fail("Functional config", "a chain from '" + input_name + "'", "another input");
+    if (at.empty()) r.fail("Functional config", "a chain from " + printable_quoted(input_name), "another input");
   }
   if (chain.size() + 1 != layers.size()) {
     r.fail("Functional config", "one chain of layers from input to output (bnorm's functional models)",
@@ -413,7 +451,7 @@ std::unique_ptr<nn::Model> functional_from_config(const Reading& r, const json& 
   }
   const auto input_it = by_name.find(input_name);
   if (input_it == by_name.end() || input_it->second.first->value("class_name", json()) != "InputLayer") {
-    r.fail("Functional config \"input_layers\"", "an InputLayer", "'" + input_name + "'");
+    r.fail("Functional config \"input_layers\"", "an InputLayer", printable_quoted(input_name));
   }
   const auto shape = input_layer_shape(r, *input_it->second.first);
   std::vector<nn::LayerPtr> built;
@@ -427,7 +465,7 @@ std::unique_ptr<nn::Model> functional_from_config(const Reading& r, const json& 
   } catch (const FormatError&) {
     throw;
   } catch (const Error& e) {
-    r.fail("Functional '" + name + "'", "layers that fit the input shape", e.what());
+    r.fail("Functional " + printable_quoted(name), "layers that fit the input shape", e.what());
   }
 }
 
@@ -571,7 +609,7 @@ json input_layer_json(const std::string& name, const Shape& input, Style style) 
 
 }  // namespace
 
-std::string layer_label(const nn::Layer& layer) { return "layer '" + layer.name() + "' (" + layer.class_name() + ")"; }
+std::string layer_label(const nn::Layer& layer) { return entry_label(layer.name(), layer.class_name()); }
 
 std::string input_layer_name(const nn::Model& model) {
   return model.input_name().empty() ? "input_layer" : model.input_name();
@@ -609,7 +647,7 @@ std::unique_ptr<nn::Model> model_from_config(const json& config, const std::stri
     if (!get<bool>(r, inner, "model", "trainable", true)) model->set_trainable(false);
     return model;
   }
-  r.fail("model config", "a Sequential or Functional model", "class '" + cls + "'");
+  r.fail("model config", "a Sequential or Functional model", "class " + printable_quoted(cls));
 }
 
 json model_to_config(const nn::Model& model, Style style) {

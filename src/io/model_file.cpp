@@ -12,6 +12,7 @@
 #include <map>
 #include <set>
 
+#include "bnorm/core/text.hpp"
 #include "bnorm/io/checkpoint.hpp"
 #include "bnorm/nn/layers.hpp"
 #include "bnorm/nn/losses.hpp"
@@ -98,7 +99,8 @@ Archive read_archive(const std::string& bytes, const std::string& name) {
       throw FormatError(name, member_name, "a readable archive member", "one libzip cannot describe");
     }
     if (st.size > limit) {
-      throw FormatError(name, member_name, "at most " + std::to_string(limit) + " bytes", std::to_string(st.size) + " bytes");
+      throw FormatError(name, member_name, "at most " + count_of(static_cast<long long>(limit), "byte"),
+                        count_of(static_cast<long long>(st.size), "byte"));
     }
     zip_file_t* f = zip_fopen_index(archive.za, static_cast<zip_uint64_t>(index), 0);
     if (!f) throw FormatError(name, member_name, "a readable archive member", "one libzip cannot open (unsupported compression or encryption)");
@@ -228,7 +230,7 @@ std::vector<Tensor> read_keras3_weights(nn::Model& model, const h5::Reader& f) {
     std::string not_numeric;
     const std::vector<std::size_t> indices = numeric_children(f, group, &not_numeric);
     if (!not_numeric.empty()) {
-      throw FormatError(f.name(), keras::layer_label(layer), "variables named 0, 1, 2, ... in " + group, "'" + not_numeric + "'");
+      throw FormatError(f.name(), keras::layer_label(layer), "variables named 0, 1, 2, ... in " + printable(group), printable_quoted(not_numeric));
     }
     if (indices.size() != vars.size()) {
       std::string expected;
@@ -379,7 +381,7 @@ std::vector<Tensor> read_legacy_weights(nn::Model& model, const h5::Reader& f, c
   std::vector<FileLayer> file_layers;
   for (const auto& n : names) {
     const std::string group = (root == "/" ? "" : root) + "/" + n;
-    if (!f.has_group(group)) throw FormatError(f.name(), "layer '" + n + "'", "a group " + group + " (listed in layer_names)", "none");
+    if (!f.has_group(group)) throw FormatError(f.name(), "layer " + printable_quoted(n), "a group " + printable(group) + " (listed in layer_names)", "none");
     std::vector<std::string> weight_names = f.has_attribute(group, "weight_names") ? f.string_list_attribute(group, "weight_names")
                                                                                    : std::vector<std::string>{};
     if (!weight_names.empty()) file_layers.push_back({n, std::move(weight_names)});
@@ -389,32 +391,32 @@ std::vector<Tensor> read_legacy_weights(nn::Model& model, const h5::Reader& f, c
     if (!layer->weights().empty()) model_layers.push_back(layer.get());
   if (file_layers.size() != model_layers.size()) {
     std::string file_list, model_list;
-    for (const auto& fl : file_layers) file_list += (file_list.empty() ? "" : ", ") + fl.name;
+    for (const auto& fl : file_layers) file_list += (file_list.empty() ? "" : ", ") + printable(fl.name);
     for (const auto* l : model_layers) model_list += (model_list.empty() ? "" : ", ") + l->name();
     throw FormatError(f.name(), "layer_names", std::to_string(model_layers.size()) + " layers with weights (" + model_list + ")",
-                      std::to_string(file_layers.size()) + " (" + file_list + ")");
+                      std::to_string(file_layers.size()) + " (" + printable(file_list, 200) + ")");
   }
   std::vector<Tensor> out;
   for (std::size_t i = 0; i < model_layers.size(); ++i) {
     nn::Layer& layer = *model_layers[i];
     const FileLayer& fl = file_layers[i];
     const auto vars = layer.weights();
-    const std::string label = keras::layer_label(layer) + " (file layer '" + fl.name + "')";
+    const std::string label = keras::layer_label(layer) + " (file layer " + printable_quoted(fl.name) + ")";
     if (fl.weight_names.size() != vars.size()) {
       std::string expected, got;
       for (const Variable* v : vars) expected += (expected.empty() ? "" : ", ") + v->name;
-      for (const auto& wn : fl.weight_names) got += (got.empty() ? "" : ", ") + wn;
+      for (const auto& wn : fl.weight_names) got += (got.empty() ? "" : ", ") + printable(wn);
       throw FormatError(f.name(), label, std::to_string(vars.size()) + " weights (" + expected + ")",
-                        std::to_string(fl.weight_names.size()) + " (" + got + ")");
+                        std::to_string(fl.weight_names.size()) + " (" + printable(got, 200) + ")");
     }
     for (std::size_t k = 0; k < vars.size(); ++k) {
       const std::string path = (root == "/" ? "" : root) + "/" + fl.name + "/" + fl.weight_names[k];
-      const std::string what = label + " variable " + vars[k]->name + " ('" + fl.weight_names[k] + "')";
+      const std::string what = label + " variable " + vars[k]->name + " (" + printable_quoted(fl.weight_names[k]) + ")";
       // Positional, as Keras loads; a name that says another variable is refused.
       static const std::set<std::string> kKnown{"kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance"};
       const std::string stored = strip_suffix(fl.weight_names[k]);
       if (kKnown.count(stored) && kKnown.count(vars[k]->name) && stored != vars[k]->name) {
-        throw FormatError(f.name(), what, "the weight " + vars[k]->name, "'" + fl.weight_names[k] + "'");
+        throw FormatError(f.name(), what, "the weight " + vars[k]->name, printable_quoted(fl.weight_names[k]));
       }
       Tensor t = f.read_floats(path, what);
       if (t.shape() != vars[k]->value.shape()) {
@@ -524,7 +526,7 @@ bool is_keras3_weights(const h5::Reader& f) {
 std::vector<Tensor> read_hdf5_weights(nn::Model& model, const h5::Reader& f) {
   if (const auto root = legacy_root(f)) return read_legacy_weights(model, f, *root);
   if (is_keras3_weights(f)) return read_keras3_weights(model, f);
-  throw FormatError(f.name(), "file", "Keras weights (a 'layers' group, or a 'layer_names' attribute)",
+  throw FormatError(f.name(), "", "Keras weights (a 'layers' group, or a 'layer_names' attribute)",
                     "an HDF5 file with neither");
 }
 
@@ -532,7 +534,7 @@ json parse_json(const std::string& text, const std::string& name, const std::str
   try {
     return json::parse(text);
   } catch (const json::exception& e) {
-    throw FormatError(name, what, "valid JSON", std::string("a parse error (") + e.what() + ")");
+    throw FormatError(name, what, "valid JSON", "a parse error (" + printable(e.what(), 200) + ")");
   }
 }
 
@@ -727,7 +729,7 @@ void restore_legacy_optimizer(nn::Model& model, const h5::Reader& f) {
 }  // namespace
 
 std::unique_ptr<nn::Model> load_model(const std::string& path, const LoadModelOptions& options) {
-  return load_model_bytes(read_file_bytes("load_model", path), path, options);
+  return load_model_bytes(read_file_bytes(path), path, options);
 }
 
 std::unique_ptr<nn::Model> load_model_bytes(const std::string& bytes, const std::string& path,
@@ -769,11 +771,11 @@ std::unique_ptr<nn::Model> load_model_bytes(const std::string& bytes, const std:
       return model;
     }
     case Kind::checkpoint:
-      throw FormatError(path, "file", "a model file (.keras or legacy .h5)",
+      throw FormatError(path, "", "a model file (.keras or legacy .h5)",
                         "a bnorm checkpoint (weights only): build the model in code and call load_checkpoint");
     case Kind::other: break;
   }
-  throw FormatError(path, "file", "a model file (.keras zip archive or legacy .h5 HDF5 file)", describe(bytes));
+  throw FormatError(path, "", "a model file (.keras zip archive or legacy .h5 HDF5 file)", describe(bytes));
 }
 
 std::optional<std::int64_t> saved_optimizer_iterations(const std::string& path) {
@@ -842,7 +844,7 @@ void load_weights_bytes(nn::Model& model, const std::string& bytes, const std::s
     case Kind::checkpoint: load_checkpoint_bytes(model, bytes, path); return;
     case Kind::other: break;
   }
-  throw FormatError(path, "file", "a weights file (.weights.h5, legacy .h5, .keras, or a bnorm checkpoint)", describe(bytes));
+  throw FormatError(path, "", "a weights file (.weights.h5, legacy .h5, .keras, or a bnorm checkpoint)", describe(bytes));
 }
 
 void save_weights(nn::Model& model, const std::string& path) {

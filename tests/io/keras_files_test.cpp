@@ -302,6 +302,57 @@ TEST(KerasBadFiles, BrokenConfigurations) {
   }
 }
 
+// A layer with two inputs (Add, Concatenate) is refused naming the layer, its class and
+// its input count, in both config styles, and never with the raw JSON of its inbound
+// nodes; a name from the file reaches the message escaped.
+TEST(KerasBadFiles, MultiInputLayersAreRefusedByNameAndClass) {
+  const auto tensor = [](const std::string& from) {
+    return R"({"class_name": "__keras_tensor__", "config": {"shape": [null, 4], "dtype": "float32", "keras_history": [")" +
+           from + R"(", 0, 0]}})";
+  };
+  const auto functional = [](const std::string& merge) {
+    return R"({"class_name": "Functional", "config": {"name": "f", "layers": [
+        {"class_name": "InputLayer", "name": "in", "config": {"batch_shape": [null, 4], "name": "in"}, "inbound_nodes": []},
+        {"class_name": "Dense", "name": "d", "config": {"name": "d", "units": 4}, "inbound_nodes": [{"args": [)" +
+           std::string(R"({"class_name": "__keras_tensor__", "config": {"keras_history": ["in", 0, 0]}})") + R"(], "kwargs": {}}]},
+        )" + merge + R"(],
+      "input_layers": ["in", 0, 0], "output_layers": ["m", 0, 0]}})";
+  };
+  const struct {
+    std::string name, config, label;
+  } cases[] = {
+      {"add.keras",
+       functional(R"({"class_name": "Add", "name": "m", "config": {"name": "m"}, "inbound_nodes": [{"args": [[)" + tensor("d") +
+                  ", " + tensor("in") + R"(]], "kwargs": {}}]})"),
+       "layer 'm' (class Add) with 2 inputs"},
+      {"concatenate.keras",
+       functional(R"({"class_name": "Concatenate", "name": "m", "config": {"name": "m", "axis": -1}, "inbound_nodes": [{"args": [[)" +
+                  tensor("d") + ", " + tensor("in") + ", " + tensor("d") + R"(]], "kwargs": {}}]})"),
+       "layer 'm' (class Concatenate) with 3 inputs"},
+      {"legacy_add.keras",
+       functional(R"({"class_name": "Add", "name": "m", "config": {"name": "m"}, "inbound_nodes": [[["d", 0, 0, {}], ["in", 0, 0, {}]]]})"),
+       "layer 'm' (class Add) with 2 inputs"},
+      {"escaped_name.keras",
+       functional(R"({"class_name": "Add", "name": "m\u001b[2J", "config": {"name": "m"}, "inbound_nodes": [[["d", 0, 0, {}], ["in", 0, 0, {}]]]})"),
+       "layer 'm\\x1b[2J' (class Add) with 2 inputs"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    const fs::path file = archive_with_config(c.name, c.config);
+    try {
+      io::load_model(file.string());
+      ADD_FAILURE() << "loaded";
+    } catch (const io::FormatError& e) {
+      const std::string what = e.what();
+      EXPECT_EQ(e.where(), file.string());
+      EXPECT_EQ(what, file.string() +
+                          ": expected layers with one input each (bnorm holds chains of single-input layers), received " +
+                          c.label);
+      EXPECT_EQ(what.find("keras_history"), std::string::npos) << what;
+    }
+  }
+}
+
 TEST(KerasFiles, SaveRefusesUnknownSuffixesAndUnbuiltModels) {
   auto model = mlp();
   EXPECT_THROW(io::save_model(*model, temp("m.txt").string()), bnorm::ArgumentError);
