@@ -5,6 +5,8 @@
 #include <limits>
 #include <set>
 
+#include "bnorm/core/text.hpp"
+
 namespace bnorm::nn {
 
 namespace {
@@ -81,10 +83,13 @@ void add_warnings(BatchNormInspection& r, const std::string& initial_text, const
     const auto needed = r.retention ? updates_to_forget(*r.retention, options.memory_threshold) : std::nullopt;
     std::string message = "the moving average has seen " + std::to_string(*r.updates) + " update" +
                           (*r.updates == 1 ? "" : "s") +
-                          (r.update_count == UpdateCount::estimated ? " (estimated from the training steps)" : "") +
+                          (r.update_count == UpdateCount::estimated
+                               ? " (estimated from the optimizer's iterations; recompiling resets that count, so "
+                                 "there may have been more)"
+                               : "") +
                           ": momentum^updates = " + number(*r.initial_weight) +
                           " of it is still the initial value (" + initial_text + ")";
-    message += needed ? "; it needs about " + std::to_string(*needed) + " updates to fall below " +
+    message += needed ? "; it needs about " + count_of(*needed, "update") + " to fall below " +
                             number(options.memory_threshold) + " (train longer, or lower the momentum)"
                       : "; with momentum 1 it never forgets it";
     warn(BatchNormWarningKind::short_memory, message);
@@ -150,7 +155,7 @@ std::string to_string(UpdateCount how) {
     case UpdateCount::unknown: return "unknown";
     case UpdateCount::counted: return "counted";
     case UpdateCount::initial: return "initial values";
-    case UpdateCount::estimated: return "estimated from training steps";
+    case UpdateCount::estimated: return "estimated from optimizer iterations";
   }
   return "unknown";
 }
@@ -187,7 +192,8 @@ BatchNormInspection inspect_batch_norm(const BatchNormalization& layer, const In
   const auto var_initial = equals_initial(mv->value, o.moving_variance_initializer);
   if (mean_initial && var_initial) r.at_initial_values = *mean_initial && *var_initial;
   // Keras's BatchNormalization keeps no update counter: the count is known only when the
-  // statistics never moved, or estimated from the training steps given.
+  // statistics never moved, or estimated from the training steps given (an estimate,
+  // not a bound: see UpdateCount::estimated).
   if (r.at_initial_values.value_or(false)) {
     set_updates(r, 0, UpdateCount::initial);
   } else if (options.training_steps && r.trainable) {

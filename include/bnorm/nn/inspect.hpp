@@ -73,9 +73,13 @@ enum class UpdateCount {
   unknown,    // the layer does not count them and nothing allows an estimate
   counted,    // the layer's own counter (PyTorch num_batches_tracked)
   initial,    // 0, because the statistics are still at their initial values
-  estimated,  // InspectOptions::training_steps (an upper bound: frozen periods do not update)
+  // InspectOptions::training_steps (e.g. the optimizer's iteration count): an estimate,
+  // not a bound. Frozen periods do not update (fewer), and recompiling a Keras model
+  // (the fine-tuning recipe: freeze, compile, fit again) restarts the optimizer's count
+  // while the statistics keep the earlier updates (more).
+  estimated,
 };
-// "unknown", "counted", "initial values", "estimated from training steps".
+// "unknown", "counted", "initial values", "estimated from optimizer iterations".
 std::string to_string(UpdateCount how);
 
 struct BatchNormInspection {
