@@ -54,17 +54,38 @@ struct TrainingBasics {
 // --seed, --threads, --momentum, --init and --data-dir, bound to `o`.
 void add_training_basics(CLI::App* cmd, TrainingBasics& o, const std::string& learning_rate_help);
 
+// --- files named on the command line ---------------------------------------------------
+// The readers name the file and the place in it ("x.csv: line 2, column 3: expected a
+// number, received 'x'"), not the argument that gave the file. Called inside a catch
+// block, this rethrows the current bnorm::Error of a reader given `path` as the same type
+// with where = `command` and argument = "ARGUMENT PATH" plus the place in the file, so
+// that main() prints
+//   bnorm predict: error: INPUT x.csv: line 2, column 3: expected a number, received 'x'
+//   bnorm train: error: --data-dir D: train-images-idx3-ubyte.gz: expected ..., received ...
+// Other exceptions are rethrown unchanged.
+[[noreturn]] void rethrow_for_argument(const std::string& command, const std::string& argument,
+                                       const std::string& path);
+// io::read_array for a file given as `argument` ("INPUT", "LABELS"), its errors relabelled.
+Tensor read_array_argument(const std::string& path, const std::string& command, const std::string& argument);
+// `load` (io::load_mnist_layout, or another reader of the --data-dir folder) on `dir`, its
+// errors naming "--data-dir DIR" and the file in it ("--data-dir D: train-images-idx3-
+// ubyte.gz: expected ..."). Call require_data_dir first.
+io::ImageDataset load_data_dir_argument(const std::filesystem::path& dir, const std::string& command,
+                                        io::ImageDataset (*load)(const std::filesystem::path&) = io::load_mnist_layout);
+
 // --- model and data files, for predict / evaluate / inspect ---------------------------
 // io::load_model with the command line's wording: a missing path is a FileError naming
-// `argument` (e.g. "MODEL"), before the loader runs.
+// `argument` (e.g. "MODEL"), before the loader runs; the loader's errors are relabelled
+// ("MODEL m.keras: layer 'conv' (Conv2D): expected ...").
 std::unique_ptr<nn::Model> load_model_argument(const std::string& path, const std::string& command,
                                                const std::string& argument);
 // The model's input shape with the batch dimension -1 (e.g. (-1, 784)), when it declares one.
 std::optional<Shape> model_input_shape(const nn::Model& model);
 // An input file (.npy or CSV, rows = samples) as the model's input: the values of each
 // row reshaped to the model's input shape (a CSV of 784 columns feeds a (28, 28) input).
-// Throws FileError / FormatError from the readers, and ShapeError naming `argument`, the
-// expected and the received row width when they disagree.
+// Throws FileError / FormatError from the readers (relabelled, see read_array_argument),
+// and ShapeError naming `argument`, the expected and the received row width when they
+// disagree.
 Tensor read_model_input(const std::string& path, const nn::Model& model, const std::string& command,
                         const std::string& argument);
 

@@ -96,6 +96,10 @@ nlohmann::json to_json(const std::string& path, const nn::Model& model,
           {"model", path},
           {"model_name", model.name()},
           {"memory_threshold", options.memory_threshold},
+          // The optimizer's iteration count the "~N" estimates come from ("training_steps"
+          // kept for readers of version 1 files; both hold the same number).
+          {"optimizer_iterations",
+           options.training_steps ? nlohmann::json(*options.training_steps) : nlohmann::json(nullptr)},
           {"training_steps", options.training_steps ? nlohmann::json(*options.training_steps) : nlohmann::json(nullptr)},
           {"batch_normalization_layers", layers}};
 }
@@ -142,8 +146,14 @@ void print_table(const std::string& path, const nn::Model& model, const std::vec
         num(options.memory_threshold).c_str());
   }
   if (estimated) {
-    std::printf("updates ~N: estimated from the optimizer's %lld training steps (an upper bound).\n",
-                static_cast<long long>(*options.training_steps));
+    // An estimate, not a bound: recompiling (the freeze-and-fine-tune recipe: freeze,
+    // compile, fit again) starts a new optimizer whose count begins at 0, while the
+    // statistics keep the earlier updates; a layer frozen for part of the training had
+    // fewer.
+    std::printf(
+        "updates ~N: estimated from the optimizer's %lld iterations; recompiling resets that count, so a\n"
+        "  layer may have had more updates (or fewer, if it was frozen for part of the training).\n",
+        static_cast<long long>(*options.training_steps));
   }
   std::printf("\n");
   if (warnings == 0) {
@@ -159,14 +169,21 @@ void print_table(const std::string& path, const nn::Model& model, const std::vec
 }
 
 int run_inspect(const InspectCommandOptions& o) {
-  const auto model = load_model_argument(o.model, "bnorm inspect", "MODEL");
+  const std::string command = "bnorm inspect";
+  const auto model = load_model_argument(o.model, command, "MODEL");
   nn::InspectOptions options{.memory_threshold = o.memory_threshold};
   // A model saved with its optimizer knows how many training steps it took: each one
   // updated every trainable batch-normalization layer once.
   if (model->compiled() && model->optimizer()->iterations() > 0) {
     options.training_steps = model->optimizer()->iterations();
-  } else if (const auto steps = io::saved_optimizer_iterations(o.model); steps && *steps > 0) {
-    options.training_steps = *steps;  // what Keras recorded in the file
+  } else {
+    std::optional<std::int64_t> steps;
+    try {
+      steps = io::saved_optimizer_iterations(o.model);  // what Keras recorded in the file
+    } catch (const Error&) {
+      rethrow_for_argument(command, "MODEL", o.model);
+    }
+    if (steps && *steps > 0) options.training_steps = *steps;
   }
   const auto report = nn::inspect_batch_norm(*model, options);
   if (o.json) {

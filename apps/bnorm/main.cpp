@@ -1,31 +1,60 @@
 // bnorm: the command line tool. The one place where exceptions become messages and exit
 // statuses:
-//   0  success (and --help)
+//   0  success (and --help, --version)
 //   1  the work failed: a missing or unreadable file, a file in the wrong format, a
-//      numerical failure (bnorm::Error, std::exception)
-//   2  the command line is wrong: unknown option, bad value, missing argument
+//      numerical failure (bnorm::Error, std::exception), or standard output that could
+//      not be written (a full disk, a closed pipe)
+//   2  the command line is wrong: unknown command or option, bad value, missing argument
 //      (`bnorm` alone prints the overview and exits 0)
 //      (CLI11 parse errors, UsageError)
-// Every error is one line on stderr: "bnorm <command>: error: <what>".
+// Every error is one line on stderr in one style:
+//   bnorm <command>: error: <what>: expected <...>, received <...>
+// where <what> names the argument, and the file it gave ("INPUT x.npy: line 2"). Bytes
+// that are not printable ASCII are escaped, so no message carries a terminal escape or
+// is cut by a NUL.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <exception>
+#include <iostream>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "bnorm/core/error.hpp"
+#include "bnorm/core/text.hpp"
 #include "commands.hpp"
+
+#ifndef BNORM_VERSION
+#error "BNORM_VERSION must be defined (apps/CMakeLists.txt passes the project's version)"
+#endif
 
 namespace {
 
+// One line on stderr. The message is made safe here too, whatever built it (CLI11's
+// messages quote the command line): a line break becomes a space, any other byte that is
+// not printable ASCII \xHH. Backslashes stay, so text already escaped by printable() reads
+// the same.
 int fail(const std::string& command, const std::string& message, int status) {
-  std::string line = message;
-  for (char& c : line) {
-    if (c == '\n') c = ' ';
+  std::string line = command + ": error: ";
+  for (const char c : message) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '\n') {
+      line += ' ';
+    } else if (u < 0x20 || u >= 0x7F) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned>(u));
+      line += buf;
+    } else {
+      line += c;
+    }
   }
-  std::fprintf(stderr, "%s: error: %s\n", command.c_str(), line.c_str());
+  line += '\n';
+  std::fwrite(line.data(), 1, line.size(), stderr);
   return status;
 }
 
@@ -46,14 +75,72 @@ std::string unknown_option(const CLI::App& sub, int argc, char** argv) {
   return "";
 }
 
-}  // namespace
+// Levenshtein distance, for "did you mean".
+std::size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
 
-int main(int argc, char** argv) {
+// The first word of the command line that is not an option: the command. The top level
+// has only flags (--help, --version), so no option takes it as a value.
+std::string first_word(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--") return i + 1 < argc ? argv[i + 1] : "";
+    if (!a.empty() && a[0] != '-') return a;
+  }
+  return "";
+}
+
+// "unknown command 'tarin' (did you mean 'train'? commands: ...; see `bnorm --help`)".
+std::string unknown_command_message(const std::string& word, const std::vector<std::string>& names) {
+  std::string list;
+  for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
+  std::string closest;
+  std::size_t best = 3;  // at most two edits away, or a prefix of a command
+  for (const auto& n : names) {
+    const std::size_t d = n.rfind(word, 0) == 0 && word.size() >= 2 ? 1 : edit_distance(word, n);
+    if (d < best) {
+      best = d;
+      closest = n;
+    }
+  }
+  std::string hint = closest.empty() ? "" : "did you mean '" + closest + "'? ";
+  return "unknown command " + bnorm::printable_quoted(word) + " (" + hint + "commands: " + list + "; see `bnorm --help`)";
+}
+
+// Standard output, after the command wrote it: flushed, and a failed write (a full disk,
+// a closed pipe) reported like any error, exit status 1. A command that failed already
+// keeps its status and its one line.
+int finish_output(const std::string& command, int status) {
+  errno = 0;
+  std::cout.flush();
+  const bool stream_failed = !std::cout;
+  int error = errno;
+  if (std::fflush(stdout) != 0) error = errno;
+  const bool failed = stream_failed || std::ferror(stdout);
+  if (!failed || status != 0) return status;
+  const std::string reason = error != 0 ? std::string(" (") + std::strerror(error) + ")" : "";
+  return fail(command, "standard output: expected a writable stream, received a write error" + reason, 1);
+}
+
+int run(int argc, char** argv, std::string& command) {
   CLI::App app{
       "bnorm: batch normalization, Keras-compatible, in C++.\n"
       "Run `bnorm experiment` to see what batch normalization does (Ioffe & Szegedy 2015, Figure 1).",
       "bnorm"};
   app.footer("\nRun `bnorm COMMAND --help` for a command's options.");
+  app.set_version_flag("--version", std::string("bnorm ") + BNORM_VERSION, "Print the version and exit");
   app.require_subcommand(0, 1);
   std::vector<std::pair<CLI::App*, bnorm::cli::Runner>> commands;
   const auto add = [&](bnorm::cli::Runner (*adder)(CLI::App&)) {
@@ -67,13 +154,31 @@ int main(int argc, char** argv) {
   add(bnorm::cli::add_predict_command);
   add(bnorm::cli::add_evaluate_command);
 
-  std::string command = "bnorm";
+  std::vector<std::string> names;
+  for (const auto& [sub, runner] : commands) names.push_back(sub->get_name());
+  if (const std::string word = first_word(argc, argv); !word.empty()) {
+    if (std::find(names.begin(), names.end(), word) == names.end()) {
+      return fail(command, unknown_command_message(word, names), 2);
+    }
+    command = "bnorm " + word;  // also for `bnorm train --help`, whose output may fail
+  }
+
+  // --help and --version: CLI11's text, written with stdio like every other output, so
+  // that a failed write is seen (with its errno) when finish_output flushes.
+  const auto print = [&](const CLI::Error& e) {
+    std::ostringstream out, err;
+    const int status = app.exit(e, out, err);
+    std::fwrite(out.str().data(), 1, out.str().size(), stdout);
+    return status;
+  };
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
+    return print(e);
   } catch (const CLI::CallForAllHelp& e) {
-    return app.exit(e);
+    return print(e);
+  } catch (const CLI::CallForVersion& e) {
+    return print(e);
   } catch (const CLI::ParseError& e) {
     for (auto& [sub, runner] : commands) {
       if (!sub->parsed()) continue;
@@ -85,6 +190,10 @@ int main(int argc, char** argv) {
     return fail(command, std::string(e.what()) + " (see `" + command + " --help`)", 2);
   }
 
+  const auto expected_received = [](const bnorm::Error& e) {
+    return (e.argument().empty() ? "" : e.argument() + ": ") + "expected " + e.expected() + ", received " +
+           e.received();
+  };
   try {
     for (auto& [sub, runner] : commands) {
       if (!sub->parsed()) continue;
@@ -95,13 +204,20 @@ int main(int argc, char** argv) {
     std::printf("%s", app.help().c_str());
     return 0;
   } catch (const bnorm::cli::UsageError& e) {
-    return fail(command, e.argument() + ": expected " + e.expected() + ", received " + e.received(), 2);
+    return fail(command, expected_received(e), 2);
   } catch (const bnorm::Error& e) {
     // The command is already named at the start of the line.
-    if (e.where() == command)
-      return fail(command, e.argument() + ": expected " + e.expected() + ", received " + e.received(), 1);
+    if (e.where() == command) return fail(command, expected_received(e), 1);
     return fail(command, e.what(), 1);
   } catch (const std::exception& e) {
     return fail(command, e.what(), 1);
   }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string command = "bnorm";
+  const int status = run(argc, argv, command);
+  return finish_output(command, status);
 }

@@ -1,8 +1,12 @@
 // What `bnorm predict`, `evaluate` and `inspect` share: loading the MODEL argument, and
-// reading an INPUT file as the model's input.
+// reading an INPUT file as the model's input; and how the errors of every file named on
+// the command line are labelled with the argument that named it.
 #include <filesystem>
+#include <optional>
 #include <string>
+#include <vector>
 
+#include "bnorm/core/text.hpp"
 #include "bnorm/io/array_file.hpp"
 #include "bnorm/io/model_file.hpp"
 #include "bnorm/nn/layers.hpp"
@@ -16,7 +20,76 @@ std::string shape_without_batch(const Shape& s) {
   return Shape(std::vector<std::int64_t>(s.dims().begin() + 1, s.dims().end())).str();
 }
 
+// "INPUT x.csv: line 2, column 3" from a reader's error about `path`. The readers name
+// the file as `where` and the place as `argument` (arrays, IDX, model files), or, older
+// ones, the function as `where` and the file as `argument` (the dataset loader: a file
+// inside the --data-dir folder). The file is written relative to `path` when inside it.
+std::string argument_label(const Error& e, const std::string& argument, const std::string& path) {
+  const std::string shown = printable(path, 0);
+  std::string folder = shown;
+  if (folder.empty() || folder.back() != '/') folder += '/';
+  // "" for the file itself, "name" for a file inside the folder `path`, nullopt otherwise.
+  const auto inside = [&](const std::string& s) -> std::optional<std::string> {
+    if (s == path || s == shown) return std::string();
+    if (s.rfind(folder, 0) == 0) return printable(s.substr(folder.size()), 0);
+    if (s.rfind(shown + " (", 0) == 0) return s.substr(shown.size() + 1);  // "m.keras (model.weights.h5)"
+    return std::nullopt;
+  };
+  std::vector<std::string> parts;
+  if (const auto file = inside(e.argument())) {
+    parts = {*file};  // `where` named the reader function
+  } else if (const auto in = inside(e.where())) {
+    parts = {*in, e.argument()};
+  } else {
+    parts = {e.where(), e.argument()};
+  }
+  std::string label = argument + " " + shown;
+  for (const auto& p : parts) {
+    if (!p.empty()) label += (p.front() == '(' ? " " : ": ") + p;
+  }
+  return label;
+}
+
 }  // namespace
+
+void rethrow_for_argument(const std::string& command, const std::string& argument, const std::string& path) {
+  try {
+    throw;
+  } catch (const io::FileError& e) {
+    throw io::FileError(command, argument_label(e, argument, path), e.expected(), e.received());
+  } catch (const io::FormatError& e) {
+    throw io::FormatError(command, argument_label(e, argument, path), e.expected(), e.received());
+  } catch (const ShapeError& e) {
+    throw ShapeError(command, argument_label(e, argument, path), e.expected(), e.received());
+  } catch (const ArgumentError& e) {
+    throw ArgumentError(command, argument_label(e, argument, path), e.expected(), e.received());
+  } catch (const NumericalError& e) {
+    throw NumericalError(command, argument_label(e, argument, path), e.expected(), e.received());
+  } catch (const StateError& e) {
+    throw StateError(command, argument_label(e, argument, path), e.expected(), e.received());
+  } catch (const UsageError&) {
+    throw;
+  } catch (const Error& e) {
+    throw Error(command, argument_label(e, argument, path), e.expected(), e.received());
+  }
+}
+
+Tensor read_array_argument(const std::string& path, const std::string& command, const std::string& argument) {
+  try {
+    return io::read_array(path);
+  } catch (const Error&) {
+    rethrow_for_argument(command, argument, path);
+  }
+}
+
+io::ImageDataset load_data_dir_argument(const std::filesystem::path& dir, const std::string& command,
+                                        io::ImageDataset (*load)(const std::filesystem::path&)) {
+  try {
+    return load(dir);
+  } catch (const Error&) {
+    rethrow_for_argument(command, "--data-dir", dir.string());
+  }
+}
 
 std::optional<Shape> model_input_shape(const nn::Model& model) {
   if (const auto& declared = model.input_shape()) return declared;
@@ -34,17 +107,22 @@ std::unique_ptr<nn::Model> load_model_argument(const std::string& path, const st
   std::error_code ec;
   const auto status = std::filesystem::status(path, ec);
   if (!std::filesystem::exists(status)) {
-    throw io::FileError(command, argument, "a model file (.keras, or legacy .h5)", "'" + path + "', which does not exist");
+    throw io::FileError(command, argument + " " + printable(path, 0), "a model file (.keras, or legacy .h5)",
+                        "no such file");
   }
   if (std::filesystem::is_directory(status)) {
-    throw io::FileError(command, argument, "a model file (.keras, or legacy .h5)", "'" + path + "', a folder");
+    throw io::FileError(command, argument + " " + printable(path, 0), "a model file (.keras, or legacy .h5)", "a folder");
   }
-  return io::load_model(path);
+  try {
+    return io::load_model(path);
+  } catch (const Error&) {
+    rethrow_for_argument(command, argument, path);
+  }
 }
 
 Tensor read_model_input(const std::string& path, const nn::Model& model, const std::string& command,
                         const std::string& argument) {
-  Tensor x = io::read_array(path);
+  Tensor x = read_array_argument(path, command, argument);
   const std::optional<Shape> input = model_input_shape(model);
   if (!input) return x;  // the model checks it when called
   std::int64_t features = 1;
@@ -59,14 +137,15 @@ Tensor read_model_input(const std::string& path, const nn::Model& model, const s
   if (x.rank() == 1) x = features == 1 ? x.reshaped(Shape{x.dim(0), 1}) : x.reshaped(Shape{1, x.dim(0)});
   const std::int64_t rows = x.dim(0);
   if (rows == 0) {
-    throw ShapeError(command, argument + " " + path, "at least one row", "no rows (file shape " + file_shape.str() + ")");
+    throw ShapeError(command, argument + " " + printable(path, 0), "at least one row",
+                     "no rows (file shape " + file_shape.str() + ")");
   }
   const std::int64_t width = x.numel() / rows;
   if (width != features) {
-    throw ShapeError(command, argument + " " + path,
-                     "rows of " + std::to_string(features) + " values (the model's input shape " +
+    throw ShapeError(command, argument + " " + printable(path, 0),
+                     "rows of " + count_of(features, "value") + " (the model's input shape " +
                          shape_without_batch(*input) + ")",
-                     "rows of " + std::to_string(width) + " values (file shape " + file_shape.str() + ")");
+                     "rows of " + count_of(width, "value") + " (file shape " + file_shape.str() + ")");
   }
   std::vector<std::int64_t> dims = input->dims();
   dims[0] = rows;

@@ -8,12 +8,15 @@
 # bad_steps, bad_values, missing_files; and on the model `train_saves` writes to
 # $BNORM_CLI_SHARED/model.keras (a CTest fixture: the cases after it need it):
 # train_saves, inspect_model, predict_model, evaluate_model, bad_model_input.
+# Error messages (msg_*): msg_unknown_command, msg_multi_input_model; on the model:
+# msg_untrusted_bytes, msg_argument_names, msg_inspect_estimate, msg_stdout_full.
 set -u
 
 bnorm="$1"
 case_name="$2"
 data_dir=/usr/share/datasets/fashion-mnist
 arrays="$(cd "$(dirname "$0")/../fixtures/arrays" && pwd)"  # .npy files written by NumPy
+models="$(cd "$(dirname "$0")/../fixtures/models" && pwd)"  # model files written by Keras
 shared="${BNORM_CLI_SHARED:-${TMPDIR:-/tmp}/bnorm_cli_shared}"
 model="$shared/model.keras"
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/bnorm_cli_test.XXXXXX")"
@@ -389,6 +392,182 @@ case "$case_name" in
     expect_one_line_error "--momentum" "bnorm train --momentum 1.5"
     run train --epochs 2 --steps 10
     expect_one_line_error "--steps" "bnorm train --epochs 2 --steps 10"
+    ;;
+
+  # --- error messages (issue 12): one line, one style, bytes from files escaped --------
+  msg_untrusted_bytes)
+    require_model
+    # A CSV field with an escape sequence (red text) and a NUL: escaped, and the text
+    # after the NUL still in the message.
+    printf '1,2,3\n4,\033[31mred\000after,6\n' >"$tmp/esc.csv"
+    run predict "$model" "$tmp/esc.csv"
+    expect_one_line_error 'received '"'"'\x1b[31mred\x00after'"'" "bnorm predict with ESC and NUL in a CSV field"
+    # A .npy header with control bytes (a NUL, "clear screen", a bell) in a key.
+    { printf '\223NUMPY\001\000\166\000'
+      printf "{'descr': '<f4', 'fortran_order': False, '\000\033[2J\007': (1,), }"
+      printf '%*s\n' 59 ''; } >"$tmp/ctl.npy"
+    run predict "$model" "$tmp/ctl.npy"
+    expect_one_line_error "'\\x00\\x1b[2J\\x07': (1,), }'" "bnorm predict with control bytes in a .npy header"
+    # A long field is cut, with its length.
+    { printf '1,'; printf 'z%.0s' $(seq 1 300); echo; } >"$tmp/long.csv"
+    run predict "$model" "$tmp/long.csv"
+    expect_one_line_error "zzz...' (300 bytes)" "bnorm predict with a 300-character field"
+    for f in esc.csv ctl.npy; do
+      run predict "$model" "$tmp/$f"
+      if LC_ALL=C grep -q '[^ -~]' "$tmp/err" || [ "$(tr -d '\n' <"$tmp/err" | LC_ALL=C tr -d ' -~' | wc -c)" -ne 0 ]; then
+        fail "bnorm predict $f: the message holds bytes that are not printable ASCII: $(od -c "$tmp/err" | head -n 5)"
+      fi
+    done
+    ;;
+
+  msg_argument_names)
+    require_model
+    # Reader errors name the argument and the file, in the one style of the tool; no
+    # reader function names, no doubled "expected", singular for one.
+    printf '1,2,3\n4,5\n' >"$tmp/ragged.csv"
+    run predict "$model" "$tmp/ragged.csv"
+    expect_one_line_error "bnorm predict: error: INPUT $tmp/ragged.csv: line 2: expected 3 fields (as line 1), received 2" \
+      "bnorm predict with a ragged CSV"
+    seq 1 2 >"$tmp/one_column.csv"
+    run predict "$model" "$tmp/one_column.csv"
+    expect_one_line_error "INPUT $tmp/one_column.csv: expected rows of 784 values (the model's input shape (784,)), received rows of 1 value (file shape (2, 1))" \
+      "bnorm predict with one column"
+    run predict "$model" "$arrays/f4_big_endian.npy"
+    expect_one_line_error "bnorm predict: error: INPUT $arrays/f4_big_endian.npy: header 'descr': expected dtype float32" \
+      "bnorm predict with a big-endian .npy"
+    printf '1,2,3\n4,x,6\n' >"$tmp/bad.csv"
+    run evaluate "$model" "$tmp/bad.csv" "$arrays/plain_2x3.csv"
+    expect_one_line_error "bnorm evaluate: error: INPUT $tmp/bad.csv: line 2, column 2: expected a number, received 'x'" \
+      "bnorm evaluate with a non-number in INPUT"
+    run inspect "$models/unsupported_conv.keras"
+    expect_one_line_error "bnorm inspect: error: MODEL $models/unsupported_conv.keras: layer 'conv' (Conv2D): expected a layer class bnorm supports" \
+      "bnorm inspect with a Conv2D layer"
+    for sub in predict inspect; do
+      extra=""
+      [ "$sub" = predict ] && extra="$tmp/ragged.csv"
+      # shellcheck disable=SC2086
+      run "$sub" "$models/unsupported_conv.keras" $extra
+      for word in read_npy read_csv read_idx load_model load_mnist_layout "expected line"; do
+        if grep -qF -- "$word" "$tmp/err"; then fail "bnorm $sub: the message says '$word': $(cat "$tmp/err")"; fi
+      done
+    done
+    ;;
+
+  msg_unknown_command)
+    run bogus
+    expect_status 2 "bnorm bogus"
+    expect_one_line_error "bnorm: error: unknown command 'bogus' (commands: experiment, train, inspect, predict, evaluate; see \`bnorm --help\`)" \
+      "bnorm bogus"
+    run tarin --steps 3
+    expect_status 2 "bnorm tarin"
+    expect_one_line_error "unknown command 'tarin' (did you mean 'train'?" "bnorm tarin"
+    run --version
+    expect_status 0 "bnorm --version"
+    version=$(sed -n 's/^project(bnorm VERSION \([0-9.]*\).*/\1/p' "$(dirname "$0")/../../CMakeLists.txt")
+    [ -n "$version" ] && [ "$(cat "$tmp/out")" = "bnorm $version" ] ||
+      fail "bnorm --version: expected 'bnorm $version', got '$(cat "$tmp/out")'"
+    ;;
+
+  msg_multi_input_model)
+    # A functional model with an Add layer (two inputs): functional.keras, written by
+    # Keras, with an Add inserted into its config.json. Refused naming the layer and its
+    # class, without the raw JSON of its inbound nodes.
+    if ! command -v python3 >/dev/null 2>&1; then
+      echo "note: python3 is not installed; skipping the edited .keras file"
+    else
+      python3 - "$models/functional.keras" "$tmp/add.keras" <<'PY' || fail "could not write add.keras"
+import json, sys, zipfile
+src, dst = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(src) as z:
+    members = {n: z.read(n) for n in z.namelist()}
+config = json.loads(members["config.json"])
+layers = config["config"]["layers"]
+bn = next(l for l in layers if l["class_name"] == "BatchNormalization")
+dense_1 = next(l for l in layers if l["config"]["name"] == "dense_1")
+def tensor(name, width):
+    return {"class_name": "__keras_tensor__", "config": {"shape": [None, width], "dtype": "float32", "keras_history": [name, 0, 0]}}
+add = {"module": "keras.layers", "class_name": "Add", "config": {"name": "add", "trainable": True, "dtype": "float32"},
+       "registered_name": None, "name": "add",
+       "inbound_nodes": [{"args": [[tensor("dense", 8), tensor("batch_normalization", 8)]], "kwargs": {}}]}
+layers.insert(layers.index(dense_1), add)
+dense_1["inbound_nodes"] = [{"args": [tensor("add", 8)], "kwargs": {}}]
+members["config.json"] = json.dumps(config).encode()
+with zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as z:
+    for name, data in members.items():
+        z.writestr(name, data)
+PY
+      run inspect "$tmp/add.keras"
+      expect_status 1 "bnorm inspect add.keras"
+      expect_one_line_error "bnorm inspect: error: MODEL $tmp/add.keras: expected layers with one input each (bnorm holds chains of single-input layers), received layer 'add' (class Add) with 2 inputs" \
+        "bnorm inspect with an Add layer"
+      if grep -qF "keras_history" "$tmp/err" || [ "$(wc -c <"$tmp/err")" -gt 300 ]; then
+        fail "bnorm inspect add.keras: the message dumps the file's JSON: $(cat "$tmp/err")"
+      fi
+    fi
+    ;;
+
+  msg_inspect_estimate)
+    require_model
+    # The update count from the optimizer's iterations is an estimate, not a bound: a
+    # recompiled model restarts the count.
+    run inspect "$model"
+    expect_status 0 "bnorm inspect MODEL"
+    expect_contains "$tmp/out" "estimated from the optimizer's 30 iterations; recompiling resets that count" "bnorm inspect"
+    expect_contains "$tmp/out" "may have had more updates" "bnorm inspect"
+    run inspect "$model" --json
+    expect_status 0 "bnorm inspect MODEL --json"
+    expect_contains "$tmp/out" '"updates_source": "estimated from optimizer iterations"' "bnorm inspect --json"
+    expect_contains "$tmp/out" '"optimizer_iterations": 30' "bnorm inspect --json"
+    run inspect "$model"
+    cat "$tmp/out" >"$tmp/both"
+    run inspect "$model" --json
+    cat "$tmp/out" >>"$tmp/both"
+    if grep -qi "upper bound" "$tmp/both"; then fail "bnorm inspect still calls the estimate an upper bound"; fi
+    ;;
+
+  msg_stdout_full)
+    require_model
+    # A failed write to standard output (here a full disk) is an error, exit status 1,
+    # for every command: one line naming standard output.
+    if [ ! -w /dev/full ]; then
+      echo "note: no /dev/full here; skipping"
+    else
+      seq 0 9 >"$tmp/labels.csv"
+      full() {  # full DESCRIPTION ARGS...: runs bnorm with stdout on /dev/full
+        local what="$1"
+        shift
+        "$bnorm" "$@" >/dev/full 2>"$tmp/err"
+        status=$?
+        expect_status 1 "$what > /dev/full"
+        expect_one_line_error "standard output" "$what > /dev/full"
+      }
+      full "bnorm inspect" inspect "$model"
+      expect_contains "$tmp/err" "bnorm inspect: error: standard output: expected a writable stream, received a write error (No space left on device)" "bnorm inspect > /dev/full"
+      full "bnorm inspect --json" inspect "$model" --json
+      full "bnorm evaluate" evaluate "$model" "$arrays/f4_10x784.npy" "$tmp/labels.csv"
+      full "bnorm predict" predict "$model" "$arrays/f4_10x784.npy"
+      full "bnorm train --help" train --help
+      expect_contains "$tmp/err" "bnorm train: error: standard output" "bnorm train --help > /dev/full"
+      full "bnorm --help" --help
+      full "bnorm --version" --version
+    fi
+    ;;
+
+  # Not in BNORM_CLI_CASES until evaluate.cpp reads LABELS with read_array_argument and
+  # train.cpp / evaluate.cpp load --data-dir with load_data_dir_argument (commands.hpp).
+  msg_labels_data_dir)
+    require_model
+    printf '1\n2,3\n' >"$tmp/labels.csv"
+    run evaluate "$model" "$arrays/f4_10x784.npy" "$tmp/labels.csv"
+    expect_one_line_error "bnorm evaluate: error: LABELS $tmp/labels.csv: line 2: expected 1 field (as line 1), received 2" \
+      "bnorm evaluate with ragged LABELS"
+    mkdir -p "$tmp/empty"
+    run train --data-dir "$tmp/empty" --steps 10
+    expect_one_line_error "bnorm train: error: --data-dir $tmp/empty: train-images-idx3-ubyte.gz: expected an IDX file" \
+      "bnorm train --data-dir EMPTY_DIR"
+    run evaluate "$model" --data-dir "$tmp/empty"
+    expect_one_line_error "bnorm evaluate: error: --data-dir $tmp/empty: t10k-images-idx3-ubyte.gz: expected an IDX file" \
+      "bnorm evaluate --data-dir EMPTY_DIR"
     ;;
 
   *)
