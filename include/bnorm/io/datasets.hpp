@@ -38,6 +38,11 @@ struct ImageDataset {
 // Reads the four files of an MNIST-layout directory (Fashion-MNIST or MNIST).
 ImageDataset load_mnist_layout(const std::filesystem::path& dir);
 
+// Reads only the test split (t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each .gz or
+// not) of an MNIST-layout directory: x_test, y_test, height and width are set, x_train and
+// y_train stay empty. The training files need not exist. Errors as load_mnist_layout's.
+ImageDataset load_mnist_test(const std::filesystem::path& dir);
+
 // The Debian Fashion-MNIST (or `dir` when given another copy).
 inline ImageDataset load_fashion_mnist(const std::filesystem::path& dir = kFashionMnistDir) {
   return load_mnist_layout(dir);
