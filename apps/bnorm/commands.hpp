@@ -159,8 +159,9 @@ Tensor gather_rows(const Tensor& x, const std::vector<std::int64_t>& index);
 void set_threads(int threads);
 
 // FileError naming --data-dir and the path when it is not a folder (the one-line hint
-// a newcomer needs: the Debian package to install).
-void require_data_dir(const std::filesystem::path& dir, const std::string& command);
+// a newcomer needs: the Debian package to install). `files`: what the command reads there.
+void require_data_dir(const std::filesystem::path& dir, const std::string& command,
+                      const std::string& files = "the Fashion-MNIST IDX files");
 
 // "1m 23s", "4.2s".
 std::string format_duration(double seconds);

@@ -9,6 +9,7 @@
 #include "bnorm/io/datasets.hpp"
 #include "bnorm/nn/losses.hpp"
 #include "commands.hpp"
+#include "file_checks.hpp"
 
 namespace bnorm::cli {
 
@@ -27,6 +28,7 @@ struct EvaluateOptions {
   std::string labels;
   std::string loss = "auto";
   bool from_logits = false;
+  bool allow_nonfinite = false;
   std::int64_t batch_size = 256;
   std::filesystem::path data_dir = io::kFashionMnistDir;
 };
@@ -119,8 +121,11 @@ int run_evaluate(const EvaluateOptions& o) {
   std::string source;
   std::string labels_where = "LABELS " + o.labels;
   if (o.input.empty()) {
-    require_data_dir(o.data_dir, command);
-    io::ImageDataset data = io::load_mnist_layout(o.data_dir);
+    // Only the test split is read: the training files need not be there.
+    require_data_dir(
+        o.data_dir, command,
+        "the Fashion-MNIST test files (t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte, .gz or not)");
+    io::ImageDataset data = load_data_dir_argument(o.data_dir, command, io::load_mnist_test);
     x = std::move(data.x_test);
     labels = std::move(data.y_test);
     source = "the Fashion-MNIST test set (" + o.data_dir.string() + ")";
@@ -136,7 +141,9 @@ int run_evaluate(const EvaluateOptions& o) {
     if (input && input->rank() > 2) x = x.reshaped(Shape{x.dim(0), data.height, data.width});
   } else {
     x = read_model_input(o.input, *model, command, "INPUT");
-    labels = io::read_array(o.labels);
+    require_finite(x, command, "INPUT " + o.input, o.allow_nonfinite);
+    labels = read_array_argument(o.labels, command, "LABELS");
+    require_finite(labels, command, labels_where, o.allow_nonfinite);
     source = o.input;
   }
   const Tensor y_pred = model->predict(x, o.batch_size);
@@ -168,9 +175,12 @@ Runner add_evaluate_command(CLI::App& app) {
       "\nMODEL is a .keras (Keras 3, or from `bnorm train`) or legacy tf.keras .h5 file. INPUT holds\n"
       "one sample per row (.npy or CSV, as for `bnorm predict`); LABELS one row per sample: a class\n"
       "index, or one-hot values. Without INPUT and LABELS the model is evaluated on the 10,000\n"
-      "Fashion-MNIST test images. --loss auto picks sparse categorical crossentropy for class\n"
-      "indices, categorical for one-hot rows, binary crossentropy for one 0/1 output, mean\n"
-      "squared error otherwise. Batch normalization runs in inference mode (moving statistics).\n"
+      "Fashion-MNIST test images (only the t10k files of --data-dir are read). A NaN or infinite\n"
+      "value in INPUT or LABELS is an error naming its row and column (1-based; the column counts\n"
+      "the row's values flattened), unless --allow-nonfinite. --loss auto picks sparse categorical\n"
+      "crossentropy for class indices, categorical for one-hot rows, binary crossentropy for one\n"
+      "0/1 output, mean squared error otherwise. Batch normalization runs in inference mode\n"
+      "(moving statistics).\n"
       "\nExamples:\n"
       "  bnorm evaluate model.keras                        # Fashion-MNIST test set\n"
       "  bnorm evaluate model.keras x.npy labels.npy\n"
@@ -180,10 +190,14 @@ Runner add_evaluate_command(CLI::App& app) {
   cmd->add_option("LABELS", o->labels, "Labels, one row per sample: class index or one-hot (.npy, or CSV)");
   choices(cmd->add_option("--loss", o->loss, "Loss (Keras names)"), kLosses)->capture_default_str();
   cmd->add_flag("--from-logits", o->from_logits, "The model outputs logits, not probabilities");
+  cmd->add_flag("--allow-nonfinite", o->allow_nonfinite,
+                "Accept NaN and infinite values in INPUT and LABELS (a warning; the loss is then "
+                "not finite)");
   cmd->add_option("--batch-size", o->batch_size, "Samples per forward pass (memory only: inference mode)")
       ->check(positive_integer())
       ->capture_default_str();
-  cmd->add_option("--data-dir", o->data_dir, "Fashion-MNIST IDX files, used without INPUT and LABELS")
+  cmd->add_option("--data-dir", o->data_dir,
+                  "Folder of the Fashion-MNIST test files (t10k-*), used without INPUT and LABELS")
       ->capture_default_str();
   return [cmd, o]() -> int {
     if (!cmd->parsed()) return -1;

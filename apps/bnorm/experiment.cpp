@@ -22,6 +22,8 @@
 #include "bnorm/nn/optimizers.hpp"
 #include "commands.hpp"
 #include "experiment.hpp"
+#include "file_checks.hpp"
+#include "interrupt.hpp"
 
 namespace bnorm::cli {
 
@@ -77,6 +79,25 @@ void evaluate(Net& net, int k, const io::ImageDataset& data, std::int64_t unit, 
   net.train_loss_count = 0;
 }
 
+// The folders the run creates for --out (deepest first), removed again when the run stops
+// before its report is written. A folder that existed before is never removed.
+class NewFolders {
+ public:
+  explicit NewFolders(const std::filesystem::path& out) {
+    std::error_code ec;
+    for (std::filesystem::path p = out; !p.empty() && !std::filesystem::exists(p, ec); p = p.parent_path())
+      folders_.push_back(p);
+  }
+  // Removes them when they are still empty (nothing but this run writes there).
+  void remove() const {
+    std::error_code ec;
+    for (const auto& folder : folders_) std::filesystem::remove(folder, ec);
+  }
+
+ private:
+  std::vector<std::filesystem::path> folders_;
+};
+
 std::string bar(double fraction, int width) {
   const int filled = static_cast<int>(fraction * width + 0.5);
   std::string s;
@@ -85,26 +106,24 @@ std::string bar(double fraction, int width) {
 }
 
 int run_experiment(const ExperimentOptions& o) {
+  const InterruptGuard interrupt_guard;
   const auto t0 = Clock::now();
   set_threads(o.threads);
   std::printf("bnorm experiment: Ioffe & Szegedy 2015, Figure 1, on Fashion-MNIST\n");
   require_data_dir(o.data_dir, "bnorm experiment");
+  // --out is checked before the data is read and the networks train; it is created only
+  // once training starts.
+  require_distinct_output("bnorm experiment", "--out", o.out.string(),
+                          {{o.data_dir, "the --data-dir folder"}});
+  require_writable_folder("bnorm experiment", "--out", o.out);
   std::printf("  loading %s\n", o.data_dir.c_str());
   std::fflush(stdout);
-  const io::ImageDataset data = io::load_mnist_layout(o.data_dir);
+  const io::ImageDataset data = load_data_dir_argument(o.data_dir, "bnorm experiment");
   const std::int64_t n_train = data.x_train.dim(0);
   if (o.batch_size > n_train) {
     throw UsageError("bnorm experiment", "--batch-size",
                      "at most the training set size " + std::to_string(n_train),
                      std::to_string(o.batch_size));
-  }
-
-  // The report folder is made now, so that an unwritable --out fails before training.
-  std::error_code ec;
-  std::filesystem::create_directories(o.out, ec);
-  if (ec || !std::filesystem::is_directory(o.out)) {
-    throw io::FileError("bnorm experiment", "--out", "a folder that can be created",
-                        "'" + o.out.string() + "' (" + (ec ? ec.message() : "not a folder") + ")");
   }
 
   // Same seed for both: the shared Dense kernels start equal (the BN network's hidden
@@ -188,18 +207,39 @@ int run_experiment(const ExperimentOptions& o) {
     std::fflush(stdout);
   };
 
-  record(0);
-  for (std::int64_t step = 1; step <= o.steps; ++step) {
-    const auto& index = schedule.next();
-    const Tensor x = gather_rows(data.x_train, index);
-    const Tensor y = gather_rows(data.y_train, index);
-    for (auto& net : nets) {
-      const nn::Logs logs = net.mlp.model->train_on_batch(x, y);
-      net.train_loss_sum += logs.at("loss");
-      ++net.train_loss_count;
-    }
-    if (step % o.eval_every == 0 || step == o.steps) record(step);
+  // The report folder is made when training starts (require_writable_folder checked it
+  // before the data was read), and removed again when the run stops before the report.
+  const NewFolders new_folders(o.out);
+  std::error_code ec;
+  std::filesystem::create_directories(o.out, ec);
+  if (ec || !std::filesystem::is_directory(o.out)) {
+    throw io::FileError("bnorm experiment", "--out", "a folder that can be created",
+                        "'" + o.out.string() + "' (" + (ec ? ec.message() : "not a folder") + ")");
   }
+
+  try {
+    record(0);
+    for (std::int64_t step = 1; step <= o.steps; ++step) {
+      throw_if_interrupted(step - 1);
+      const auto& index = schedule.next();
+      const Tensor x = gather_rows(data.x_train, index);
+      const Tensor y = gather_rows(data.y_train, index);
+      for (auto& net : nets) {
+        const nn::Logs logs = net.mlp.model->train_on_batch(x, y);
+        net.train_loss_sum += logs.at("loss");
+        ++net.train_loss_count;
+      }
+      if (step % o.eval_every == 0 || step == o.steps) record(step);
+    }
+  } catch (const Interrupted& e) {
+    new_folders.remove();
+    report_interruption("bnorm experiment", e, o.steps, "no report was written to '" + o.out.string() + "'");
+    return e.exit_status();
+  } catch (...) {
+    new_folders.remove();
+    throw;
+  }
+  // A signal from here on lets the report be written in full (it takes a second).
   result.seconds_evaluating = eval_seconds;
   result.seconds_training = seconds_since(t_train) - eval_seconds;
 
@@ -242,7 +282,9 @@ Runner add_experiment_command(CLI::App& app) {
       "accuracy, and the 15th/50th/85th percentiles of one last-hidden-layer unit's sigmoid input.\n"
       "The report folder gets accuracy.csv, percentiles.csv, accuracy.png, percentiles.png (gnuplot)\n"
       "and summary.md. The default length runs in under a minute on 2 cores; --steps 50000 is the\n"
-      "paper's. See docs/experiment.md.");
+      "paper's. --out is checked before training. Ctrl-C (SIGINT) or SIGTERM stops the run at the\n"
+      "next step without a report, removing a --out folder the run created (exit status 130 or\n"
+      "143). See docs/experiment.md.");
   cmd->add_option("--steps", o->steps, "Training steps (batches) for each network")
       ->check(positive_integer())
       ->capture_default_str();

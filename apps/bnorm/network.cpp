@@ -237,13 +237,13 @@ void set_threads(int threads) {
   kernels::set_num_threads(threads);
 }
 
-void require_data_dir(const std::filesystem::path& dir, const std::string& command) {
+void require_data_dir(const std::filesystem::path& dir, const std::string& command,
+                      const std::string& files) {
   std::error_code ec;
   if (std::filesystem::is_directory(dir, ec)) return;
   throw io::FileError(
       command, "--data-dir",
-      "a folder holding the Fashion-MNIST IDX files (Debian package dataset-fashion-mnist, "
-      "installed by `make deps`)",
+      "a folder holding " + files + " (Debian package dataset-fashion-mnist, installed by `make deps`)",
       "'" + dir.string() + "', " +
           (std::filesystem::exists(dir, ec) ? "which is not a folder" : "which does not exist"));
 }

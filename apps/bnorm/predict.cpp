@@ -1,12 +1,16 @@
 // `bnorm predict MODEL INPUT`: runs a saved model (bnorm's or Keras's .keras / legacy .h5)
 // in inference mode on the rows of INPUT (.npy or CSV) and writes the outputs (.npy or CSV
 // by OUTPUT's suffix; CSV on standard output by default).
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <string>
 
 #include "bnorm/io/array_file.hpp"
 #include "commands.hpp"
+#include "file_checks.hpp"
 
 namespace bnorm::cli {
 
@@ -17,12 +21,34 @@ struct PredictOptions {
   std::string input;
   std::string output;  // empty: CSV to stdout
   std::int64_t batch_size = 256;
+  bool allow_nonfinite = false;
 };
+
+// The output's suffix names its format: .npy or .csv (any case). Anything else is refused
+// rather than written as CSV under a name that promises another format (y.npz, y.h5).
+void require_output_suffix(const std::string& output) {
+  std::string suffix = std::filesystem::path(output).extension().string();
+  std::transform(suffix.begin(), suffix.end(), suffix.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (suffix != ".npy" && suffix != ".csv") {
+    throw UsageError("bnorm predict", "--output", "a file name ending in .npy or .csv (the output format)",
+                     "'" + output + "'");
+  }
+}
 
 int run_predict(const PredictOptions& o) {
   const std::string command = "bnorm predict";
+  // The output is checked before any work: its format, that it overwrites no input, and
+  // that it can be written.
+  if (!o.output.empty()) {
+    require_distinct_output(command, "--output", o.output,
+                            {{o.model, "the MODEL file"}, {o.input, "the INPUT file"}});
+    require_output_suffix(o.output);
+    require_writable_file(command, "--output", o.output);
+  }
   const auto model = load_model_argument(o.model, command, "MODEL");
   const Tensor x = read_model_input(o.input, *model, command, "INPUT");
+  require_finite(x, command, "INPUT " + o.input, o.allow_nonfinite);
   // Inference mode: batch normalization uses its moving statistics, so the batch size
   // changes nothing but speed and memory.
   const Tensor y = model->predict(x, o.batch_size);
@@ -52,17 +78,22 @@ Runner add_predict_command(CLI::App& app) {
       "are reshaped to the model's input shape, so a (N, 784) file feeds a (28, 28) input; the\n"
       "row width must equal the product of the input dimensions. Batch normalization runs in\n"
       "inference mode (its moving statistics). Outputs: one row per sample, .npy or CSV by the\n"
-      "suffix of --output, CSV on standard output without it.\n"
+      "suffix of --output (.npy or .csv; it may not be MODEL or INPUT), CSV on standard output\n"
+      "without it. A NaN or infinite input value is an error naming its row and column (1-based;\n"
+      "the column counts the row's values flattened), unless --allow-nonfinite.\n"
       "\nExamples:\n"
       "  bnorm predict model.keras images.npy -o probabilities.npy\n"
       "  bnorm predict model.keras rows.csv > outputs.csv\n"
       "  bnorm predict legacy_model.h5 x.npy --batch-size 1000 -o y.csv");
   cmd->add_option("MODEL", o->model, "Model file (.keras, or legacy .h5)")->required();
   cmd->add_option("INPUT", o->input, "Input samples, one per row (.npy, or CSV)")->required();
-  cmd->add_option("-o,--output", o->output, "Output file, .npy or CSV by its suffix [default: CSV to stdout]");
+  cmd->add_option("-o,--output", o->output,
+                  "Output file, .npy or .csv by its suffix [default: CSV to stdout]");
   cmd->add_option("--batch-size", o->batch_size, "Samples per forward pass (memory only: inference mode)")
       ->check(positive_integer())
       ->capture_default_str();
+  cmd->add_flag("--allow-nonfinite", o->allow_nonfinite,
+                "Accept NaN and infinite input values (a warning; their rows' outputs are not finite)");
   return [cmd, o]() -> int {
     if (!cmd->parsed()) return -1;
     return run_predict(*o);

@@ -16,6 +16,8 @@
 #include "bnorm/nn/losses.hpp"
 #include "bnorm/nn/optimizers.hpp"
 #include "commands.hpp"
+#include "file_checks.hpp"
+#include "interrupt.hpp"
 
 namespace bnorm::cli {
 
@@ -61,8 +63,9 @@ std::vector<std::int64_t> parse_layers(const std::string& text) {
 }
 
 // Fails before training, not after it, when the model could not be saved: the suffix
-// must name a model format and the folder must exist.
-void require_writable_output(const std::string& path) {
+// must name a model format, the path may not be a dataset file, and a file must be
+// writable there.
+void require_writable_output(const std::string& path, const std::filesystem::path& data_dir) {
   const auto ends_with = [&](const std::string& suffix) {
     return path.size() > suffix.size() && path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
   };
@@ -70,13 +73,28 @@ void require_writable_output(const std::string& path) {
     throw UsageError("bnorm train", "--output", "a model file name ending in .keras (or .h5 for legacy tf.keras)",
                      "'" + path + "'");
   }
-  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  std::error_code ec;
-  if (!parent.empty() && !std::filesystem::is_directory(parent, ec)) {
-    throw io::FileError("bnorm train", "--output", "a path in an existing folder",
-                        "'" + path + "' (no folder '" + parent.string() + "')");
+  std::vector<NamedInput> inputs;
+  for (const char* name : {"train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                           "t10k-labels-idx1-ubyte"}) {
+    for (const char* suffix : {"", ".gz"}) {
+      inputs.push_back({data_dir / (std::string(name) + suffix), "a --data-dir file"});
+    }
   }
+  require_distinct_output("bnorm train", "--output", path, inputs);
+  require_writable_file("bnorm train", "--output", path);
 }
+
+// Ends fit at the next step after SIGINT or SIGTERM (model.stop_training would wait for
+// the end of the epoch): throws Interrupted with the steps done.
+class StopOnInterrupt : public nn::Callback {
+ public:
+  void on_train_batch_end(nn::Model&, std::int64_t, const nn::Logs&) override {
+    throw_if_interrupted(++steps_);
+  }
+
+ private:
+  std::int64_t steps_ = 0;
+};
 
 // SGD: the experiment's 0.1; Adam and RMSprop: Keras's 0.001.
 double default_learning_rate(const std::string& optimizer) {
@@ -104,7 +122,49 @@ struct RunningLogs {
   }
 };
 
+// Trains for --epochs (fit, with its progress bar) or --steps. Throws Interrupted at the
+// next step after SIGINT or SIGTERM.
+void train_model(nn::Model& model, const io::ImageDataset& data, const TrainOptions& o) {
+  const std::int64_t n = data.x_train.dim(0);
+  if (o.steps == 0) {
+    model.fit(data.x_train, data.y_train,
+              {.batch_size = o.batch_size,
+               .epochs = o.epochs,
+               .verbose = 1,
+               .shuffle = true,
+               .seed = o.seed,
+               .validation_data = std::make_pair(data.x_test, data.y_test),
+               .callbacks = {std::make_shared<StopOnInterrupt>()}});
+    return;
+  }
+  // A fixed number of batches: the training loop of fit, driven step by step, with the
+  // same progress bar (the last epoch is shorter when --steps is not a multiple).
+  const std::int64_t per_epoch = n / o.batch_size;
+  const auto epochs = static_cast<int>((o.steps + per_epoch - 1) / per_epoch);
+  BatchSchedule schedule(n, o.batch_size, o.seed);
+  nn::ProgressBar bar(1);
+  std::int64_t done = 0;
+  for (int epoch = 0; epoch < epochs; ++epoch) {
+    const std::int64_t steps = std::min(per_epoch, o.steps - done);
+    bar.on_train_begin(model, epochs, steps);
+    bar.on_epoch_begin(model, epoch);
+    RunningLogs running;
+    for (std::int64_t s = 0; s < steps; ++s) {
+      throw_if_interrupted(done + s);
+      const auto& index = schedule.next();
+      running.add(model.train_on_batch(gather_rows(data.x_train, index), gather_rows(data.y_train, index)),
+                  static_cast<double>(index.size()));
+      bar.on_train_batch_end(model, s, running.mean());
+    }
+    done += steps;
+    nn::Logs logs = running.mean();
+    for (const auto& [k, v] : model.evaluate(data.x_test, data.y_test, 1000)) logs["val_" + k] = v;
+    bar.on_epoch_end(model, epoch, logs);
+  }
+}
+
 int run_train(const TrainOptions& o) {
+  const InterruptGuard interrupt_guard;
   set_threads(o.threads);
   MlpConfig c;
   c.hidden = parse_layers(o.layers);
@@ -116,10 +176,10 @@ int run_train(const TrainOptions& o) {
   c.initializer = o.initializer;
 
   require_data_dir(o.data_dir, "bnorm train");
-  require_writable_output(o.output);
+  require_writable_output(o.output, o.data_dir);
   std::printf("loading %s\n", o.data_dir.c_str());
   std::fflush(stdout);
-  const io::ImageDataset data = io::load_mnist_layout(o.data_dir);
+  const io::ImageDataset data = load_data_dir_argument(o.data_dir, "bnorm train");
   const std::int64_t n = data.x_train.dim(0);
   if (o.batch_size > n) {
     throw UsageError("bnorm train", "--batch-size", "at most the training set size " + std::to_string(n),
@@ -136,40 +196,18 @@ int run_train(const TrainOptions& o) {
               learning_rate, static_cast<long long>(o.batch_size), kernels::num_threads());
   std::fflush(stdout);
 
-  if (o.steps == 0) {
-    model.fit(data.x_train, data.y_train,
-              {.batch_size = o.batch_size,
-               .epochs = o.epochs,
-               .verbose = 1,
-               .shuffle = true,
-               .seed = o.seed,
-               .validation_data = std::make_pair(data.x_test, data.y_test)});
-  } else {
-    // A fixed number of batches: the training loop of fit, driven step by step, with the
-    // same progress bar (the last epoch is shorter when --steps is not a multiple).
-    const std::int64_t per_epoch = n / o.batch_size;
-    const auto epochs = static_cast<int>((o.steps + per_epoch - 1) / per_epoch);
-    BatchSchedule schedule(n, o.batch_size, o.seed);
-    nn::ProgressBar bar(1);
-    std::int64_t done = 0;
-    for (int epoch = 0; epoch < epochs; ++epoch) {
-      const std::int64_t steps = std::min(per_epoch, o.steps - done);
-      bar.on_train_begin(model, epochs, steps);
-      bar.on_epoch_begin(model, epoch);
-      RunningLogs running;
-      for (std::int64_t s = 0; s < steps; ++s) {
-        const auto& index = schedule.next();
-        running.add(model.train_on_batch(gather_rows(data.x_train, index), gather_rows(data.y_train, index)),
-                    static_cast<double>(index.size()));
-        bar.on_train_batch_end(model, s, running.mean());
-      }
-      done += steps;
-      nn::Logs logs = running.mean();
-      for (const auto& [k, v] : model.evaluate(data.x_test, data.y_test, 1000)) logs["val_" + k] = v;
-      bar.on_epoch_end(model, epoch, logs);
-    }
+  // fit's steps per epoch count a last partial batch.
+  const std::int64_t total_steps = o.steps > 0 ? o.steps : o.epochs * ((n + o.batch_size - 1) / o.batch_size);
+  nn::Logs test;
+  try {
+    train_model(model, data, o);
+    throw_if_interrupted(total_steps);
+    test = model.evaluate(data.x_test, data.y_test, 1000);
+    throw_if_interrupted(total_steps);
+  } catch (const Interrupted& e) {
+    report_interruption("bnorm train", e, total_steps, "the model was not saved to '" + o.output + "'");
+    return e.exit_status();
   }
-  const nn::Logs test = model.evaluate(data.x_test, data.y_test, 1000);
   std::printf("test (inference mode, %lld images): loss %.4f, accuracy %.4f\n",
               static_cast<long long>(data.x_test.dim(0)), test.at("loss"), test.at("accuracy"));
   io::save_model(model, o.output);
@@ -193,7 +231,9 @@ Runner add_train_command(CLI::App& app) {
       "Dense(no bias) -> BatchNormalization -> sigmoid, softmax output, sparse categorical\n"
       "cross-entropy; `--batch-norm off` gives Dense(bias) -> sigmoid. The test set (10,000\n"
       "images) is evaluated in inference mode after every epoch and at the end, and the model\n"
-      "is saved to --output (Keras 3 .keras, or legacy tf.keras .h5), readable by Keras.\n"
+      "is saved to --output (Keras 3 .keras, or legacy tf.keras .h5), readable by Keras. --output is\n"
+      "checked before training: a file that can be written, not a folder. Ctrl-C (SIGINT) or SIGTERM\n"
+      "stops training at the next step without saving (exit status 130 or 143).\n"
       "\nExamples:\n"
       "  bnorm train --steps 500 -o small.keras           # a minute's training\n"
       "  bnorm train --epochs 2 --optimizer adam --layers 256,128\n"
