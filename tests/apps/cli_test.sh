@@ -8,6 +8,8 @@
 # bad_steps, bad_values, missing_files; and on the model `train_saves` writes to
 # $BNORM_CLI_SHARED/model.keras (a CTest fixture: the cases after it need it):
 # train_saves, inspect_model, predict_model, evaluate_model, bad_model_input.
+# safety_*: outputs checked before any work, non-finite inputs, evaluate's test-set-only
+# data folder, and stopping train / experiment with SIGINT and SIGTERM (issue 12).
 # Error messages (msg_*): msg_unknown_command, msg_multi_input_model; on the model:
 # msg_untrusted_bytes, msg_argument_names, msg_inspect_estimate, msg_stdout_full.
 set -u
@@ -392,6 +394,224 @@ case "$case_name" in
     expect_one_line_error "--momentum" "bnorm train --momentum 1.5"
     run train --epochs 2 --steps 10
     expect_one_line_error "--steps" "bnorm train --epochs 2 --steps 10"
+    ;;
+
+  # --- issue 12: outputs checked before any work, non-finite inputs, interruption -------
+  safety_output_is_input)
+    require_model
+    # -o naming an input (the same file, however spelled or linked) is refused before any
+    # work, and the input is left as it was.
+    cp "$model" "$tmp/m.keras"
+    cp "$arrays/f4_10x784.npy" "$tmp/x.npy"
+    ln -s x.npy "$tmp/symlink.npy"
+    ln "$tmp/x.npy" "$tmp/hardlink.npy"
+    for out in "$tmp/m.keras" "$tmp/x.npy" "$tmp/./x.npy" "$tmp/symlink.npy" "$tmp/hardlink.npy"; do
+      run predict "$tmp/m.keras" "$tmp/x.npy" -o "$out"
+      expect_status 2 "bnorm predict -o $out (an input)"
+      expect_one_line_error "--output: expected a path other than the inputs, received '$out'" "bnorm predict -o $out"
+    done
+    expect_contains "$tmp/err" "(the INPUT file, '$tmp/x.npy')" "bnorm predict -o a link to INPUT names INPUT"
+    run predict "$tmp/m.keras" "$tmp/x.npy" -o "$tmp/m.keras"
+    expect_contains "$tmp/err" "(the MODEL file)" "bnorm predict -o MODEL names MODEL"
+    cmp -s "$tmp/m.keras" "$model" || fail "bnorm predict -o MODEL changed the model file"
+    cmp -s "$tmp/x.npy" "$arrays/f4_10x784.npy" || fail "bnorm predict -o INPUT changed the input file"
+    # The experiment's report folder may not be the dataset folder.
+    run experiment --steps 10 --data-dir "$tmp" --out "$tmp/."
+    expect_status 2 "bnorm experiment --out DATA_DIR"
+    expect_one_line_error "--out: expected a path other than the inputs" "bnorm experiment --out DATA_DIR"
+    ;;
+
+  safety_output_suffix)
+    require_model
+    # predict's output format is named by its suffix: .npy or .csv (any case), nothing else.
+    for out in y.npz y.h5 y.txt y; do
+      run predict "$model" "$arrays/f4_10x784.npy" -o "$tmp/$out"
+      expect_status 2 "bnorm predict -o $out"
+      expect_one_line_error "--output: expected a file name ending in .npy or .csv" "bnorm predict -o $out"
+      [ ! -e "$tmp/$out" ] || fail "bnorm predict -o $out wrote $out"
+    done
+    run predict "$model" "$arrays/f4_10x784.npy" -o "$tmp/Y.NPY"
+    expect_status 0 "bnorm predict -o Y.NPY"
+    [ "$(head -c 6 "$tmp/Y.NPY" | tail -c 5)" = "NUMPY" ] || fail "Y.NPY is not a .npy file"
+    ;;
+
+  safety_unwritable_output)
+    require_dataset
+    require_model
+    # Outputs that cannot be written are refused before training (no "Epoch" on stdout) or
+    # before the model runs, with status 1.
+    no_training() {  # no_training DESCRIPTION
+      if grep -qE "Epoch|test accuracy:" "$tmp/out"; then fail "$1: trained before failing"; fi
+    }
+    mkdir "$tmp/folder.keras" "$tmp/folder.npy"
+    echo "a file" >"$tmp/afile"
+    run train --steps 30 --layers 16 --threads 1 -o "$tmp/folder.keras"
+    expect_status 1 "bnorm train -o FOLDER"
+    expect_one_line_error "received '$tmp/folder.keras', an existing folder" "bnorm train -o FOLDER"
+    no_training "bnorm train -o FOLDER"
+    run train --steps 30 --layers 16 --threads 1 -o "$tmp/afile/m.keras"
+    expect_status 1 "bnorm train -o FILE/m.keras"
+    expect_one_line_error "'$tmp/afile' is a file, not a folder" "bnorm train -o FILE/m.keras"
+    no_training "bnorm train -o FILE/m.keras"
+    run experiment --steps 20 --eval-every 10 --out "$tmp/afile"
+    expect_status 1 "bnorm experiment --out FILE"
+    expect_one_line_error "--out" "bnorm experiment --out FILE"
+    no_training "bnorm experiment --out FILE"
+    run predict "$model" "$arrays/f4_10x784.npy" -o "$tmp/folder.npy"
+    expect_status 1 "bnorm predict -o FOLDER"
+    expect_one_line_error "received '$tmp/folder.npy', an existing folder" "bnorm predict -o FOLDER"
+    # A read-only folder and file: chmod as a user; as root (who writes anywhere chmod
+    # allows) the immutable attribute where the file system supports it.
+    ro="$tmp/readonly" rofile="$tmp/readonly.keras"
+    mkdir "$ro"
+    echo "not writable" >"$rofile"
+    if [ "$(id -u)" -ne 0 ]; then
+      chmod a-w "$ro" "$rofile"
+    elif ! chattr +i "$ro" "$rofile" 2>/dev/null; then
+      echo "note: running as root without chattr +i here: skipping the read-only folder checks"
+      ro=""
+    fi
+    if [ -n "$ro" ]; then
+      trap 'chattr -i "$ro" "$rofile" 2>/dev/null; chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
+      run train --steps 30 --layers 16 --threads 1 -o "$ro/m.keras"
+      expect_status 1 "bnorm train -o READ_ONLY_FOLDER/m.keras"
+      expect_one_line_error "--output: expected a path in a folder where files can be created" "bnorm train -o READ_ONLY_FOLDER/m.keras"
+      no_training "bnorm train -o READ_ONLY_FOLDER/m.keras"
+      run train --steps 30 --layers 16 --threads 1 -o "$rofile"
+      expect_status 1 "bnorm train -o READ_ONLY_FILE"
+      expect_one_line_error "--output: expected a file that can be written" "bnorm train -o READ_ONLY_FILE"
+      no_training "bnorm train -o READ_ONLY_FILE"
+      run experiment --steps 20 --eval-every 10 --out "$ro"
+      expect_status 1 "bnorm experiment --out READ_ONLY_FOLDER"
+      expect_one_line_error "--out: expected a folder where files can be created" "bnorm experiment --out READ_ONLY_FOLDER"
+      no_training "bnorm experiment --out READ_ONLY_FOLDER"
+      run experiment --steps 20 --eval-every 10 --out "$ro/report"
+      expect_status 1 "bnorm experiment --out READ_ONLY_FOLDER/report"
+      no_training "bnorm experiment --out READ_ONLY_FOLDER/report"
+      run predict "$model" "$arrays/f4_10x784.npy" -o "$ro/y.npy"
+      expect_status 1 "bnorm predict -o READ_ONLY_FOLDER/y.npy"
+      expect_one_line_error "'$ro/y.npy'" "bnorm predict -o READ_ONLY_FOLDER/y.npy"
+      [ -z "$(ls -A "$ro")" ] || fail "the checks left files in $ro: $(ls -A "$ro")"
+      chattr -i "$ro" "$rofile" 2>/dev/null
+    fi
+    ;;
+
+  safety_nonfinite_input)
+    require_model
+    # x.npy with NaN at row 3, column 17: float32 after the 128-byte header.
+    cp "$arrays/f4_10x784.npy" "$tmp/nan.npy"
+    printf '\000\000\300\177' | dd of="$tmp/nan.npy" bs=1 seek=$((128 + 4 * (2 * 784 + 16))) conv=notrunc 2>/dev/null
+    run predict "$model" "$tmp/nan.npy"
+    expect_status 1 "bnorm predict with a NaN input"
+    expect_one_line_error "INPUT $tmp/nan.npy: expected finite values, received nan at row 3, column 17" "bnorm predict with a NaN input"
+    [ ! -s "$tmp/out" ] || fail "bnorm predict with a NaN input wrote outputs"
+    rows_of_784 3 "$tmp/inf.csv"
+    awk -F, -v OFS=, 'NR == 2 { $5 = "-inf" } { print }' "$tmp/inf.csv" >"$tmp/inf2.csv"
+    run predict "$model" "$tmp/inf2.csv" -o "$tmp/y.csv"
+    expect_status 1 "bnorm predict with -inf in a CSV"
+    expect_one_line_error "received -inf at row 2, column 5" "bnorm predict with -inf in a CSV"
+    [ ! -e "$tmp/y.csv" ] || fail "bnorm predict with -inf wrote y.csv"
+    # --allow-nonfinite: the outputs, and one warning line with the count and first position.
+    run predict "$model" "$tmp/nan.npy" --allow-nonfinite
+    expect_status 0 "bnorm predict --allow-nonfinite"
+    [ "$(wc -l <"$tmp/err")" -eq 1 ] || fail "bnorm predict --allow-nonfinite: expected one warning line, got: $(cat "$tmp/err")"
+    expect_contains "$tmp/err" "warning: INPUT $tmp/nan.npy: 1 non-finite value, the first nan at row 3, column 17" "bnorm predict --allow-nonfinite"
+    [ "$(csv_shape "$tmp/out")" = "10x10" ] || fail "bnorm predict --allow-nonfinite: expected 10 rows of 10"
+    # evaluate: INPUT and LABELS.
+    seq 0 9 >"$tmp/labels.csv"
+    run evaluate "$model" "$tmp/nan.npy" "$tmp/labels.csv"
+    expect_status 1 "bnorm evaluate with a NaN input"
+    expect_one_line_error "INPUT $tmp/nan.npy: expected finite values, received nan at row 3, column 17" "bnorm evaluate with a NaN input"
+    awk '{ line = ""; for (c = 0; c < 10; c++) line = line (c ? "," : "") (c == $1 ? 1 : 0); print line }' "$tmp/labels.csv" |
+      awk -F, -v OFS=, 'NR == 4 { $2 = "inf" } { print }' >"$tmp/onehot_inf.csv"
+    run evaluate "$model" "$arrays/f4_10x784.npy" "$tmp/onehot_inf.csv"
+    expect_status 1 "bnorm evaluate with inf in LABELS"
+    expect_one_line_error "LABELS $tmp/onehot_inf.csv: expected finite values, received inf at row 4, column 2" "bnorm evaluate with inf in LABELS"
+    run evaluate "$model" "$arrays/f4_10x784.npy" "$tmp/onehot_inf.csv" --allow-nonfinite
+    expect_status 0 "bnorm evaluate --allow-nonfinite"
+    expect_contains "$tmp/err" "warning: LABELS $tmp/onehot_inf.csv: 1 non-finite value" "bnorm evaluate --allow-nonfinite"
+    ;;
+
+  safety_evaluate_test_only)
+    require_dataset
+    require_model
+    # evaluate reads only the test split: a folder with just the t10k files is enough.
+    mkdir "$tmp/t10k" "$tmp/empty"
+    for f in "$data_dir"/t10k-*; do ln -s "$f" "$tmp/t10k/"; done
+    run evaluate "$model" --data-dir "$tmp/t10k"
+    expect_status 0 "bnorm evaluate --data-dir (test files only)"
+    expect_contains "$tmp/out" "10000 samples" "bnorm evaluate --data-dir (test files only)"
+    run evaluate "$model" --data-dir "$tmp/empty"
+    expect_one_line_error "t10k-images-idx3-ubyte" "bnorm evaluate --data-dir EMPTY_DIR"
+    if grep -q "train-" "$tmp/err"; then fail "bnorm evaluate --data-dir EMPTY_DIR asks for training files: $(cat "$tmp/err")"; fi
+    ;;
+
+  safety_interrupt_train | safety_interrupt_experiment)
+    require_dataset
+    # start_bg ARGS...: bnorm in the background with SIGINT at its default action (a
+    # non-interactive shell starts background jobs with SIGINT ignored), output to
+    # $tmp/out and $tmp/err; its pid in $bg_pid.
+    start_bg() {
+      rm -f "$tmp/out" "$tmp/err"  # (so that interrupt waits for this run's output)
+      if env --default-signal=INT true 2>/dev/null; then
+        env --default-signal=INT "$bnorm" "$@" >"$tmp/out" 2>"$tmp/err" &
+      else
+        python3 -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])' \
+          "$bnorm" "$@" >"$tmp/out" 2>"$tmp/err" &
+      fi
+      bg_pid=$!
+    }
+    # interrupt SIGNAL TEXT DESCRIPTION: waits (60 s at most) for TEXT on stdout, sends
+    # SIGNAL, waits (30 s at most) for the exit; its status in $status.
+    interrupt() {
+      local i
+      for ((i = 0; i < 600; i++)); do
+        grep -qF -- "$2" "$tmp/out" 2>/dev/null && break
+        kill -0 "$bg_pid" 2>/dev/null || break
+        sleep 0.1
+      done
+      kill "-$1" "$bg_pid" 2>/dev/null || fail "$3: the command ended before $1"
+      for ((i = 0; i < 300; i++)); do
+        kill -0 "$bg_pid" 2>/dev/null || break
+        sleep 0.1
+      done
+      if kill -0 "$bg_pid" 2>/dev/null; then
+        fail "$3: still running 30 s after $1"
+        kill -KILL "$bg_pid"
+      fi
+      wait "$bg_pid"
+      status=$?
+    }
+    expect_interrupted() {  # expect_interrupted SIGNAL STATUS TEXT DESCRIPTION
+      expect_status "$2" "$4"
+      [ "$(wc -l <"$tmp/err")" -eq 1 ] || fail "$4: expected one line on stderr, got: $(cat "$tmp/err")"
+      expect_contains "$tmp/err" "interrupted ($1) at step " "$4"
+      expect_contains "$tmp/err" "$3" "$4"
+      echo "ok: $4 -> status $status: $(head -n 1 "$tmp/err")"
+    }
+    if [ "$case_name" = safety_interrupt_train ]; then
+      # --steps (the step loop) and --epochs (fit, stopped by a callback).
+      start_bg train --steps 1000000 --layers 16 --threads 1 -o "$tmp/m.keras"
+      interrupt INT "Epoch 1/" "bnorm train --steps, SIGINT"
+      expect_interrupted SIGINT 130 "of 1000000; the model was not saved to '$tmp/m.keras'" "bnorm train --steps, SIGINT"
+      [ ! -e "$tmp/m.keras" ] || fail "bnorm train interrupted: $tmp/m.keras exists"
+      start_bg train --epochs 1000 --layers 16 --threads 1 -o "$tmp/m.keras"
+      interrupt TERM "Epoch 1/" "bnorm train --epochs, SIGTERM"
+      expect_interrupted SIGTERM 143 "the model was not saved to '$tmp/m.keras'" "bnorm train --epochs, SIGTERM"
+      [ ! -e "$tmp/m.keras" ] || fail "bnorm train interrupted: $tmp/m.keras exists"
+    else
+      # A report folder the run created is removed; one that existed stays, untouched.
+      start_bg experiment --steps 1000000 --eval-every 1000 --threads 1 --out "$tmp/new/report"
+      interrupt INT "test accuracy: without BN" "bnorm experiment --out NEW, SIGINT"
+      expect_interrupted SIGINT 130 "no report was written to '$tmp/new/report'" "bnorm experiment --out NEW, SIGINT"
+      [ ! -e "$tmp/new" ] || fail "bnorm experiment interrupted: the folder it created remains: $(find "$tmp/new")"
+      mkdir "$tmp/old"
+      echo "keep" >"$tmp/old/notes.txt"
+      start_bg experiment --steps 1000000 --eval-every 1000 --threads 1 --out "$tmp/old"
+      interrupt TERM "test accuracy: without BN" "bnorm experiment --out EXISTING, SIGTERM"
+      expect_interrupted SIGTERM 143 "no report was written" "bnorm experiment --out EXISTING, SIGTERM"
+      [ "$(ls -A "$tmp/old")" = "notes.txt" ] || fail "bnorm experiment interrupted: $tmp/old holds $(ls -A "$tmp/old")"
+    fi
     ;;
 
   # --- error messages (issue 12): one line, one style, bytes from files escaped --------
