@@ -131,6 +131,14 @@ void write_empty_batch_stats(std::int64_t C, float epsilon, float* mean, float* 
   }
 }
 
+// The double statistics of an empty batch: 0, 0 (null pointers skipped).
+void write_empty_batch_stats_d(std::int64_t C, double* mean_d, double* var_d) {
+  for (std::int64_t c = 0; c < C; ++c) {
+    if (mean_d != nullptr) mean_d[c] = 0.0;
+    if (var_d != nullptr) var_d[c] = 0.0;
+  }
+}
+
 void write_zeros(std::int64_t C, float* a, float* b) {
   for (std::int64_t c = 0; c < C; ++c) {
     if (a != nullptr) a[c] = 0.0f;
@@ -171,26 +179,45 @@ void cpu_backward_training(Path path, const float* dy, const float* x, const Bat
 }  // namespace
 
 void moments(const float* x, const BatchNormDims& dims, float* mean, float* var, Impl impl) {
+  moments(x, dims, mean, var, nullptr, nullptr, impl);
+}
+
+void moments(const float* x, const BatchNormDims& dims, float* mean, float* var, double* mean_d,
+             double* var_d, Impl impl) {
   assert(valid(dims) && (dims.C == 0 || (mean != nullptr && var != nullptr)));
   const Path path = dispatch("moments", impl, dims);
   if (dims.C == 0) return;
-  if (path == Path::reference) return reference::moments(x, dims, mean, var);
-  if (dims.count() == 0) return write_zeros(dims.C, mean, var);
-  if (path == Path::cpu_nhwc) return cpu::nhwc_moments(x, dims, mean, var, num_threads());
-  cpu::nchw_moments(x, dims, mean, var, num_threads());
+  if (path == Path::reference) return reference::moments(x, dims, mean, var, mean_d, var_d);
+  if (dims.count() == 0) {
+    write_empty_batch_stats_d(dims.C, mean_d, var_d);
+    return write_zeros(dims.C, mean, var);
+  }
+  if (path == Path::cpu_nhwc) return cpu::nhwc_moments(x, dims, mean, var, num_threads(), mean_d, var_d);
+  cpu::nchw_moments(x, dims, mean, var, num_threads(), mean_d, var_d);
 }
 
 void forward_training(const float* x, const BatchNormDims& dims, const float* gamma, const float* beta,
                       float epsilon, float* y, float* mean, float* var, float* invstd, Impl impl) {
+  forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd, nullptr, nullptr, impl);
+}
+
+void forward_training(const float* x, const BatchNormDims& dims, const float* gamma, const float* beta,
+                      float epsilon, float* y, float* mean, float* var, float* invstd, double* mean_d,
+                      double* var_d, Impl impl) {
   assert(valid(dims) && (dims.C == 0 || (mean != nullptr && var != nullptr && invstd != nullptr)));
   const Path path = dispatch("forward_training", impl, dims);
   if (dims.C == 0) return;
   if (path == Path::reference)
-    return reference::forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd);
-  if (dims.count() == 0) return write_empty_batch_stats(dims.C, epsilon, mean, var, invstd);
+    return reference::forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd, mean_d, var_d);
+  if (dims.count() == 0) {
+    write_empty_batch_stats_d(dims.C, mean_d, var_d);
+    return write_empty_batch_stats(dims.C, epsilon, mean, var, invstd);
+  }
   if (path == Path::cpu_nhwc)
-    return cpu::nhwc_forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd, num_threads());
-  cpu::nchw_forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd, num_threads());
+    return cpu::nhwc_forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd, num_threads(),
+                                      false, mean_d, var_d);
+  cpu::nchw_forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd, num_threads(), false,
+                             mean_d, var_d);
 }
 
 void forward_inference(const float* x, const BatchNormDims& dims, const float* mean, const float* var,
@@ -233,15 +260,27 @@ void backward_inference(const float* dy, const float* x, const BatchNormDims& di
 
 void forward_training_relu(const float* x, const BatchNormDims& dims, const float* gamma, const float* beta,
                            float epsilon, float* y, float* mean, float* var, float* invstd, Impl impl) {
+  forward_training_relu(x, dims, gamma, beta, epsilon, y, mean, var, invstd, nullptr, nullptr, impl);
+}
+
+void forward_training_relu(const float* x, const BatchNormDims& dims, const float* gamma, const float* beta,
+                           float epsilon, float* y, float* mean, float* var, float* invstd, double* mean_d,
+                           double* var_d, Impl impl) {
   assert(valid(dims) && (dims.C == 0 || (mean != nullptr && var != nullptr && invstd != nullptr)));
   const Path path = dispatch("forward_training_relu", impl, dims);
   if (dims.C == 0) return;
   if (path == Path::reference)
-    return reference::forward_training_relu(x, dims, gamma, beta, epsilon, y, mean, var, invstd);
-  if (dims.count() == 0) return write_empty_batch_stats(dims.C, epsilon, mean, var, invstd);
+    return reference::forward_training_relu(x, dims, gamma, beta, epsilon, y, mean, var, invstd, mean_d,
+                                            var_d);
+  if (dims.count() == 0) {
+    write_empty_batch_stats_d(dims.C, mean_d, var_d);
+    return write_empty_batch_stats(dims.C, epsilon, mean, var, invstd);
+  }
   if (path == Path::cpu_nhwc)
-    return cpu::nhwc_forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd, num_threads(), true);
-  cpu::nchw_forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd, num_threads(), true);
+    return cpu::nhwc_forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd, num_threads(),
+                                      true, mean_d, var_d);
+  cpu::nchw_forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd, num_threads(), true, mean_d,
+                             var_d);
 }
 
 void backward_training_relu(const float* dy, const float* x, const float* y, const BatchNormDims& dims,

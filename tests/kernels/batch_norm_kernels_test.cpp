@@ -380,6 +380,94 @@ TEST(BatchNormKernels, MomentsAccurateWithLargeOffset) {
   }
 }
 
+// The double statistics (the overloads with mean_d, var_d): the float outputs are their
+// rounding and do not change when they are asked for; unlike the float mean, the double
+// one keeps the mean to 3e-7 standard deviations at any offset (what exact merges of
+// several calls need).
+TEST(BatchNormKernels, DoubleStatisticsAreTheUnroundedOnes) {
+  for (const double offset : {0.0, 1e4, 1e6}) {
+    for (const BatchNormDims d : {BatchNormDims{1, 3, 1}, BatchNormDims{7, 5, 1}, BatchNormDims{3, 4, 5},
+                                  BatchNormDims{3000, 64, 1}, BatchNormDims{5, 24, 900}}) {
+      SCOPED_TRACE(str(d) + " offset " + std::to_string(offset));
+      Rng rng(11u);
+      const std::vector<float> x = rng.normals(d.numel(), offset, 1.0);
+      const std::size_t C = static_cast<std::size_t>(d.C);
+      std::vector<double> want_mean(C, 0.0), want_var(C, 0.0);  // double two-pass
+      for (std::int64_t c = 0; c < d.C; ++c) {
+        double sum = 0.0;
+        for (std::int64_t n = 0; n < d.N; ++n)
+          for (std::int64_t s = 0; s < d.S; ++s) sum += x[static_cast<std::size_t>((n * d.C + c) * d.S + s)];
+        const double m = sum / static_cast<double>(d.count());
+        double sq = 0.0;
+        for (std::int64_t n = 0; n < d.N; ++n)
+          for (std::int64_t s = 0; s < d.S; ++s) {
+            const double dev = x[static_cast<std::size_t>((n * d.C + c) * d.S + s)] - m;
+            sq += dev * dev;
+          }
+        want_mean[static_cast<std::size_t>(c)] = m;
+        want_var[static_cast<std::size_t>(c)] = sq / static_cast<double>(d.count());
+      }
+      for (const Impl impl : {Impl::cpu, Impl::reference}) {
+        SCOPED_TRACE(impl == Impl::cpu ? "Impl::cpu" : "Impl::reference");
+        for (int op = 0; op < 3; ++op) {
+          SCOPED_TRACE(op == 0 ? "moments" : op == 1 ? "forward_training" : "forward_training_relu");
+          std::vector<float> y(x.size()), y2(x.size()), mean(C), var(C), invstd(C),
+              mean2 = junk(d.C), var2 = junk(d.C), invstd2 = junk(d.C);
+          std::vector<double> mean_d(C, std::nan("")), var_d(C, std::nan(""));
+          if (op == 0) {
+            bk::moments(x.data(), d, mean.data(), var.data(), impl);
+            bk::moments(x.data(), d, mean2.data(), var2.data(), mean_d.data(), var_d.data(), impl);
+          } else if (op == 1) {
+            bk::forward_training(x.data(), d, nullptr, nullptr, 1e-3f, y.data(), mean.data(), var.data(),
+                                 invstd.data(), impl);
+            bk::forward_training(x.data(), d, nullptr, nullptr, 1e-3f, y2.data(), mean2.data(), var2.data(),
+                                 invstd2.data(), mean_d.data(), var_d.data(), impl);
+          } else {
+            bk::forward_training_relu(x.data(), d, nullptr, nullptr, 1e-3f, y.data(), mean.data(), var.data(),
+                                      invstd.data(), impl);
+            bk::forward_training_relu(x.data(), d, nullptr, nullptr, 1e-3f, y2.data(), mean2.data(),
+                                      var2.data(), invstd2.data(), mean_d.data(), var_d.data(), impl);
+          }
+          expect_bitwise(mean2, mean, "mean");
+          expect_bitwise(var2, var, "var");
+          if (op > 0) {
+            expect_bitwise(invstd2, invstd, "invstd");
+            expect_bitwise(y2, y, "y");
+          }
+          for (std::size_t c = 0; c < C; ++c) {
+            EXPECT_EQ(static_cast<float>(mean_d[c]), mean[c]) << "channel " << c;
+            EXPECT_EQ(static_cast<float>(var_d[c]), var[c]) << "channel " << c;
+            const double sd = std::sqrt(want_var[c]);
+            EXPECT_NEAR(mean_d[c], want_mean[c], 3e-7 * sd + 1e-15 * std::abs(want_mean[c]))
+                << "channel " << c;
+            EXPECT_NEAR(var_d[c], want_var[c], 3.1e-6 * want_var[c]) << "channel " << c;
+          }
+        }
+      }
+    }
+  }
+  // An empty batch: 0, 0; C == 0 writes nothing.
+  for (const Impl impl : {Impl::automatic, Impl::cpu, Impl::reference}) {
+    std::vector<float> mean(3), var(3), invstd(3);
+    std::vector<double> mean_d(3, std::nan("")), var_d(3, std::nan(""));
+    bk::moments(nullptr, BatchNormDims{0, 3, 4}, mean.data(), var.data(), mean_d.data(), var_d.data(), impl);
+    EXPECT_EQ(mean_d, std::vector<double>(3, 0.0));
+    EXPECT_EQ(var_d, std::vector<double>(3, 0.0));
+    mean_d.assign(3, std::nan(""));
+    var_d.assign(3, std::nan(""));
+    bk::forward_training(nullptr, BatchNormDims{4, 3, 0}, nullptr, nullptr, 1e-3f, nullptr, mean.data(),
+                         var.data(), invstd.data(), mean_d.data(), var_d.data(), impl);
+    EXPECT_EQ(mean_d, std::vector<double>(3, 0.0));
+    EXPECT_EQ(var_d, std::vector<double>(3, 0.0));
+    mean_d.assign(3, std::nan(""));
+    var_d.assign(3, std::nan(""));
+    bk::forward_training_relu(nullptr, BatchNormDims{0, 3, 1}, nullptr, nullptr, 1e-3f, nullptr, mean.data(),
+                              var.data(), invstd.data(), mean_d.data(), var_d.data(), impl);
+    EXPECT_EQ(mean_d, std::vector<double>(3, 0.0));
+    EXPECT_EQ(var_d, std::vector<double>(3, 0.0));
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // Finite-difference gradients of the double reference.
 

@@ -30,13 +30,21 @@
 // except y may alias x in the forward kernels.
 //
 // Every output is ASSIGNED (overwritten), never accumulated into. Nullable outputs
-// (dx, dgamma, dbeta) are skipped when null. An empty batch (N*S == 0) is well defined:
-// moments and forward_training write mean = 0, var = 0 (and invstd = 1/sqrt(epsilon));
-// both backward kernels write dgamma = dbeta = 0. C == 0 is a no-op.
+// (dx, dgamma, dbeta, mean_d, var_d) are skipped when null. An empty batch (N*S == 0) is
+// well defined: moments and forward_training write mean = 0, var = 0 (mean_d = var_d = 0,
+// and invstd = 1/sqrt(epsilon)); both backward kernels write dgamma = dbeta = 0. C == 0 is
+// a no-op.
 //
 // invstd is computed in double from the double-accumulated (training) or given
 // (inference) variance, then rounded to float; PyTorch's eval path computes it in float,
 // so outputs may differ from it by about one ulp.
+//
+// Double statistics. moments, forward_training and forward_training_relu have overloads
+// with two more outputs, mean_d and var_d (C): the same batch mean and biased variance
+// in double, as accumulated, before their rounding to float (null: skipped). A caller
+// that merges the statistics of several calls (micro-batches, replicas) needs them: the
+// float mean of data at 1e6 is off by up to 0.03, which Chan's merge would turn into a
+// variance error of several percent for a spread of 1 (bnorm/nn/moments.hpp).
 //
 // Accuracy: against a double two-pass computation on the same float data, the fast
 // kernels' variance is within 52 u = 3e-6 relative (u = 2^-24; typically about u) and
@@ -79,6 +87,13 @@ void moments(const float* x,       // (N, C, S)
              float* mean,          // (C) assigned
              float* var,           // (C) assigned, biased
              Impl impl = Impl::automatic);
+void moments(const float* x,       // (N, C, S)
+             const BatchNormDims& dims,
+             float* mean,          // (C) assigned
+             float* var,           // (C) assigned, biased
+             double* mean_d,       // (C) assigned: mean before rounding to float, or null
+             double* var_d,        // (C) assigned: var before rounding to float, or null
+             Impl impl = Impl::automatic);
 
 // Forward, training mode: batch statistics, then normalization with them.
 //   y = (x - mean_c) * invstd_c * gamma_c + beta_c   (folded form above)
@@ -91,6 +106,19 @@ void forward_training(const float* x,      // (N, C, S)
                       float* mean,         // (C) assigned: batch mean
                       float* var,          // (C) assigned: biased batch variance
                       float* invstd,       // (C) assigned: 1/sqrt(var + epsilon)
+                      Impl impl = Impl::automatic);
+// The same, with the batch statistics in double too (see "Double statistics").
+void forward_training(const float* x,      // (N, C, S)
+                      const BatchNormDims& dims,
+                      const float* gamma,  // (C) or null
+                      const float* beta,   // (C) or null
+                      float epsilon,
+                      float* y,            // (N, C, S) assigned; may alias x
+                      float* mean,         // (C) assigned: batch mean
+                      float* var,          // (C) assigned: biased batch variance
+                      float* invstd,       // (C) assigned: 1/sqrt(var + epsilon)
+                      double* mean_d,      // (C) assigned: mean before rounding to float, or null
+                      double* var_d,       // (C) assigned: var before rounding to float, or null
                       Impl impl = Impl::automatic);
 
 // Forward, inference mode: normalization with given statistics (a layer's moving ones).
@@ -152,6 +180,19 @@ void forward_training_relu(const float* x,      // (N, C, S)
                            float* mean,         // (C) assigned: batch mean
                            float* var,          // (C) assigned: biased batch variance
                            float* invstd,       // (C) assigned: 1/sqrt(var + epsilon)
+                           Impl impl = Impl::automatic);
+// The same, with the batch statistics in double too (see "Double statistics").
+void forward_training_relu(const float* x,      // (N, C, S)
+                           const BatchNormDims& dims,
+                           const float* gamma,  // (C) or null
+                           const float* beta,   // (C) or null
+                           float epsilon,
+                           float* y,            // (N, C, S) assigned; may alias x
+                           float* mean,         // (C) assigned: batch mean
+                           float* var,          // (C) assigned: biased batch variance
+                           float* invstd,       // (C) assigned: 1/sqrt(var + epsilon)
+                           double* mean_d,      // (C) assigned: mean before rounding to float, or null
+                           double* var_d,       // (C) assigned: var before rounding to float, or null
                            Impl impl = Impl::automatic);
 
 // Backward of forward_training_relu: the ReLU's gradient, then backward_training's.

@@ -5,7 +5,8 @@
 // assigned outputs, null gamma/beta meaning 1/0) as the dispatching functions there.
 // Instantiated for T = float (what Impl::reference runs) and T = double (used by the
 // finite-difference gradient tests). Never optimized: every fast kernel is tested
-// against it.
+// against it. mean_d and var_d (C, or null): the statistics in double before their
+// rounding to T, as the dispatching overloads document.
 #pragma once
 
 #include "bnorm/kernels/batch_norm.hpp"
@@ -13,11 +14,12 @@
 namespace bnorm::kernels::reference {
 
 template <typename T>
-void moments(const T* x, const BatchNormDims& dims, T* mean, T* var);
+void moments(const T* x, const BatchNormDims& dims, T* mean, T* var, double* mean_d = nullptr,
+             double* var_d = nullptr);
 
 template <typename T>
-void forward_training(const T* x, const BatchNormDims& dims, const T* gamma, const T* beta,
-                      T epsilon, T* y, T* mean, T* var, T* invstd);
+void forward_training(const T* x, const BatchNormDims& dims, const T* gamma, const T* beta, T epsilon, T* y,
+                      T* mean, T* var, T* invstd, double* mean_d = nullptr, double* var_d = nullptr);
 
 template <typename T>
 void forward_inference(const T* x, const BatchNormDims& dims, const T* mean, const T* var,
@@ -32,8 +34,9 @@ void backward_inference(const T* dy, const T* x, const BatchNormDims& dims, cons
                         const T* var, const T* gamma, T epsilon, T* dx, T* dgamma, T* dbeta);
 
 template <typename T>
-void forward_training_relu(const T* x, const BatchNormDims& dims, const T* gamma, const T* beta,
-                           T epsilon, T* y, T* mean, T* var, T* invstd);
+void forward_training_relu(const T* x, const BatchNormDims& dims, const T* gamma, const T* beta, T epsilon,
+                           T* y, T* mean, T* var, T* invstd, double* mean_d = nullptr,
+                           double* var_d = nullptr);
 
 template <typename T>
 void backward_training_relu(const T* dy, const T* x, const T* y, const BatchNormDims& dims, const T* mean,

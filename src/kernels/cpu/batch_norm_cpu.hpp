@@ -3,8 +3,9 @@
 // Two layouts of the (N, C, S) view of bnorm/kernels/batch_norm.hpp:
 //   nchw_*  channels-first, S > 1: each (n, c) row of S elements is contiguous;
 //   nhwc_*  channels-last,  S == 1: data is (N, C), each row holds every channel.
-// Same contracts as the public functions, plus: C > 0 and N*S > 0 (the dispatcher
-// handles empty tensors), `threads` >= 1 is the OpenMP team size for large tensors.
+// Same contracts as the public functions (mean_d, var_d: the double statistics, or
+// null), plus: C > 0 and N*S > 0 (the dispatcher handles empty tensors), `threads` >= 1
+// is the OpenMP team size for large tensors.
 //
 // Determinism: reductions are split into blocks whose boundaries depend on the dims
 // only; each block's partial sums (double) land in their own slot and are merged in
@@ -269,10 +270,11 @@ void force_generic_simd(bool on);
 // ---- channels-first, S > 1 (batch_norm_nchw.cpp) ----
 // `relu` (forward): y = relu(batch norm); `relu_mask` (backward): the gradient is masked
 // first (the ReLU's backward, see ReluMask).
-void nchw_moments(const float* x, const BatchNormDims& dims, float* mean, float* var, int threads);
+void nchw_moments(const float* x, const BatchNormDims& dims, float* mean, float* var, int threads,
+                  double* mean_d = nullptr, double* var_d = nullptr);
 void nchw_forward_training(const float* x, const BatchNormDims& dims, const float* gamma, const float* beta,
                            float epsilon, float* y, float* mean, float* var, float* invstd, int threads,
-                           bool relu = false);
+                           bool relu = false, double* mean_d = nullptr, double* var_d = nullptr);
 void nchw_forward_inference(const float* x, const BatchNormDims& dims, const float* mean, const float* var,
                             const float* gamma, const float* beta, float epsilon, float* y, int threads);
 void nchw_backward_training(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
@@ -283,10 +285,11 @@ void nchw_backward_inference(const float* dy, const float* x, const BatchNormDim
                              float* dbeta, int threads);
 
 // ---- channels-last, S == 1 (batch_norm_nhwc.cpp) ----
-void nhwc_moments(const float* x, const BatchNormDims& dims, float* mean, float* var, int threads);
+void nhwc_moments(const float* x, const BatchNormDims& dims, float* mean, float* var, int threads,
+                  double* mean_d = nullptr, double* var_d = nullptr);
 void nhwc_forward_training(const float* x, const BatchNormDims& dims, const float* gamma, const float* beta,
                            float epsilon, float* y, float* mean, float* var, float* invstd, int threads,
-                           bool relu = false);
+                           bool relu = false, double* mean_d = nullptr, double* var_d = nullptr);
 void nhwc_forward_inference(const float* x, const BatchNormDims& dims, const float* mean, const float* var,
                             const float* gamma, const float* beta, float epsilon, float* y, int threads);
 void nhwc_backward_training(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,

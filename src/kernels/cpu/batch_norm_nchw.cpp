@@ -293,7 +293,8 @@ void channel_grad(const SimdOps& ops, const float* dy, const float* x, const Row
 
 }  // namespace
 
-void nchw_moments(const float* x, const BatchNormDims& dims, float* mean, float* var, int threads) {
+void nchw_moments(const float* x, const BatchNormDims& dims, float* mean, float* var, int threads,
+                  double* mean_d, double* var_d) {
   double* m = scratch<double, 2>(2 * dims.C);
   double* v = m + dims.C;
   channel_stats(simd_ops(), x, dims, nchw_team(dims, threads), m, v);
@@ -301,11 +302,13 @@ void nchw_moments(const float* x, const BatchNormDims& dims, float* mean, float*
     mean[c] = static_cast<float>(m[c]);
     var[c] = static_cast<float>(v[c]);
   }
+  if (mean_d != nullptr) std::copy(m, m + dims.C, mean_d);
+  if (var_d != nullptr) std::copy(v, v + dims.C, var_d);
 }
 
 void nchw_forward_training(const float* x, const BatchNormDims& dims, const float* gamma, const float* beta,
                            float epsilon, float* y, float* mean, float* var, float* invstd, int threads,
-                           bool relu) {
+                           bool relu, double* mean_d, double* var_d) {
   const SimdOps& ops = simd_ops();
   const int team = nchw_team(dims, threads);
   const std::int64_t C = dims.C, S = dims.S;
@@ -335,6 +338,8 @@ void nchw_forward_training(const float* x, const BatchNormDims& dims, const floa
           merge_channel(sums, m2s, 1, b, dims, m, v);
           mean[c] = static_cast<float>(m);
           var[c] = static_cast<float>(v);
+          if (mean_d != nullptr) mean_d[c] = m;
+          if (var_d != nullptr) var_d[c] = v;
           invstd[c] = invstd_of(v, epsilon);
           const Fold f = fold(mean[c], invstd[c], gamma, beta, c);
           alpha[c] = f.alpha;
@@ -366,6 +371,8 @@ void nchw_forward_training(const float* x, const BatchNormDims& dims, const floa
   double* m = scratch<double, 2>(2 * C);
   double* v = m + C;
   channel_stats(ops, x, dims, team, m, v);
+  if (mean_d != nullptr) std::copy(m, m + C, mean_d);
+  if (var_d != nullptr) std::copy(v, v + C, var_d);
   for (std::int64_t c = 0; c < C; ++c) {
     mean[c] = static_cast<float>(m[c]);
     var[c] = static_cast<float>(v[c]);

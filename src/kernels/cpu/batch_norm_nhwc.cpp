@@ -403,7 +403,8 @@ struct MomentsScratch {
 
 }  // namespace
 
-void nhwc_moments(const float* x, const BatchNormDims& dims, float* mean, float* var, int threads) {
+void nhwc_moments(const float* x, const BatchNormDims& dims, float* mean, float* var, int threads,
+                  double* mean_d, double* var_d) {
   const Plan p(dims, threads);
   const std::int64_t slots = p.blocking.blocks * p.C;
   double* sums = scratch<double, 1>(2 * slots);
@@ -421,6 +422,8 @@ void nhwc_moments(const float* x, const BatchNormDims& dims, float* mean, float*
             mean[c] = static_cast<float>(m[c]);
             var[c] = static_cast<float>(v[c]);
           }
+          if (mean_d != nullptr) std::copy(m + c0, m + c1, mean_d + c0);
+          if (var_d != nullptr) std::copy(v + c0, v + c1, var_d + c0);
         },
         false);
   });
@@ -428,7 +431,7 @@ void nhwc_moments(const float* x, const BatchNormDims& dims, float* mean, float*
 
 void nhwc_forward_training(const float* x, const BatchNormDims& dims, const float* gamma, const float* beta,
                            float epsilon, float* y, float* mean, float* var, float* invstd, int threads,
-                           bool relu) {
+                           bool relu, double* mean_d, double* var_d) {
   const Plan p(dims, threads);
   const std::int64_t C = p.C, L = p.P + kLaneExtra;
   const std::int64_t slots = p.blocking.blocks * C;
@@ -451,6 +454,8 @@ void nhwc_forward_training(const float* x, const BatchNormDims& dims, const floa
         mean[c] = static_cast<float>(m[c]);
         var[c] = static_cast<float>(v[c]);
       }
+      if (mean_d != nullptr) std::copy(m + c0, m + c1, mean_d + c0);
+      if (var_d != nullptr) std::copy(v + c0, v + c1, var_d + c0);
       invstd_range(v, epsilon, c0, c1, invstd);
       fold_range(mean, invstd, gamma, beta, c0, c1, alpha_c, shift_c);
       spread(alpha_c, c0, c1, L, C, alpha);

@@ -138,7 +138,7 @@ void backward_training_masked(const T* dy, const T* x, const T* y, bool from_x, 
 
 template <typename T>
 void forward_training_impl(const T* x, const BatchNormDims& dims, const T* gamma, const T* beta, T epsilon,
-                           T* y, T* mean, T* var, T* invstd, bool relu) {
+                           T* y, T* mean, T* var, T* invstd, double* mean_d, double* var_d, bool relu) {
   for (std::int64_t c = 0; c < dims.C; ++c) {
     double channel_mean = 0.0, channel_var = 0.0;
     channel_moments(x, dims, c, channel_mean, channel_var);
@@ -147,6 +147,8 @@ void forward_training_impl(const T* x, const BatchNormDims& dims, const T* gamma
     mean[c] = m;
     var[c] = static_cast<T>(channel_var);
     invstd[c] = inv;
+    if (mean_d != nullptr) mean_d[c] = channel_mean;
+    if (var_d != nullptr) var_d[c] = channel_var;
     // Channel c's elements were all read above, so y may alias x.
     normalize_channel(x, dims, c, m, inv, gamma, beta, y, relu);
   }
@@ -155,25 +157,27 @@ void forward_training_impl(const T* x, const BatchNormDims& dims, const T* gamma
 }  // namespace
 
 template <typename T>
-void moments(const T* x, const BatchNormDims& dims, T* mean, T* var) {
+void moments(const T* x, const BatchNormDims& dims, T* mean, T* var, double* mean_d, double* var_d) {
   for (std::int64_t c = 0; c < dims.C; ++c) {
     double channel_mean = 0.0, channel_var = 0.0;
     channel_moments(x, dims, c, channel_mean, channel_var);
     mean[c] = static_cast<T>(channel_mean);
     var[c] = static_cast<T>(channel_var);
+    if (mean_d != nullptr) mean_d[c] = channel_mean;
+    if (var_d != nullptr) var_d[c] = channel_var;
   }
 }
 
 template <typename T>
 void forward_training(const T* x, const BatchNormDims& dims, const T* gamma, const T* beta, T epsilon, T* y,
-                      T* mean, T* var, T* invstd) {
-  forward_training_impl(x, dims, gamma, beta, epsilon, y, mean, var, invstd, false);
+                      T* mean, T* var, T* invstd, double* mean_d, double* var_d) {
+  forward_training_impl(x, dims, gamma, beta, epsilon, y, mean, var, invstd, mean_d, var_d, false);
 }
 
 template <typename T>
 void forward_training_relu(const T* x, const BatchNormDims& dims, const T* gamma, const T* beta, T epsilon,
-                           T* y, T* mean, T* var, T* invstd) {
-  forward_training_impl(x, dims, gamma, beta, epsilon, y, mean, var, invstd, true);
+                           T* y, T* mean, T* var, T* invstd, double* mean_d, double* var_d) {
+  forward_training_impl(x, dims, gamma, beta, epsilon, y, mean, var, invstd, mean_d, var_d, true);
 }
 
 template <typename T>
@@ -230,16 +234,17 @@ void backward_inference(const T* dy, const T* x, const BatchNormDims& dims, cons
 }
 
 #define BNORM_INSTANTIATE_REFERENCE(T)                                                                       \
-  template void moments<T>(const T*, const BatchNormDims&, T*, T*);                                          \
-  template void forward_training<T>(const T*, const BatchNormDims&, const T*, const T*, T, T*, T*, T*, T*);  \
+  template void moments<T>(const T*, const BatchNormDims&, T*, T*, double*, double*);                        \
+  template void forward_training<T>(const T*, const BatchNormDims&, const T*, const T*, T, T*, T*, T*, T*,   \
+                                    double*, double*);                                                       \
   template void forward_inference<T>(const T*, const BatchNormDims&, const T*, const T*, const T*, const T*, \
                                      T, T*);                                                                 \
   template void backward_training<T>(const T*, const T*, const BatchNormDims&, const T*, const T*, const T*, \
                                      T*, T*, T*);                                                            \
   template void backward_inference<T>(const T*, const T*, const BatchNormDims&, const T*, const T*,          \
-                                      const T*, T, T*, T*, T*);                                        \
+                                      const T*, T, T*, T*, T*);                                              \
   template void forward_training_relu<T>(const T*, const BatchNormDims&, const T*, const T*, T, T*, T*, T*,  \
-                                         T*);                                                                \
+                                         T*, double*, double*);                                              \
   template void backward_training_relu<T>(const T*, const T*, const T*, const BatchNormDims&, const T*,      \
                                           const T*, const T*, T*, T*, T*);                                   \
   template void backward_training_relu<T>(const T*, const T*, const BatchNormDims&, const T*, const T*,      \
