@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <string>
 
+#include "bnorm/core/text.hpp"
 #include "bnorm/io/array_file.hpp"
 #include "bnorm/io/datasets.hpp"
 #include "bnorm/nn/losses.hpp"
@@ -61,13 +62,13 @@ Tensor check_labels(const Tensor& labels, const std::string& loss, const Tensor&
   const std::int64_t n = y_pred.dim(0), outputs = row_width(y_pred);
   const std::int64_t rows = labels.rank() == 0 ? 1 : labels.dim(0);
   if (rows != n) {
-    throw ShapeError(command, where, std::to_string(n) + " rows (one per INPUT sample)", std::to_string(rows) + " rows");
+    throw ShapeError(command, where, count_of(n, "row") + " (one per INPUT sample)", count_of(rows, "row"));
   }
   const std::int64_t width = row_width(labels);
   if (loss == "sparse_categorical_crossentropy") {
     if (width != 1) {
       throw ShapeError(command, where, "one class index per row for " + loss,
-                       "rows of " + std::to_string(width) + " values (one-hot labels: --loss categorical_crossentropy)");
+                       "rows of " + count_of(width, "value") + " (one-hot labels: --loss categorical_crossentropy)");
     }
     for (std::int64_t i = 0; i < n; ++i) {
       const float v = labels[i];
@@ -82,8 +83,8 @@ Tensor check_labels(const Tensor& labels, const std::string& loss, const Tensor&
   }
   if (width != outputs) {
     throw ShapeError(command, where,
-                     "rows of " + std::to_string(outputs) + " values (the model's outputs per sample) for " + loss,
-                     "rows of " + std::to_string(width) + " values");
+                     "rows of " + count_of(outputs, "value") + " (the model's outputs per sample) for " + loss,
+                     "rows of " + count_of(width, "value"));
   }
   return labels.reshaped(y_pred.shape());
 }

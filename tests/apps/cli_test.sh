@@ -541,6 +541,12 @@ case "$case_name" in
     run evaluate "$model" --data-dir "$tmp/t10k"
     expect_status 0 "bnorm evaluate --data-dir (test files only)"
     expect_contains "$tmp/out" "10000 samples" "bnorm evaluate --data-dir (test files only)"
+    seq 0 9 | sed 's/$/,0/' >"$tmp/two.csv"
+    run evaluate "$model" "$arrays/f4_10x784.npy" "$tmp/two.csv"
+    expect_one_line_error "received rows of 2 values" "bnorm evaluate with two-column class labels"
+    seq 0 9 >"$tmp/labels1.csv"
+    run evaluate "$model" "$arrays/f4_10x784.npy" "$tmp/labels1.csv" --loss categorical_crossentropy
+    expect_one_line_error "received rows of 1 value" "bnorm evaluate with one value per row for one-hot labels"
     run evaluate "$model" --data-dir "$tmp/empty"
     expect_one_line_error "t10k-images-idx3-ubyte" "bnorm evaluate --data-dir EMPTY_DIR"
     if grep -q "train-" "$tmp/err"; then fail "bnorm evaluate --data-dir EMPTY_DIR asks for training files: $(cat "$tmp/err")"; fi
@@ -773,8 +779,8 @@ PY
     fi
     ;;
 
-  # Not in BNORM_CLI_CASES until evaluate.cpp reads LABELS with read_array_argument and
-  # train.cpp / evaluate.cpp load --data-dir with load_data_dir_argument (commands.hpp).
+  # LABELS and --data-dir errors name the argument that gave the file, and a count of one
+  # is singular.
   msg_labels_data_dir)
     require_model
     printf '1\n2,3\n' >"$tmp/labels.csv"
@@ -785,6 +791,12 @@ PY
     run train --data-dir "$tmp/empty" --steps 10
     expect_one_line_error "bnorm train: error: --data-dir $tmp/empty: train-images-idx3-ubyte.gz: expected an IDX file" \
       "bnorm train --data-dir EMPTY_DIR"
+    seq 0 9 | sed 's/$/,0/' >"$tmp/two.csv"
+    run evaluate "$model" "$arrays/f4_10x784.npy" "$tmp/two.csv"
+    expect_one_line_error "received rows of 2 values" "bnorm evaluate with two-column class labels"
+    seq 0 9 >"$tmp/labels1.csv"
+    run evaluate "$model" "$arrays/f4_10x784.npy" "$tmp/labels1.csv" --loss categorical_crossentropy
+    expect_one_line_error "received rows of 1 value" "bnorm evaluate with one value per row for one-hot labels"
     run evaluate "$model" --data-dir "$tmp/empty"
     expect_one_line_error "bnorm evaluate: error: --data-dir $tmp/empty: t10k-images-idx3-ubyte.gz: expected an IDX file" \
       "bnorm evaluate --data-dir EMPTY_DIR"
