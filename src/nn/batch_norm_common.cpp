@@ -1,6 +1,7 @@
 #include "batch_norm_common.hpp"
 
 #include <cmath>
+#include <vector>
 
 #include "bnorm/core/error.hpp"
 #include "bnorm/kernels/batch_norm.hpp"
@@ -8,17 +9,25 @@
 namespace bnorm::nn::detail {
 
 Tensor normalize_with_batch(const Tensor& x, const ChannelView& view, const Shape& param_shape,
-                            const float* gamma, const float* beta, double epsilon,
-                            BatchNormContext& context) {
+                            const float* gamma, const float* beta, double epsilon, BatchNormContext& context,
+                            ChannelMoments* moments) {
   context.mean = Tensor(param_shape);
   context.var = Tensor(param_shape);
   context.invstd = Tensor(param_shape);
   context.used_batch_statistics = true;
   context.x = x;
-  return run_in_view(x, view, [&](const float* xv, float* yv) {
+  std::vector<double> mean_d, var_d;  // (C)
+  if (moments != nullptr) {
+    mean_d.resize(static_cast<std::size_t>(param_shape.numel()));
+    var_d.resize(mean_d.size());
+  }
+  Tensor y = run_in_view(x, view, [&](const float* xv, float* yv) {
     kernels::forward_training(xv, view.dims, gamma, beta, static_cast<float>(epsilon), yv,
-                              context.mean.data(), context.var.data(), context.invstd.data());
+                              context.mean.data(), context.var.data(), context.invstd.data(),
+                              moments ? mean_d.data() : nullptr, moments ? var_d.data() : nullptr);
   });
+  if (moments != nullptr) *moments = ChannelMoments::from_mean_var(mean_d, var_d, view.dims.count());
+  return y;
 }
 
 Tensor normalize_with(const Tensor& x, const ChannelView& view, const Tensor& mean, const Tensor& var,

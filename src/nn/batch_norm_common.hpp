@@ -7,10 +7,11 @@
 namespace bnorm::nn::detail {
 
 // Normalizes x with its own batch statistics, which are returned in `context` fields
-// mean, var (biased), invstd (each of `param_shape`). Touches no layer state.
+// mean, var (biased), invstd (each of `param_shape`), and, when `moments` is not null,
+// in double there (assigned). Touches no layer state.
 Tensor normalize_with_batch(const Tensor& x, const ChannelView& view, const Shape& param_shape,
-                            const float* gamma, const float* beta, double epsilon,
-                            BatchNormContext& context);
+                            const float* gamma, const float* beta, double epsilon, BatchNormContext& context,
+                            ChannelMoments* moments = nullptr);
 
 // Normalizes x with given statistics (moving / running ones); records them in context.
 Tensor normalize_with(const Tensor& x, const ChannelView& view, const Tensor& mean, const Tensor& var,

@@ -132,10 +132,12 @@ Tensor BatchNormalization::run(const Tensor& x, bool batch_statistics, Statistic
   BatchNormContext& ctx = context ? *context : local;
   if (!batch_statistics) {
     update.count = 0;
+    update.moments = ChannelMoments();
     return detail::normalize_with(x, view, moving_mean_->value, moving_variance_->value, g, b,
                                   options_.epsilon, ctx);
   }
-  Tensor y = detail::normalize_with_batch(x, view, param_shape_, g, b, options_.epsilon, ctx);
+  Tensor y =
+      detail::normalize_with_batch(x, view, param_shape_, g, b, options_.epsilon, ctx, &update.moments);
   update.batch_mean = ctx.mean;
   update.batch_variance = ctx.var;
   update.count = view.dims.count();

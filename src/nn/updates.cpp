@@ -7,22 +7,39 @@
 
 namespace bnorm::nn {
 
+namespace {
+
+// The double moments of an update: the recorded ones, else its float statistics widened
+// (an update built by hand).
+ChannelMoments moments_of(const StatisticsUpdate& u) {
+  if (u.moments.count == u.count && u.moments.channels() == u.batch_mean.numel() && u.moments.channels() > 0)
+    return u.moments;
+  return ChannelMoments::from_mean_var(u.batch_mean, u.batch_variance, u.count);
+}
+
+}  // namespace
+
 void merge_update(StatisticsUpdate& a, const StatisticsUpdate& b) {
   if (b.count == 0) return;
   if (a.count == 0) {
     a = b;
     return;
   }
-  // Chan et al.: combine (mean, biased variance, count) of two disjoint sets, in double.
-  const double na = static_cast<double>(a.count), nb = static_cast<double>(b.count), n = na + nb;
-  for (std::int64_t c = 0; c < a.batch_mean.numel(); ++c) {
-    const double ma = a.batch_mean[c], mb = b.batch_mean[c];
-    const double delta = mb - ma;
-    const double m2 = a.batch_variance[c] * na + b.batch_variance[c] * nb + delta * delta * na * nb / n;
-    a.batch_mean[c] = static_cast<float>(ma + delta * nb / n);
-    a.batch_variance[c] = static_cast<float>(m2 / n);
+  if (b.batch_mean.numel() != a.batch_mean.numel() || b.batch_variance.numel() != a.batch_variance.numel()) {
+    throw ShapeError(
+        "merge_update", "update merged",
+        std::to_string(a.batch_mean.numel()) + " values per statistic (as the update merged into)",
+        std::to_string(b.batch_mean.numel()) + " and " + std::to_string(b.batch_variance.numel()));
   }
-  a.count += b.count;
+  ChannelMoments merged = moments_of(a);
+  merged.merge(moments_of(b));  // Chan's formula in double (channel_moments.hpp)
+  const std::vector<double> var = merged.variance();
+  for (std::int64_t c = 0; c < a.batch_mean.numel(); ++c) {
+    a.batch_mean[c] = static_cast<float>(merged.mean[static_cast<std::size_t>(c)]);
+    a.batch_variance[c] = static_cast<float>(var[static_cast<std::size_t>(c)]);
+  }
+  a.count = merged.count;
+  a.moments = std::move(merged);
 }
 
 UpdateCollection::~UpdateCollection() {
@@ -39,10 +56,13 @@ void UpdateCollection::record(BatchNormalization& layer, const StatisticsUpdate&
   if (update.count == 0) return;
   const Variable* mean = layer.moving_mean();
   const std::int64_t c = mean ? mean->value.numel() : -1;
-  if (update.batch_mean.numel() != c || update.batch_variance.numel() != c) {
-    throw ShapeError("UpdateCollection", "update for '" + layer.name() + "'",
-                     std::to_string(c) + " values per statistic",
-                     std::to_string(update.batch_mean.numel()) + " and " + std::to_string(update.batch_variance.numel()));
+  const std::int64_t moments_c = update.moments.channels();
+  if (update.batch_mean.numel() != c || update.batch_variance.numel() != c ||
+      (moments_c != 0 && moments_c != c)) {
+    throw ShapeError(
+        "UpdateCollection", "update for '" + layer.name() + "'", std::to_string(c) + " values per statistic",
+        std::to_string(update.batch_mean.numel()) + " and " + std::to_string(update.batch_variance.numel()) +
+            (moments_c != 0 ? ", double moments of " + std::to_string(moments_c) + " channels" : ""));
   }
   for (auto& p : pending_) {
     if (p.layer == &layer) {

@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "bnorm/core/tensor.hpp"
+#include "bnorm/nn/channel_moments.hpp"
 #include "bnorm/nn/initializers.hpp"
 #include "bnorm/nn/layer.hpp"
 #include "bnorm/nn/regularizers.hpp"
@@ -84,9 +85,17 @@ struct BatchNormalizationOptions {
 // What a training call contributes to the moving statistics: the batch statistics and
 // the number of elements per channel they were taken over.
 struct StatisticsUpdate {
-  Tensor batch_mean;      // (C) parameter shape
-  Tensor batch_variance;  // (C) biased
+  Tensor batch_mean;      // (C) parameter shape: the batch mean, rounded to float
+  Tensor batch_variance;  // (C) biased, rounded to float
   std::int64_t count = 0;
+  // The same statistics in double as the kernel accumulated them (count, mean, and
+  // m2 = count * biased variance per channel, flattened as the parameter). Merges
+  // (merge_update, UpdateCollection) combine these, so that merged micro-batches are as
+  // accurate as one call on the whole batch; apply_update() uses the float fields.
+  // Training calls fill it. An update built by hand may leave it empty (no channels):
+  // a merge then starts from the float fields. When present it is authoritative for
+  // merges: an update whose float fields are changed by hand should clear it.
+  ChannelMoments moments{};
 };
 
 // What backward() needs from a forward call.
