@@ -8,13 +8,15 @@
 #              bench/results/latest.json (docs/benchmarks.md)
 #   make bench-train  trains the same small models in bnorm, Keras and PyTorch and prints
 #              seconds per epoch (needs the fixture venv: docs/benchmarks.md)
+#   make package  builds the Debian package (bnorm_VERSION_ARCH.deb) in $(PACKAGE_BUILD)
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 BENCH_BUILD ?= build-bench
+PACKAGE_BUILD ?= build-package
 BENCH_ARGS ?=
 JOBS       ?= $(shell nproc)
 
-.PHONY: all deps build run examples test test-fast test-sanitize bench bench-train clean
+.PHONY: all deps build run examples test test-fast test-sanitize bench bench-train package clean
 
 all: build
 
@@ -63,5 +65,14 @@ bench-train: deps
 	cmake --build $(BENCH_BUILD) -j $(JOBS) --target bnorm_train_bench
 	python3 bench/training/run_training_bench.py --bnorm-bin $(BENCH_BUILD)/bench/training/bnorm_train_bench
 
+# The Debian package: the libraries, the tool, headers, CMake and pkg-config files, built
+# for /usr in their own folder (no tests) and packed by CPack (cmake/install.cmake).
+package: deps
+	cmake -S . -B $(PACKAGE_BUILD) -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=/usr \
+	  -DBUILD_SHARED_LIBS=ON -DBNORM_BUILD_TESTS=OFF -DBNORM_BUILD_EXAMPLES=OFF -DBNORM_BUILD_FUZZ=OFF
+	cmake --build $(PACKAGE_BUILD) -j $(JOBS)
+	cd $(PACKAGE_BUILD) && cpack -G DEB
+	@ls $(PACKAGE_BUILD)/*.deb
+
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(BENCH_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(BENCH_BUILD) $(PACKAGE_BUILD)

@@ -14,6 +14,7 @@ packages=(
   gnuplot-nox                 # the experiment's figures (PNG)
   libhdf5-dev                 # HDF5 C API: Keras .keras / .weights.h5 / legacy .h5 files
   libzip-dev                  # zip archives: Keras .keras files
+  dpkg-dev file               # make package: dpkg-shlibdeps and file, for CPack's Debian package
 )
 
 exec bash "$(dirname "$0")/apt-install.sh" bnorm "${packages[@]}"
