@@ -39,10 +39,13 @@ examples: build
 	@bash scripts/run-examples.sh $(BUILD)
 
 # Every test, then the same tests again with another OpenBLAS kernel family and bnorm's
-# generic SIMD loops (scripts/test-variant.sh), as another machine would choose them.
+# generic SIMD loops (scripts/test-variant.sh), as another machine would choose them, then
+# programs built against the installed tree and with add_subdirectory
+# (scripts/test-consumers.sh, tests/consumers/).
 test-fast: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 	@bash scripts/test-variant.sh $(BUILD)
+	@bash scripts/test-consumers.sh $(BUILD)
 
 test-sanitize: deps
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DBNORM_SANITIZE=ON
