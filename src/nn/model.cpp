@@ -136,15 +136,30 @@ void Model::set_trainable(bool trainable) {
   for (auto& l : layers_) l->set_trainable(trainable);
 }
 
-Tensor Model::call(const Tensor& x, bool training, GradientTape* tape, UpdateSink* updates) {
-  if (input_shape_) {
-    bool ok = x.rank() == input_shape_->rank();
-    for (int i = 1; ok && i < x.rank(); ++i) ok = (*input_shape_)[i] < 0 || x.dim(i) == (*input_shape_)[i];
-    if (!ok) {
-      throw ShapeError("Model '" + name_ + "'", "input", "shape " + input_shape_->str() + " (-1: any size)",
-                       x.shape().str());
-    }
+void Model::check_input(const Tensor& x) const {
+  if (!input_shape_) return;
+  bool ok = x.rank() == input_shape_->rank();
+  for (int i = 1; ok && i < x.rank(); ++i) ok = (*input_shape_)[i] < 0 || x.dim(i) == (*input_shape_)[i];
+  if (!ok) {
+    throw ShapeError("Model '" + name_ + "'", "input", "shape " + input_shape_->str() + " (-1: any size)",
+                     x.shape().str());
   }
+}
+
+Tensor Model::layer_input(const Tensor& x, std::size_t index) {
+  if (index > layers_.size()) {
+    throw ArgumentError("Model '" + name_ + "'", "layer_input index",
+                        "an index in [0, " + std::to_string(layers_.size()) + "] (the model's layer count)",
+                        std::to_string(index));
+  }
+  check_input(x);
+  Tensor y = x;
+  for (std::size_t i = 0; i < index; ++i) y = layers_[i]->forward(y, false, nullptr, nullptr);
+  return y;
+}
+
+Tensor Model::call(const Tensor& x, bool training, GradientTape* tape, UpdateSink* updates) {
+  check_input(x);
   Tensor y = x;
   for (auto& layer : layers_) {
     std::unique_ptr<LayerContext> context;

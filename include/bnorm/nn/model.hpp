@@ -115,6 +115,11 @@ class Model {
   // GradientTape::gradient. With `updates` (and training), batch normalization layers
   // record their statistic updates there instead of applying them.
   Tensor call(const Tensor& x, bool training, GradientTape* tape = nullptr, UpdateSink* updates = nullptr);
+  // The input that layers()[index] receives when the model is called on x in inference
+  // mode: the output of layers()[0, index) (x itself for index 0, the model's output for
+  // index == layers().size()). Keras: keras.Model(model.input, model.layers[index].input)(x).
+  // x is checked as by call(); ArgumentError for index > layers().size().
+  Tensor layer_input(const Tensor& x, std::size_t index);
 
   // Variables, layer by layer, each layer in Keras order.
   std::vector<Variable*> weights();
@@ -171,6 +176,8 @@ class Model {
 
  private:
   void require_compiled(const char* what) const;
+  // ShapeError unless x fits input_shape_ (when declared).
+  void check_input(const Tensor& x) const;
   Logs train_step(const Tensor& x, const Tensor& y, std::int64_t step_size);
   std::vector<std::unique_ptr<MeanMetricWrapper>>& metrics_for(const Tensor& y_pred);
 

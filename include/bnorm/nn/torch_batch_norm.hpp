@@ -55,6 +55,9 @@ class TorchBatchNorm {
   Tensor operator()(const Tensor& x) { return forward(x, nullptr); }
   Tensor forward(const Tensor& x, BatchNormContext* context = nullptr);
   BatchNormGradients backward(const BatchNormContext& context, const Tensor& dy) const;
+  // ShapeError unless x is an input this module accepts: its rank class (above) and, once
+  // initialized, num_features channels on dim 1 (what forward checks first).
+  void check_input(const Tensor& x) const;
 
   void train(bool mode = true) noexcept { training_ = mode; }
   void eval() noexcept { training_ = false; }
@@ -89,7 +92,6 @@ class TorchBatchNorm {
   void reset_parameters();
 
  private:
-  void check_input(const Tensor& x) const;
   void materialize(std::int64_t num_features);
   static Tensor* opt(std::optional<Tensor>& t) noexcept { return t ? &*t : nullptr; }
   static const Tensor* opt(const std::optional<Tensor>& t) noexcept { return t ? &*t : nullptr; }

@@ -1,0 +1,208 @@
+#include "bnorm/nn/recalibrate.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+#include <utility>
+
+#include "bnorm/core/error.hpp"
+#include "bnorm/kernels/batch_norm.hpp"
+#include "bnorm/nn/batch_normalization.hpp"
+#include "channel_view.hpp"
+
+namespace bnorm::nn {
+
+namespace {
+
+// Rows [begin, end) of x along axis 0, as a new tensor.
+Tensor rows(const Tensor& x, std::int64_t begin, std::int64_t end) {
+  std::vector<std::int64_t> dims = x.shape().dims();
+  const std::int64_t row = dims[0] > 0 ? x.numel() / dims[0] : 0;
+  dims[0] = end - begin;
+  Tensor out{Shape(dims)};
+  std::copy_n(x.data() + begin * row, out.numel(), out.data());
+  return out;
+}
+
+// The moments of all of x, channels on `axes` (normalized): the reference kernel's two
+// passes in double, on x in the kernels' (N, C, S) view.
+ChannelMoments moments_of(const Tensor& x, const std::vector<int>& axes) {
+  const detail::ChannelView view = detail::channel_view(x.shape(), axes);
+  const Tensor xv = detail::in_view(x, view);
+  const auto c = static_cast<std::size_t>(view.dims.C);
+  std::vector<float> mean(c), var(c);       // (C) the float results, unused
+  std::vector<double> mean_d(c), var_d(c);  // (C)
+  kernels::moments(xv.data(), view.dims, mean.data(), var.data(), mean_d.data(), var_d.data(),
+                   kernels::Impl::reference);
+  return ChannelMoments::from_mean_var(mean_d, var_d, view.dims.count());
+}
+
+// The float tensor of `shape` holding `values`; NumericalError naming `what` and the first
+// channel whose value is not finite once rounded to float.
+Tensor finite_float(const std::vector<double>& values, const Shape& shape, const std::string& where,
+                    const std::string& what) {
+  Tensor t(shape);
+  for (std::size_t c = 0; c < values.size(); ++c) {
+    t[static_cast<std::int64_t>(c)] = static_cast<float>(values[c]);
+    if (!std::isfinite(t[static_cast<std::int64_t>(c)])) {
+      throw NumericalError(
+          where, what,
+          "finite statistics (is every sample finite, and do the activations stay within float range?)",
+          detail::format_number(values[c]) + " in channel " + std::to_string(c));
+    }
+  }
+  return t;
+}
+
+void require_batch_size(std::int64_t batch_size, const std::string& where) {
+  if (batch_size < 1) {
+    throw ArgumentError(where, "batch_size", "an integer >= 1", std::to_string(batch_size));
+  }
+}
+
+}  // namespace
+
+std::vector<double> stored_variance(const ChannelMoments& moments, StoredVariance kind) {
+  std::vector<double> v(moments.m2.size(), 0.0);
+  if (moments.count == 0) return v;
+  const double n = static_cast<double>(moments.count);
+  const double divisor = kind == StoredVariance::biased ? n : (moments.count > 1 ? n - 1.0 : 1.0);
+  for (std::size_t c = 0; c < v.size(); ++c) v[c] = moments.m2[c] / divisor;
+  return v;
+}
+
+ChannelMoments population_moments(const Tensor& x, const std::vector<int>& channel_axes,
+                                  std::int64_t batch_size) {
+  const std::string where = "population_moments";
+  require_batch_size(batch_size, where);
+  if (x.rank() < 1) throw ShapeError(where, "x", "a tensor of rank >= 1", "rank 0");
+  const std::vector<int> axes = detail::normalize_axes(channel_axes, x.rank(), where, "channel_axes");
+  const std::int64_t n = x.dim(0);
+  if (std::find(axes.begin(), axes.end(), 0) != axes.end() || n <= batch_size) return moments_of(x, axes);
+  ChannelMoments total;
+  for (std::int64_t begin = 0; begin < n; begin += batch_size) {
+    total.merge(moments_of(rows(x, begin, std::min(n, begin + batch_size)), axes));
+  }
+  return total;
+}
+
+RecalibrationReport recalibrate(Model& model, const Tensor& x, const RecalibrateOptions& options) {
+  const std::string where = "recalibrate(Model '" + model.name() + "')";
+  require_batch_size(options.batch_size, where);
+  if (x.rank() < 1 || x.dim(0) < 1) {
+    throw ArgumentError(where, "x", "at least one sample (rows of the model's input)",
+                        "an input of shape " + x.shape().str());
+  }
+  // The batch-normalization layers, in order; each must be built, and appear once.
+  std::vector<std::pair<std::size_t, BatchNormalization*>> layers;
+  std::set<const BatchNormalization*> seen;
+  for (std::size_t i = 0; i < model.layers().size(); ++i) {
+    auto* bn = dynamic_cast<BatchNormalization*>(model.layers()[i].get());
+    if (bn == nullptr) continue;
+    const std::string layer = "BatchNormalization '" + bn->name() + "'";
+    if (!seen.insert(bn).second) {
+      throw ArgumentError(
+          where, layer,
+          "each batch-normalization layer once in the model (a shared layer sees two populations)",
+          "the layer again at position " + std::to_string(i));
+    }
+    if (!bn->built()) {
+      throw StateError(where, layer, "a built layer with moving statistics (call or fit the model first)",
+                       "an unbuilt layer");
+    }
+    layers.emplace_back(i, bn);
+  }
+
+  RecalibrationReport report;
+  report.samples = x.dim(0);
+  const std::int64_t n = x.dim(0);
+  try {
+    for (const auto& [index, bn] : layers) {
+      const std::string layer = "BatchNormalization '" + bn->name() + "'";
+      LayerRecalibration r;
+      r.name = bn->name();
+      r.index = index;
+      r.old_mean = bn->moving_mean()->value;
+      r.old_variance = bn->moving_variance()->value;
+      r.variance_kind = bn->options().version == KerasVersion::keras2 && bn->fused()
+                            ? StoredVariance::unbiased
+                            : StoredVariance::biased;
+      if (options.skip_frozen && !bn->trainable()) {
+        r.new_mean = r.old_mean;
+        r.new_variance = r.old_variance;
+        report.layers.push_back(std::move(r));
+        continue;
+      }
+      const Shape& param = r.old_mean.shape();
+      ChannelMoments total(param.numel());
+      for (std::int64_t begin = 0; begin < n; begin += options.batch_size) {
+        const Tensor input =
+            model.layer_input(rows(x, begin, std::min(n, begin + options.batch_size)), index);
+        // The channel sizes the layer was built for (as its own call would check).
+        for (int a : bn->axes()) {
+          const std::int64_t want = bn->axes().size() == 1 ? param.numel() : param[a];
+          if (a >= input.rank() || input.dim(a) != want) {
+            throw ShapeError(where, layer + " input",
+                             "size " + std::to_string(want) + " on channel axis " + std::to_string(a) +
+                                 " (the channels the layer was built for)",
+                             "an input of shape " + input.shape().str());
+          }
+        }
+        total.merge(moments_of(input, bn->axes()));
+      }
+      r.moments = std::move(total);
+      r.new_mean = finite_float(r.moments.mean, param, where, layer + " moving_mean");
+      r.new_variance =
+          finite_float(stored_variance(r.moments, r.variance_kind), param, where, layer + " moving_variance");
+      r.recalibrated = true;
+      report.layers.push_back(std::move(r));
+      // Assigned now: the layers after this one see its new statistics.
+      bn->moving_mean()->value = report.layers.back().new_mean;
+      bn->moving_variance()->value = report.layers.back().new_variance;
+    }
+  } catch (...) {
+    // report.layers[i] is layers[i] (skipped ones hold their own values); the copies
+    // reuse the storage of same-shaped tensors.
+    for (std::size_t i = 0; i < report.layers.size(); ++i) {
+      BatchNormalization* bn = layers[i].second;
+      bn->moving_mean()->value = report.layers[i].old_mean;
+      bn->moving_variance()->value = report.layers[i].old_variance;
+    }
+    throw;
+  }
+  return report;
+}
+
+LayerRecalibration recalibrate(TorchBatchNorm& module, const Tensor& x, const RecalibrateOptions& options) {
+  const std::string where = "recalibrate(TorchBatchNorm)";
+  require_batch_size(options.batch_size, where);
+  module.check_input(x);
+  if (!module.initialized()) {
+    throw StateError(where, "module", "an initialized module (call a lazy module once first)",
+                     "a lazy module without num_features");
+  }
+  if (!module.has_running_stats()) {
+    throw StateError(where, "module",
+                     "a module with running statistics (track_running_stats at construction)",
+                     "a module without running_mean and running_var");
+  }
+  LayerRecalibration r;
+  r.recalibrated = true;
+  r.variance_kind = StoredVariance::unbiased;
+  r.old_mean = *module.running_mean();
+  r.old_variance = *module.running_var();
+  r.moments = population_moments(x, {1}, options.batch_size);
+  if (r.moments.count < 2) {
+    throw ShapeError(where, "x", "more than 1 value per channel (the unbiased variance divides by N - 1)",
+                     "input size " + x.shape().str());
+  }
+  const Shape& param = r.old_mean.shape();
+  r.new_mean = finite_float(r.moments.mean, param, where, "running_mean");
+  r.new_variance =
+      finite_float(stored_variance(r.moments, StoredVariance::unbiased), param, where, "running_var");
+  *module.running_mean() = r.new_mean;
+  *module.running_var() = r.new_variance;
+  return r;
+}
+
+}  // namespace bnorm::nn
