@@ -10,6 +10,7 @@
 #include <optional>
 #include <system_error>
 
+#include "bnorm/core/text.hpp"
 #include "bnorm/io/error.hpp"
 #include "commands.hpp"
 
@@ -105,6 +106,11 @@ void require_writable_file(const std::string& command, const std::string& option
 
 void require_writable_folder(const std::string& command, const std::string& option, const fs::path& dir) {
   std::error_code ec;
+  if (dir.empty()) throw io::FileError(command, option, "a folder (created if missing)", "an empty path");
+  if (fs::is_symlink(fs::symlink_status(dir, ec)) && !fs::exists(fs::status(dir, ec))) {
+    throw io::FileError(command, option, "a folder (created if missing)",
+                        in_quotes(dir) + ", a symbolic link to a missing target");
+  }
   const fs::file_status status = fs::status(dir, ec);
   if (fs::exists(status)) {
     if (!fs::is_directory(status)) {
@@ -148,9 +154,11 @@ void require_finite(const Tensor& x, const std::string& command, const std::stri
                             ", column " + std::to_string(first % width + 1);
   if (!allow)
     throw NumericalError(command, argument, "finite values", where + " (accept with --allow-nonfinite)");
-  std::fprintf(
-      stderr, "%s: warning: %s: %lld non-finite value%s, the first %s (accepted: --allow-nonfinite)\n",
-      command.c_str(), argument.c_str(), static_cast<long long>(count), count == 1 ? "" : "s", where.c_str());
+  // One line: the argument carries a path from the command line, escaped like any message.
+  const std::string line = command + ": warning: " + printable(argument, 0) + ": " +
+                           count_of(count, "non-finite value") + ", the first " + where +
+                           " (accepted: --allow-nonfinite)\n";
+  std::fwrite(line.data(), 1, line.size(), stderr);
 }
 
 }  // namespace bnorm::cli

@@ -7,8 +7,9 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "bnorm/nn/inspect.hpp"
+#include "bnorm/core/text.hpp"
 #include "bnorm/io/model_file.hpp"
+#include "bnorm/nn/inspect.hpp"
 #include "commands.hpp"
 
 namespace bnorm::cli {
@@ -106,16 +107,19 @@ nlohmann::json to_json(const std::string& path, const nn::Model& model,
 
 void print_table(const std::string& path, const nn::Model& model, const std::vector<nn::BatchNormInspection>& report,
                  const nn::InspectOptions& options) {
-  std::printf("%s: model \"%s\", %zu layers, %zu batch-normalization layer%s\n", path.c_str(), model.name().c_str(),
+  // Names and paths come from the file and the command line: escaped, so that a name cannot
+  // forge lines or send terminal escapes (the JSON output escapes them itself).
+  std::printf("%s: model \"%s\", %zu layers, %zu batch-normalization layer%s\n", printable(path, 0).c_str(),
+              printable(model.name(), 0).c_str(),
               model.layers().size(), report.size(), report.size() == 1 ? "" : "s");
   if (report.empty()) return;
   std::size_t w = 5;
-  for (const auto& r : report) w = std::max(w, r.name.size());
+  for (const auto& r : report) w = std::max(w, printable(r.name, 0).size());
   const int name_width = static_cast<int>(w);
   std::printf("\n %-*s  %-10s %5s %8s %8s %8s  %-6s %-6s %-6s %7s\n", name_width, "layer", "convention", "axis",
               "channels", "momentum", "epsilon", "center", "scale", "frozen", "updates");
   for (const auto& r : report) {
-    std::printf(" %-*s  %-10s %5s %8lld %8s %8s  %-6s %-6s %-6s %7s\n", name_width, r.name.c_str(),
+    std::printf(" %-*s  %-10s %5s %8lld %8s %8s  %-6s %-6s %-6s %7s\n", name_width, printable(r.name, 0).c_str(),
                 nn::to_string(r.convention).c_str(), axis_text(r.axis).c_str(), static_cast<long long>(r.channels),
                 r.momentum ? num(*r.momentum).c_str() : "cumul.", num(r.epsilon).c_str(), r.center ? "yes" : "no",
                 r.scale ? "yes" : "no", r.trainable ? "no" : "yes", r.built ? updates_text(r).c_str() : "-");
@@ -124,10 +128,10 @@ void print_table(const std::string& path, const nn::Model& model, const std::vec
               "moving_variance min / mean / max");
   for (const auto& r : report) {
     if (!r.built) {
-      std::printf(" %-*s  (not built: no statistics yet)\n", name_width, r.name.c_str());
+      std::printf(" %-*s  (not built: no statistics yet)\n", name_width, printable(r.name, 0).c_str());
       continue;
     }
-    std::printf(" %-*s  %-32s %s\n", name_width, r.name.c_str(), summary_text(r.moving_mean).c_str(),
+    std::printf(" %-*s  %-32s %s\n", name_width, printable(r.name, 0).c_str(), summary_text(r.moving_mean).c_str(),
                 summary_text(r.moving_variance).c_str());
   }
   bool unknown = false, estimated = false;
@@ -163,7 +167,8 @@ void print_table(const std::string& path, const nn::Model& model, const std::vec
   std::printf("%zu warning%s:\n", warnings, warnings == 1 ? "" : "s");
   for (const auto& r : report) {
     for (const auto& wn : r.warnings) {
-      std::printf("  %s [%s]: %s\n", r.name.c_str(), nn::to_string(wn.kind).c_str(), wn.message.c_str());
+      std::printf("  %s [%s]: %s\n", printable(r.name, 0).c_str(), nn::to_string(wn.kind).c_str(),
+                  printable(wn.message, 0).c_str());
     }
   }
 }

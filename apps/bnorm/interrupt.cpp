@@ -5,6 +5,8 @@
 #include <csignal>
 #include <cstdio>
 
+#include "bnorm/core/text.hpp"
+
 namespace bnorm::cli {
 
 namespace {
@@ -51,6 +53,16 @@ void throw_if_interrupted(std::int64_t steps_done) {
   if (const int signal = g_signal) throw Interrupted(signal, steps_done);
 }
 
+void end_by_signal(int signal) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  struct sigaction action {};
+  action.sa_handler = SIG_DFL;
+  sigemptyset(&action.sa_mask);
+  sigaction(signal, &action, nullptr);
+  std::raise(signal);
+}
+
 std::string signal_name(int signal) {
   switch (signal) {
     case SIGINT:
@@ -66,9 +78,11 @@ void report_interruption(const std::string& command, const Interrupted& e, std::
                          const std::string& what) {
   if (isatty(fileno(stdout))) std::printf("\n");  // end a progress line redrawn in place
   std::fflush(stdout);
-  std::fprintf(stderr, "%s: interrupted (%s) at step %lld of %lld; %s\n", command.c_str(),
-               signal_name(e.signal()).c_str(), static_cast<long long>(e.steps_done()),
-               static_cast<long long>(total_steps), what.c_str());
+  // `what` names files from the command line: escaped, so that the message stays one line.
+  const std::string line = command + ": interrupted (" + signal_name(e.signal()) + ") at step " +
+                           std::to_string(e.steps_done()) + " of " + std::to_string(total_steps) + "; " +
+                           printable(what, 0) + "\n";
+  std::fwrite(line.data(), 1, line.size(), stderr);
 }
 
 }  // namespace bnorm::cli

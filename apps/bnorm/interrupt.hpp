@@ -3,9 +3,9 @@
 //
 // While an InterruptGuard lives, SIGINT and SIGTERM only record which signal came (an
 // async-signal-safe store to a sig_atomic_t); the training loops poll it once per step
-// (throw_if_interrupted), unwind, remove what they had started to write, print one line
-// and exit with 128 + the signal number (130 for SIGINT, 143 for SIGTERM), as a shell
-// reports a process killed by that signal. The handlers are one-shot (SA_RESETHAND): a
+// (throw_if_interrupted), unwind, remove what they had started to write, print one line,
+// and main() then ends the process by the same signal (end_by_signal): a shell reports
+// 128 + the signal number (130 for SIGINT, 143 for SIGTERM) and stops a script too. The handlers are one-shot (SA_RESETHAND): a
 // second Ctrl-C kills the process at once. A signal ignored when bnorm started (a
 // background job of a non-interactive shell, nohup) stays ignored.
 #pragma once
@@ -44,6 +44,11 @@ class Interrupted : public std::exception {
 
 // Throws Interrupted(signal, steps_done) when a signal was received.
 void throw_if_interrupted(std::int64_t steps_done);
+
+// Ends the process by `signal` with its default action (after stdout and stderr are
+// flushed), as if the signal had not been caught: for main(), once an interrupted command
+// has cleaned up and reported. Returns only if the signal does not end the process.
+void end_by_signal(int signal);
 
 // "SIGINT", "SIGTERM".
 std::string signal_name(int signal);

@@ -3,7 +3,10 @@
 //   0  success (and --help, --version)
 //   1  the work failed: a missing or unreadable file, a file in the wrong format, a
 //      numerical failure (bnorm::Error, std::exception), or standard output that could
-//      not be written (a full disk, a closed pipe)
+//      not be written (a full disk; a closed pipe ends bnorm by SIGPIPE, silently, as it
+//      ends other Unix tools)
+//   130, 143  train or experiment stopped by SIGINT or SIGTERM: one line, then the
+//      process ends by that signal (a shell reports 128 + the signal number)
 //   2  the command line is wrong: unknown command or option, bad value, missing argument
 //      (`bnorm` alone prints the overview and exits 0)
 //      (CLI11 parse errors, UsageError)
@@ -28,6 +31,7 @@
 #include "bnorm/core/error.hpp"
 #include "bnorm/core/text.hpp"
 #include "commands.hpp"
+#include "interrupt.hpp"
 
 #ifndef BNORM_VERSION
 #error "BNORM_VERSION must be defined (apps/CMakeLists.txt passes the project's version)"
@@ -218,6 +222,12 @@ int run(int argc, char** argv, std::string& command) {
 
 int main(int argc, char** argv) {
   std::string command = "bnorm";
-  const int status = run(argc, argv, command);
-  return finish_output(command, status);
+  const int status = finish_output(command, run(argc, argv, command));
+  // A command stopped by SIGINT or SIGTERM (train, experiment: interrupt.hpp) has cleaned
+  // up and said so; it now ends by that signal, so that a shell script running it stops
+  // too (a shell goes on after a child that merely exits with 130).
+  if (const int signal = bnorm::cli::interrupt_signal(); signal != 0 && status == 128 + signal) {
+    bnorm::cli::end_by_signal(signal);
+  }
+  return status;
 }

@@ -26,11 +26,14 @@ std::string shape_without_batch(const Shape& s) {
 // inside the --data-dir folder). The file is written relative to `path` when inside it.
 std::string argument_label(const Error& e, const std::string& argument, const std::string& path) {
   const std::string shown = printable(path, 0);
-  std::string folder = shown;
+  // The folder as the reader saw it (raw bytes) and as an escaping reader shows it.
+  std::string raw_folder = path, folder = shown;
+  if (raw_folder.empty() || raw_folder.back() != '/') raw_folder += '/';
   if (folder.empty() || folder.back() != '/') folder += '/';
   // "" for the file itself, "name" for a file inside the folder `path`, nullopt otherwise.
   const auto inside = [&](const std::string& s) -> std::optional<std::string> {
     if (s == path || s == shown) return std::string();
+    if (s.rfind(raw_folder, 0) == 0) return printable(s.substr(raw_folder.size()), 0);
     if (s.rfind(folder, 0) == 0) return printable(s.substr(folder.size()), 0);
     if (s.rfind(shown + " (", 0) == 0) return s.substr(shown.size() + 1);  // "m.keras (model.weights.h5)"
     return std::nullopt;

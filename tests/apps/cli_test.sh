@@ -358,7 +358,7 @@ case "$case_name" in
     expect_one_line_error "/nonexistent/fashion-mnist" "bnorm experiment --data-dir /nonexistent/fashion-mnist"
     [ ! -e "$tmp/report" ] || fail "a failed experiment must not leave a report folder"
     mkdir -p "$tmp/empty"
-    run train --data-dir "$tmp/empty" --steps 10
+    run train --data-dir "$tmp/empty" --steps 10 -o "$tmp/m.keras"
     expect_one_line_error "train-images-idx3-ubyte" "bnorm train --data-dir EMPTY_DIR"
     ;;
 
@@ -457,6 +457,13 @@ case "$case_name" in
     expect_status 1 "bnorm experiment --out FILE"
     expect_one_line_error "--out" "bnorm experiment --out FILE"
     no_training "bnorm experiment --out FILE"
+    ln -s "$tmp/nowhere" "$tmp/dangling"
+    run experiment --steps 20 --eval-every 10 --out "$tmp/dangling"
+    expect_status 1 "bnorm experiment --out DANGLING_LINK"
+    expect_one_line_error "a symbolic link to a missing target" "bnorm experiment --out DANGLING_LINK"
+    no_training "bnorm experiment --out DANGLING_LINK"
+    run experiment --steps 20 --eval-every 10 --out ""
+    expect_one_line_error "--out: expected a folder (created if missing), received an empty path" "bnorm experiment --out ''"
     run predict "$model" "$arrays/f4_10x784.npy" -o "$tmp/folder.npy"
     expect_status 1 "bnorm predict -o FOLDER"
     expect_one_line_error "received '$tmp/folder.npy', an existing folder" "bnorm predict -o FOLDER"
@@ -601,6 +608,26 @@ case "$case_name" in
       interrupt INT "Epoch 1/" "bnorm train --steps, SIGINT"
       expect_interrupted SIGINT 130 "of 1000000; the model was not saved to '$tmp/m.keras'" "bnorm train --steps, SIGINT"
       [ ! -e "$tmp/m.keras" ] || fail "bnorm train interrupted: $tmp/m.keras exists"
+      # After its cleanup and its line, bnorm ends by the signal itself, so that a script
+      # running it stops too (a shell goes on after a child that merely exits with 130):
+      # the wait status says "killed by SIGINT" (signal 2), not "exited".
+      ended_by=$(perl -e '
+        my ($out, @cmd) = @ARGV;
+        $SIG{INT} = "DEFAULT";
+        my $pid = fork();
+        if (!$pid) { open(STDOUT, ">", $out); open(STDERR, ">", "$out.err"); exec(@cmd); exit 127; }
+        for (1 .. 1200) {
+          select(undef, undef, undef, 0.1);
+          open(my $f, "<", $out) or next;
+          local $/;
+          my $s = <$f> // "";
+          last if $s =~ /Epoch 1\//;
+        }
+        kill("INT", $pid);
+        waitpid($pid, 0);
+        print $? & 127, "\n";' "$tmp/signal.out" "$bnorm" train --steps 1000000 --layers 16 --threads 1 -o "$tmp/m.keras")
+      [ "$ended_by" = 2 ] || fail "bnorm train interrupted: expected to end by SIGINT (2), the wait status says '$ended_by'"
+      expect_contains "$tmp/signal.out.err" "interrupted (SIGINT)" "bnorm train ended by SIGINT reports it first"
       start_bg train --epochs 1000 --layers 16 --threads 1 -o "$tmp/m.keras"
       interrupt TERM "Epoch 1/" "bnorm train --epochs, SIGTERM"
       expect_interrupted SIGTERM 143 "the model was not saved to '$tmp/m.keras'" "bnorm train --epochs, SIGTERM"
@@ -788,7 +815,7 @@ PY
     expect_one_line_error "bnorm evaluate: error: LABELS $tmp/labels.csv: line 2: expected 1 field (as line 1), received 2" \
       "bnorm evaluate with ragged LABELS"
     mkdir -p "$tmp/empty"
-    run train --data-dir "$tmp/empty" --steps 10
+    run train --data-dir "$tmp/empty" --steps 10 -o "$tmp/m.keras"
     expect_one_line_error "bnorm train: error: --data-dir $tmp/empty: train-images-idx3-ubyte.gz: expected an IDX file" \
       "bnorm train --data-dir EMPTY_DIR"
     seq 0 9 | sed 's/$/,0/' >"$tmp/two.csv"
@@ -800,6 +827,12 @@ PY
     run evaluate "$model" --data-dir "$tmp/empty"
     expect_one_line_error "bnorm evaluate: error: --data-dir $tmp/empty: t10k-images-idx3-ubyte.gz: expected an IDX file" \
       "bnorm evaluate --data-dir EMPTY_DIR"
+    # A folder name that is not ASCII: escaped, and still no loader name in the message.
+    mkdir -p "$tmp/donn$(printf '\303\251')es"
+    run evaluate "$model" --data-dir "$tmp/donn$(printf '\303\251')es"
+    expect_one_line_error "bnorm evaluate: error: --data-dir $tmp/donn\\xc3\\xa9es: t10k-images-idx3-ubyte.gz: expected an IDX file" \
+      "bnorm evaluate --data-dir NON_ASCII_DIR"
+    if grep -q "load_mnist" "$tmp/err"; then fail "bnorm evaluate --data-dir NON_ASCII_DIR names the loader: $(cat "$tmp/err")"; fi
     ;;
 
   *)

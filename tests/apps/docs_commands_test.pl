@@ -32,13 +32,17 @@
 #     other command must finish within 300 s.
 use strict;
 use warnings;
+use Cwd qw(abs_path);
 
 my ($binary, $repo) = @ARGV;
 die "usage: docs_commands_test.pl BNORM_BINARY REPO_ROOT\n" unless defined $repo && -x $binary && -d $repo;
-$binary = `readlink -f '$binary'`; chomp $binary;
-$repo = `readlink -f '$repo'`; chomp $repo;
+$binary = abs_path($binary);
+$repo = abs_path($repo);
+die "docs_commands_test.pl: quotes in the paths are not supported: $binary, $repo\n" if "$binary$repo" =~ /'/;
 
-my @files = ("$repo/README.md", sort glob("$repo/docs/*.md"));
+opendir(my $docs, "$repo/docs") or die "cannot list $repo/docs: $!\n";
+my @files = ("$repo/README.md", map { "$repo/docs/$_" } sort grep { /\.md$/ } readdir($docs));
+closedir($docs);
 my $failures = 0;
 my $commands = 0;
 
@@ -163,14 +167,24 @@ for my $file (@files) {
         $SIG{INT} = 'DEFAULT';
         exec('bash', '-c', "exec $cmd") or exit 127;
       }
-      my $started = 0;
-      for (my $t = 0; $t < 600 && !$started; $t++) {
+      my ($started, $ended) = (0, 0);
+      for (my $t = 0; $t < 600 && !$started && !$ended; $t++) {
         select(undef, undef, undef, 0.2);
         $started = slurp("$work/.out") =~ /\bstep\s+\d+\/\d+/;
-        last if waitpid($pid, 1) == $pid;  # WNOHANG: ended by itself
+        $ended = waitpid($pid, 1) == $pid;  # WNOHANG: ended by itself ($? is its status)
       }
-      kill('INT', $pid);
-      waitpid($pid, 0);
+      if (!$ended) {
+        kill('INT', $pid);
+        # It must stop at its next step: 60 s at most, then it is killed.
+        for (my $t = 0; $t < 300 && !$ended; $t++) {
+          select(undef, undef, undef, 0.2);
+          $ended = waitpid($pid, 1) == $pid;
+        }
+        if (!$ended) {
+          kill('KILL', $pid);
+          waitpid($pid, 0);
+        }
+      }
       $status = $? & 127 ? 128 + ($? & 127) : $? >> 8;
       $out = slurp("$work/.out");
       $err = slurp("$work/.err");
