@@ -12,6 +12,9 @@
 # data folder, and stopping train / experiment with SIGINT and SIGTERM (issue 12).
 # Error messages (msg_*): msg_unknown_command, msg_multi_input_model; on the model:
 # msg_untrusted_bytes, msg_argument_names, msg_inspect_estimate, msg_stdout_full.
+# recal_*: bnorm recalibrate (issue 17): recal_file (statistics against awk's population
+# computation, per convention, through the written file; frozen layers), recal_errors, and
+# on the model: recal_model (Fashion-MNIST default, accuracy before and after, idempotence).
 set -u
 
 bnorm="$1"
@@ -105,11 +108,35 @@ is_png() {  # the 8-byte PNG signature
   [ -s "$1" ] && [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ]
 }
 
+# bn_stats FILE: from `bnorm inspect --json` output in FILE, one line per batch-normalization
+# layer: its name, then min, mean and max of moving_mean, moving_variance, gamma and beta
+# ("-" for an absent one). Needs python3.
+bn_stats() {
+  python3 -c 'import json, sys
+for l in json.load(open(sys.argv[1]))["batch_normalization_layers"]:
+    print(l["name"], *(("%.17g" % l[k][s]) if l.get(k) else "-" for k in ("moving_mean", "moving_variance", "gamma", "beta") for s in ("min", "mean", "max")))' "$1"
+}
+
+# stats_close A B FIELDS TOLERANCE: the lines of files A and B agree in their first field
+# and, in the numeric fields numbered FIELDS (e.g. "2-7"), within TOLERANCE relative.
+stats_close() {
+  [ "$(wc -l <"$1")" -eq "$(wc -l <"$2")" ] || { echo "stats_close: $(wc -l <"$1") and $(wc -l <"$2") lines" >&2; return 1; }
+  paste -d'|' "$1" "$2" | awk -F'|' -v fields="$3" -v tol="$4" '{
+    na = split($1, a, " "); split($2, b, " "); split(fields, f, "-")
+    if (a[1] != b[1]) { printf "stats_close: line %d: %s against %s\n", NR, a[1], b[1] > "/dev/stderr"; exit 1 }
+    for (i = f[1]; i <= f[2]; i++) {
+      d = a[i] - b[i]; if (d < 0) d = -d
+      m = b[i] < 0 ? -b[i] : b[i]
+      if (d > tol * m + 1e-30) { printf "stats_close: %s field %d: %s against %s\n", a[1], i, a[i], b[i] > "/dev/stderr"; exit 1 }
+    }
+  }'
+}
+
 case "$case_name" in
   help)
     run --help
     expect_status 0 "bnorm --help"
-    for sub in experiment train inspect predict evaluate; do expect_contains "$tmp/out" "$sub" "bnorm --help lists $sub"; done
+    for sub in experiment train inspect predict evaluate recalibrate; do expect_contains "$tmp/out" "$sub" "bnorm --help lists $sub"; done
     run
     expect_status 0 "bnorm without a command prints the overview"
     expect_contains "$tmp/out" "experiment" "bnorm without a command"
@@ -139,6 +166,11 @@ case "$case_name" in
     expect_status 0 "bnorm evaluate --help"
     for text in MODEL INPUT LABELS --loss --from-logits "Examples:" "bnorm evaluate model.keras"; do
       expect_contains "$tmp/out" "$text" "bnorm evaluate --help"
+    done
+    run recalibrate --help
+    expect_status 0 "bnorm recalibrate --help"
+    for text in MODEL --output --data --eval --no-eval --batch-size --skip-frozen --data-dir "Examples:" "bnorm recalibrate model.keras"; do
+      expect_contains "$tmp/out" "$text" "bnorm recalibrate --help"
     done
     ;;
 
@@ -709,7 +741,7 @@ case "$case_name" in
   msg_unknown_command)
     run bogus
     expect_status 2 "bnorm bogus"
-    expect_one_line_error "bnorm: error: unknown command 'bogus' (commands: experiment, train, inspect, predict, evaluate; see \`bnorm --help\`)" \
+    expect_one_line_error "bnorm: error: unknown command 'bogus' (commands: experiment, train, inspect, predict, evaluate, recalibrate; see \`bnorm --help\`)" \
       "bnorm bogus"
     run tarin --steps 3
     expect_status 2 "bnorm tarin"
@@ -833,6 +865,190 @@ PY
     expect_one_line_error "bnorm evaluate: error: --data-dir $tmp/donn\\xc3\\xa9es: t10k-images-idx3-ubyte.gz: expected an IDX file" \
       "bnorm evaluate --data-dir NON_ASCII_DIR"
     if grep -q "load_mnist" "$tmp/err"; then fail "bnorm evaluate --data-dir NON_ASCII_DIR names the loader: $(cat "$tmp/err")"; fi
+    ;;
+
+  # --- bnorm recalibrate: population statistics (issue 17) --------------------------------
+  # A model whose first layer is its batch normalization, written by Keras (input (3, 4, 4),
+  # axis 1): recalibrated on a CSV file, its moving statistics are the population mean and
+  # variance of the file's channels, computed here by awk in double, and the written file
+  # loads back (bnorm inspect) with them. Keras 3 (.keras) stores the biased variance; the
+  # tf.keras file (.legacy.h5: Keras 2, fused for rank 4) the unbiased N/(N-1) one.
+  recal_file)
+    if ! command -v python3 >/dev/null 2>&1; then
+      echo "note: python3 is not installed; skipping (bnorm inspect --json is read with it)"
+      exit 0
+    fi
+    # 203 rows of 3 channels x 16 positions: 1000 + 5 c + (c + 1) k / 64, exact in float.
+    awk 'BEGIN { for (r = 0; r < 203; r++) { line = ""; for (c = 0; c < 3; c++) for (s = 0; s < 16; s++) {
+           k = (r * 37 + s * 11 + c * r * 7) % 129 - 64
+           line = line ((c || s) ? "," : "") sprintf("%.6f", 1000 + 5 * c + (c + 1) * k / 64) }
+         print line } }' >"$tmp/x.csv"
+    # want.txt: per convention, "bn" then min, mean, max of the channel means and variances.
+    awk -F, -v dir="$tmp" '{ for (c = 0; c < 3; c++) for (s = 0; s < 16; s++) { v[NR, c, s] = $(c * 16 + s + 1); sum[c] += v[NR, c, s] } }
+      END {
+        n = NR * 16
+        for (c = 0; c < 3; c++) { mean[c] = sum[c] / n; m2[c] = 0
+          for (r = 1; r <= NR; r++) for (s = 0; s < 16; s++) { d = v[r, c, s] - mean[c]; m2[c] += d * d } }
+        for (u = 0; u < 2; u++) {
+          line = "bn"
+          for (q = 0; q < 2; q++) {
+            lo = 1e300; hi = -1e300; avg = 0
+            for (c = 0; c < 3; c++) { x = q == 0 ? mean[c] : m2[c] / (u ? n - 1 : n); lo = x < lo ? x : lo; hi = x > hi ? x : hi; avg += x / 3 }
+            line = line sprintf(" %.17g %.17g %.17g", lo, avg, hi)
+          }
+          print line > (dir (u ? "/want_unbiased.txt" : "/want_biased.txt"))
+        } }' "$tmp/x.csv"
+    for variant in keras:biased legacy.h5:unbiased; do
+      suffix=${variant%%:*}
+      kind=${variant##*:}
+      out="$tmp/r_$kind.${suffix##*.}"
+      run recalibrate "$models/bn_nchw.$suffix" --data "$tmp/x.csv" --batch-size 17 -o "$out"
+      expect_status 0 "bnorm recalibrate bn_nchw.$suffix --data x.csv"
+      expect_contains "$tmp/out" "recalibrating 1 batch-normalization layer on $tmp/x.csv: 203 samples, batches of 17" "bnorm recalibrate --data"
+      expect_contains "$tmp/out" "saved the recalibrated model to $out" "bnorm recalibrate says where the model is"
+      [ "$(awk '$1 == "bn" { print $3 }' "$tmp/out")" = "3248" ] || fail "bnorm recalibrate: count of bn is not 203 x 16 = 3248"
+      if grep -q "accuracy" "$tmp/out"; then fail "bnorm recalibrate --data without --eval reported an accuracy"; fi
+      run inspect "$out" --json
+      expect_status 0 "bnorm inspect the recalibrated $out"
+      bn_stats "$tmp/out" >"$tmp/got.txt"
+      cut -d' ' -f1-7 "$tmp/got.txt" >"$tmp/got_stats.txt"
+      stats_close "$tmp/got_stats.txt" "$tmp/want_$kind.txt" 2-7 1e-6 ||
+        fail "bnorm recalibrate bn_nchw.$suffix: moving statistics of $out differ from the population's ($kind variance): $(cat "$tmp/got_stats.txt") against $(cat "$tmp/want_$kind.txt")"
+      # gamma and beta unchanged.
+      run inspect "$models/bn_nchw.$suffix" --json
+      bn_stats "$tmp/out" | cut -d' ' -f1,8- >"$tmp/before_affine.txt"
+      cut -d' ' -f1,8- "$tmp/got.txt" >"$tmp/after_affine.txt"
+      cmp -s "$tmp/before_affine.txt" "$tmp/after_affine.txt" || fail "bnorm recalibrate changed gamma or beta of bn_nchw.$suffix"
+    done
+    # A frozen layer (frozen_bn.keras: input 8, Dense 12, frozen BatchNormalization) is
+    # recalibrated, unless --skip-frozen.
+    awk 'BEGIN { for (r = 0; r < 50; r++) { line = ""; for (c = 0; c < 8; c++) line = line (c ? "," : "") sprintf("%.4f", (r * 13 + c * 5) % 17 / 4 - 2); print line } }' >"$tmp/x8.csv"
+    run inspect "$models/frozen_bn.keras" --json
+    bn_stats "$tmp/out" >"$tmp/frozen_before.txt"
+    run recalibrate "$models/frozen_bn.keras" --data "$tmp/x8.csv" --skip-frozen -o "$tmp/kept.keras"
+    expect_status 0 "bnorm recalibrate --skip-frozen"
+    expect_contains "$tmp/out" "frozen: statistics kept (--skip-frozen)" "bnorm recalibrate --skip-frozen"
+    run inspect "$tmp/kept.keras" --json
+    bn_stats "$tmp/out" >"$tmp/frozen_kept.txt"
+    cmp -s "$tmp/frozen_before.txt" "$tmp/frozen_kept.txt" || fail "bnorm recalibrate --skip-frozen changed the frozen layer's statistics"
+    run recalibrate "$models/frozen_bn.keras" --data "$tmp/x8.csv" -o "$tmp/all.keras"
+    expect_status 0 "bnorm recalibrate a frozen layer"
+    run inspect "$tmp/all.keras" --json
+    bn_stats "$tmp/out" >"$tmp/frozen_all.txt"
+    if cmp -s "$tmp/frozen_before.txt" "$tmp/frozen_all.txt"; then fail "bnorm recalibrate left the frozen layer's statistics (the default recalibrates it)"; fi
+    ;;
+
+  # On the model of train_saves: the Fashion-MNIST default (training images, accuracy on
+  # the test set before and after, which bnorm evaluate confirms), idempotence, --eval.
+  recal_model)
+    require_dataset
+    require_model
+    if ! command -v python3 >/dev/null 2>&1; then echo "note: python3 is not installed; skipping the JSON checks"; fi
+    run recalibrate "$model" -o "$tmp/r.keras" --batch-size 1000
+    expect_status 0 "bnorm recalibrate MODEL"
+    expect_contains "$tmp/out" "recalibrating 2 batch-normalization layers on the Fashion-MNIST training set ($data_dir): 60000 samples, batches of 1000" "bnorm recalibrate"
+    expect_contains "$tmp/out" "accuracy on the Fashion-MNIST test set (10000 samples, inference mode): before " "bnorm recalibrate"
+    for layer in batch_normalization_1 batch_normalization_2; do
+      [ "$(awk -v l="$layer" '$1 == l { print $3 }' "$tmp/out")" = "60000" ] || fail "bnorm recalibrate: $layer count is not 60000"
+    done
+    before=$(sed -n 's/.*: before \([0-9.]*\), after .*/\1/p' "$tmp/out")
+    after=$(sed -n 's/.*, after \([0-9.]*\) (.*/\1/p' "$tmp/out")
+    run evaluate "$model"
+    [ -n "$before" ] && [ "$(awk '$1 == "accuracy" { print $NF }' "$tmp/out")" = "$before" ] ||
+      fail "bnorm recalibrate: accuracy before '$before' is not bnorm evaluate's on MODEL: $(awk '$1 == "accuracy"' "$tmp/out")"
+    run evaluate "$tmp/r.keras"
+    expect_status 0 "bnorm evaluate the recalibrated model"
+    [ -n "$after" ] && [ "$(awk '$1 == "accuracy" { print $NF }' "$tmp/out")" = "$after" ] ||
+      fail "bnorm recalibrate: accuracy after '$after' is not bnorm evaluate's on the written model: $(awk '$1 == "accuracy"' "$tmp/out")"
+    # Again on the recalibrated model: nothing moves (shifts 0, std ratios 1).
+    run recalibrate "$tmp/r.keras" --no-eval -o "$tmp/r2.keras" --batch-size 777
+    expect_status 0 "bnorm recalibrate the recalibrated model"
+    awk '$1 ~ /^batch_normalization/ && ($4 > 1e-4 || $5 > 1e-4 || $6 < 0.9999 || $6 > 1.0001 || $7 < 0.9999 || $7 > 1.0001) { bad = 1 } END { exit bad }' "$tmp/out" ||
+      fail "bnorm recalibrate twice: the second run moved the statistics: $(cat "$tmp/out")"
+    if grep -q "accuracy" "$tmp/out"; then fail "bnorm recalibrate --no-eval reported an accuracy"; fi
+    if command -v python3 >/dev/null 2>&1; then
+      for f in "$model" "$tmp/r.keras" "$tmp/r2.keras"; do
+        run inspect "$f" --json
+        bn_stats "$tmp/out" >"$tmp/$(basename "$f").stats"
+      done
+      stats_close "$tmp/r2.keras.stats" "$tmp/r.keras.stats" 2-13 1e-6 || fail "bnorm recalibrate twice: the statistics differ beyond 1e-6"
+      if cmp -s "$tmp/model.keras.stats" "$tmp/r.keras.stats"; then fail "bnorm recalibrate: the written model has the old statistics"; fi
+      cut -d' ' -f1,8- "$tmp/model.keras.stats" >"$tmp/a.txt"
+      cut -d' ' -f1,8- "$tmp/r.keras.stats" >"$tmp/b.txt"
+      cmp -s "$tmp/a.txt" "$tmp/b.txt" || fail "bnorm recalibrate changed gamma or beta"
+    fi
+    # Files: --data and --eval (10 images, labels 0..9), written as legacy .h5.
+    seq 0 9 >"$tmp/labels.csv"
+    run recalibrate "$model" --data "$arrays/f4_10x784.npy" --eval "$arrays/f4_10x784.npy" "$tmp/labels.csv" -o "$tmp/r.h5"
+    expect_status 0 "bnorm recalibrate --data --eval -o r.h5"
+    expect_contains "$tmp/out" "recalibrating 2 batch-normalization layers on $arrays/f4_10x784.npy: 10 samples" "bnorm recalibrate --data"
+    expect_contains "$tmp/out" "accuracy on $arrays/f4_10x784.npy (10 samples, inference mode): before " "bnorm recalibrate --eval"
+    [ "$(head -c 4 "$tmp/r.h5" | od -An -tx1 | tr -d ' \n')" = "89484446" ] || fail "r.h5 is not an HDF5 file"
+    run predict "$tmp/r.h5" "$arrays/f4_10x784.npy"
+    expect_status 0 "bnorm predict with the recalibrated .h5 model"
+    ;;
+
+  recal_errors)
+    require_dataset
+    # The output is checked before any work; inputs as for predict and evaluate.
+    run recalibrate "$models/mlp.keras" -o "$models/mlp.keras"
+    expect_status 2 "bnorm recalibrate -o MODEL"
+    expect_one_line_error "--output: expected a path other than the inputs, received '$models/mlp.keras' (the MODEL file)" "bnorm recalibrate -o MODEL"
+    run recalibrate "$models/mlp.keras" --data "$tmp/x.csv" -o "$tmp/./x.csv"
+    expect_status 2 "bnorm recalibrate -o --data"
+    expect_one_line_error "(the --data file" "bnorm recalibrate -o --data"
+    for out in m.weights.h5 m.npy m; do
+      run recalibrate "$models/mlp.keras" -o "$tmp/$out"
+      expect_status 2 "bnorm recalibrate -o $out"
+      expect_one_line_error "--output: expected a model file name ending in .keras (or .h5 for legacy tf.keras)" "bnorm recalibrate -o $out"
+    done
+    run recalibrate "$models/mlp.keras"
+    expect_status 2 "bnorm recalibrate without -o"
+    expect_one_line_error "--output is required" "bnorm recalibrate without -o"
+    run recalibrate "$models/mlp.keras" -o "$tmp/no/such/folder/r.keras"
+    expect_status 1 "bnorm recalibrate -o into a missing folder"
+    expect_one_line_error "$tmp/no/such/folder" "bnorm recalibrate -o into a missing folder"
+    run recalibrate "$models/mlp.keras" --batch-size 0 -o "$tmp/r.keras"
+    expect_one_line_error "--batch-size" "bnorm recalibrate --batch-size 0"
+    run recalibrate "$models/mlp.keras" --eval "$arrays/f4_10x784.npy" -o "$tmp/r.keras"
+    expect_status 2 "bnorm recalibrate --eval with one file"
+    expect_one_line_error "--eval" "bnorm recalibrate --eval with one file"
+    run recalibrate "$models/mlp.keras" --eval a.npy b.npy --no-eval -o "$tmp/r.keras"
+    expect_status 2 "bnorm recalibrate --eval --no-eval"
+    expect_one_line_error "--no-eval" "bnorm recalibrate --eval --no-eval"
+    run recalibrate "$tmp/nothere.keras" -o "$tmp/r.keras"
+    expect_status 1 "bnorm recalibrate with a missing model"
+    expect_one_line_error "MODEL $tmp/nothere.keras: expected a model file" "bnorm recalibrate with a missing model"
+    # mlp.keras takes 10 inputs: the Fashion-MNIST default does not fit, nor a 784-wide file.
+    run recalibrate "$models/mlp.keras" -o "$tmp/r.keras"
+    expect_status 1 "bnorm recalibrate a 10-input model on Fashion-MNIST"
+    expect_one_line_error "a model of 784 inputs for Fashion-MNIST" "bnorm recalibrate a 10-input model on Fashion-MNIST"
+    run recalibrate "$models/mlp.keras" --data "$arrays/f4_10x784.npy" -o "$tmp/r.keras"
+    expect_status 1 "bnorm recalibrate with --data of the wrong width"
+    expect_one_line_error "--data $arrays/f4_10x784.npy: expected rows of 10 values" "bnorm recalibrate with --data of the wrong width"
+    # Non-finite samples and labels are refused, naming the place.
+    printf '1,2,3,4,5,6,7,8,9,10\n1,2,3,4,nan,6,7,8,9,10\n' >"$tmp/nan.csv"
+    run recalibrate "$models/mlp.keras" --data "$tmp/nan.csv" -o "$tmp/r.keras"
+    expect_status 1 "bnorm recalibrate with NaN in --data"
+    expect_one_line_error "--data $tmp/nan.csv: expected finite values, received nan at row 2, column 5" "bnorm recalibrate with NaN in --data"
+    printf '1,2,3,4,5,6,7,8,9,10\n' >"$tmp/x10.csv"
+    printf '0\n' >"$tmp/one.csv"
+    printf '0\n1\n' >"$tmp/two.csv"
+    run recalibrate "$models/mlp.keras" --data "$tmp/x10.csv" --eval "$tmp/x10.csv" "$tmp/two.csv" -o "$tmp/r.keras"
+    expect_status 1 "bnorm recalibrate with 2 labels for 1 sample"
+    expect_one_line_error "--eval LABELS $tmp/two.csv: expected 1 row (one per evaluation sample), received 2 rows" "bnorm recalibrate --eval with a wrong label count"
+    printf '7\n' >"$tmp/seven.csv"
+    run recalibrate "$models/mlp.keras" --data "$tmp/x10.csv" --eval "$tmp/x10.csv" "$tmp/seven.csv" -o "$tmp/r.keras"
+    expect_status 1 "bnorm recalibrate with label 7 for 3 outputs"
+    expect_one_line_error "class index in [0, " "bnorm recalibrate --eval with a label out of range"
+    # A model without batch normalization.
+    run train --batch-norm off --steps 1 --layers 4 -o "$tmp/plain.keras"
+    expect_status 0 "bnorm train --batch-norm off"
+    run recalibrate "$tmp/plain.keras" -o "$tmp/r.keras"
+    expect_status 1 "bnorm recalibrate a model without batch normalization"
+    expect_one_line_error "MODEL $tmp/plain.keras: expected a model with batch-normalization layers, received a model without any" \
+      "bnorm recalibrate a model without batch normalization"
+    [ ! -e "$tmp/r.keras" ] || fail "a failed bnorm recalibrate wrote r.keras"
     ;;
 
   *)
