@@ -322,6 +322,28 @@ TEST(BatchNormKernels, BitwiseIdenticalForAnyThreadCount) {
   EXPECT_GE(bk::num_threads(), 1);
 }
 
+// Per-channel mean and biased variance of x (N, C, S), two passes in double: the exact
+// statistics of the float data, to which the kernels' outputs are compared.
+std::pair<std::vector<double>, std::vector<double>> double_two_pass(const std::vector<float>& x,
+                                                                    const BatchNormDims& d) {
+  const auto at = [&](std::int64_t n, std::int64_t c, std::int64_t s) {
+    return static_cast<double>(x[static_cast<std::size_t>((n * d.C + c) * d.S + s)]);
+  };
+  std::vector<double> mean(static_cast<std::size_t>(d.C), 0.0), var(static_cast<std::size_t>(d.C), 0.0);
+  for (std::int64_t c = 0; c < d.C; ++c) {
+    double sum = 0.0;
+    for (std::int64_t n = 0; n < d.N; ++n)
+      for (std::int64_t s = 0; s < d.S; ++s) sum += at(n, c, s);
+    const double m = sum / static_cast<double>(d.count());
+    double sq = 0.0;
+    for (std::int64_t n = 0; n < d.N; ++n)
+      for (std::int64_t s = 0; s < d.S; ++s) sq += (at(n, c, s) - m) * (at(n, c, s) - m);
+    mean[static_cast<std::size_t>(c)] = m;
+    var[static_cast<std::size_t>(c)] = sq / static_cast<double>(d.count());
+  }
+  return {mean, var};
+}
+
 // ---------------------------------------------------------------------------------------
 // Accuracy on data far from zero (1e4 and 1e6 times the spread).
 
@@ -335,21 +357,7 @@ TEST(BatchNormKernels, MomentsAccurateWithLargeOffset) {
       const std::vector<float> x = rng.normals(d.numel(), offset, 1.0);
       const std::size_t C = static_cast<std::size_t>(d.C);
       // Double two-pass reference on the same float data.
-      std::vector<double> want_mean(C, 0.0), want_var(C, 0.0);
-      for (std::int64_t c = 0; c < d.C; ++c) {
-        double sum = 0.0;
-        for (std::int64_t n = 0; n < d.N; ++n)
-          for (std::int64_t s = 0; s < d.S; ++s) sum += x[static_cast<std::size_t>((n * d.C + c) * d.S + s)];
-        const double m = sum / static_cast<double>(d.count());
-        double sq = 0.0;
-        for (std::int64_t n = 0; n < d.N; ++n)
-          for (std::int64_t s = 0; s < d.S; ++s) {
-            const double dev = x[static_cast<std::size_t>((n * d.C + c) * d.S + s)] - m;
-            sq += dev * dev;
-          }
-        want_mean[static_cast<std::size_t>(c)] = m;
-        want_var[static_cast<std::size_t>(c)] = sq / static_cast<double>(d.count());
-      }
+      const auto [want_mean, want_var] = double_two_pass(x, d);
       for (const Impl impl : {Impl::cpu, Impl::reference}) {
         SCOPED_TRACE(impl == Impl::cpu ? "Impl::cpu" : "Impl::reference");
         std::vector<float> mean(C), var(C), y(x.size()), mean2(C), var2(C), invstd(C), mean3(C), var3(C),
@@ -392,21 +400,7 @@ TEST(BatchNormKernels, DoubleStatisticsAreTheUnroundedOnes) {
       Rng rng(11u);
       const std::vector<float> x = rng.normals(d.numel(), offset, 1.0);
       const std::size_t C = static_cast<std::size_t>(d.C);
-      std::vector<double> want_mean(C, 0.0), want_var(C, 0.0);  // double two-pass
-      for (std::int64_t c = 0; c < d.C; ++c) {
-        double sum = 0.0;
-        for (std::int64_t n = 0; n < d.N; ++n)
-          for (std::int64_t s = 0; s < d.S; ++s) sum += x[static_cast<std::size_t>((n * d.C + c) * d.S + s)];
-        const double m = sum / static_cast<double>(d.count());
-        double sq = 0.0;
-        for (std::int64_t n = 0; n < d.N; ++n)
-          for (std::int64_t s = 0; s < d.S; ++s) {
-            const double dev = x[static_cast<std::size_t>((n * d.C + c) * d.S + s)] - m;
-            sq += dev * dev;
-          }
-        want_mean[static_cast<std::size_t>(c)] = m;
-        want_var[static_cast<std::size_t>(c)] = sq / static_cast<double>(d.count());
-      }
+      const auto [want_mean, want_var] = double_two_pass(x, d);  // reference
       for (const Impl impl : {Impl::cpu, Impl::reference}) {
         SCOPED_TRACE(impl == Impl::cpu ? "Impl::cpu" : "Impl::reference");
         for (int op = 0; op < 3; ++op) {
