@@ -475,25 +475,23 @@ case "$case_name" in
     no_training() {  # no_training DESCRIPTION
       if grep -qE "Epoch|test accuracy:" "$tmp/out"; then fail "$1: trained before failing"; fi
     }
+    # refused TEXT DESCRIPTION ARGS...: bnorm ARGS fails with status 1 and a one-line
+    # message naming TEXT, before any training.
+    refused() {
+      local text="$1" what="$2"
+      shift 2
+      run "$@"
+      expect_status 1 "$what"
+      expect_one_line_error "$text" "$what"
+      no_training "$what"
+    }
     mkdir "$tmp/folder.keras" "$tmp/folder.npy"
     echo "a file" >"$tmp/afile"
-    run train --steps 30 --layers 16 --threads 1 -o "$tmp/folder.keras"
-    expect_status 1 "bnorm train -o FOLDER"
-    expect_one_line_error "received '$tmp/folder.keras', an existing folder" "bnorm train -o FOLDER"
-    no_training "bnorm train -o FOLDER"
-    run train --steps 30 --layers 16 --threads 1 -o "$tmp/afile/m.keras"
-    expect_status 1 "bnorm train -o FILE/m.keras"
-    expect_one_line_error "'$tmp/afile' is a file, not a folder" "bnorm train -o FILE/m.keras"
-    no_training "bnorm train -o FILE/m.keras"
-    run experiment --steps 20 --eval-every 10 --out "$tmp/afile"
-    expect_status 1 "bnorm experiment --out FILE"
-    expect_one_line_error "--out" "bnorm experiment --out FILE"
-    no_training "bnorm experiment --out FILE"
+    refused "received '$tmp/folder.keras', an existing folder" "bnorm train -o FOLDER" train --steps 30 --layers 16 --threads 1 -o "$tmp/folder.keras"
+    refused "'$tmp/afile' is a file, not a folder" "bnorm train -o FILE/m.keras" train --steps 30 --layers 16 --threads 1 -o "$tmp/afile/m.keras"
+    refused "--out" "bnorm experiment --out FILE" experiment --steps 20 --eval-every 10 --out "$tmp/afile"
     ln -s "$tmp/nowhere" "$tmp/dangling"
-    run experiment --steps 20 --eval-every 10 --out "$tmp/dangling"
-    expect_status 1 "bnorm experiment --out DANGLING_LINK"
-    expect_one_line_error "a symbolic link to a missing target" "bnorm experiment --out DANGLING_LINK"
-    no_training "bnorm experiment --out DANGLING_LINK"
+    refused "a symbolic link to a missing target" "bnorm experiment --out DANGLING_LINK" experiment --steps 20 --eval-every 10 --out "$tmp/dangling"
     run experiment --steps 20 --eval-every 10 --out ""
     expect_one_line_error "--out: expected a folder (created if missing), received an empty path" "bnorm experiment --out ''"
     run predict "$model" "$arrays/f4_10x784.npy" -o "$tmp/folder.npy"
@@ -512,18 +510,9 @@ case "$case_name" in
     fi
     if [ -n "$ro" ]; then
       trap 'chattr -i "$ro" "$rofile" 2>/dev/null; chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
-      run train --steps 30 --layers 16 --threads 1 -o "$ro/m.keras"
-      expect_status 1 "bnorm train -o READ_ONLY_FOLDER/m.keras"
-      expect_one_line_error "--output: expected a path in a folder where files can be created" "bnorm train -o READ_ONLY_FOLDER/m.keras"
-      no_training "bnorm train -o READ_ONLY_FOLDER/m.keras"
-      run train --steps 30 --layers 16 --threads 1 -o "$rofile"
-      expect_status 1 "bnorm train -o READ_ONLY_FILE"
-      expect_one_line_error "--output: expected a file that can be written" "bnorm train -o READ_ONLY_FILE"
-      no_training "bnorm train -o READ_ONLY_FILE"
-      run experiment --steps 20 --eval-every 10 --out "$ro"
-      expect_status 1 "bnorm experiment --out READ_ONLY_FOLDER"
-      expect_one_line_error "--out: expected a folder where files can be created" "bnorm experiment --out READ_ONLY_FOLDER"
-      no_training "bnorm experiment --out READ_ONLY_FOLDER"
+      refused "--output: expected a path in a folder where files can be created" "bnorm train -o READ_ONLY_FOLDER/m.keras" train --steps 30 --layers 16 --threads 1 -o "$ro/m.keras"
+      refused "--output: expected a file that can be written" "bnorm train -o READ_ONLY_FILE" train --steps 30 --layers 16 --threads 1 -o "$rofile"
+      refused "--out: expected a folder where files can be created" "bnorm experiment --out READ_ONLY_FOLDER" experiment --steps 20 --eval-every 10 --out "$ro"
       run experiment --steps 20 --eval-every 10 --out "$ro/report"
       expect_status 1 "bnorm experiment --out READ_ONLY_FOLDER/report"
       no_training "bnorm experiment --out READ_ONLY_FOLDER/report"
