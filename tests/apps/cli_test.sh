@@ -569,12 +569,6 @@ case "$case_name" in
     run evaluate "$model" --data-dir "$tmp/t10k"
     expect_status 0 "bnorm evaluate --data-dir (test files only)"
     expect_contains "$tmp/out" "10000 samples" "bnorm evaluate --data-dir (test files only)"
-    seq 0 9 | sed 's/$/,0/' >"$tmp/two.csv"
-    run evaluate "$model" "$arrays/f4_10x784.npy" "$tmp/two.csv"
-    expect_one_line_error "received rows of 2 values" "bnorm evaluate with two-column class labels"
-    seq 0 9 >"$tmp/labels1.csv"
-    run evaluate "$model" "$arrays/f4_10x784.npy" "$tmp/labels1.csv" --loss categorical_crossentropy
-    expect_one_line_error "received rows of 1 value" "bnorm evaluate with one value per row for one-hot labels"
     run evaluate "$model" --data-dir "$tmp/empty"
     expect_one_line_error "t10k-images-idx3-ubyte" "bnorm evaluate --data-dir EMPTY_DIR"
     if grep -q "train-" "$tmp/err"; then fail "bnorm evaluate --data-dir EMPTY_DIR asks for training files: $(cat "$tmp/err")"; fi
