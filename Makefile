@@ -15,6 +15,9 @@ BENCH_BUILD ?= build-bench
 PACKAGE_BUILD ?= build-package
 BENCH_ARGS ?=
 JOBS       ?= $(shell nproc)
+# The interpreter the Python module (python/) is built for and tested with: Debian's, whose
+# numpy and pytest come from python3-numpy and python3-pytest (not a pyenv or venv python3).
+PYTHON     ?= /usr/bin/python3
 
 .PHONY: all deps build run examples test test-fast test-sanitize bench bench-train package clean
 
@@ -24,7 +27,7 @@ deps:
 	@bash scripts/install-deps.sh
 
 $(BUILD)/CMakeCache.txt: | deps
-	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE=$(PYTHON)
 
 build: deps $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)

@@ -15,6 +15,10 @@ packages=(
   libhdf5-dev                 # HDF5 C API: Keras .keras / .weights.h5 / legacy .h5 files
   libzip-dev                  # zip archives: Keras .keras files
   dpkg-dev file               # make package: dpkg-shlibdeps and file, for CPack's Debian package
+  pybind11-dev                # the Python module bnorm._bnorm (python/)
+  python3-dev                 # Python's headers, for the Python module
+  python3-numpy               # NumPy: the Python module's arrays and its tests
+  python3-pytest              # pytest: the Python module's tests (make test)
 )
 
 exec bash "$(dirname "$0")/apt-install.sh" bnorm "${packages[@]}"

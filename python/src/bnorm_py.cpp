@@ -30,6 +30,7 @@
 #include "bnorm/io/model_file.hpp"
 #include "bnorm/kernels/batch_norm.hpp"
 #include "bnorm/nn/batch_normalization.hpp"
+#include "bnorm/nn/initializers.hpp"
 #include "bnorm/nn/inspect.hpp"
 #include "bnorm/nn/layer.hpp"
 #include "bnorm/nn/model.hpp"
@@ -112,6 +113,15 @@ void assign(Tensor& target, py::handle value, const std::string& where, const st
                      "shape " + shape_text(t.shape()));
   }
   target = std::move(t);
+}
+
+// How the C++ library names a layer in its messages ("BatchNormalization 'bn'").
+std::string where_of(const nn::Layer& l) { return l.class_name() + " '" + l.name() + "'"; }
+
+// A Keras initializer argument: a name ("zeros", "ones", ...) or a number (constant).
+nn::Initializer initializer_from(py::handle v) {
+  if (py::isinstance<py::str>(v)) return nn::Initializer::from_name(v.cast<std::string>());
+  return nn::Initializer::constant(v.cast<float>());
 }
 
 // ---- kernels -------------------------------------------------------------------------
@@ -354,6 +364,14 @@ batch_norm_forward_training (float32, C-contiguous, not copied). Returns y (`out
       .def_property_readonly("class_name", &nn::Layer::class_name)
       .def_property("trainable", &nn::Layer::trainable, &nn::Layer::set_trainable)
       .def_property_readonly("built", &nn::Layer::built)
+      .def(
+          "build",
+          [](nn::Layer& l, const std::vector<std::optional<std::int64_t>>& input_shape) {
+            std::vector<std::int64_t> dims;
+            for (const auto& d : input_shape) dims.push_back(d.value_or(-1));
+            l.build(Shape(std::move(dims)));
+          },
+          py::arg("input_shape"), "Keras build(input_shape): None for unknown dimensions (the batch).")
       .def("get_weights",
            [](const nn::Layer& l) {
              py::list out;
@@ -372,7 +390,9 @@ batch_norm_forward_training (float32, C-contiguous, not copied). Returns y (`out
       m, "BatchNormalization",
       "Keras's BatchNormalization (Keras convention: momentum is the weight of the OLD moving value).")
       .def(py::init([](double momentum, double epsilon, py::object axis, bool center, bool scale, bool trainable,
-                       std::optional<std::string> name, const std::string& version, std::optional<bool> fused) {
+                       std::optional<std::string> name, const std::string& version, std::optional<bool> fused,
+                       py::handle beta_initializer, py::handle gamma_initializer,
+                       py::handle moving_mean_initializer, py::handle moving_variance_initializer) {
              nn::BatchNormalizationOptions o;
              if (py::isinstance<py::int_>(axis)) {
                o.axis = {axis.cast<int>()};
@@ -393,11 +413,17 @@ batch_norm_forward_training (float32, C-contiguous, not copied). Returns y (`out
                throw ArgumentError("BatchNormalization", "version", "'keras3' or 'keras2'", "'" + version + "'");
              }
              o.fused = !fused ? nn::Fused::automatic : *fused ? nn::Fused::yes : nn::Fused::no;
+             o.beta_initializer = initializer_from(beta_initializer);
+             o.gamma_initializer = initializer_from(gamma_initializer);
+             o.moving_mean_initializer = initializer_from(moving_mean_initializer);
+             o.moving_variance_initializer = initializer_from(moving_variance_initializer);
              return std::make_shared<nn::BatchNormalization>(o);
            }),
            py::arg("momentum") = 0.99, py::arg("epsilon") = 1e-3, py::arg("axis") = -1, py::arg("center") = true,
            py::arg("scale") = true, py::arg("trainable") = true, py::arg("name") = py::none(),
-           py::arg("version") = "keras3", py::arg("fused") = py::none())
+           py::arg("version") = "keras3", py::arg("fused") = py::none(), py::arg("beta_initializer") = "zeros",
+           py::arg("gamma_initializer") = "ones", py::arg("moving_mean_initializer") = "zeros",
+           py::arg("moving_variance_initializer") = "ones")
       .def(
           "__call__",
           [](nn::BatchNormalization& l, py::handle x, std::optional<bool> training) {
@@ -411,12 +437,24 @@ batch_norm_forward_training (float32, C-contiguous, not copied). Returns y (`out
       .def_property_readonly("axis", [](const nn::BatchNormalization& l) { return l.options().axis; })
       .def_property_readonly("center", [](const nn::BatchNormalization& l) { return l.options().center; })
       .def_property_readonly("scale", [](const nn::BatchNormalization& l) { return l.options().scale; })
-      .def_property_readonly("gamma", [](const nn::BatchNormalization& l) { return to_numpy_or_none(l.gamma()); })
-      .def_property_readonly("beta", [](const nn::BatchNormalization& l) { return to_numpy_or_none(l.beta()); })
-      .def_property_readonly("moving_mean",
-                             [](const nn::BatchNormalization& l) { return to_numpy_or_none(l.moving_mean()); })
-      .def_property_readonly("moving_variance",
-                             [](const nn::BatchNormalization& l) { return to_numpy_or_none(l.moving_variance()); });
+// A variable as a NumPy copy (None before build or when absent); assigning one of the same
+// shape sets it (StateError before build or when absent, ShapeError for another shape).
+#define BNORM_KERAS_VARIABLE(NAME)                                                                              \
+  def_property(                                                                                                 \
+      #NAME, [](const nn::BatchNormalization& l) { return to_numpy_or_none(l.NAME()); },                        \
+      [](nn::BatchNormalization& l, py::handle v) {                                                             \
+        nn::Variable* var = l.NAME();                                                                           \
+        if (!var) {                                                                                             \
+          throw StateError(where_of(l), #NAME, "a built layer that has " #NAME,                                 \
+                           l.built() ? "a layer without it (center/scale off)" : "a layer not built yet");      \
+        }                                                                                                       \
+        assign(var->value, v, where_of(l), #NAME);                                                              \
+      })
+      .BNORM_KERAS_VARIABLE(gamma)
+      .BNORM_KERAS_VARIABLE(beta)
+      .BNORM_KERAS_VARIABLE(moving_mean)
+      .BNORM_KERAS_VARIABLE(moving_variance);
+#undef BNORM_KERAS_VARIABLE
 
   py::class_<nn::TorchBatchNorm>(m, "TorchBatchNorm",
                                  "PyTorch's BatchNorm1d/2d/3d (PyTorch convention: momentum is the weight of the "
@@ -446,13 +484,13 @@ batch_norm_forward_training (float32, C-contiguous, not copied). Returns y (`out
                     &nn::TorchBatchNorm::set_num_batches_tracked)
       .def("reset_running_stats", &nn::TorchBatchNorm::reset_running_stats)
       .def("reset_parameters", &nn::TorchBatchNorm::reset_parameters)
-#define BNORM_TORCH_TENSOR(NAME)                                                                       \
-  def_property(                                                                                        \
-      #NAME, [](const nn::TorchBatchNorm& b) { return to_numpy_or_none(b.NAME()); },                   \
-      [](nn::TorchBatchNorm& b, py::handle v) {                                                        \
-        Tensor* t = b.NAME();                                                                          \
-        if (!t) throw StateError("TorchBatchNorm", #NAME, "a module that has " #NAME, "none (absent)"); \
-        assign(*t, v, "TorchBatchNorm", #NAME);                                                        \
+#define BNORM_TORCH_TENSOR(NAME)                                                                                \
+  def_property(                                                                                                 \
+      #NAME, [](const nn::TorchBatchNorm& b) { return to_numpy_or_none(b.NAME()); },                            \
+      [](nn::TorchBatchNorm& b, py::handle v) {                                                                 \
+        Tensor* t = b.NAME();                                                                                   \
+        if (!t) throw StateError("TorchBatchNorm", #NAME, "a module that has " #NAME, "none (absent)");         \
+        assign(*t, v, "TorchBatchNorm", #NAME);                                                                 \
       })
       .BNORM_TORCH_TENSOR(weight)
       .BNORM_TORCH_TENSOR(bias)
