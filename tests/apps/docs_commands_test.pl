@@ -9,6 +9,9 @@
 #     `$ ` line or the end of the block, are its documented output);
 #   - a line `build/bnorm ...` without a prompt (README.md, docs/experiment.md: commands
 #     listed without output).
+# A ```python block whose first line imports bnorm is a program: it runs with the Python
+# module built beside the binary (BUILD/python) and must exit with status 0 (skipped, and
+# said so, where the module is not built). Other Python blocks are fragments.
 # Lines `bnorm COMMAND   # what it does` without a prompt are a list of the commands, not
 # commands to run (docs/cli.md's first block); any other prompt-less `bnorm ...` line in a
 # block is an error, so that no command escapes this test.
@@ -57,18 +60,31 @@ sub commands_of {
   my ($path) = @_;
   open(my $fh, '<', $path) or die "cannot read $path: $!\n";
   my @out;
-  my ($in_block, $runnable, $current) = (0, 0, undef);
+  my ($in_block, $runnable, $current, $python) = (0, 0, undef, undef);
   my $n = 0;
   while (my $line = <$fh>) {
     $n++;
     chomp $line;
     if ($line =~ /^\s*```(\S*)/) {
       if ($in_block) {
-        ($in_block, $current) = (0, undef);
+        ($in_block, $current, $python) = (0, undef, undef);
       } else {
         $in_block = 1;
         $runnable = $1 !~ /^(python|cpp|c\+\+|json|cmake)$/;
+        if ($1 eq 'python') {  # a program when it starts by importing bnorm
+          my $first = <$fh>;
+          $n++;
+          chomp $first;
+          if ($first =~ /^(?:import\s.*\bbnorm\b|from bnorm\b)/) {
+            $python = [$n, 'python3 (the block below)', 'python', [$first]];
+            push @out, $python;
+          }
+        }
       }
+      next;
+    }
+    if (defined $python) {
+      push @{$python->[3]}, $line;
       next;
     }
     next unless $in_block && $runnable;
@@ -143,6 +159,25 @@ for my $file (@files) {
     my ($line, $cmd, $want_status, $doc) = @$c;
     $commands++;
     my $where = "$name:$line: $cmd";
+    if ($want_status eq 'python') {
+      # A Python program: run with the module built beside the binary (build/python).
+      (my $module = $binary) =~ s{/[^/]+$}{/python};
+      if (!-d "$module/bnorm" || !-x '/usr/bin/python3') {
+        print "skip: $where (the Python module is not built: no pybind11)\n";
+        next;
+      }
+      open(my $py, '>', "$work/.block.py") or die "cannot write $work/.block.py: $!\n";
+      print $py join("\n", @$doc), "\n";
+      close($py);
+      system("cd '$work' && PYTHONPATH='$module' PYTHONDONTWRITEBYTECODE=1 timeout -k 30 300 /usr/bin/python3 .block.py >'$work/.out' 2>'$work/.err'");
+      my $status = $? & 127 ? 128 + ($? & 127) : $? >> 8;
+      if ($status != 0) {
+        fail("$where: exit status $status\n" . join("\n", @$doc) . "\n--- stdout\n" . slurp("$work/.out") . "--- stderr\n" . slurp("$work/.err"));
+      } else {
+        print "ok: $where -> status 0\n";
+      }
+      next;
+    }
     if ($want_status eq 'unprompted') {
       fail("$where: a bnorm command without the `\$ ` prompt is not run by this test: write it as `\$ $cmd`");
       next;
