@@ -1,0 +1,185 @@
+#include "bnorm/nn/gap.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <set>
+#include <utility>
+
+#include "bnorm/core/error.hpp"
+#include "bnorm/nn/batch_normalization.hpp"
+#include "bnorm/nn/inspect.hpp"
+#include "bnorm/nn/recalibrate.hpp"
+#include "bnorm/nn/updates.hpp"
+
+namespace bnorm::nn {
+
+namespace {
+
+// Takes the statistic updates of a training-mode call and drops them: the model's
+// moving statistics stay as they were.
+class DiscardUpdates : public UpdateSink {
+ public:
+  void record(BatchNormalization&, const StatisticsUpdate&) override {}
+};
+
+Tensor rows(const Tensor& x, std::int64_t begin, std::int64_t end) {
+  std::vector<std::int64_t> dims = x.shape().dims();
+  const std::int64_t row = dims[0] > 0 ? x.numel() / dims[0] : 0;
+  dims[0] = end - begin;
+  Tensor out{Shape(dims)};
+  std::copy_n(x.data() + begin * row, out.numel(), out.data());
+  return out;
+}
+
+}  // namespace
+
+GapReport measure_gap(Model& model, const Tensor& x, const GapOptions& options) {
+  const std::string where = "measure_gap(Model '" + model.name() + "')";
+  if (options.batch_size < 1) {
+    throw ArgumentError(where, "batch_size", "an integer >= 1", std::to_string(options.batch_size));
+  }
+  if (x.rank() < 1 || x.dim(0) < 1) {
+    throw ArgumentError(where, "x", "at least one sample (rows of the model's input)",
+                        "an input of shape " + x.shape().str());
+  }
+  // layer index -> position in report.layers (or -1 for other layers).
+  const auto& layers = model.layers();
+  std::vector<int> slot(layers.size(), -1);
+  std::vector<BatchNormalization*> bns;
+  std::set<const BatchNormalization*> seen;
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    auto* bn = dynamic_cast<BatchNormalization*>(layers[i].get());
+    if (bn == nullptr) continue;
+    const std::string layer = "BatchNormalization '" + bn->name() + "'";
+    if (!seen.insert(bn).second) {
+      throw ArgumentError(
+          where, layer,
+          "each batch-normalization layer once in the model (a shared layer sees two populations)",
+          "the layer again at position " + std::to_string(i));
+    }
+    if (!bn->built()) {
+      throw StateError(where, layer, "a built layer with moving statistics (call or fit the model first)",
+                       "an unbuilt layer");
+    }
+    slot[i] = static_cast<int>(bns.size());
+    bns.push_back(bn);
+  }
+
+  GapReport report;
+  report.samples = x.dim(0);
+  report.batch_size = options.batch_size;
+  std::vector<ChannelMoments> moments(bns.size());
+  for (std::size_t k = 0; k < bns.size(); ++k) moments[k] = ChannelMoments(bns[k]->moving_mean()->value.numel());
+
+  // One pass per batch in inference mode (the population moments of every layer's input
+  // and the inference outputs), one with batch statistics (the training-mode outputs).
+  double sum_abs = 0.0, max_abs = 0.0;
+  double y_mean = 0.0, y_m2 = 0.0;  // Welford over every output value
+  std::int64_t values = 0, rows_out = 0, agree = 0, width = 0;
+  DiscardUpdates discard;
+  const std::int64_t n = x.dim(0);
+  for (std::int64_t begin = 0; begin < n; begin += options.batch_size) {
+    const Tensor batch = rows(x, begin, std::min(n, begin + options.batch_size));
+    Tensor y = model.layer_input(batch, 0);  // checks x against the model's input
+    for (std::size_t i = 0; i < layers.size(); ++i) {
+      if (slot[i] >= 0) {
+        BatchNormalization* bn = bns[static_cast<std::size_t>(slot[i])];
+        ChannelMoments m = population_moments(y, bn->axes(), std::max<std::int64_t>(1, y.dim(0)));
+        if (m.channels() != moments[static_cast<std::size_t>(slot[i])].channels()) {
+          throw ShapeError(where, "BatchNormalization '" + bn->name() + "' input",
+                           std::to_string(moments[static_cast<std::size_t>(slot[i])].channels()) +
+                               " channels (what the layer was built for)",
+                           "an input of shape " + y.shape().str());
+        }
+        moments[static_cast<std::size_t>(slot[i])].merge(m);
+      }
+      y = layers[i]->forward(y, false, nullptr, nullptr);
+    }
+    Tensor t = batch;
+    for (std::size_t i = 0; i < layers.size(); ++i) {
+      t = layers[i]->forward(t, slot[i] >= 0, nullptr, slot[i] >= 0 ? &discard : nullptr);
+    }
+    const std::int64_t r = y.rank() == 0 ? 1 : y.dim(0);
+    width = r > 0 ? y.numel() / r : 0;
+    for (std::int64_t j = 0; j < y.numel(); ++j) {
+      const double d = std::abs(static_cast<double>(t[j]) - static_cast<double>(y[j]));
+      sum_abs += d;
+      max_abs = std::max(max_abs, d);
+      ++values;
+      const double delta = static_cast<double>(y[j]) - y_mean;
+      y_mean += delta / static_cast<double>(values);
+      y_m2 += delta * (static_cast<double>(y[j]) - y_mean);
+    }
+    if (width > 1) {
+      for (std::int64_t row = 0; row < r; ++row) {
+        const float* py = y.data() + row * width;
+        const float* pt = t.data() + row * width;
+        agree += std::max_element(py, py + width) - py == std::max_element(pt, pt + width) - pt;
+      }
+    }
+    rows_out += r;
+  }
+  OutputGap& o = report.outputs;
+  o.rows = rows_out;
+  o.values = values;
+  o.mean_abs_difference = values ? sum_abs / static_cast<double>(values) : 0.0;
+  o.max_abs_difference = max_abs;
+  o.output_spread = values ? std::sqrt(y_m2 / static_cast<double>(values)) : 0.0;
+  o.relative_difference = o.output_spread > 0.0 ? o.mean_abs_difference / o.output_spread
+                                                : std::numeric_limits<double>::quiet_NaN();
+  if (width > 1) o.argmax_agreement = static_cast<double>(agree) / static_cast<double>(rows_out);
+
+  const InspectOptions inspect{.memory_threshold = options.memory_threshold,
+                               .training_steps = options.training_steps};
+  for (std::size_t k = 0; k < bns.size(); ++k) {
+    const BatchNormalization& bn = *bns[k];
+    LayerGap g;
+    g.name = bn.name();
+    g.index = static_cast<std::size_t>(std::find(slot.begin(), slot.end(), static_cast<int>(k)) - slot.begin());
+    g.epsilon = bn.options().epsilon;
+    g.moments = std::move(moments[k]);
+    g.channels = g.moments.channels();
+    const auto kind = bn.options().version == KerasVersion::keras2 && bn.fused() ? StoredVariance::unbiased
+                                                                                  : StoredVariance::biased;
+    g.population_mean = g.moments.mean;
+    g.population_variance = stored_variance(g.moments, kind);
+    const Tensor& mm = bn.moving_mean()->value;
+    const Tensor& mv = bn.moving_variance()->value;
+    const Variable* gamma = bn.gamma();
+    const auto c = static_cast<std::size_t>(g.channels);
+    g.moving_mean.resize(c), g.moving_variance.resize(c), g.shift.resize(c), g.variance_ratio.resize(c);
+    g.stale.assign(c, false), g.dead.assign(c, false), g.collapsed.assign(c, false);
+    g.ratio_min = c ? std::numeric_limits<double>::infinity() : 0.0;
+    g.ratio_max = c ? -std::numeric_limits<double>::infinity() : 0.0;
+    for (std::size_t ch = 0; ch < c; ++ch) {
+      const auto i = static_cast<std::int64_t>(ch);
+      g.moving_mean[ch] = mm[i];
+      g.moving_variance[ch] = mv[i];
+      const double pv = g.population_variance[ch];
+      g.shift[ch] = (g.population_mean[ch] - g.moving_mean[ch]) / std::sqrt(pv + g.epsilon);
+      g.variance_ratio[ch] = (pv + g.epsilon) / (g.moving_variance[ch] + g.epsilon);
+      const double a = std::abs(g.shift[ch]);
+      g.stale[ch] = a > options.shift_threshold || !(g.variance_ratio[ch] >= options.ratio_low) ||
+                    !(g.variance_ratio[ch] <= options.ratio_high);
+      g.dead[ch] = pv <= options.dead_variance;
+      g.collapsed[ch] = gamma != nullptr && std::abs(gamma->value[i]) < options.collapsed_gamma;
+      g.stale_count += g.stale[ch], g.dead_count += g.dead[ch], g.collapsed_count += g.collapsed[ch];
+      g.mean_abs_shift += a / static_cast<double>(c);
+      g.max_abs_shift = std::max(g.max_abs_shift, a);
+      g.ratio_min = std::min(g.ratio_min, g.variance_ratio[ch]);
+      g.ratio_max = std::max(g.ratio_max, g.variance_ratio[ch]);
+    }
+    for (const auto& w : inspect_batch_norm(bn, inspect).warnings) {
+      if (w.kind == BatchNormWarningKind::initial_statistics || w.kind == BatchNormWarningKind::never_updated ||
+          w.kind == BatchNormWarningKind::short_memory) {
+        g.unconverged = true;
+        if (g.unconverged_reason.empty()) g.unconverged_reason = w.message;
+      }
+    }
+    report.layers.push_back(std::move(g));
+  }
+  return report;
+}
+
+}  // namespace bnorm::nn
