@@ -1,8 +1,4 @@
 // The experiment's report folder: CSV, gnuplot scripts and figures, summary.md.
-#include <fcntl.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -15,6 +11,7 @@
 
 #include "bnorm/io/idx.hpp"
 #include "experiment.hpp"
+#include "gnuplot.hpp"
 
 namespace bnorm::cli {
 
@@ -67,20 +64,6 @@ std::string percentiles_csv(const ExperimentResult& r) {
   return s;
 }
 
-// pngcairo when this gnuplot has it (antialiased), else the libgd png terminal.
-const char* kTerminal =
-    "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
-    "  set terminal pngcairo size %d,%d enhanced font 'sans,11' linewidth 1.5\n"
-    "} else {\n"
-    "  set terminal png size %d,%d enhanced font 'sans,11'\n"
-    "}\n";
-
-std::string terminal(int w, int h) {
-  char buf[512];
-  std::snprintf(buf, sizeof buf, kTerminal, w, h, w, h);
-  return buf;
-}
-
 std::string setup_line(const ExperimentOptions& o) {
   char buf[256];
   std::snprintf(buf, sizeof buf, "784-100-100-100-10 sigmoid MLP, SGD lr %g, batch %lld, seed %llu",
@@ -99,7 +82,7 @@ std::string accuracy_gp(const ExperimentOptions& o, const ExperimentResult& r) {
       std::max(0.0, std::floor(std::min(lowest, o.target_accuracy) * 10.0 - 1e-9) / 10.0 - 0.1);
   std::ostringstream g;
   g << "# gnuplot script written by `bnorm experiment`; run `gnuplot accuracy.gp` in this folder.\n"
-    << terminal(900, 560) << "set output 'accuracy.png'\n"
+    << png_terminal(900, 560) << "set output 'accuracy.png'\n"
     << "set datafile separator ','\n"
     << "set title \"Test accuracy on Fashion-MNIST, with and without batch normalization\\n{/*0.85 "
     << setup_line(o) << "; inference mode, 10,000 test images}\"\n"
@@ -128,7 +111,7 @@ std::string percentiles_gp(const ExperimentOptions& o, const ExperimentResult& r
   const double pad = 0.05 * (hi - lo) + 1e-6;
   std::ostringstream g;
   g << "# gnuplot script written by `bnorm experiment`; run `gnuplot percentiles.gp` in this folder.\n"
-    << terminal(1200, 520) << "set output 'percentiles.png'\n"
+    << png_terminal(1200, 520) << "set output 'percentiles.png'\n"
     << "set datafile separator ','\n"
     << "set multiplot layout 1,2 title \"Input of sigmoid unit " << o.unit
     << " in the last hidden layer: 15th, 50th and 85th percentiles over the test images\\n{/*0.85 "
@@ -158,51 +141,6 @@ std::string percentiles_gp(const ExperimentOptions& o, const ExperimentResult& r
   }
   g << "unset multiplot\n";
   return g.str();
-}
-
-std::optional<fs::path> find_on_path(const std::string& program) {
-  const char* path = std::getenv("PATH");
-  if (!path) return std::nullopt;
-  std::stringstream ss(path);
-  std::string dir;
-  while (std::getline(ss, dir, ':')) {
-    if (dir.empty()) continue;
-    const fs::path candidate = fs::path(dir) / program;
-    if (access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  return std::nullopt;
-}
-
-// Runs `gnuplot script` in `dir`; stderr goes to dir/gnuplot.log. Returns an empty
-// string on success, else what went wrong.
-std::string run_gnuplot(const fs::path& gnuplot, const fs::path& dir, const std::string& script) {
-  const fs::path log = dir / "gnuplot.log";
-  const pid_t pid = fork();
-  if (pid < 0) return std::string("cannot start gnuplot: ") + std::strerror(errno);
-  if (pid == 0) {
-    if (chdir(dir.c_str()) != 0) _exit(126);
-    const int fd = open("gnuplot.log", O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd >= 0) dup2(fd, 2), dup2(fd, 1);
-    execl(gnuplot.c_str(), "gnuplot", script.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  std::ifstream f(log);
-  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-    // gnuplot also writes warnings to stderr; keep the log only when it says something.
-    std::error_code ec;
-    if (text.find_first_not_of(" \n") == std::string::npos) fs::remove(log, ec);
-    return {};
-  }
-  std::string last;
-  std::stringstream ss(text);
-  for (std::string line; std::getline(ss, line);)
-    if (line.find_first_not_of(" ^") != std::string::npos) last = line;
-  return "gnuplot " + script + " failed (" + (last.empty() ? "no message" : last) + "; see " + log.string() +
-         ")";
 }
 
 // The spread of a network's tracked percentiles over the evaluations after step 0.
@@ -335,8 +273,7 @@ ReportFiles write_report(const ExperimentOptions& o, const ExperimentResult& r) 
 
   const auto gnuplot = find_on_path("gnuplot");
   if (!gnuplot) {
-    files.plot_problem =
-        "gnuplot is not installed (Debian: apt-get install gnuplot-nox; `make deps` installs it)";
+    files.plot_problem = kNoGnuplot;
   } else {
     for (const char* script : {"accuracy.gp", "percentiles.gp"}) {
       const std::string problem = run_gnuplot(*gnuplot, o.out, script);
