@@ -15,6 +15,8 @@
 # recal_*: bnorm recalibrate (issue 17): recal_file (statistics against awk's population
 # computation, per convention, through the written file; frozen layers), recal_errors, and
 # on the model: recal_model (Fashion-MNIST default, accuracy before and after, idempotence).
+# gap_*: bnorm inspect --data (issue 17): gap_file (report, JSON, figures, checks before any
+# work) and gap_stale (a stale model's gap, near 0 after recalibrate on the same data).
 set -u
 
 bnorm="$1"
@@ -1032,6 +1034,120 @@ PY
     expect_one_line_error "MODEL $tmp/plain.keras: expected a model with batch-normalization layers, received a model without any" \
       "bnorm recalibrate a model without batch normalization"
     [ ! -e "$tmp/r.keras" ] || fail "a failed bnorm recalibrate wrote r.keras"
+    ;;
+
+  # --- bnorm inspect --data: the training/inference gap (issue 17) -------------------------
+  # On a Keras fixture: the report's parts, JSON, figures (PNG signature, when gnuplot is
+  # installed), and the checks before any work.
+  gap_file)
+    awk 'BEGIN { for (r = 0; r < 64; r++) { line = ""; for (c = 0; c < 10; c++) line = line (c ? "," : "") ((r * 13 + c * 7) % 17) / 4; print line } }' >"$tmp/x.csv"
+    run inspect "$models/mlp.keras"
+    expect_status 0 "bnorm inspect without --data"
+    cp "$tmp/out" "$tmp/plain.txt"
+    if grep -q "gap on" "$tmp/plain.txt"; then fail "bnorm inspect without --data printed a gap report"; fi
+    run inspect "$models/mlp.keras" --data "$tmp/x.csv" --batch-size 10
+    expect_status 0 "bnorm inspect --data x.csv"
+    expect_contains "$tmp/out" "gap on $tmp/x.csv: 64 samples, batches of 10" "bnorm inspect --data"
+    expect_contains "$tmp/out" "outputs with batch statistics (training mode) against inference, same batches:" "bnorm inspect --data"
+    # The report without --data comes first, unchanged.
+    head -n "$(wc -l <"$tmp/plain.txt")" "$tmp/out" | cmp -s - "$tmp/plain.txt" || fail "bnorm inspect --data changed the report before the gap"
+    # Every batch-normalization layer has a gap line: name, channels, 4 numbers, 3 counts.
+    n_bn=$(grep -c '^ [^ ].*  keras ' "$tmp/plain.txt")
+    n_gap=$(sed -n '/^gap on/,$p' "$tmp/out" | awk 'NF == 9 && $2 ~ /^[0-9]+$/ && $7 ~ /^[0-9]+$/' | wc -l)
+    [ "$n_bn" -ge 1 ] && [ "$n_gap" -eq "$n_bn" ] || fail "bnorm inspect --data: $n_gap gap lines for $n_bn batch-normalization layers"
+    if command -v python3 >/dev/null 2>&1; then
+      run inspect "$models/mlp.keras" --data "$tmp/x.csv" --json
+      expect_status 0 "bnorm inspect --data --json"
+      python3 -c 'import json, sys
+j = json.load(open(sys.argv[1]))
+g = j["gap"]
+assert g["samples"] == 64 and g["batch_size"] == 256, g
+assert len(g["layers"]) == len(j["batch_normalization_layers"]) >= 1
+for l in g["layers"]:
+    assert len(l["shift"]) == len(l["variance_ratio"]) == l["channels"], l["name"]
+    assert l["max_abs_shift"] == max(abs(s) for s in l["shift"])
+    assert l["stale"] == len(l["stale_channels"])
+o = g["outputs"]
+assert o["rows"] == 64 and o["max_abs_difference"] >= o["mean_abs_difference"] >= 0' "$tmp/out" ||
+        fail "bnorm inspect --data --json: unexpected gap object"
+    fi
+    # Figures.
+    run inspect "$models/mlp.keras" --data "$tmp/x.csv" --plots "$tmp/plots/new"
+    expect_status 0 "bnorm inspect --data --plots"
+    for f in gap.csv shifts.csv gap.gp shifts.gp; do [ -s "$tmp/plots/new/$f" ] || fail "bnorm inspect --plots: $f missing"; done
+    [ "$(wc -l <"$tmp/plots/new/shifts.csv")" -gt 1 ] || fail "bnorm inspect --plots: shifts.csv has no channel"
+    if command -v gnuplot >/dev/null 2>&1; then
+      for f in gap.png shifts.png; do
+        is_png "$tmp/plots/new/$f" || fail "bnorm inspect --plots: $f is not a PNG file"
+        expect_contains "$tmp/out" "wrote $tmp/plots/new/$f" "bnorm inspect --plots"
+      done
+    else
+      expect_contains "$tmp/out" "figures not drawn: gnuplot is not installed" "bnorm inspect --plots without gnuplot"
+    fi
+    # Checked before any work.
+    run inspect "$models/mlp.keras" --plots "$tmp/plots"
+    expect_status 2 "bnorm inspect --plots without --data"
+    expect_one_line_error "--plots requires --data" "bnorm inspect --plots without --data"
+    run inspect "$models/mlp.keras" --batch-size 3
+    expect_status 2 "bnorm inspect --batch-size without --data"
+    run inspect "$models/mlp.keras" --data "$tmp/x.csv" --batch-size 0
+    expect_status 2 "bnorm inspect --batch-size 0"
+    expect_one_line_error "--batch-size" "bnorm inspect --batch-size 0"
+    run inspect "$models/mlp.keras" --data "$tmp/x.csv" --plots "$models/mlp.keras"
+    expect_status 2 "bnorm inspect --plots MODEL"
+    expect_one_line_error "--plots: expected a path other than the inputs" "bnorm inspect --plots MODEL"
+    cp "$tmp/x.csv" "$tmp/plots/gap.csv"
+    run inspect "$models/mlp.keras" --data "$tmp/plots/gap.csv" --plots "$tmp/plots"
+    expect_status 2 "bnorm inspect --plots over the --data file"
+    expect_one_line_error "(the --data file)" "bnorm inspect --plots over the --data file"
+    : >"$tmp/file"
+    run inspect "$models/mlp.keras" --data "$tmp/x.csv" --plots "$tmp/file/sub"
+    expect_status 1 "bnorm inspect --plots under a file"
+    expect_one_line_error "--plots" "bnorm inspect --plots under a file"
+    sed '3s/^[^,]*,/nan,/' "$tmp/x.csv" >"$tmp/nan.csv"
+    run inspect "$models/mlp.keras" --data "$tmp/nan.csv"
+    expect_status 1 "bnorm inspect --data with a NaN"
+    expect_one_line_error "--data $tmp/nan.csv: expected finite values, received nan at row 3, column 1" "bnorm inspect --data with a NaN"
+    run inspect "$models/mlp.keras" --data "$arrays/f4_10x784.npy"
+    expect_status 1 "bnorm inspect --data of the wrong width"
+    expect_one_line_error "--data" "bnorm inspect --data of the wrong width"
+    run inspect "$models/mlp.keras" --data "$tmp/nothere.csv"
+    expect_status 1 "bnorm inspect --data missing"
+    ;;
+
+  # A model trained 30 steps with momentum 0.99 (0.99^30 = 74 % of each moving average is
+  # still its initial value) has stale statistics: large shifts, stale channels,
+  # unconverged layers and a training/inference gap in the outputs. Recalibrated on the
+  # same data, its shifts are 0 and its variance ratios 1.
+  gap_stale)
+    require_dataset
+    run train --steps 30 --momentum 0.99 --layers 32,32 -o "$tmp/stale.keras"
+    expect_status 0 "bnorm train --steps 30 --momentum 0.99"
+    rows_of_784 300 "$tmp/x.csv"
+    run inspect "$tmp/stale.keras" --data "$tmp/x.csv" --plots "$tmp/plots"
+    expect_status 0 "bnorm inspect --data on a stale model"
+    sed -n '/^gap on/,$p' "$tmp/out" | awk 'NF == 9 && $1 ~ /^batch_normalization/' >"$tmp/gap.txt"
+    [ "$(wc -l <"$tmp/gap.txt")" -eq 2 ] || fail "bnorm inspect --data: expected 2 gap lines: $(cat "$tmp/out")"
+    awk '$4 > 0.5 && $7 > 0 { big++ } END { exit !(big >= 1) }' "$tmp/gap.txt" ||
+      fail "bnorm inspect --data on a stale model: no layer with a shift above 0.5 and stale channels: $(cat "$tmp/gap.txt")"
+    expect_contains "$tmp/out" "unconverged (the moving average still weighs its initial values; see the warnings): batch_normalization_1, batch_normalization_2" "bnorm inspect --data on a stale model"
+    awk '/mean \|difference\|/ { exit !($3 > 1e-3) }' "$tmp/out" || fail "bnorm inspect --data on a stale model: no output gap: $(grep 'mean |difference|' "$tmp/out")"
+    if command -v gnuplot >/dev/null 2>&1; then
+      is_png "$tmp/plots/gap.png" || fail "gap.png is not a PNG file"
+      is_png "$tmp/plots/shifts.png" || fail "shifts.png is not a PNG file"
+    fi
+    run recalibrate "$tmp/stale.keras" --data "$tmp/x.csv" --no-eval -o "$tmp/recal.keras"
+    expect_status 0 "bnorm recalibrate the stale model"
+    run inspect "$tmp/recal.keras" --data "$tmp/x.csv"
+    expect_status 0 "bnorm inspect --data on the recalibrated model"
+    sed -n '/^gap on/,$p' "$tmp/out" | awk 'NF == 9 && $1 ~ /^batch_normalization/' >"$tmp/gap.txt"
+    [ "$(wc -l <"$tmp/gap.txt")" -eq 2 ] || fail "bnorm inspect --data after recalibrate: expected 2 gap lines"
+    awk '$4 > 1e-3 || $5 < 0.999 || $6 > 1.001 || $7 != 0 { bad = 1 } END { exit bad }' "$tmp/gap.txt" ||
+      fail "bnorm inspect --data after recalibrate on the same data: shifts not near 0: $(cat "$tmp/gap.txt")"
+    # The model file is not changed by measuring.
+    cp "$tmp/recal.keras" "$tmp/copy.keras"
+    run inspect "$tmp/copy.keras" --data "$tmp/x.csv"
+    cmp -s "$tmp/recal.keras" "$tmp/copy.keras" || fail "bnorm inspect --data changed the model file"
     ;;
 
   *)
