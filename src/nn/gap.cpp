@@ -70,7 +70,8 @@ GapReport measure_gap(Model& model, const Tensor& x, const GapOptions& options) 
   report.samples = x.dim(0);
   report.batch_size = options.batch_size;
   std::vector<ChannelMoments> moments(bns.size());
-  for (std::size_t k = 0; k < bns.size(); ++k) moments[k] = ChannelMoments(bns[k]->moving_mean()->value.numel());
+  for (std::size_t k = 0; k < bns.size(); ++k)
+    moments[k] = ChannelMoments(bns[k]->moving_mean()->value.numel());
 
   // One pass per batch in inference mode (the population moments of every layer's input
   // and the inference outputs), one with batch statistics (the training-mode outputs).
@@ -136,12 +137,13 @@ GapReport measure_gap(Model& model, const Tensor& x, const GapOptions& options) 
     const BatchNormalization& bn = *bns[k];
     LayerGap g;
     g.name = bn.name();
-    g.index = static_cast<std::size_t>(std::find(slot.begin(), slot.end(), static_cast<int>(k)) - slot.begin());
+    g.index =
+        static_cast<std::size_t>(std::find(slot.begin(), slot.end(), static_cast<int>(k)) - slot.begin());
     g.epsilon = bn.options().epsilon;
     g.moments = std::move(moments[k]);
     g.channels = g.moments.channels();
     const auto kind = bn.options().version == KerasVersion::keras2 && bn.fused() ? StoredVariance::unbiased
-                                                                                  : StoredVariance::biased;
+                                                                                 : StoredVariance::biased;
     g.population_mean = g.moments.mean;
     g.population_variance = stored_variance(g.moments, kind);
     const Tensor& mm = bn.moving_mean()->value;
@@ -171,8 +173,8 @@ GapReport measure_gap(Model& model, const Tensor& x, const GapOptions& options) 
       g.ratio_max = std::max(g.ratio_max, g.variance_ratio[ch]);
     }
     for (const auto& w : inspect_batch_norm(bn, inspect).warnings) {
-      if (w.kind == BatchNormWarningKind::initial_statistics || w.kind == BatchNormWarningKind::never_updated ||
-          w.kind == BatchNormWarningKind::short_memory) {
+      if (w.kind == BatchNormWarningKind::initial_statistics ||
+          w.kind == BatchNormWarningKind::never_updated || w.kind == BatchNormWarningKind::short_memory) {
         g.unconverged = true;
         if (g.unconverged_reason.empty()) g.unconverged_reason = w.message;
       }

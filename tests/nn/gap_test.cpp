@@ -29,10 +29,12 @@ struct Known {
 Known known_model() {
   Known k;
   auto input = nn::Input({3});
-  k.bn = std::make_shared<nn::BatchNormalization>(nn::BatchNormalizationOptions{.epsilon = 1e-3, .name = "bn"});
+  k.bn =
+      std::make_shared<nn::BatchNormalization>(nn::BatchNormalizationOptions{.epsilon = 1e-3, .name = "bn"});
   auto z = (*k.bn)(input);
   z = (*std::make_shared<nn::Dense>(
-      2, nn::DenseOptions{.activation = "softmax", .kernel_initializer = nn::Initializer::glorot_uniform(3)}))(z);
+      2, nn::DenseOptions{.activation = "softmax",
+                          .kernel_initializer = nn::Initializer::glorot_uniform(3)}))(z);
   k.model = std::make_unique<nn::Model>(input, z, "known");
   k.bn->moving_mean()->value = Tensor(Shape{3}, {0.0f, 5.0f, 3.0f});
   k.bn->moving_variance()->value = Tensor(Shape{3}, {1.0f, 1.0f, 5.0f});
@@ -141,6 +143,7 @@ TEST(Gap, Refusals) {
   EXPECT_THROW(nn::measure_gap(*k.model, known_data(), {.batch_size = 0}), bnorm::ArgumentError);
   EXPECT_THROW(nn::measure_gap(*k.model, Tensor(Shape{0, 3}), {}), bnorm::ArgumentError);
   EXPECT_THROW(nn::measure_gap(*k.model, Tensor(Shape{4, 5}), {}), bnorm::ShapeError);
-  nn::Sequential unbuilt({std::make_shared<nn::BatchNormalization>(nn::BatchNormalizationOptions{.name = "lazy"})});
+  nn::Sequential unbuilt(
+      {std::make_shared<nn::BatchNormalization>(nn::BatchNormalizationOptions{.name = "lazy"})});
   EXPECT_THROW(nn::measure_gap(unbuilt, known_data(), {}), bnorm::StateError);
 }

@@ -64,12 +64,12 @@
 namespace bnorm::nn {
 
 struct GapOptions {
-  std::int64_t batch_size = 256;  // samples per pass; ArgumentError when < 1
-  double shift_threshold = 0.5;   // stale: |shift| above this
-  double ratio_low = 0.5, ratio_high = 2.0;  // stale: variance ratio outside [low, high]
-  double dead_variance = 1e-6;    // dead: population variance at or below this
-  double collapsed_gamma = 1e-3;  // collapsed: |gamma| below this
-  double memory_threshold = 0.01;  // unconverged: momentum^updates above this
+  std::int64_t batch_size = 256;                 // samples per pass; ArgumentError when < 1
+  double shift_threshold = 0.5;                  // stale: |shift| above this
+  double ratio_low = 0.5, ratio_high = 2.0;      // stale: variance ratio outside [low, high]
+  double dead_variance = 1e-6;                   // dead: population variance at or below this
+  double collapsed_gamma = 1e-3;                 // collapsed: |gamma| below this
+  double memory_threshold = 0.01;                // unconverged: momentum^updates above this
   std::optional<std::int64_t> training_steps{};  // as InspectOptions::training_steps
 };
 
