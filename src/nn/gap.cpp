@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <set>
 #include <utility>
 
 #include "bnorm/core/error.hpp"
@@ -11,6 +10,7 @@
 #include "bnorm/nn/inspect.hpp"
 #include "bnorm/nn/recalibrate.hpp"
 #include "bnorm/nn/updates.hpp"
+#include "dataset_passes.hpp"
 
 namespace bnorm::nn {
 
@@ -23,46 +23,18 @@ class DiscardUpdates : public UpdateSink {
   void record(BatchNormalization&, const StatisticsUpdate&) override {}
 };
 
-Tensor rows(const Tensor& x, std::int64_t begin, std::int64_t end) {
-  std::vector<std::int64_t> dims = x.shape().dims();
-  const std::int64_t row = dims[0] > 0 ? x.numel() / dims[0] : 0;
-  dims[0] = end - begin;
-  Tensor out{Shape(dims)};
-  std::copy_n(x.data() + begin * row, out.numel(), out.data());
-  return out;
-}
-
 }  // namespace
 
 GapReport measure_gap(Model& model, const Tensor& x, const GapOptions& options) {
   const std::string where = "measure_gap(Model '" + model.name() + "')";
-  if (options.batch_size < 1) {
-    throw ArgumentError(where, "batch_size", "an integer >= 1", std::to_string(options.batch_size));
-  }
-  if (x.rank() < 1 || x.dim(0) < 1) {
-    throw ArgumentError(where, "x", "at least one sample (rows of the model's input)",
-                        "an input of shape " + x.shape().str());
-  }
+  detail::require_batch_size(options.batch_size, where);
+  detail::require_samples(x, where);
   // layer index -> position in report.layers (or -1 for other layers).
   const auto& layers = model.layers();
   std::vector<int> slot(layers.size(), -1);
   std::vector<BatchNormalization*> bns;
-  std::set<const BatchNormalization*> seen;
-  for (std::size_t i = 0; i < layers.size(); ++i) {
-    auto* bn = dynamic_cast<BatchNormalization*>(layers[i].get());
-    if (bn == nullptr) continue;
-    const std::string layer = "BatchNormalization '" + bn->name() + "'";
-    if (!seen.insert(bn).second) {
-      throw ArgumentError(
-          where, layer,
-          "each batch-normalization layer once in the model (a shared layer sees two populations)",
-          "the layer again at position " + std::to_string(i));
-    }
-    if (!bn->built()) {
-      throw StateError(where, layer, "a built layer with moving statistics (call or fit the model first)",
-                       "an unbuilt layer");
-    }
-    slot[i] = static_cast<int>(bns.size());
+  for (const auto& [index, bn] : detail::distinct_built_batch_norms(model, where)) {
+    slot[index] = static_cast<int>(bns.size());
     bns.push_back(bn);
   }
 
@@ -81,7 +53,7 @@ GapReport measure_gap(Model& model, const Tensor& x, const GapOptions& options) 
   DiscardUpdates discard;
   const std::int64_t n = x.dim(0);
   for (std::int64_t begin = 0; begin < n; begin += options.batch_size) {
-    const Tensor batch = rows(x, begin, std::min(n, begin + options.batch_size));
+    const Tensor batch = detail::rows(x, begin, std::min(n, begin + options.batch_size));
     Tensor y = model.layer_input(batch, 0);  // checks x against the model's input
     for (std::size_t i = 0; i < layers.size(); ++i) {
       if (slot[i] >= 0) {

@@ -2,27 +2,22 @@
 
 #include <algorithm>
 #include <cmath>
-#include <set>
 #include <utility>
 
 #include "bnorm/core/error.hpp"
 #include "bnorm/kernels/batch_norm.hpp"
 #include "bnorm/nn/batch_normalization.hpp"
 #include "channel_view.hpp"
+#include "dataset_passes.hpp"
 
 namespace bnorm::nn {
 
-namespace {
+using detail::distinct_built_batch_norms;
+using detail::require_batch_size;
+using detail::require_samples;
+using detail::rows;
 
-// Rows [begin, end) of x along axis 0, as a new tensor.
-Tensor rows(const Tensor& x, std::int64_t begin, std::int64_t end) {
-  std::vector<std::int64_t> dims = x.shape().dims();
-  const std::int64_t row = dims[0] > 0 ? x.numel() / dims[0] : 0;
-  dims[0] = end - begin;
-  Tensor out{Shape(dims)};
-  std::copy_n(x.data() + begin * row, out.numel(), out.data());
-  return out;
-}
+namespace {
 
 // The moments of all of x, channels on `axes` (normalized): the reference kernel's two
 // passes in double, on x in the kernels' (N, C, S) view.
@@ -54,12 +49,6 @@ Tensor finite_float(const std::vector<double>& values, const Shape& shape, const
   return t;
 }
 
-void require_batch_size(std::int64_t batch_size, const std::string& where) {
-  if (batch_size < 1) {
-    throw ArgumentError(where, "batch_size", "an integer >= 1", std::to_string(batch_size));
-  }
-}
-
 }  // namespace
 
 std::vector<double> stored_variance(const ChannelMoments& moments, StoredVariance kind) {
@@ -89,29 +78,9 @@ ChannelMoments population_moments(const Tensor& x, const std::vector<int>& chann
 RecalibrationReport recalibrate(Model& model, const Tensor& x, const RecalibrateOptions& options) {
   const std::string where = "recalibrate(Model '" + model.name() + "')";
   require_batch_size(options.batch_size, where);
-  if (x.rank() < 1 || x.dim(0) < 1) {
-    throw ArgumentError(where, "x", "at least one sample (rows of the model's input)",
-                        "an input of shape " + x.shape().str());
-  }
+  require_samples(x, where);
   // The batch-normalization layers, in order; each must be built, and appear once.
-  std::vector<std::pair<std::size_t, BatchNormalization*>> layers;
-  std::set<const BatchNormalization*> seen;
-  for (std::size_t i = 0; i < model.layers().size(); ++i) {
-    auto* bn = dynamic_cast<BatchNormalization*>(model.layers()[i].get());
-    if (bn == nullptr) continue;
-    const std::string layer = "BatchNormalization '" + bn->name() + "'";
-    if (!seen.insert(bn).second) {
-      throw ArgumentError(
-          where, layer,
-          "each batch-normalization layer once in the model (a shared layer sees two populations)",
-          "the layer again at position " + std::to_string(i));
-    }
-    if (!bn->built()) {
-      throw StateError(where, layer, "a built layer with moving statistics (call or fit the model first)",
-                       "an unbuilt layer");
-    }
-    layers.emplace_back(i, bn);
-  }
+  const auto layers = distinct_built_batch_norms(model, where);
 
   RecalibrationReport report;
   report.samples = x.dim(0);

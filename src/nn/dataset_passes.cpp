@@ -1,0 +1,54 @@
+#include "dataset_passes.hpp"
+
+#include <algorithm>
+#include <set>
+
+#include "bnorm/core/error.hpp"
+
+namespace bnorm::nn::detail {
+
+void require_batch_size(std::int64_t batch_size, const std::string& where) {
+  if (batch_size < 1) {
+    throw ArgumentError(where, "batch_size", "an integer >= 1", std::to_string(batch_size));
+  }
+}
+
+void require_samples(const Tensor& x, const std::string& where) {
+  if (x.rank() < 1 || x.dim(0) < 1) {
+    throw ArgumentError(where, "x", "at least one sample (rows of the model's input)",
+                        "an input of shape " + x.shape().str());
+  }
+}
+
+std::vector<std::pair<std::size_t, BatchNormalization*>> distinct_built_batch_norms(const Model& model,
+                                                                                    const std::string& where) {
+  std::vector<std::pair<std::size_t, BatchNormalization*>> found;
+  std::set<const BatchNormalization*> seen;
+  for (std::size_t i = 0; i < model.layers().size(); ++i) {
+    auto* bn = dynamic_cast<BatchNormalization*>(model.layers()[i].get());
+    if (bn == nullptr) continue;
+    const std::string layer = "BatchNormalization '" + bn->name() + "'";
+    if (!seen.insert(bn).second) {
+      throw ArgumentError(where, layer,
+                          "each batch-normalization layer once in the model (a shared layer sees two populations)",
+                          "the layer again at position " + std::to_string(i));
+    }
+    if (!bn->built()) {
+      throw StateError(where, layer, "a built layer with moving statistics (call or fit the model first)",
+                       "an unbuilt layer");
+    }
+    found.emplace_back(i, bn);
+  }
+  return found;
+}
+
+Tensor rows(const Tensor& x, std::int64_t begin, std::int64_t end) {
+  std::vector<std::int64_t> dims = x.shape().dims();
+  const std::int64_t row = dims[0] > 0 ? x.numel() / dims[0] : 0;
+  dims[0] = end - begin;
+  Tensor out{Shape(dims)};
+  std::copy_n(x.data() + begin * row, out.numel(), out.data());
+  return out;
+}
+
+}  // namespace bnorm::nn::detail
