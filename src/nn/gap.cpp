@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <utility>
 
@@ -10,6 +11,7 @@
 #include "bnorm/nn/inspect.hpp"
 #include "bnorm/nn/recalibrate.hpp"
 #include "bnorm/nn/updates.hpp"
+#include "channel_view.hpp"
 #include "dataset_passes.hpp"
 
 namespace bnorm::nn {
@@ -154,6 +156,78 @@ GapReport measure_gap(Model& model, const Tensor& x, const GapOptions& options) 
     report.layers.push_back(std::move(g));
   }
   return report;
+}
+
+}  // namespace bnorm::nn
+
+namespace bnorm::nn {
+
+GapMonitor::GapMonitor(Tensor x, GapMonitorOptions options) : x_(std::move(x)), options_(std::move(options)) {
+  const std::string where = "GapMonitor";
+  if (x_.rank() < 1 || x_.dim(0) < 1) {
+    throw ArgumentError(where, "x", "at least one sample", x_.shape().str());
+  }
+  if (!(options_.growth_factor >= 1.0) || !std::isfinite(options_.growth_factor)) {
+    throw ArgumentError(where, "growth_factor", "a finite value >= 1",
+                        detail::format_number(options_.growth_factor));
+  }
+  if (!(options_.gap_floor >= 0.0)) {
+    throw ArgumentError(where, "gap_floor", "a value >= 0", detail::format_number(options_.gap_floor));
+  }
+}
+
+namespace {
+
+std::string short_number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3g", v);
+  return buf;
+}
+
+}  // namespace
+
+void GapMonitor::warn(const std::string& line) {
+  warnings_.push_back(line);
+  if (options_.sink) {
+    options_.sink(line);
+  } else {
+    std::fprintf(stderr, "bnorm: warning: %s\n", line.c_str());
+    std::fflush(stderr);
+  }
+}
+
+void GapMonitor::on_epoch_end(Model& model, int epoch, const Logs&) {
+  const GapReport g = measure_gap(model, x_, options_.gap);
+  GapEpoch e;
+  e.epoch = epoch + 1;
+  e.output_gap = g.outputs.relative_difference;
+  e.mean_abs_difference = g.outputs.mean_abs_difference;
+  const LayerGap* worst = nullptr;
+  for (const auto& l : g.layers) {
+    e.layers.push_back({.name = l.name,
+                        .mean_abs_shift = l.mean_abs_shift,
+                        .max_abs_shift = l.max_abs_shift,
+                        .ratio_min = l.ratio_min,
+                        .ratio_max = l.ratio_max,
+                        .stale_count = l.stale_count});
+    if (!worst || l.max_abs_shift > worst->max_abs_shift) worst = &l;
+  }
+  const std::string prefix = "epoch " + std::to_string(e.epoch) + ": ";
+  if (!history_.empty()) {
+    const double before = history_.back().output_gap;
+    if (e.output_gap > options_.gap_floor && e.output_gap > options_.growth_factor * before) {
+      warn(prefix + "the train/inference gap grew from " + short_number(before) + " to " +
+           short_number(e.output_gap) + " (mean |training - inference output| / output std; more than " +
+           short_number(options_.growth_factor) + "x and above " + short_number(options_.gap_floor) + ")");
+    }
+  }
+  if (worst && worst->max_abs_shift > options_.gap.shift_threshold) {
+    warn(prefix + "layer '" + worst->name + "' has a moving mean " + short_number(worst->max_abs_shift) +
+         " standard deviations off its population mean (" + std::to_string(worst->stale_count) + " of " +
+         std::to_string(worst->channels) + " channels stale; threshold " +
+         short_number(options_.gap.shift_threshold) + ")");
+  }
+  history_.push_back(std::move(e));
 }
 
 }  // namespace bnorm::nn

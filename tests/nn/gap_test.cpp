@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "bnorm/core/error.hpp"
@@ -146,4 +147,139 @@ TEST(Gap, Refusals) {
   nn::Sequential unbuilt(
       {std::make_shared<nn::BatchNormalization>(nn::BatchNormalizationOptions{.name = "lazy"})});
   EXPECT_THROW(nn::measure_gap(unbuilt, known_data(), {}), bnorm::StateError);
+}
+
+// --- GapMonitor: the gap recorded during fit -----------------------------------------
+
+namespace {
+
+nn::Sequential monitored_model(double momentum = 0.99) {
+  nn::reset_unique_names();
+  return nn::Sequential({std::make_shared<nn::InputLayer>(std::vector<std::int64_t>{6}),
+                         std::make_shared<nn::Dense>(
+                             8, nn::DenseOptions{.kernel_initializer = nn::Initializer::glorot_uniform(1)}),
+                         std::make_shared<nn::BatchNormalization>(
+                             nn::BatchNormalizationOptions{.momentum = momentum, .name = "bn"}),
+                         std::make_shared<nn::Activation>("relu"),
+                         std::make_shared<nn::Dense>(
+                             1, nn::DenseOptions{.kernel_initializer = nn::Initializer::glorot_uniform(2)})});
+}
+
+Tensor monitor_data(std::int64_t rows, std::uint32_t seed) {
+  Tensor x(Shape{rows, 6});
+  std::uint32_t s = seed;
+  for (std::int64_t i = 0; i < x.numel(); ++i) {
+    s = s * 1664525u + 1013904223u;
+    x[i] = 2.0f + static_cast<float>(s >> 8) / static_cast<float>(1u << 24);
+  }
+  return x;
+}
+
+Tensor monitor_targets(const Tensor& x) {
+  Tensor y(Shape{x.dim(0), 1});
+  for (std::int64_t i = 0; i < x.dim(0); ++i) y[i] = x.at({i, 0}) - 0.5f * x.at({i, 3});
+  return y;
+}
+
+// Before the monitor: from epoch index 1 on, moves the moving means far from the data.
+class CorruptMovingMean : public nn::Callback {
+ public:
+  explicit CorruptMovingMean(std::shared_ptr<nn::BatchNormalization> bn) : bn_(std::move(bn)) {}
+  void on_epoch_end(nn::Model&, int epoch, const nn::Logs&) override {
+    if (epoch < 1) return;
+    Tensor& m = bn_->moving_mean()->value;
+    for (std::int64_t c = 0; c < m.numel(); ++c)
+      m[c] -= 10.0f * static_cast<float>(epoch);  // (below: relu keeps the outputs varied)
+  }
+
+ private:
+  std::shared_ptr<nn::BatchNormalization> bn_;
+};
+
+}  // namespace
+
+TEST(GapMonitor, RecordsEveryEpochAsMeasureGapMeasures) {
+  auto model = monitored_model();
+  model.compile("sgd", "mse");
+  const Tensor x = monitor_data(64, 1), y = monitor_targets(x), held = monitor_data(40, 2);
+  std::vector<std::string> lines;
+  auto monitor = std::make_shared<nn::GapMonitor>(
+      held, nn::GapMonitorOptions{.gap = {.batch_size = 16},
+                                  .sink = [&](const std::string& l) { lines.push_back(l); }});
+  model.fit(x, y, {.batch_size = 16, .epochs = 3, .verbose = 0, .callbacks = {monitor}});
+  ASSERT_EQ(monitor->history().size(), 3u);
+  for (int e = 0; e < 3; ++e) {
+    const auto& r = monitor->history()[static_cast<std::size_t>(e)];
+    EXPECT_EQ(r.epoch, e + 1);
+    ASSERT_EQ(r.layers.size(), 1u);
+    EXPECT_EQ(r.layers[0].name, "bn");
+    EXPECT_TRUE(std::isfinite(r.output_gap));
+    EXPECT_GE(r.layers[0].max_abs_shift, r.layers[0].mean_abs_shift);
+    EXPECT_LE(r.layers[0].ratio_min, r.layers[0].ratio_max);
+  }
+  // The last record is the gap of the trained model.
+  const nn::GapReport g = nn::measure_gap(model, held, {.batch_size = 16});
+  const auto& last = monitor->history().back();
+  EXPECT_EQ(last.output_gap, g.outputs.relative_difference);
+  EXPECT_EQ(last.mean_abs_difference, g.outputs.mean_abs_difference);
+  EXPECT_EQ(last.layers[0].mean_abs_shift, g.layers[0].mean_abs_shift);
+  EXPECT_EQ(last.layers[0].max_abs_shift, g.layers[0].max_abs_shift);
+  EXPECT_EQ(last.layers[0].stale_count, g.layers[0].stale_count);
+  EXPECT_EQ(lines, monitor->warnings());
+}
+
+TEST(GapMonitor, LeavesFitsResultsBitwiseUnchanged) {
+  const Tensor x = monitor_data(96, 3), y = monitor_targets(x), held = monitor_data(50, 4);
+  auto plain = monitored_model();
+  plain.compile("adam", "mse");
+  const auto h0 = plain.fit(x, y, {.batch_size = 16, .epochs = 3, .verbose = 0, .shuffle = true, .seed = 7});
+  auto monitored = monitored_model();
+  monitored.compile("adam", "mse");
+  auto monitor = std::make_shared<nn::GapMonitor>(
+      held, nn::GapMonitorOptions{.gap = {.batch_size = 8}, .sink = [](const std::string&) {}});
+  const auto h1 = monitored.fit(
+      x, y,
+      {.batch_size = 16, .epochs = 3, .verbose = 0, .shuffle = true, .seed = 7, .callbacks = {monitor}});
+  EXPECT_EQ(monitor->history().size(), 3u);
+  EXPECT_EQ(h0->history, h1->history);
+  const auto a = plain.get_weights(), b = monitored.get_weights();
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].vector(), b[i].vector()) << i;
+  EXPECT_EQ(plain.optimizer()->iterations(), monitored.optimizer()->iterations());
+}
+
+TEST(GapMonitor, WarnsWhenTheGapGrowsAndWhenALayerIsStale) {
+  // Momentum 0: the moving statistics are the last batch's, close to the population's
+  // until CorruptMovingMean moves them after the second epoch.
+  auto model = monitored_model(0.0);
+  model.compile("sgd", "mse");
+  const Tensor x = monitor_data(64, 5), y = monitor_targets(x);
+  std::vector<std::string> lines;
+  auto monitor = std::make_shared<nn::GapMonitor>(
+      x, nn::GapMonitorOptions{.sink = [&](const std::string& l) { lines.push_back(l); }});
+  auto corrupt = std::make_shared<CorruptMovingMean>(model.get_layer<nn::BatchNormalization>("bn"));
+  model.fit(x, y, {.batch_size = 16, .epochs = 2, .verbose = 0, .callbacks = {corrupt, monitor}});
+  const auto& h = monitor->history();
+  ASSERT_EQ(h.size(), 2u);
+  EXPECT_LT(h[0].layers[0].max_abs_shift, 0.5);
+  EXPECT_GT(h[1].output_gap, 1.5 * h[0].output_gap);
+  EXPECT_GT(h[1].output_gap, 0.05);
+  EXPECT_GT(h[1].layers[0].max_abs_shift, 0.5);
+  EXPECT_EQ(lines, monitor->warnings());
+  bool grew = false, stale = false;
+  for (const auto& l : lines) {
+    EXPECT_EQ(l.find('\n'), std::string::npos) << l;
+    EXPECT_EQ(l.rfind("epoch 2: ", 0), 0u) << l;  // nothing to say about the first epoch
+    if (l.rfind("epoch 2: the train/inference gap grew from ", 0) == 0) grew = true;
+    if (l.rfind("epoch 2: layer 'bn' has a moving mean ", 0) == 0) stale = true;
+  }
+  EXPECT_TRUE(grew) << ::testing::PrintToString(lines);
+  EXPECT_TRUE(stale) << ::testing::PrintToString(lines);
+}
+
+TEST(GapMonitor, RefusesBadOptions) {
+  const Tensor x = monitor_data(4, 6);
+  EXPECT_THROW(nn::GapMonitor(Tensor(Shape{0, 6})), bnorm::ArgumentError);
+  EXPECT_THROW(nn::GapMonitor(x, {.growth_factor = 0.5}), bnorm::ArgumentError);
+  EXPECT_THROW(nn::GapMonitor(x, {.gap_floor = -1.0}), bnorm::ArgumentError);
 }

@@ -53,11 +53,13 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "bnorm/core/tensor.hpp"
+#include "bnorm/nn/callbacks.hpp"
 #include "bnorm/nn/channel_moments.hpp"
 #include "bnorm/nn/model.hpp"
 
@@ -107,5 +109,60 @@ struct GapReport {
 // Measures the gap on x (rows: the model's input shape, as for predict). Non-const
 // because layers are called, but the model is left unchanged. See above.
 GapReport measure_gap(Model& model, const Tensor& x, const GapOptions& options = {});
+
+// The gap during training: a Callback for Model::fit that calls measure_gap(model, x,
+// options.gap) at the end of every epoch and records a GapEpoch.
+//
+//   auto monitor = std::make_shared<nn::GapMonitor>(x_monitor, nn::GapMonitorOptions{});
+//   model.fit(x, y, {.epochs = 10, .callbacks = {monitor}});
+//   for (const auto& e : monitor->history()) std::printf("%d %g\n", e.epoch, e.output_gap);
+//
+// Warnings, at most one of each kind per epoch, each one line "epoch E: ..." kept in
+// warnings() and passed to options.sink (default: "bnorm: warning: " + line on stderr):
+//   growing gap  output_gap > gap_floor and output_gap > growth_factor * the previous
+//                epoch's output_gap ("the train/inference gap grew from X to Y")
+//   stale layer  a layer's max_abs_shift > options.gap.shift_threshold (the layer with
+//                the largest one is named)
+// x is the caller's choice (a subset of held-out data, e.g. 1000 samples, keeps it cheap).
+// The model is left exactly as it was (measure_gap's guarantee) and fit's results do not
+// change (tested bitwise). History accumulates over several fits; the records' epoch is
+// 1-based (fit's epoch index + 1, as the progress bar shows it). Errors: measure_gap's,
+// thrown from on_epoch_end; ArgumentError from the constructor for x without a sample,
+// growth_factor < 1 or a negative gap_floor.
+struct GapMonitorOptions {
+  GapOptions gap{};            // batch size and thresholds of measure_gap
+  double growth_factor = 1.5;  // growing gap: output_gap above this times the previous one
+  double gap_floor = 0.05;     // ... and above this (relative_difference)
+  std::function<void(const std::string&)> sink{};  // empty: stderr, "bnorm: warning: " prefix
+};
+
+struct LayerGapSummary {
+  std::string name;
+  double mean_abs_shift = 0.0, max_abs_shift = 0.0;
+  double ratio_min = 0.0, ratio_max = 0.0;
+  std::int64_t stale_count = 0;
+};
+
+struct GapEpoch {
+  int epoch = 0;                        // 1-based
+  std::vector<LayerGapSummary> layers;  // every BatchNormalization layer, in model order
+  double output_gap = 0.0;              // outputs.relative_difference
+  double mean_abs_difference = 0.0;     // outputs.mean_abs_difference
+};
+
+class GapMonitor : public Callback {
+ public:
+  explicit GapMonitor(Tensor x, GapMonitorOptions options = {});
+  void on_epoch_end(Model& model, int epoch, const Logs& logs) override;
+  const std::vector<GapEpoch>& history() const noexcept { return history_; }
+  const std::vector<std::string>& warnings() const noexcept { return warnings_; }
+
+ private:
+  void warn(const std::string& line);
+  Tensor x_;
+  GapMonitorOptions options_;
+  std::vector<GapEpoch> history_;
+  std::vector<std::string> warnings_;
+};
 
 }  // namespace bnorm::nn
