@@ -2,8 +2,12 @@
 // with batch normalization) on Fashion-MNIST with a Keras-style progress bar, reports the
 // test loss and accuracy in inference mode, and saves the model (io::save_model: .keras
 // by default, .h5 for legacy tf.keras) for `bnorm inspect`, `predict` and `evaluate`.
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <optional>
 #include <sstream>
@@ -13,10 +17,12 @@
 #include "bnorm/io/model_file.hpp"
 #include "bnorm/kernels/batch_norm.hpp"
 #include "bnorm/nn/callbacks.hpp"
+#include "bnorm/nn/gap.hpp"
 #include "bnorm/nn/losses.hpp"
 #include "bnorm/nn/optimizers.hpp"
 #include "commands.hpp"
 #include "file_checks.hpp"
+#include "gnuplot.hpp"
 #include "interrupt.hpp"
 
 namespace bnorm::cli {
@@ -34,7 +40,12 @@ struct TrainOptions : TrainingBasics {
   int epochs = 5;
   std::int64_t steps = 0;  // > 0: train this many batches instead of --epochs
   std::string output = "bnorm-model.keras";
+  std::string monitor;  // empty: no monitoring
 };
+
+// --monitor: what it writes in its folder, and how many test images it measures on.
+const std::vector<std::string> kMonitorFiles{"monitor.csv", "monitor.gp", "monitor.png", "gnuplot.log"};
+constexpr std::int64_t kMonitorImages = 1000;
 
 std::vector<std::int64_t> parse_layers(const std::string& text) {
   std::vector<std::int64_t> sizes;
@@ -65,14 +76,7 @@ std::vector<std::int64_t> parse_layers(const std::string& text) {
 // Fails before training, not after it, when the model could not be saved: the suffix
 // must name a model format, the path may not be a dataset file, and a file must be
 // writable there.
-void require_writable_output(const std::string& path, const std::filesystem::path& data_dir) {
-  const auto ends_with = [&](const std::string& suffix) {
-    return path.size() > suffix.size() && path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
-  };
-  if (ends_with(".weights.h5") || !(ends_with(".keras") || ends_with(".h5") || ends_with(".hdf5"))) {
-    throw UsageError("bnorm train", "--output", "a model file name ending in .keras (or .h5 for legacy tf.keras)",
-                     "'" + path + "'");
-  }
+std::vector<NamedInput> data_dir_inputs(const std::filesystem::path& data_dir) {
   std::vector<NamedInput> inputs;
   for (const char* name : {"train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                            "t10k-labels-idx1-ubyte"}) {
@@ -80,7 +84,32 @@ void require_writable_output(const std::string& path, const std::filesystem::pat
       inputs.push_back({data_dir / (std::string(name) + suffix), "a --data-dir file"});
     }
   }
-  require_distinct_output("bnorm train", "--output", path, inputs);
+  return inputs;
+}
+
+// --monitor DIR: a folder that can be written, none of whose files is an input or
+// --output (the model would be written over by monitor.csv, or the other way round).
+void require_writable_monitor(const TrainOptions& o) {
+  std::vector<NamedInput> inputs = data_dir_inputs(o.data_dir);
+  inputs.push_back({o.output, "the --output model"});
+  require_distinct_output("bnorm train", "--monitor", o.monitor, inputs);
+  for (const auto& f : kMonitorFiles) {
+    require_distinct_output("bnorm train", "--monitor", (std::filesystem::path(o.monitor) / f).string(),
+                            inputs);
+  }
+  require_writable_folder("bnorm train", "--monitor", o.monitor);
+}
+
+void require_writable_output(const std::string& path, const std::filesystem::path& data_dir) {
+  const auto ends_with = [&](const std::string& suffix) {
+    return path.size() > suffix.size() &&
+           path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  if (ends_with(".weights.h5") || !(ends_with(".keras") || ends_with(".h5") || ends_with(".hdf5"))) {
+    throw UsageError("bnorm train", "--output",
+                     "a model file name ending in .keras (or .h5 for legacy tf.keras)", "'" + path + "'");
+  }
+  require_distinct_output("bnorm train", "--output", path, data_dir_inputs(data_dir));
   require_writable_file("bnorm train", "--output", path);
 }
 
@@ -123,10 +152,14 @@ struct RunningLogs {
 };
 
 // Trains for --epochs (fit, with its progress bar) or --steps. Throws Interrupted at the
-// next step after SIGINT or SIGTERM.
-void train_model(nn::Model& model, const io::ImageDataset& data, const TrainOptions& o) {
+// next step after SIGINT or SIGTERM. A monitor (--monitor) is called at the end of every
+// epoch: by fit as a callback, or by the --steps loop at its epoch boundaries.
+void train_model(nn::Model& model, const io::ImageDataset& data, const TrainOptions& o,
+                 const std::shared_ptr<nn::GapMonitor>& monitor) {
   const std::int64_t n = data.x_train.dim(0);
   if (o.steps == 0) {
+    std::vector<std::shared_ptr<nn::Callback>> callbacks{std::make_shared<StopOnInterrupt>()};
+    if (monitor) callbacks.push_back(monitor);
     model.fit(data.x_train, data.y_train,
               {.batch_size = o.batch_size,
                .epochs = o.epochs,
@@ -134,7 +167,7 @@ void train_model(nn::Model& model, const io::ImageDataset& data, const TrainOpti
                .shuffle = true,
                .seed = o.seed,
                .validation_data = std::make_pair(data.x_test, data.y_test),
-               .callbacks = {std::make_shared<StopOnInterrupt>()}});
+               .callbacks = callbacks});
     return;
   }
   // A fixed number of batches: the training loop of fit, driven step by step, with the
@@ -160,7 +193,106 @@ void train_model(nn::Model& model, const io::ImageDataset& data, const TrainOpti
     nn::Logs logs = running.mean();
     for (const auto& [k, v] : model.evaluate(data.x_test, data.y_test, 1000)) logs["val_" + k] = v;
     bar.on_epoch_end(model, epoch, logs);
+    if (monitor) monitor->on_epoch_end(model, epoch, logs);
   }
+}
+
+void write_text(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream f(path, std::ios::binary);
+  f << text;
+  f.close();
+  if (!f) {
+    throw io::FileError("bnorm train", "--monitor " + path.string(), "a writable file", std::strerror(errno));
+  }
+}
+
+// gnuplot's string literal in single quotes: a quote doubles.
+std::string gp_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("''") : std::string(1, c);
+  return q + "'";
+}
+
+// DIR/monitor.csv (one row per epoch: the output gap, then per layer its average and
+// largest |shift|, variance ratio range and stale channels), DIR/monitor.gp, and
+// DIR/monitor.png by gnuplot when it is installed. Returns the files written; *problem
+// says why there is no figure.
+std::vector<std::string> write_monitor(const std::filesystem::path& dir, const nn::GapMonitor& monitor,
+                                       std::optional<std::string>& problem) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec || !fs::is_directory(dir)) {
+    throw io::FileError("bnorm train", "--monitor", "a folder that can be created",
+                        "'" + dir.string() + "' (" + (ec ? ec.message() : "not a folder") + ")");
+  }
+  const auto& h = monitor.history();
+  std::vector<std::string> names;
+  if (!h.empty()) {
+    for (const auto& l : h.front().layers) names.push_back(l.name);
+  }
+  std::ostringstream csv;
+  csv.precision(9);
+  csv << "epoch,output_gap,output_mean_abs_difference";
+  for (const auto& n : names) {
+    for (const char* f :
+         {"mean_abs_shift", "max_abs_shift", "variance_ratio_min", "variance_ratio_max", "stale"})
+      csv << ',' << n << ':' << f;
+  }
+  csv << '\n';
+  for (const auto& e : h) {
+    csv << e.epoch << ',' << e.output_gap << ',' << e.mean_abs_difference;
+    for (const auto& l : e.layers) {
+      csv << ',' << l.mean_abs_shift << ',' << l.max_abs_shift << ',' << l.ratio_min << ',' << l.ratio_max
+          << ',' << l.stale_count;
+    }
+    csv << '\n';
+  }
+  std::ostringstream gp;
+  gp << "# gnuplot script written by `bnorm train --monitor`; run `gnuplot monitor.gp` in this folder.\n"
+     << png_terminal(900, 760) << "set output 'monitor.png'\n"
+     << "set datafile separator ','\n"
+     << "set termoption noenhanced\n"
+     << "set multiplot layout 2,1 title 'Batch normalization during training, " << kMonitorImages
+     << " test images'\n"
+     << "set lmargin at screen 0.1\nset rmargin at screen 0.7\n"
+     << "set grid\nset key outside right top\nset xlabel 'epoch'\nset xtics 1\nset yrange [0:*]\n"
+     << "set ylabel 'average |shift| (population std)'\n"
+     << "set title 'population mean against moving mean, per layer'\n";
+  if (names.empty()) {
+    gp << "plot 0 title 'no batch normalization'\n";
+  } else {
+    gp << "plot ";
+    for (std::size_t i = 0; i < names.size(); ++i) {
+      gp << (i ? ", \\\n     " : "") << "'monitor.csv' skip 1 using 1:" << 4 + 5 * i
+         << " with linespoints pt 7 title " << gp_quote(names[i]);
+    }
+    gp << "\n";
+  }
+  gp << "set ylabel 'mean |training - inference| / std'\n"
+     << "set title 'model outputs, batch statistics against moving statistics'\n"
+     << "plot 'monitor.csv' skip 1 using 1:2 with linespoints pt 7 lc rgb '#d62728' title 'output gap'\n"
+     << "unset multiplot\n";
+  std::vector<std::string> written;
+  write_text(dir / "monitor.csv", csv.str());
+  written.push_back((dir / "monitor.csv").string());
+  write_text(dir / "monitor.gp", gp.str());
+  written.push_back((dir / "monitor.gp").string());
+  fs::remove(dir / "monitor.png", ec);  // no stale figure
+  const auto gnuplot = find_on_path("gnuplot");
+  if (!gnuplot) {
+    problem = kNoGnuplot;
+    return written;
+  }
+  const std::string failed = run_gnuplot(*gnuplot, dir, "monitor.gp");
+  if (!failed.empty()) {
+    problem = failed;
+  } else if (!fs::exists(dir / "monitor.png")) {
+    problem = "gnuplot monitor.gp wrote no monitor.png";
+  } else {
+    written.push_back((dir / "monitor.png").string());
+  }
+  return written;
 }
 
 int run_train(const TrainOptions& o) {
@@ -177,6 +309,7 @@ int run_train(const TrainOptions& o) {
 
   require_data_dir(o.data_dir, "bnorm train");
   require_writable_output(o.output, o.data_dir);
+  if (!o.monitor.empty()) require_writable_monitor(o);
   std::printf("loading %s\n", o.data_dir.c_str());
   std::fflush(stdout);
   const io::ImageDataset data = load_data_dir_argument(o.data_dir, "bnorm train");
@@ -198,9 +331,16 @@ int run_train(const TrainOptions& o) {
 
   // fit's steps per epoch count a last partial batch.
   const std::int64_t total_steps = o.steps > 0 ? o.steps : o.epochs * ((n + o.batch_size - 1) / o.batch_size);
+  std::shared_ptr<nn::GapMonitor> monitor;
+  if (!o.monitor.empty()) {
+    std::vector<std::int64_t> first(static_cast<std::size_t>(std::min(kMonitorImages, data.x_test.dim(0))));
+    for (std::size_t i = 0; i < first.size(); ++i) first[i] = static_cast<std::int64_t>(i);
+    monitor = std::make_shared<nn::GapMonitor>(gather_rows(data.x_test, first),
+                                               nn::GapMonitorOptions{.gap = {.batch_size = o.batch_size}});
+  }
   nn::Logs test;
   try {
-    train_model(model, data, o);
+    train_model(model, data, o, monitor);
     throw_if_interrupted(total_steps);
     test = model.evaluate(data.x_test, data.y_test, 1000);
     throw_if_interrupted(total_steps);
@@ -212,6 +352,15 @@ int run_train(const TrainOptions& o) {
               static_cast<long long>(data.x_test.dim(0)), test.at("loss"), test.at("accuracy"));
   io::save_model(model, o.output);
   std::printf("saved the model to %s\n", o.output.c_str());
+  if (monitor) {
+    std::optional<std::string> problem;
+    const auto files = write_monitor(o.monitor, *monitor, problem);
+    std::string list;
+    for (const auto& f : files) list += (list.empty() ? "" : ", ") + f;
+    std::printf("monitor: %zu epochs, %zu warnings; wrote %s\n", monitor->history().size(),
+                monitor->warnings().size(), list.c_str());
+    if (problem) std::printf("monitor figure not drawn: %s\n", problem->c_str());
+  }
   std::printf("next: bnorm inspect %s        (its batch-normalization layers)\n", o.output.c_str());
   std::printf("      bnorm evaluate %s       (loss and accuracy on the Fashion-MNIST test set)\n",
               o.output.c_str());
@@ -234,6 +383,10 @@ Runner add_train_command(CLI::App& app) {
       "is saved to --output (Keras 3 .keras, or legacy tf.keras .h5), readable by Keras. --output is\n"
       "checked before training: a file that can be written, not a folder. Ctrl-C (SIGINT) or SIGTERM\n"
       "stops training at the next step without saving (exit status 130 or 143).\n"
+      "--monitor DIR measures the train/inference gap (as `bnorm inspect --data`) on the first 1000\n"
+      "test images at the end of every epoch, warns on stderr when it grows or a layer's moving\n"
+      "statistics are stale, and at the end writes DIR/monitor.csv, monitor.gp and monitor.png\n"
+      "(gnuplot); DIR is checked before training, and an interrupted run writes nothing there.\n"
       "\nExamples:\n"
       "  bnorm train --steps 500 -o small.keras           # a minute's training\n"
       "  bnorm train --epochs 2 --optimizer adam --layers 256,128\n"
@@ -262,6 +415,10 @@ Runner add_train_command(CLI::App& app) {
                       "Learning rate [default: 0.1 for sgd (the experiment's), 0.001 for adam and rmsprop]");
   cmd->add_option("-o,--output", o->output, "Where to save the trained model (.keras, or .h5)")
       ->capture_default_str();
+  cmd->add_option(
+      "--monitor", o->monitor,
+      "Folder for monitor.csv/.gp/.png: the train/inference gap at every epoch's end, measured on "
+      "the first 1000 test images; warns when it grows");
   return [cmd, o]() -> int {
     if (!cmd->parsed()) return -1;
     return run_train(*o);

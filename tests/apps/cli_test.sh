@@ -17,6 +17,8 @@
 # on the model: recal_model (Fashion-MNIST default, accuracy before and after, idempotence).
 # gap_*: bnorm inspect --data (issue 17): gap_file (report, JSON, figures, checks before any
 # work) and gap_stale (a stale model's gap, near 0 after recalibrate on the same data).
+# monitor_train: bnorm train --monitor DIR (issue 17): the gap every epoch in monitor.csv,
+# monitor.png with gnuplot, the line naming them; an unwritable DIR refused before training.
 set -u
 
 bnorm="$1"
@@ -1039,6 +1041,39 @@ PY
   # --- bnorm inspect --data: the training/inference gap (issue 17) -------------------------
   # On a Keras fixture: the report's parts, JSON, figures (PNG signature, when gnuplot is
   # installed), and the checks before any work.
+  monitor_train)
+    require_dataset
+    run train --epochs 2 --layers 16 --threads 1 --batch-size 600 --monitor "$tmp/mon" -o "$tmp/m.keras"
+    expect_status 0 "bnorm train --epochs 2 --monitor DIR"
+    [ -s "$tmp/m.keras" ] || fail "bnorm train --monitor: no model saved"
+    [ -s "$tmp/mon/monitor.csv" ] && [ -s "$tmp/mon/monitor.gp" ] || fail "bnorm train --monitor: monitor.csv or monitor.gp missing"
+    head -n 1 "$tmp/mon/monitor.csv" | grep -q '^epoch,output_gap,output_mean_abs_difference,batch_normalization_1:mean_abs_shift,' ||
+      fail "bnorm train --monitor: monitor.csv header: $(head -n 1 "$tmp/mon/monitor.csv")"
+    [ "$(wc -l <"$tmp/mon/monitor.csv")" -eq 3 ] || fail "bnorm train --monitor: monitor.csv has not 2 data rows"
+    awk -F, 'NR > 1 && ($1 != NR - 1 || NF != 8 || $2 < 0) { bad = 1 } END { exit bad }' "$tmp/mon/monitor.csv" ||
+      fail "bnorm train --monitor: unexpected rows in monitor.csv: $(cat "$tmp/mon/monitor.csv")"
+    if command -v gnuplot >/dev/null 2>&1; then
+      [ "$(head -c 4 "$tmp/mon/monitor.png" 2>/dev/null | tail -c 3)" = "PNG" ] || fail "bnorm train --monitor: monitor.png is not a PNG"
+      expect_contains "$tmp/out" "monitor: 2 epochs, " "bnorm train --monitor"
+      expect_contains "$tmp/out" "wrote $tmp/mon/monitor.csv, $tmp/mon/monitor.gp, $tmp/mon/monitor.png" "bnorm train --monitor"
+    else
+      expect_contains "$tmp/out" "monitor figure not drawn: gnuplot is not installed" "bnorm train --monitor without gnuplot"
+    fi
+    # Warnings, if any, are one line each.
+    if grep -v '^bnorm: warning: epoch [0-9]*: ' "$tmp/err" | grep -q .; then fail "bnorm train --monitor: unexpected stderr: $(cat "$tmp/err")"; fi
+    # An interrupted run writes nothing there.
+    # (SIGINT at its default action: a background shell would start bnorm with it ignored)
+    timeout -k 20 -s INT 3 env --default-signal=INT "$bnorm" train --steps 1000000 --layers 16 --threads 1 --batch-size 600 --monitor "$tmp/mon3" \
+      -o "$tmp/m3.keras" >"$tmp/out" 2>"$tmp/err"
+    expect_contains "$tmp/err" "interrupted (SIGINT) at step " "bnorm train --monitor, SIGINT"
+    [ ! -e "$tmp/mon3" ] && [ ! -e "$tmp/m3.keras" ] || fail "bnorm train --monitor interrupted: wrote $(ls "$tmp/mon3" "$tmp/m3.keras" 2>&1)"
+    # An unwritable DIR (a file) fails before any training.
+    : >"$tmp/afile"
+    run train --epochs 2 --monitor "$tmp/afile" -o "$tmp/m2.keras"
+    expect_one_line_error "--monitor" "bnorm train --monitor FILE"
+    if grep -q "loading" "$tmp/out"; then fail "bnorm train --monitor FILE: started loading before refusing"; fi
+    ;;
+
   gap_file)
     awk 'BEGIN { for (r = 0; r < 64; r++) { line = ""; for (c = 0; c < 10; c++) line = line (c ? "," : "") ((r * 13 + c * 7) % 17) / 4; print line } }' >"$tmp/x.csv"
     run inspect "$models/mlp.keras"
