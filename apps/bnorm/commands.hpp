@@ -90,6 +90,21 @@ std::optional<Shape> model_input_shape(const nn::Model& model);
 Tensor read_model_input(const std::string& path, const nn::Model& model, const std::string& command,
                         const std::string& argument);
 
+// The values per sample of t (N, ...): 1 for a 1-D tensor.
+std::int64_t row_width(const Tensor& t);
+
+// The fraction of the rows of y (N, K) whose largest value is at the row's class index
+// classes[i] (N); 0 for no rows.
+double argmax_accuracy(const Tensor& y, const Tensor& classes);
+
+// Fashion-MNIST images x (N, 784) as the model's input: unchanged for a model of 784
+// inputs, reshaped to (N, 28, 28) for a model of that input shape; ShapeError naming
+// MODEL when the model declares another width ("a model of 784 inputs for WHAT (or give
+// ALTERNATIVE)").
+Tensor fashion_mnist_input(const nn::Model& model, Tensor x, const io::ImageDataset& data,
+                           const std::string& command, const std::string& model_path, const std::string& what,
+                           const std::string& alternative);
+
 // --- option validators: messages in bnorm's "expected ..., received ..." form --------
 // (CLI11 prefixes them with the option name: "--steps: expected an integer >= 1, received '0'").
 CLI::Validator positive_integer();                      // integer >= 1

@@ -34,10 +34,6 @@ struct EvaluateOptions {
   std::filesystem::path data_dir = io::kFashionMnistDir;
 };
 
-std::int64_t row_width(const Tensor& t) {
-  return t.rank() <= 1 ? 1 : t.numel() / t.dim(0);
-}
-
 // "auto": classification when the model has several outputs per sample (class indices or
 // one-hot labels by the labels' width), binary when it has one and the labels are 0/1,
 // regression (mean squared error) otherwise.
@@ -132,14 +128,8 @@ int run_evaluate(const EvaluateOptions& o) {
     source = "the Fashion-MNIST test set (" + o.data_dir.string() + ")";
     labels_where = "the test set's labels";
     // Through the same check as a file: the model's input width must be 784.
-    const auto input = model_input_shape(*model);
-    if (input && input->rank() == 2 && (*input)[1] >= 0 && (*input)[1] != x.dim(1)) {
-      throw ShapeError(command, "MODEL " + o.model,
-                       "a model of " + std::to_string(x.dim(1)) + " inputs for the Fashion-MNIST test set "
-                       "(or give INPUT and LABELS files)",
-                       "input shape " + input->str());
-    }
-    if (input && input->rank() > 2) x = x.reshaped(Shape{x.dim(0), data.height, data.width});
+    x = fashion_mnist_input(*model, std::move(x), data, command, o.model, "the Fashion-MNIST test set",
+                            "INPUT and LABELS files");
   } else {
     x = read_model_input(o.input, *model, command, "INPUT");
     require_finite(x, command, "INPUT " + o.input, o.allow_nonfinite);

@@ -44,17 +44,6 @@ double percentile(const std::vector<float>& sorted_values, double q) {
   return sorted_values[lo] + f * (static_cast<double>(sorted_values[hi]) - sorted_values[lo]);
 }
 
-double accuracy(const Tensor& probabilities, const Tensor& labels) {
-  const std::int64_t n = probabilities.dim(0), c = probabilities.dim(1);
-  std::int64_t correct = 0;
-  for (std::int64_t i = 0; i < n; ++i) {
-    const float* row = probabilities.data() + i * c;
-    const auto predicted = std::max_element(row, row + c) - row;
-    correct += static_cast<std::int64_t>(predicted) == static_cast<std::int64_t>(labels[i]);
-  }
-  return static_cast<double>(correct) / static_cast<double>(n);
-}
-
 struct Net {
   Mlp mlp;
   double train_loss_sum = 0.0;
@@ -71,7 +60,7 @@ void evaluate(Net& net, int k, const io::ImageDataset& data, std::int64_t unit, 
   std::sort(column.begin(), column.end());
   point.percentiles[k] = {percentile(column, 15), percentile(column, 50), percentile(column, 85)};
   const Tensor p = net.mlp.head->predict(z, kEvalBatch);
-  point.test_accuracy[k] = accuracy(p, data.y_test);
+  point.test_accuracy[k] = argmax_accuracy(p, data.y_test);
   point.test_loss[k] = nn::SparseCategoricalCrossentropy().value(data.y_test, p);
   point.train_loss[k] = net.train_loss_count ? net.train_loss_sum / static_cast<double>(net.train_loss_count)
                                              : std::numeric_limits<double>::quiet_NaN();

@@ -69,6 +69,16 @@ void require_distinct_output(const std::string& command, const std::string& opti
   }
 }
 
+void require_model_file_name(const std::string& command, const std::string& option, const std::string& path) {
+  const auto ends_with = [&](const std::string& suffix) {
+    return path.size() > suffix.size() && path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  if (ends_with(".weights.h5") || !(ends_with(".keras") || ends_with(".h5") || ends_with(".hdf5"))) {
+    throw UsageError(command, option, "a model file name ending in .keras (or .h5 for legacy tf.keras)",
+                     "'" + path + "'");
+  }
+}
+
 void require_writable_file(const std::string& command, const std::string& option, const fs::path& path) {
   std::error_code ec;
   const fs::file_status status = fs::status(path, ec);

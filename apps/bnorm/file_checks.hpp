@@ -28,6 +28,10 @@ void require_distinct_output(const std::string& command, const std::string& opti
 // created in the folder (bnorm's writers write a temporary file there and rename it over
 // the target). Tried with a probe file, removed at once: as root, access(2) says yes to
 // read-only folders. Changes nothing on disk.
+// UsageError (exit status 2) unless `path` names a model file io::save_model writes: .keras
+// (Keras 3), or .h5 / .hdf5 (legacy tf.keras); a weights-only name (.weights.h5) is not one.
+void require_model_file_name(const std::string& command, const std::string& option, const std::string& path);
+
 void require_writable_file(const std::string& command, const std::string& option,
                            const std::filesystem::path& path);
 

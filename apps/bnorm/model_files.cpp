@@ -1,6 +1,7 @@
 // What `bnorm predict`, `evaluate` and `inspect` share: loading the MODEL argument, and
 // reading an INPUT file as the model's input; and how the errors of every file named on
 // the command line are labelled with the argument that named it.
+#include <algorithm>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -153,6 +154,34 @@ Tensor read_model_input(const std::string& path, const nn::Model& model, const s
   std::vector<std::int64_t> dims = input->dims();
   dims[0] = rows;
   return x.reshaped(Shape(dims));
+}
+
+std::int64_t row_width(const Tensor& t) {
+  return t.rank() <= 1 ? 1 : t.numel() / t.dim(0);
+}
+
+double argmax_accuracy(const Tensor& y, const Tensor& classes) {
+  const std::int64_t n = y.dim(0), c = row_width(y);
+  std::int64_t correct = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float* p = y.data() + i * c;
+    correct += std::max_element(p, p + c) - p == static_cast<std::int64_t>(classes[i]);
+  }
+  return n > 0 ? static_cast<double>(correct) / static_cast<double>(n) : 0.0;
+}
+
+Tensor fashion_mnist_input(const nn::Model& model, Tensor x, const io::ImageDataset& data,
+                           const std::string& command, const std::string& model_path, const std::string& what,
+                           const std::string& alternative) {
+  const auto input = model_input_shape(model);
+  if (input && input->rank() == 2 && (*input)[1] >= 0 && (*input)[1] != x.dim(1)) {
+    throw ShapeError(command, "MODEL " + printable(model_path, 0),
+                     "a model of " + std::to_string(x.dim(1)) + " inputs for " + what + " (or give " +
+                         alternative + ")",
+                     "input shape " + input->str());
+  }
+  if (input && input->rank() > 2) return x.reshaped(Shape{x.dim(0), data.height, data.width});
+  return x;
 }
 
 }  // namespace bnorm::cli

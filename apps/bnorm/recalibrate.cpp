@@ -35,22 +35,6 @@ struct RecalibrateCliOptions {
   std::filesystem::path data_dir = io::kFashionMnistDir;
 };
 
-// A model file name (.keras, or .h5 / .hdf5 for legacy tf.keras), not a weights file.
-void require_model_suffix(const std::string& path) {
-  const auto ends_with = [&](const std::string& suffix) {
-    return path.size() > suffix.size() &&
-           path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
-  };
-  if (ends_with(".weights.h5") || !(ends_with(".keras") || ends_with(".h5") || ends_with(".hdf5"))) {
-    throw UsageError(kCommand, "--output", "a model file name ending in .keras (or .h5 for legacy tf.keras)",
-                     "'" + path + "'");
-  }
-}
-
-std::int64_t row_width(const Tensor& t) {
-  return t.rank() <= 1 ? 1 : t.numel() / t.dim(0);
-}
-
 // The class index of each row of labels: a class index per row, or a one-hot row as wide
 // as the model's outputs. (N) class indices.
 Tensor class_labels(const Tensor& labels, std::int64_t rows, std::int64_t outputs, const std::string& where) {
@@ -85,31 +69,6 @@ Tensor class_labels(const Tensor& labels, std::int64_t rows, std::int64_t output
                      "rows of " + count_of(width, "value"));
   }
   return classes;
-}
-
-// The fraction of rows of y whose largest value is at the row's class index.
-double accuracy(const Tensor& y, const Tensor& classes) {
-  const std::int64_t n = y.dim(0), c = row_width(y);
-  std::int64_t correct = 0;
-  for (std::int64_t i = 0; i < n; ++i) {
-    const float* p = y.data() + i * c;
-    correct += std::max_element(p, p + c) - p == static_cast<std::int64_t>(classes[i]);
-  }
-  return n > 0 ? static_cast<double>(correct) / static_cast<double>(n) : 0.0;
-}
-
-// The Fashion-MNIST images as the model's input: a model of 784 inputs, or of (28, 28).
-Tensor images_for(const nn::Model& model, Tensor x, const io::ImageDataset& data,
-                  const std::string& model_path) {
-  const auto input = model_input_shape(model);
-  if (input && input->rank() == 2 && (*input)[1] >= 0 && (*input)[1] != x.dim(1)) {
-    throw ShapeError(kCommand, "MODEL " + printable(model_path, 0),
-                     "a model of " + std::to_string(x.dim(1)) +
-                         " inputs for Fashion-MNIST (or give --data and --eval files)",
-                     "input shape " + input->str());
-  }
-  if (input && input->rank() > 2) return x.reshaped(Shape{x.dim(0), data.height, data.width});
-  return x;
 }
 
 // Per channel c: |new mean - old mean| / sqrt(new variance + epsilon), the shift of the
@@ -155,7 +114,7 @@ int run_recalibrate(const RecalibrateCliOptions& o) {
     }
   }
   require_distinct_output(kCommand, "--output", o.output, inputs);
-  require_model_suffix(o.output);
+  require_model_file_name(kCommand, "--output", o.output);
   require_writable_file(kCommand, "--output", o.output);
 
   const auto model = load_model_argument(o.model, kCommand, "MODEL");
@@ -175,11 +134,13 @@ int run_recalibrate(const RecalibrateCliOptions& o) {
     require_data_dir(o.data_dir, kCommand);
     io::ImageDataset data = load_data_dir_argument(o.data_dir, kCommand);
     if (fashion) {
-      x = images_for(*model, std::move(data.x_train), data, o.model);
+      x = fashion_mnist_input(*model, std::move(data.x_train), data, kCommand, o.model, "Fashion-MNIST",
+                              "--data and --eval files");
       source = "the Fashion-MNIST training set (" + o.data_dir.string() + ")";
     }
     if (fashion_eval) {
-      x_eval = images_for(*model, std::move(data.x_test), data, o.model);
+      x_eval = fashion_mnist_input(*model, std::move(data.x_test), data, kCommand, o.model, "Fashion-MNIST",
+                                   "--data and --eval files");
       labels = std::move(data.y_test);
       eval_source = "the Fashion-MNIST test set";
       labels_where = "the test set's labels";
@@ -205,7 +166,7 @@ int run_recalibrate(const RecalibrateCliOptions& o) {
   if (evaluating) {
     const Tensor y = model->predict(x_eval, o.batch_size);
     classes = class_labels(labels, y.dim(0), row_width(y), labels_where);
-    before = accuracy(y, classes);
+    before = argmax_accuracy(y, classes);
   }
 
   std::printf(
@@ -238,7 +199,7 @@ int run_recalibrate(const RecalibrateCliOptions& o) {
   }
   std::printf("recalibrated in %s (count: elements per channel)\n", format_duration(seconds).c_str());
   if (evaluating) {
-    const double after = accuracy(model->predict(x_eval, o.batch_size), classes);
+    const double after = argmax_accuracy(model->predict(x_eval, o.batch_size), classes);
     std::printf("accuracy on %s (%lld samples, inference mode): before %.4f, after %.4f (%+.2f points)\n",
                 eval_source.c_str(), static_cast<long long>(x_eval.dim(0)), before, after,
                 100.0 * (after - before));

@@ -101,14 +101,7 @@ void require_writable_monitor(const TrainOptions& o) {
 }
 
 void require_writable_output(const std::string& path, const std::filesystem::path& data_dir) {
-  const auto ends_with = [&](const std::string& suffix) {
-    return path.size() > suffix.size() &&
-           path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
-  };
-  if (ends_with(".weights.h5") || !(ends_with(".keras") || ends_with(".h5") || ends_with(".hdf5"))) {
-    throw UsageError("bnorm train", "--output",
-                     "a model file name ending in .keras (or .h5 for legacy tf.keras)", "'" + path + "'");
-  }
+  require_model_file_name("bnorm train", "--output", path);
   require_distinct_output("bnorm train", "--output", path, data_dir_inputs(data_dir));
   require_writable_file("bnorm train", "--output", path);
 }
