@@ -176,6 +176,30 @@ void cpu_backward_training(Path path, const float* dy, const float* x, const Bat
   cpu::nchw_backward_training(dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, num_threads(), mask);
 }
 
+// forward_training and forward_training_relu: one dispatch, the ReLU a flag of the cpu
+// loops and a separate reference function.
+void forward_training_any(bool relu, const float* x, const BatchNormDims& dims, const float* gamma,
+                          const float* beta, float epsilon, float* y, float* mean, float* var, float* invstd,
+                          double* mean_d, double* var_d, Impl impl) {
+  assert(valid(dims) && (dims.C == 0 || (mean != nullptr && var != nullptr && invstd != nullptr)));
+  const Path path = dispatch(relu ? "forward_training_relu" : "forward_training", impl, dims);
+  if (dims.C == 0) return;
+  if (path == Path::reference) {
+    return relu ? reference::forward_training_relu(x, dims, gamma, beta, epsilon, y, mean, var, invstd, mean_d,
+                                                   var_d)
+                : reference::forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd, mean_d, var_d);
+  }
+  if (dims.count() == 0) {
+    write_empty_batch_stats_d(dims.C, mean_d, var_d);
+    return write_empty_batch_stats(dims.C, epsilon, mean, var, invstd);
+  }
+  if (path == Path::cpu_nhwc)
+    return cpu::nhwc_forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd, num_threads(), relu,
+                                      mean_d, var_d);
+  cpu::nchw_forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd, num_threads(), relu, mean_d,
+                             var_d);
+}
+
 }  // namespace
 
 void moments(const float* x, const BatchNormDims& dims, float* mean, float* var, Impl impl) {
@@ -204,20 +228,7 @@ void forward_training(const float* x, const BatchNormDims& dims, const float* ga
 void forward_training(const float* x, const BatchNormDims& dims, const float* gamma, const float* beta,
                       float epsilon, float* y, float* mean, float* var, float* invstd, double* mean_d,
                       double* var_d, Impl impl) {
-  assert(valid(dims) && (dims.C == 0 || (mean != nullptr && var != nullptr && invstd != nullptr)));
-  const Path path = dispatch("forward_training", impl, dims);
-  if (dims.C == 0) return;
-  if (path == Path::reference)
-    return reference::forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd, mean_d, var_d);
-  if (dims.count() == 0) {
-    write_empty_batch_stats_d(dims.C, mean_d, var_d);
-    return write_empty_batch_stats(dims.C, epsilon, mean, var, invstd);
-  }
-  if (path == Path::cpu_nhwc)
-    return cpu::nhwc_forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd, num_threads(),
-                                      false, mean_d, var_d);
-  cpu::nchw_forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd, num_threads(), false,
-                             mean_d, var_d);
+  forward_training_any(false, x, dims, gamma, beta, epsilon, y, mean, var, invstd, mean_d, var_d, impl);
 }
 
 void forward_inference(const float* x, const BatchNormDims& dims, const float* mean, const float* var,
@@ -266,21 +277,7 @@ void forward_training_relu(const float* x, const BatchNormDims& dims, const floa
 void forward_training_relu(const float* x, const BatchNormDims& dims, const float* gamma, const float* beta,
                            float epsilon, float* y, float* mean, float* var, float* invstd, double* mean_d,
                            double* var_d, Impl impl) {
-  assert(valid(dims) && (dims.C == 0 || (mean != nullptr && var != nullptr && invstd != nullptr)));
-  const Path path = dispatch("forward_training_relu", impl, dims);
-  if (dims.C == 0) return;
-  if (path == Path::reference)
-    return reference::forward_training_relu(x, dims, gamma, beta, epsilon, y, mean, var, invstd, mean_d,
-                                            var_d);
-  if (dims.count() == 0) {
-    write_empty_batch_stats_d(dims.C, mean_d, var_d);
-    return write_empty_batch_stats(dims.C, epsilon, mean, var, invstd);
-  }
-  if (path == Path::cpu_nhwc)
-    return cpu::nhwc_forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd, num_threads(),
-                                      true, mean_d, var_d);
-  cpu::nchw_forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd, num_threads(), true, mean_d,
-                             var_d);
+  forward_training_any(true, x, dims, gamma, beta, epsilon, y, mean, var, invstd, mean_d, var_d, impl);
 }
 
 void backward_training_relu(const float* dy, const float* x, const float* y, const BatchNormDims& dims,
