@@ -521,7 +521,7 @@ batch_norm_forward_training (float32, C-contiguous, not copied). Returns y (`out
   torch_factory("BatchNorm3d", nn::TorchBatchNorm::Rank::d3);
 
   // -- models and files
-  py::class_<nn::Model, std::unique_ptr<nn::Model>>(m, "Model", "A Keras model loaded from a file (load_model).")
+  py::class_<nn::Model, nn::Layer, std::shared_ptr<nn::Model>>(m, "Model", "A Keras model loaded from a file (load_model).")
       .def_property_readonly("name", &nn::Model::name)
       .def_property_readonly("layers", [](const nn::Model& model) { return model.layers(); })
       .def_property_readonly("layer_names",
@@ -556,7 +556,9 @@ batch_norm_forward_training (float32, C-contiguous, not copied). Returns y (`out
 
   m.def(
       "load_model",
-      [](const std::string& path, bool compile) { return io::load_model(path, {.compile = compile}); },
+      [](const std::string& path, bool compile) {
+        return std::shared_ptr<nn::Model>(io::load_model(path, {.compile = compile}));
+      },
       py::arg("path"), py::arg("compile") = true,
       "keras.models.load_model: a .keras archive or a legacy tf.keras .h5 file.");
 

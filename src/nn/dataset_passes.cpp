@@ -23,15 +23,16 @@ void require_samples(const Tensor& x, const std::string& where) {
 std::vector<std::pair<std::size_t, BatchNormalization*>> distinct_built_batch_norms(const Model& model,
                                                                                     const std::string& where) {
   std::vector<std::pair<std::size_t, BatchNormalization*>> found;
-  std::set<const BatchNormalization*> seen;
   for (std::size_t i = 0; i < model.layers().size(); ++i) {
     auto* bn = dynamic_cast<BatchNormalization*>(model.layers()[i].get());
     if (bn == nullptr) continue;
     const std::string layer = "BatchNormalization '" + bn->name() + "'";
-    if (!seen.insert(bn).second) {
+    std::size_t calls = 0;
+    for (const auto& node : model.nodes()) calls += node.layer.get() == bn ? 1 : 0;
+    if (calls > 1) {
       throw ArgumentError(where, layer,
-                          "each batch-normalization layer once in the model (a shared layer sees two populations)",
-                          "the layer again at position " + std::to_string(i));
+                          "each batch-normalization layer called once in the model (a shared layer sees two populations)",
+                          std::to_string(calls) + " calls");
     }
     if (!bn->built()) {
       throw StateError(where, layer, "a built layer with moving statistics (call or fit the model first)",

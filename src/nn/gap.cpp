@@ -31,6 +31,15 @@ GapReport measure_gap(Model& model, const Tensor& x, const GapOptions& options) 
   const std::string where = "measure_gap(Model '" + model.name() + "')";
   detail::require_batch_size(options.batch_size, where);
   detail::require_samples(x, where);
+  // The passes below run the layers one after the other: a chain.
+  for (std::size_t k = 0; k < model.nodes().size(); ++k) {
+    const auto& node = model.nodes()[k];
+    if (node.inputs.size() != 1 || node.inputs[0] != static_cast<int>(k) || k >= model.layers().size() ||
+        model.layers()[k] != node.layer) {
+      throw ArgumentError(where, "model", "a model whose layers form one chain (graphs are not measured yet)",
+                          "a graph with a branch or merge at layer '" + node.layer->name() + "'");
+    }
+  }
   // layer index -> position in report.layers (or -1 for other layers).
   const auto& layers = model.layers();
   std::vector<int> slot(layers.size(), -1);

@@ -20,6 +20,37 @@ std::vector<const Variable*> Layer::weights() const {
   return out;
 }
 
+namespace {
+void require_one_input(const std::string& where, std::size_t count) {
+  if (count != 1) {
+    throw ArgumentError(where, "inputs", "one input tensor (this layer does not take a list)",
+                        std::to_string(count) + " tensors");
+  }
+}
+}  // namespace
+
+void Layer::build_inputs(const std::vector<Shape>& input_shapes) {
+  require_one_input(where(), input_shapes.size());
+  build(input_shapes[0]);
+}
+
+Shape Layer::compute_output_shape_inputs(const std::vector<Shape>& input_shapes) const {
+  require_one_input(where(), input_shapes.size());
+  return compute_output_shape(input_shapes[0]);
+}
+
+Tensor Layer::forward_inputs(const std::vector<const Tensor*>& xs, bool training, std::unique_ptr<LayerContext>* context,
+                             UpdateSink* updates) {
+  require_one_input(where(), xs.size());
+  return forward(*xs[0], training, context, updates);
+}
+
+std::vector<Tensor> Layer::backward_inputs(const LayerContext& context, const Tensor& dy, Gradients& grads) {
+  std::vector<Tensor> out;
+  out.push_back(backward(context, dy, grads));
+  return out;
+}
+
 void Layer::backward_variables(const LayerContext& context, const Tensor& dy, Gradients& grads) {
   (void)backward(context, dy, grads);
 }

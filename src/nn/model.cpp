@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <functional>
+#include <map>
 #include <numeric>
 #include <set>
 #include <sstream>
@@ -83,7 +85,8 @@ SymbolicTensor Input(std::vector<std::int64_t> shape, std::string name) {
   return SymbolicTensor(node);
 }
 
-SymbolicTensor Layer::operator()(const SymbolicTensor& x) {
+SymbolicTensor Layer::operator()(const SymbolicTensor& x, std::optional<bool> training) {
+  if (takes_input_list()) return (*this)(std::vector<SymbolicTensor>{x}, training);
   std::shared_ptr<Layer> self;
   try {
     self = shared_from_this();
@@ -94,32 +97,122 @@ SymbolicTensor Layer::operator()(const SymbolicTensor& x) {
   if (!built()) build(x.shape());
   auto node = std::make_shared<SymbolicTensor::Node>();
   node->layer = self;
-  node->input = x.node_;
+  node->inputs = {x.node_};
+  node->training = training;
   node->shape = compute_output_shape(x.shape());
   node->name = name();
   return SymbolicTensor(node);
 }
 
+SymbolicTensor Layer::operator()(const std::vector<SymbolicTensor>& xs, std::optional<bool> training) {
+  std::shared_ptr<Layer> self;
+  try {
+    self = shared_from_this();
+  } catch (const std::bad_weak_ptr&) {
+    throw StateError(where(), "layer", "a layer owned by a std::shared_ptr (use std::make_shared)",
+                     "a layer not owned by a shared_ptr");
+  }
+  std::vector<Shape> shapes;
+  for (const auto& x : xs) shapes.push_back(x.shape());
+  if (!built()) build_inputs(shapes);
+  auto node = std::make_shared<SymbolicTensor::Node>();
+  node->layer = self;
+  for (const auto& x : xs) node->inputs.push_back(x.node_);
+  node->training = training;
+  node->shape = compute_output_shape_inputs(shapes);
+  node->name = name();
+  return SymbolicTensor(node);
+}
+
+// Keras 3's map_graph (keras/src/ops/function.py): nodes found by a depth-first walk from
+// the output (a cycle is an error), depth = longest path to the output, layers ordered by
+// depth (deepest first), ties by the order the walk first met them. model.layers and the
+// weight files' numbering (conv2d, conv2d_1, ...) follow this order.
 Model::Model(const SymbolicTensor& inputs, const SymbolicTensor& outputs, std::string name)
     : name_(name.empty() ? unique_name("functional") : std::move(name)) {
-  std::vector<LayerPtr> reversed;
-  const SymbolicTensor::Node* n = outputs.node_.get();
-  while (n && n->layer) {
-    reversed.push_back(n->layer);
-    n = n->input.get();
+  using SymNode = SymbolicTensor::Node;
+  const std::string where = "Model '" + name_ + "'";
+  const SymNode* input = inputs.node_.get();
+  if (input->layer) {
+    throw ArgumentError(where, "inputs", "a tensor made by Input()", "the output of layer '" + input->layer->name() + "'");
   }
-  if (n != inputs.node_.get()) {
-    throw ArgumentError("Model '" + name_ + "'", "outputs", "a tensor computed from the given inputs",
-                        "a tensor computed from another Input");
+  // Depth-first walk from the output.
+  std::vector<const SymNode*> post_order;
+  std::map<const SymNode*, int> state;  // 1 in progress, 2 finished
+  std::map<const Layer*, std::size_t> layer_index;
+  std::vector<const Layer*> layers_found;
+  std::function<void(const SymNode*)> visit = [&](const SymNode* n) {
+    if (n == input) return;
+    if (!n->layer) {
+      throw ArgumentError(where, "outputs", "a tensor computed from the given inputs",
+                          "a tensor computed from another Input ('" + n->name + "')");
+    }
+    auto& st = state[n];
+    if (st == 2) return;
+    if (st == 1) throw ArgumentError(where, "graph", "a graph without cycles", "a cycle through layer '" + n->layer->name() + "'");
+    st = 1;
+    if (layer_index.emplace(n->layer.get(), layers_found.size()).second) layers_found.push_back(n->layer.get());
+    for (const auto& in : n->inputs) visit(in.get());
+    state[n] = 2;
+    post_order.push_back(n);
+  };
+  visit(outputs.node_.get());
+  // Depths (keras map_graph): walk the post-order backwards (output first).
+  std::map<const SymNode*, int> node_depth;
+  std::map<const Layer*, int> layer_depth;
+  for (auto it = post_order.rbegin(); it != post_order.rend(); ++it) {
+    const SymNode* n = *it;
+    int depth = std::max(node_depth[n], layer_depth[n->layer.get()]);
+    layer_depth[n->layer.get()] = depth;
+    node_depth[n] = depth;
+    for (const auto& in : n->inputs)
+      if (in.get() != input) node_depth[in.get()] = std::max(depth + 1, node_depth[in.get()]);
   }
-  layers_.assign(reversed.rbegin(), reversed.rend());
+  // Nodes: deepest first; a node's inputs are deeper than it, so this is an execution order.
+  std::vector<const SymNode*> order = post_order;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](const SymNode* a, const SymNode* b) { return node_depth[a] > node_depth[b]; });
+  std::vector<const Layer*> layer_order = layers_found;
+  std::stable_sort(layer_order.begin(), layer_order.end(), [&](const Layer* a, const Layer* b) {
+    if (layer_depth[a] != layer_depth[b]) return layer_depth[a] > layer_depth[b];
+    return layer_index[a] < layer_index[b];
+  });
+  std::map<const SymNode*, int> tensor_of{{input, 0}};
+  for (const SymNode* n : order) {
+    Node node{n->layer, {}, n->training, n->shape};
+    for (const auto& in : n->inputs) node.inputs.push_back(tensor_of.at(in.get()));
+    nodes_.push_back(std::move(node));
+    tensor_of[n] = static_cast<int>(nodes_.size());
+  }
+  output_ = tensor_of.at(outputs.node_.get());
+  for (const Layer* l : layer_order) {
+    for (const Node& n : nodes_)
+      if (n.layer.get() == l) {
+        layers_.push_back(n.layer);
+        break;
+      }
+  }
+  compute_last_uses();
   input_shape_ = inputs.shape();
   input_name_ = inputs.node_->name;
 }
 
-void Model::add_layer(LayerPtr layer) {
+void Model::compute_last_uses() {
+  last_use_.assign(nodes_.size() + 1, 0);
+  for (std::size_t k = 0; k < nodes_.size(); ++k)
+    for (int t : nodes_[k].inputs) last_use_[static_cast<std::size_t>(t)] = k;
+}
+
+void Model::add_layer(LayerPtr layer, Shape output_shape) {
   if (!layer) throw ArgumentError("Model '" + name_ + "'", "layer", "a layer", "a null pointer");
-  layers_.push_back(std::move(layer));
+  if (layer->takes_input_list()) {
+    throw ArgumentError("Sequential '" + name_ + "'", "layer", "a layer with one input",
+                        layer->class_name() + " '" + layer->name() + "', which takes a list of inputs");
+  }
+  nodes_.push_back(Node{layer, {output_}, std::nullopt, std::move(output_shape)});
+  output_ = static_cast<int>(nodes_.size());
+  if (std::find(layers_.begin(), layers_.end(), layer) == layers_.end()) layers_.push_back(std::move(layer));
+  compute_last_uses();
 }
 
 LayerPtr Model::get_layer(const std::string& name) const {
@@ -129,6 +222,20 @@ LayerPtr Model::get_layer(const std::string& name) const {
   for (const auto& l : layers_) names += (names.empty() ? "" : ", ") + l->name();
   throw ArgumentError("Model '" + name_ + "'", "get_layer", "one of the layer names [" + names + "]",
                       "'" + name + "'");
+}
+
+void Model::set_nested_training(NestedTraining rule) {
+  nested_training_ = rule;
+  for (auto& l : layers_)
+    if (auto m = std::dynamic_pointer_cast<Model>(l)) m->set_nested_training(rule);
+}
+
+bool Model::has_recorded_training() const {
+  for (const Node& n : nodes_) {
+    if (n.training) return true;
+    if (auto m = std::dynamic_pointer_cast<Model>(n.layer); m && m->has_recorded_training()) return true;
+  }
+  return false;
 }
 
 void Model::set_trainable(bool trainable) {
@@ -152,21 +259,103 @@ Tensor Model::layer_input(const Tensor& x, std::size_t index) {
                         "an index in [0, " + std::to_string(layers_.size()) + "] (the model's layer count)",
                         std::to_string(index));
   }
+  std::size_t stop = nodes_.size();
+  if (index < layers_.size()) {
+    stop = 0;
+    while (nodes_[stop].layer != layers_[index]) ++stop;
+    if (nodes_[stop].inputs.size() != 1) {
+      throw ArgumentError("Model '" + name_ + "'", "layer_input index",
+                          "a layer with one input", layers_[index]->class_name() + " '" + layers_[index]->name() +
+                                                        "', which takes a list of inputs");
+    }
+  }
   check_input(x);
-  Tensor y = x;
-  for (std::size_t i = 0; i < index; ++i) y = layers_[i]->forward(y, false, nullptr, nullptr);
-  return y;
+  return run(x, false, nullptr, nullptr, stop);
 }
 
 Tensor Model::call(const Tensor& x, bool training, GradientTape* tape, UpdateSink* updates) {
   check_input(x);
-  Tensor y = x;
-  for (auto& layer : layers_) {
+  return run(x, training, tape, updates, nodes_.size());
+}
+
+Tensor Model::run(const Tensor& x, bool training, GradientTape* tape, UpdateSink* updates, std::size_t stop) {
+  if (nodes_.empty() || (stop == 0 && !nodes_.empty())) return x;
+  // values[t]: tensor t while some node still reads it (x itself is never copied).
+  std::vector<Tensor> values(nodes_.size() + 1);
+  auto value = [&](int t) -> const Tensor& { return t == 0 ? x : values[static_cast<std::size_t>(t)]; };
+  std::vector<int> ids(nodes_.size() + 1);
+  if (tape) ids[0] = tape->chain_tensor();
+  const int target = stop < nodes_.size() ? nodes_[stop].inputs.front() : output_;
+  for (std::size_t k = 0; k < stop; ++k) {
+    const Node& node = nodes_[k];
+    const bool mode = (node.training && nested_training_ == NestedTraining::recorded_wins) ? *node.training : training;
     std::unique_ptr<LayerContext> context;
-    y = layer->forward(y, training, tape ? &context : nullptr, updates);
-    if (tape) tape->record(*layer, std::move(context));
+    std::unique_ptr<LayerContext>* ctx = tape ? &context : nullptr;
+    Tensor y;
+    if (node.inputs.size() == 1 && !node.layer->takes_input_list()) {
+      y = node.layer->forward(value(node.inputs[0]), mode, ctx, updates);
+    } else {
+      std::vector<const Tensor*> xs;
+      for (int t : node.inputs) xs.push_back(&value(t));
+      y = node.layer->forward_inputs(xs, mode, ctx, updates);
+    }
+    const int out = static_cast<int>(k + 1);
+    if (tape) {
+      ids[k + 1] = tape->new_tensor();
+      std::vector<int> in_ids;
+      for (int t : node.inputs) in_ids.push_back(ids[static_cast<std::size_t>(t)]);
+      tape->record(*node.layer, std::move(context), std::move(in_ids), ids[k + 1]);
+    }
+    values[k + 1] = std::move(y);
+    // Free what no later node reads.
+    for (int t : node.inputs)
+      if (t != 0 && t != target && last_use_[static_cast<std::size_t>(t)] == k) values[static_cast<std::size_t>(t)] = Tensor();
+    if (out == target && stop == nodes_.size()) break;
   }
+  if (tape) tape->set_chain_tensor(ids[static_cast<std::size_t>(target)]);
+  return target == 0 ? x : std::move(values[static_cast<std::size_t>(target)]);
+}
+
+// ---------------------------------------------------------------- a model as a layer
+
+namespace {
+struct ModelContext : LayerContext {
+  GradientTape tape;
+};
+}  // namespace
+
+void Model::build(const Shape& input_shape) {
+  if (!input_shape_) input_shape_ = input_shape;
+}
+
+Shape Model::compute_output_shape(const Shape& input_shape) const {
+  std::vector<Shape> shapes(nodes_.size() + 1);
+  shapes[0] = input_shape;
+  for (std::size_t k = 0; k < nodes_.size(); ++k) {
+    std::vector<Shape> in;
+    for (int t : nodes_[k].inputs) in.push_back(shapes[static_cast<std::size_t>(t)]);
+    shapes[k + 1] = nodes_[k].layer->compute_output_shape_inputs(in);
+  }
+  return shapes[static_cast<std::size_t>(output_)];
+}
+
+Tensor Model::forward(const Tensor& x, bool training, std::unique_ptr<LayerContext>* context, UpdateSink* updates) {
+  if (!context) return call(x, training, nullptr, updates);
+  auto ctx = std::make_unique<ModelContext>();
+  Tensor y = call(x, training, &ctx->tape, updates);
+  *context = std::move(ctx);
   return y;
+}
+
+Tensor Model::backward(const LayerContext& context, const Tensor& dy, Gradients& grads) {
+  const auto& ctx = dynamic_cast<const ModelContext&>(context);
+  if (ctx.tape.empty()) return dy;
+  return ctx.tape.backpropagate(dy, grads, true);
+}
+
+void Model::backward_variables(const LayerContext& context, const Tensor& dy, Gradients& grads) {
+  const auto& ctx = dynamic_cast<const ModelContext&>(context);
+  if (!ctx.tape.empty()) (void)ctx.tape.backpropagate(dy, grads, false);
 }
 
 std::vector<Variable*> Model::weights() {
@@ -181,6 +370,7 @@ std::vector<Variable*> Model::weights() {
 
 std::vector<Variable*> Model::trainable_weights() {
   std::vector<Variable*> out;
+  if (!trainable_) return out;
   std::set<const Layer*> seen;
   for (auto& l : layers_) {
     if (!seen.insert(l.get()).second) continue;
@@ -222,6 +412,7 @@ void Model::set_weights(const std::vector<Tensor>& values) {
 
 std::vector<float> Model::losses() const {
   std::vector<float> out;
+  if (!trainable_) return out;
   for (const auto& l : layers_)
     for (float v : l->losses()) out.push_back(v);
   return out;
@@ -234,17 +425,25 @@ std::string Model::summary() const {
   char buf[160];
   std::snprintf(buf, sizeof buf, " %-28s %-25s %s\n", "Layer (type)", "Output Shape", "Param #");
   s << buf << bold << "\n";
-  std::optional<Shape> shape = input_shape_;
   std::int64_t total = 0, trainable = 0;
   for (const auto& l : layers_) {
     std::int64_t params = 0, train = 0;
-    for (const Variable* v : static_cast<const Layer&>(*l).weights()) {
+    const Layer& layer = *l;
+    std::vector<const Variable*> vars = layer.weights();
+    std::set<const Variable*> trainable_vars;
+    for (const Variable* v : const_cast<Layer&>(layer).trainable_weights()) trainable_vars.insert(v);
+    for (const Variable* v : vars) {
       params += v->value.numel();
-      if (l->trainable() && v->trainable) train += v->value.numel();
+      if (trainable_vars.count(v)) train += v->value.numel();
     }
     total += params;
     trainable += train;
-    if (shape) shape = l->compute_output_shape(*shape);
+    std::optional<Shape> shape;
+    for (const Node& n : nodes_)
+      if (n.layer == l) {
+        if (n.output_shape.rank() > 0) shape = n.output_shape;
+        break;
+      }
     const std::string label = l->name() + " (" + l->class_name() + ")";
     std::snprintf(buf, sizeof buf, " %-28s %-25s %s\n", label.c_str(), shape ? shape_str(*shape).c_str() : "?",
                   with_commas(params).c_str());
@@ -481,20 +680,22 @@ void Sequential::add(LayerPtr layer) {
       input_shape_ = Shape(d);
     }
   }
+  std::optional<Shape> out;
   if (input_shape_) {  // build now, with the running output shape
-    Shape s = *input_shape_;
-    for (auto& l : layers()) s = l->compute_output_shape(s);
+    const Shape s = nodes().empty() ? *input_shape_ : nodes().back().output_shape;
     if (!layer->built()) layer->build(s);
+    out = layer->compute_output_shape(s);
   }
-  add_layer(std::move(layer));
+  add_layer(std::move(layer), out.value_or(Shape()));
 }
 
 void Sequential::build(const Shape& input_shape) {
   input_shape_ = input_shape;
   Shape s = input_shape;
-  for (auto& l : layers()) {
-    if (!l->built()) l->build(s);
-    s = l->compute_output_shape(s);
+  for (auto& node : nodes_mutable()) {
+    if (!node.layer->built()) node.layer->build(s);
+    s = node.layer->compute_output_shape(s);
+    node.output_shape = s;
   }
 }
 

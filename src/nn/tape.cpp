@@ -12,26 +12,80 @@ void GradientTape::require_calls() const {
 }
 
 void GradientTape::record(Layer& layer, std::unique_ptr<LayerContext> context) {
-  calls_.emplace_back(&layer, std::move(context));
+  const int output = new_tensor();
+  record(layer, std::move(context), {chain_}, output);
+  chain_ = output;
+}
+
+void GradientTape::record(Layer& layer, std::unique_ptr<LayerContext> context, std::vector<int> inputs, int output) {
+  calls_.push_back(Call{&layer, std::move(context), std::move(inputs), output});
+}
+
+void GradientTape::reset() noexcept {
+  calls_.clear();
+  chain_ = 0;
+  next_tensor_ = 1;
+  input_gradient_ = Tensor();
+}
+
+namespace {
+void add_into(std::map<int, Tensor>& dys, int tensor, Tensor&& g) {
+  auto it = dys.find(tensor);
+  if (it == dys.end()) {
+    dys.emplace(tensor, std::move(g));
+    return;
+  }
+  Tensor& acc = it->second;
+  for (std::int64_t i = 0; i < acc.numel(); ++i) acc[i] += g[i];
+}
+}  // namespace
+
+Tensor GradientTape::backpropagate(const Tensor& dy, Gradients& grads, bool input_gradient) const {
+  // Which tensors depend on a trainable variable: only their gradients are needed when
+  // the input's is not (the old chain rule: calls before the first one with trainable
+  // weights are skipped, and that one computes no dL/dx).
+  std::map<int, bool> upstream;  // tensor -> some call producing it (transitively) has trainable weights
+  if (!input_gradient) {
+    for (const Call& c : calls_) {
+      bool any = !c.layer->trainable_weights().empty();
+      for (int t : c.inputs) any = any || upstream[t];
+      upstream[c.output] = any;
+    }
+  }
+  std::map<int, Tensor> dys;  // gradients of tensors whose users have run
+  dys.emplace(chain_, dy);
+  for (auto it = calls_.rbegin(); it != calls_.rend(); ++it) {
+    auto found = dys.find(it->output);
+    if (found == dys.end()) continue;  // the call does not reach the output
+    const Tensor g = std::move(found->second);
+    dys.erase(found);
+    bool need_dx = input_gradient;
+    for (int t : it->inputs) need_dx = need_dx || upstream[t];
+    if (!need_dx) {
+      if (!it->layer->trainable_weights().empty()) it->layer->backward_variables(*it->context, g, grads);
+      continue;
+    }
+    std::vector<Tensor> dxs = it->layer->backward_inputs(*it->context, g, grads);
+    for (std::size_t i = 0; i < it->inputs.size() && i < dxs.size(); ++i) {
+      if (input_gradient || upstream[it->inputs[i]]) add_into(dys, it->inputs[i], std::move(dxs[i]));
+    }
+  }
+  if (!input_gradient) return Tensor();
+  auto in = dys.find(0);
+  return in != dys.end() ? std::move(in->second) : Tensor();
 }
 
 Gradients GradientTape::gradient(const Tensor& dy) {
   require_calls();
   Gradients grads;
-  Tensor g = dy;
-  for (auto it = calls_.rbegin(); it != calls_.rend(); ++it) g = it->first->backward(*it->second, g, grads);
-  input_gradient_ = std::move(g);
+  input_gradient_ = backpropagate(dy, grads, true);
   return grads;
 }
 
 Gradients GradientTape::variable_gradients(const Tensor& dy) {
   require_calls();
-  std::size_t first = 0;  // the first call with trainable weights (none: all skipped)
-  while (first < calls_.size() && calls_[first].first->trainable_weights().empty()) ++first;
   Gradients grads;
-  Tensor g = dy;
-  for (std::size_t i = calls_.size(); i-- > first + 1;) g = calls_[i].first->backward(*calls_[i].second, g, grads);
-  if (first < calls_.size()) calls_[first].first->backward_variables(*calls_[first].second, g, grads);
+  (void)backpropagate(dy, grads, false);
   input_gradient_ = Tensor();
   return grads;
 }

@@ -9,6 +9,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -66,24 +67,40 @@ class Layer : public std::enable_shared_from_this<Layer> {
   // calls backward() and drops dx; layers whose dx costs real work (Dense) skip it.
   virtual void backward_variables(const LayerContext& context, const Tensor& dy, Gradients& grads);
 
+  // Layers with a LIST of inputs (merge layers: Add, Concatenate, ...; nested models)
+  // override these four; for every other layer they are the single-input calls above on
+  // a list of exactly one input (ArgumentError for another count). backward_inputs
+  // returns dL/dx for each input, in order, and accumulates into `grads` as backward().
+  virtual bool takes_input_list() const noexcept { return false; }
+  virtual void build_inputs(const std::vector<Shape>& input_shapes);
+  virtual Shape compute_output_shape_inputs(const std::vector<Shape>& input_shapes) const;
+  virtual Tensor forward_inputs(const std::vector<const Tensor*>& xs, bool training,
+                                std::unique_ptr<LayerContext>* context, UpdateSink* updates);
+  virtual std::vector<Tensor> backward_inputs(const LayerContext& context, const Tensor& dy, Gradients& grads);
+
   // Functional API: applying a layer to a symbolic input adds it to the graph
   // (Keras `z = layer(z)`; here `z = (*layer)(z)`). The layer must be owned by a
-  // std::shared_ptr.
-  SymbolicTensor operator()(const SymbolicTensor& x);
+  // std::shared_ptr. `training` records a call argument (Keras `base(x, training=False)`):
+  // that node then runs in that mode whatever the model is called with (tf.keras's
+  // rule; Model::NestedTraining selects Keras 3's, where the outer mode wins).
+  SymbolicTensor operator()(const SymbolicTensor& x, std::optional<bool> training = std::nullopt);
+  // A layer with a list of inputs: z = (*add)({a, b}).
+  SymbolicTensor operator()(const std::vector<SymbolicTensor>& xs, std::optional<bool> training = std::nullopt);
 
   // All variables in Keras order (empty before build).
   virtual std::vector<Variable*> weights() = 0;
   std::vector<const Variable*> weights() const;
   // Keras: a frozen layer has no trainable weights; otherwise those marked trainable.
-  std::vector<Variable*> trainable_weights();
-  std::vector<Variable*> non_trainable_weights();
+  // (Virtual: a nested model answers for its own layers.)
+  virtual std::vector<Variable*> trainable_weights();
+  virtual std::vector<Variable*> non_trainable_weights();
   std::vector<Tensor> get_weights() const;
   // Same count and shapes as get_weights() (else ShapeError, nothing assigned).
   void set_weights(const std::vector<Tensor>& weights);
 
   // Regularization penalties of trainable weights (Keras layer.losses), and their
   // gradients accumulated into grads.
-  std::vector<float> losses() const;
+  virtual std::vector<float> losses() const;
   void add_regularization_gradients(Gradients& grads);
   // Applies the variables' constraints (what an optimizer does after its update).
   void apply_constraints();

@@ -17,8 +17,17 @@
 // its moving statistics and changes nothing). A frozen layer (trainable false) runs in
 // inference mode even inside fit and its weights are not updated.
 //
-// Layers take one input: a functional model is the path of layer calls from its input
-// to its output.
+// Graphs: a functional model is the directed acyclic graph of layer calls from its input
+// to its output: branches, layers with a list of inputs (Add, Concatenate, ...), a tensor
+// used by several layers, a layer called more than once (shared weights), and models
+// used as layers (nested; Keras `x = base(inputs, training=False)`). Calls run in Keras's
+// order (by depth from the output) and an intermediate tensor is freed once its last user
+// has run. One input tensor and one output tensor per model.
+//
+// A training argument recorded on a call (`(*base)(x, false)`) is honoured by default,
+// whatever mode the model is called in: tf.keras's rule and the Keras guide's
+// transfer-learning recipe. Keras 3 instead lets the outer mode replace it
+// (NestedTraining::outer_mode_wins; ../shared/spec/CNN.md section 7).
 #pragma once
 
 #include <cstdint>
@@ -51,7 +60,8 @@ class SymbolicTensor {
   friend SymbolicTensor Input(std::vector<std::int64_t>, std::string);
   struct Node {
     std::shared_ptr<Layer> layer;  // null for an Input
-    std::shared_ptr<const Node> input;
+    std::vector<std::shared_ptr<const Node>> inputs;
+    std::optional<bool> training;  // a training argument recorded on the call
     Shape shape;
     std::string name;
   };
@@ -80,18 +90,58 @@ struct FitOptions {
   std::vector<std::shared_ptr<Callback>> callbacks{};
 };
 
-class Model {
+// How a training argument recorded on a call inside a model meets the mode the model is
+// called in.
+enum class NestedTraining {
+  recorded_wins,    // tf.keras 2 and the Keras guide: `base(x, training=False)` stays in inference
+  outer_mode_wins,  // Keras 3: the outer call's mode replaces every recorded one
+};
+
+// A model is a Layer too: it can be used inside another model (nested), with its own
+// layers, weights and graph.
+class Model : public Layer {
  public:
   // Functional model from `inputs` to `outputs`. ArgumentError when outputs does not
-  // derive from inputs.
+  // derive from inputs (a dangling input).
   Model(const SymbolicTensor& inputs, const SymbolicTensor& outputs, std::string name = "");
-  virtual ~Model() = default;
+  ~Model() override = default;
   Model(const Model&) = delete;  // layers are shared: copy with get_weights/set_weights
   Model& operator=(const Model&) = delete;
   Model(Model&&) = default;
   Model& operator=(Model&&) = default;
 
-  const std::string& name() const noexcept { return name_; }
+  // One layer call of the graph. Tensors are numbered: 0 is the model's input, k + 1 the
+  // output of nodes()[k].
+  struct Node {
+    LayerPtr layer;
+    std::vector<int> inputs;       // tensor numbers, in the call's argument order
+    std::optional<bool> training;  // recorded training argument
+    Shape output_shape;            // batch dimension -1
+  };
+  // The calls in execution order (a Sequential: its layers in order).
+  const std::vector<Node>& nodes() const noexcept { return nodes_; }
+  // The tensor number of the model's output.
+  int output_tensor() const noexcept { return output_; }
+
+  // Layer interface (a model used as a layer of another model).
+  std::string class_name() const override { return "Functional"; }
+  const std::string& name() const noexcept override { return name_; }
+  bool built() const noexcept override { return true; }
+  void build(const Shape& input_shape) override;
+  Shape compute_output_shape(const Shape& input_shape) const override;
+  Tensor forward(const Tensor& x, bool training, std::unique_ptr<LayerContext>* context, UpdateSink* updates) override;
+  Tensor backward(const LayerContext& context, const Tensor& dy, Gradients& grads) override;
+  void backward_variables(const LayerContext& context, const Tensor& dy, Gradients& grads) override;
+  using Layer::operator();
+
+  // The rule for recorded training arguments (see NestedTraining); applies to nested
+  // models too (set here, it is set on them).
+  NestedTraining nested_training() const noexcept { return nested_training_; }
+  void set_nested_training(NestedTraining rule);
+  // True when some call in this model or a nested one records a training argument that
+  // the outer mode could contradict (the two rules then differ).
+  bool has_recorded_training() const;
+
   const std::vector<LayerPtr>& layers() const noexcept { return layers_; }
   // The declared input shape (batch dimension -1): a functional model's Input, a
   // Sequential's InputLayer or first layer's input_shape; nullopt when not declared.
@@ -104,8 +154,8 @@ class Model {
   std::shared_ptr<L> get_layer(const std::string& name) const;
 
   // Keras model.trainable: propagates to every layer.
-  bool trainable() const noexcept { return trainable_; }
-  void set_trainable(bool trainable);
+  bool trainable() const noexcept override { return trainable_; }
+  void set_trainable(bool trainable) override;
 
   // Keras model(x, training=...): unset means inference.
   Tensor operator()(const Tensor& x, std::optional<bool> training = std::nullopt) {
@@ -115,20 +165,22 @@ class Model {
   // GradientTape::gradient. With `updates` (and training), batch normalization layers
   // record their statistic updates there instead of applying them.
   Tensor call(const Tensor& x, bool training, GradientTape* tape = nullptr, UpdateSink* updates = nullptr);
-  // The input that layers()[index] receives when the model is called on x in inference
-  // mode: the output of layers()[0, index) (x itself for index 0, the model's output for
+  // The input that layers()[index] receives (at its first call) when the model is called
+  // on x in inference mode (x itself for the first layer, the model's output for
   // index == layers().size()). Keras: keras.Model(model.input, model.layers[index].input)(x).
-  // x is checked as by call(); ArgumentError for index > layers().size().
+  // x is checked as by call(); ArgumentError for index > layers().size() or a layer that
+  // takes a list of inputs.
   Tensor layer_input(const Tensor& x, std::size_t index);
 
   // Variables, layer by layer, each layer in Keras order.
-  std::vector<Variable*> weights();
-  std::vector<Variable*> trainable_weights();
-  std::vector<Variable*> non_trainable_weights();
+  std::vector<Variable*> weights() override;
+  using Layer::weights;
+  std::vector<Variable*> trainable_weights() override;
+  std::vector<Variable*> non_trainable_weights() override;
   std::vector<Tensor> get_weights();
   void set_weights(const std::vector<Tensor>& weights);  // validates all first
   // Regularization losses of all layers (Keras model.losses).
-  std::vector<float> losses() const;
+  std::vector<float> losses() const override;
   // Keras summary(): a table of layers, output shapes and parameter counts.
   std::string summary() const;
 
@@ -168,7 +220,9 @@ class Model {
 
  protected:
   explicit Model(std::string name) : name_(std::move(name)) {}
-  void add_layer(LayerPtr layer);
+  // Sequential: appends a call of `layer` on the current output.
+  void add_layer(LayerPtr layer, Shape output_shape);
+  std::vector<Node>& nodes_mutable() noexcept { return nodes_; }
   // The input shape (batch dimension -1) when known: a functional model's Input, a
   // Sequential's InputLayer or first layer's input_shape. Inputs are checked against it.
   std::optional<Shape> input_shape_;
@@ -181,8 +235,17 @@ class Model {
   Logs train_step(const Tensor& x, const Tensor& y, std::int64_t step_size);
   std::vector<std::unique_ptr<MeanMetricWrapper>>& metrics_for(const Tensor& y_pred);
 
+  // Runs the graph up to (not including) node `stop` (all: nodes_.size()); returns the
+  // output, or the input of node `stop`.
+  Tensor run(const Tensor& x, bool training, GradientTape* tape, UpdateSink* updates, std::size_t stop);
+  void compute_last_uses();
+
   std::string name_;
   std::vector<LayerPtr> layers_;
+  std::vector<Node> nodes_;
+  std::vector<std::size_t> last_use_;  // tensor -> index of the last node reading it
+  int output_ = 0;
+  NestedTraining nested_training_ = NestedTraining::recorded_wins;
   bool trainable_ = true;
   int epochs_completed_ = 0;
   std::shared_ptr<Optimizer> optimizer_;
@@ -195,12 +258,13 @@ class Model {
 class Sequential : public Model {
  public:
   explicit Sequential(std::vector<LayerPtr> layers = {}, std::string name = "");
+  std::string class_name() const override { return "Sequential"; }
   // Appends a layer. An InputLayer (or a first Dense with input_shape) declares the
   // input shape; once it is known, layers are built as they are added (Keras builds a
   // Sequential with a known input immediately).
   void add(LayerPtr layer);
   // Builds every layer for this input shape (batch dimension -1), as Keras build().
-  void build(const Shape& input_shape);
+  void build(const Shape& input_shape) override;
 };
 
 template <typename L>
