@@ -9,6 +9,7 @@
 #include "bnorm/io/error.hpp"
 #include "bnorm/kernels/activation.hpp"
 #include "bnorm/nn/layers.hpp"
+#include "bnorm/nn/merge.hpp"
 
 namespace bnorm::io::keras {
 
@@ -16,7 +17,9 @@ using nlohmann::json;
 
 namespace {
 
-constexpr const char* kSupported = "InputLayer, Dense, BatchNormalization, Activation, Dropout or Flatten";
+constexpr const char* kSupported =
+    "InputLayer, Dense, BatchNormalization, Activation, Dropout, Flatten, Add, Subtract, Multiply, Average, Maximum, "
+    "Minimum, Concatenate, or a nested Sequential / Functional model";
 
 // ------------------------------------------------------------------ reading
 
@@ -257,6 +260,14 @@ nn::LayerPtr layer_from_config(const Reading& r, const json& entry) {
       r.fail(where + " config \"noise_shape\"", "null (one mask element per value)", shown(*v));
     }
     layer = std::make_shared<nn::Dropout>(rate, seed_of(config).value_or(0), name);
+  } else if (cls == "Add" || cls == "Subtract" || cls == "Multiply" || cls == "Average" || cls == "Maximum" ||
+             cls == "Minimum") {
+    static const std::map<std::string, nn::MergeOp> kOps{{"Add", nn::MergeOp::add},         {"Subtract", nn::MergeOp::subtract},
+                                                          {"Multiply", nn::MergeOp::multiply}, {"Average", nn::MergeOp::average},
+                                                          {"Maximum", nn::MergeOp::maximum},   {"Minimum", nn::MergeOp::minimum}};
+    layer = std::make_shared<nn::ElementwiseMerge>(kOps.at(cls), name);
+  } else if (cls == "Concatenate") {
+    layer = std::make_shared<nn::Concatenate>(get<int>(r, config, where, "axis", -1), name);
   } else if (cls == "Flatten") {
     const std::string format = get<std::string>(r, config, where, "data_format", "channels_last");
     if (format != "channels_last") r.fail(where + " config \"data_format\"", "channels_last", printable_quoted(format));
@@ -316,6 +327,9 @@ std::vector<std::int64_t> input_layer_shape(const Reading& r, const json& entry)
   r.fail("InputLayer", "a batch_shape", "none");
 }
 
+bool is_model_class(const json& cls) { return cls == "Functional" || cls == "Model" || cls == "Sequential"; }
+std::unique_ptr<nn::Model> model_from_entry(const Reading& r, const json& entry);
+
 std::unique_ptr<nn::Model> sequential_from_config(const Reading& r, const json& config) {
   const std::string name = get<std::string>(r, config, "Sequential", "name", "");
   const json layers = config.value("layers", json::array());
@@ -331,7 +345,8 @@ std::unique_ptr<nn::Model> sequential_from_config(const Reading& r, const json& 
       if (entry.contains("config") && entry["config"].is_object()) input_name = get<std::string>(r, entry["config"], "InputLayer", "name", "");
       continue;
     }
-    built.push_back(layer_from_config(r, entry));
+    built.push_back(is_model_class(entry.value("class_name", json())) ? nn::LayerPtr(model_from_entry(r, entry))
+                                                                       : layer_from_config(r, entry));
   }
   if (!input) {
     for (const char* key : {"build_input_shape"}) {
@@ -360,112 +375,166 @@ std::unique_ptr<nn::Model> sequential_from_config(const Reading& r, const json& 
   return model;
 }
 
-// How many input tensors one inbound node passes: Keras 3 {"args": [tensor]} or
-// {"args": [[tensor, tensor]]} (Add, Concatenate), legacy [[name, 0, 0, {}], ...].
-// nullopt when the node has neither form.
-std::optional<std::size_t> node_inputs(const json& node) {
-  if (node.is_object()) {
-    const json args = node.value("args", json::array());
-    if (!args.is_array()) return std::nullopt;
-    if (args.size() == 1 && args[0].is_array()) return args[0].size();
-    return args.size();
-  }
-  if (node.is_array()) return node.size();
-  return std::nullopt;
-}
+// One tensor an inbound node reads: the producing layer, its call (node) index within
+// the model, and the kwargs the call carried (legacy files keep them on each input).
+struct TensorRef {
+  std::string layer;
+  std::size_t node = 0;
+  json kwargs = json::object();
+};
 
-// The name of the layer an inbound-node list feeds from: Keras 3
-// [{"args": [{"class_name": "__keras_tensor__", "config": {"keras_history": [name, 0, 0]}}]}],
-// legacy [[[name, 0, 0, {}]]]. A layer called more than once, or with more than one
-// input (Add, Concatenate), is refused naming the layer and its class.
-std::string inbound_name(const Reading& r, const json& nodes, const std::string& name, const std::string& cls) {
-  const std::string layer = entry_label(name, cls);
-  const std::string where = layer + " inbound_nodes";
-  if (!nodes.is_array()) r.fail(where, "a list of calls", kind_of(nodes));
-  if (nodes.size() != 1) {
-    r.fail("", "layers called once each (bnorm holds chains of single-input layers)",
-           "layer " + printable_quoted(name) + " (class " + printable(cls) + ") called " + count_of(static_cast<long long>(nodes.size()), "time"));
-  }
-  const json& node = nodes[0];
-  const std::optional<std::size_t> inputs = node_inputs(node);
-  if (inputs && *inputs != 1) {
-    r.fail("", "layers with one input each (bnorm holds chains of single-input layers)",
-           "layer " + printable_quoted(name) + " (class " + printable(cls) + ") with " + count_of(static_cast<long long>(*inputs), "input"));
-  }
-  if (node.is_object()) {
-    const json args = node.value("args", json::array());
-    if (!args.is_array() || args.size() != 1 || !args[0].is_object()) r.fail(where, "one input tensor", shown(args));
-    const json cfg = args[0].value("config", json::object());
+TensorRef tensor_ref(const Reading& r, const json& t, const std::string& where) {
+  if (t.is_object()) {  // Keras 3 {"class_name": "__keras_tensor__", "config": {"keras_history": [name, node, index]}}
+    const json cfg = t.value("config", json::object());
     const json hist = cfg.is_object() ? cfg.value("keras_history", json()) : json();
-    if (!hist.is_array() || hist.empty() || !hist[0].is_string()) r.fail(where, "a keras_history", shown(hist));
-    return hist[0].get<std::string>();
+    if (!hist.is_array() || hist.size() < 2 || !hist[0].is_string() || !hist[1].is_number_integer() || hist[1].get<std::int64_t>() < 0) {
+      r.fail(where, "a keras_history [layer, node, tensor]", shown(hist));
+    }
+    if (hist.size() > 2 && hist[2] != 0) r.fail(where, "the first output of a layer (layers with one output)", shown(hist));
+    return {hist[0].get<std::string>(), hist[1].get<std::size_t>(), json::object()};
   }
-  if (node.is_array() && node.size() == 1 && node[0].is_array() && !node[0].empty() && node[0][0].is_string()) {
-    return node[0][0].get<std::string>();
+  if (t.is_array() && t.size() >= 3 && t[0].is_string() && t[1].is_number_integer() && t[1].get<std::int64_t>() >= 0) {  // legacy [name, node, index, kwargs]
+    if (t[2] != 0) r.fail(where, "the first output of a layer (layers with one output)", shown(t));
+    return {t[0].get<std::string>(), t[1].get<std::size_t>(), t.size() > 3 && t[3].is_object() ? t[3] : json::object()};
   }
-  r.fail(where, "one input tensor", shown(node));
+  r.fail(where, "an input tensor reference", shown(t));
 }
 
-std::string endpoint_name(const Reading& r, const json& j, const char* what) {
-  // ["name", 0, 0] or [["name", 0, 0]]
-  if (j.is_array() && !j.empty() && j[0].is_string()) return j[0].get<std::string>();
-  if (j.is_array() && j.size() == 1 && j[0].is_array() && !j[0].empty() && j[0][0].is_string()) return j[0][0].get<std::string>();
-  r.fail(std::string("Functional config \"") + what + "\"", "one layer (bnorm models have one input and one output)", shown(j));
+// One call of a layer: its input tensors and its training argument, from a Keras 3 node
+// {"args": [tensor] | [[tensor, ...]], "kwargs": {...}} or a legacy [[name, node, index,
+// kwargs], ...].
+struct Call {
+  std::vector<TensorRef> inputs;
+  bool list = false;  // the inputs were passed as a list (merge layers)
+  std::optional<bool> training;
+};
+
+Call call_of(const Reading& r, const json& node, const std::string& where) {
+  Call call;
+  json kwargs = json::object();
+  if (node.is_object()) {
+    const json args = node.value("args", json::array());
+    if (!args.is_array() || args.empty()) r.fail(where, "the call's input tensors", shown(args));
+    if (args[0].is_array()) {
+      call.list = true;
+      for (const json& t : args[0]) call.inputs.push_back(tensor_ref(r, t, where));
+    } else {
+      call.inputs.push_back(tensor_ref(r, args[0], where));
+    }
+    kwargs = node.value("kwargs", json::object());
+  } else if (node.is_array() && !node.empty()) {
+    for (const json& t : node) call.inputs.push_back(tensor_ref(r, t, where));
+    call.list = call.inputs.size() > 1;
+    kwargs = call.inputs.front().kwargs;
+  } else {
+    r.fail(where, "a call (inbound node)", shown(node));
+  }
+  if (kwargs.is_object()) {
+    if (const auto t = kwargs.find("training"); t != kwargs.end() && t->is_boolean()) call.training = t->get<bool>();
+  }
+  return call;
+}
+
+// ["name", 0, 0] or [["name", 0, 0]]: one input or output of the model.
+TensorRef endpoint(const Reading& r, const json& j, const char* what) {
+  const std::string where = std::string("Functional config \"") + what + "\"";
+  if (j.is_array() && !j.empty() && j[0].is_string()) return tensor_ref(r, j, where);
+  if (j.is_array() && j.size() == 1 && j[0].is_array()) return tensor_ref(r, j[0], where);
+  r.fail(where, "one tensor (bnorm models have one input and one output)", shown(j));
 }
 
 std::unique_ptr<nn::Model> functional_from_config(const Reading& r, const json& config) {
   const std::string name = get<std::string>(r, config, "Functional", "name", "");
   const json layers = config.value("layers", json::array());
   if (!layers.is_array()) r.fail("Functional config \"layers\"", "a list of layers", kind_of(layers));
-  const std::string input_name = endpoint_name(r, config.value("input_layers", json()), "input_layers");
-  const std::string output_name = endpoint_name(r, config.value("output_layers", json()), "output_layers");
-  // name -> (entry, inbound layer name)
-  std::map<std::string, std::pair<const json*, std::string>> by_name;
-  for (const json& entry : layers) {
-    if (!entry.is_object()) r.fail("Functional config \"layers\"", "layer objects", kind_of(entry));
-    std::string lname = entry.value("name", json("")).is_string() ? entry.value("name", std::string()) : std::string();
-    if (lname.empty() && entry.contains("config") && entry["config"].is_object()) {
-      lname = get<std::string>(r, entry["config"], "layer", "name", "");
-    }
-    const json cls = entry.value("class_name", json());
-    const bool is_input = cls == "InputLayer";
-    std::string from = is_input ? "" : inbound_name(r, entry.value("inbound_nodes", json()), lname, cls.is_string() ? cls.get<std::string>() : "?");
-    if (!by_name.emplace(lname, std::make_pair(&entry, from)).second) {
+  const TensorRef input_ref = endpoint(r, config.value("input_layers", json()), "input_layers");
+  const TensorRef output_ref = endpoint(r, config.value("output_layers", json()), "output_layers");
+  struct Entry {
+    const json* node;
+    std::string name, cls;
+    nn::LayerPtr layer;  // null for the InputLayer
+    std::vector<Call> calls;
+  };
+  std::vector<Entry> entries;
+  std::map<std::string, std::size_t> by_name;
+  for (const json& e : layers) {
+    if (!e.is_object()) r.fail("Functional config \"layers\"", "layer objects", kind_of(e));
+    std::string lname = e.value("name", json("")).is_string() ? e.value("name", std::string()) : std::string();
+    if (lname.empty() && e.contains("config") && e["config"].is_object()) lname = get<std::string>(r, e["config"], "layer", "name", "");
+    const json cls = e.value("class_name", json());
+    Entry entry{&e, lname, cls.is_string() ? cls.get<std::string>() : "?", nullptr, {}};
+    if (!by_name.emplace(lname, entries.size()).second) {
       r.fail("Functional config \"layers\"", "unique layer names", printable_quoted(lname) + " twice");
     }
+    entries.push_back(std::move(entry));
   }
-  // Walk back from the output to the input: a chain.
-  std::vector<const json*> chain;
-  std::string at = output_name;
-  while (at != input_name) {
-    const auto it = by_name.find(at);
-    if (it == by_name.end()) r.fail("Functional config", "a layer named " + printable_quoted(at), "none");
-    if (chain.size() > layers.size()) r.fail("Functional config", "a chain of layers", "a cycle");
-    chain.push_back(it->second.first);
-    at = it->second.second;
-    if (at.empty()) r.fail("Functional config", "a chain from " + printable_quoted(input_name), "another input");
+  const auto input_it = by_name.find(input_ref.layer);
+  if (input_it == by_name.end() || entries[input_it->second].cls != "InputLayer") {
+    r.fail("Functional config \"input_layers\"", "an InputLayer", printable_quoted(input_ref.layer));
   }
-  if (chain.size() + 1 != layers.size()) {
-    r.fail("Functional config", "one chain of layers from input to output (bnorm's functional models)",
-           std::to_string(layers.size()) + " layers of which " + std::to_string(chain.size() + 1) + " on the chain");
+  // Layers (the first unsupported class is refused in the file's order), then their calls.
+  for (Entry& e : entries) {
+    if (e.cls == "InputLayer") continue;
+    const std::string where = entry_label(e.name, e.cls) + " inbound_nodes";
+    const json nodes = e.node->value("inbound_nodes", json());
+    if (!nodes.is_array()) r.fail(where, "a list of calls", kind_of(nodes));
+    for (const json& node : nodes) e.calls.push_back(call_of(r, node, where));
+    e.layer = is_model_class(e.cls) ? nn::LayerPtr(model_from_entry(r, *e.node)) : layer_from_config(r, *e.node);
   }
-  const auto input_it = by_name.find(input_name);
-  if (input_it == by_name.end() || input_it->second.first->value("class_name", json()) != "InputLayer") {
-    r.fail("Functional config \"input_layers\"", "an InputLayer", printable_quoted(input_name));
-  }
-  const auto shape = input_layer_shape(r, *input_it->second.first);
-  std::vector<nn::LayerPtr> built;
-  for (auto it = chain.rbegin(); it != chain.rend(); ++it) built.push_back(layer_from_config(r, **it));
-  check_sizes(r, shape, built);
+  // Legacy files number a nested model's calls from 1 (its call 0 is its own construction).
+  auto node_of = [&](const TensorRef& t) {
+    const auto it = by_name.find(t.layer);
+    if (it == by_name.end()) r.fail("Functional config", "a layer named " + printable_quoted(t.layer), "none");
+    const Entry& producer = entries[it->second];
+    std::size_t node = t.node;
+    if (r.version == nn::KerasVersion::keras2 && is_model_class(producer.cls) && node > 0) --node;
+    return std::make_pair(it->second, node);
+  };
+  const auto shape = input_layer_shape(r, *entries[input_it->second].node);
+  std::map<std::pair<std::size_t, std::size_t>, nn::SymbolicTensor> made;
   try {
-    nn::SymbolicTensor x = nn::Input(shape, input_name);
-    const nn::SymbolicTensor in = x;
-    for (auto& layer : built) x = (*layer)(x);
-    return std::make_unique<nn::Model>(in, x, name);
+    const nn::SymbolicTensor in = nn::Input(shape, input_ref.layer);
+    made.emplace(std::make_pair(input_it->second, std::size_t{0}), in);
+    // Resolve calls whose inputs exist until none is left (Keras's reconstruction loop).
+    std::vector<std::size_t> next_call(entries.size(), 0);
+    for (bool progress = true; progress;) {
+      progress = false;
+      for (std::size_t i = 0; i < entries.size(); ++i) {
+        Entry& e = entries[i];
+        while (next_call[i] < e.calls.size()) {
+          const Call& call = e.calls[next_call[i]];
+          std::vector<nn::SymbolicTensor> xs;
+          for (const TensorRef& t : call.inputs) {
+            const auto found = made.find(node_of(t));
+            if (found == made.end()) break;
+            xs.push_back(found->second);
+          }
+          if (xs.size() != call.inputs.size()) break;
+          nn::SymbolicTensor y = call.list || e.layer->takes_input_list() ? (*e.layer)(xs, call.training)
+                                                                          : (*e.layer)(xs.front(), call.training);
+          made.emplace(std::make_pair(i, next_call[i]), y);
+          ++next_call[i];
+          progress = true;
+        }
+      }
+    }
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+      if (next_call[i] < entries[i].calls.size()) {
+        r.fail("Functional config", "calls whose inputs the graph computes (no cycle, no missing layer)",
+               entry_label(entries[i].name, entries[i].cls) + " call " + std::to_string(next_call[i]) + " unresolved");
+      }
+    }
+    const auto out = made.find(node_of(output_ref));
+    if (out == made.end()) r.fail("Functional config \"output_layers\"", "a computed tensor", printable_quoted(output_ref.layer));
+    auto model = std::make_unique<nn::Model>(in, out->second, name);
+    std::vector<std::int64_t> dims{-1};
+    dims.insert(dims.end(), shape.begin(), shape.end());
+    (void)dims;
+    return model;
   } catch (const FormatError&) {
     throw;
   } catch (const Error& e) {
-    r.fail("Functional " + printable_quoted(name), "layers that fit the input shape", e.what());
+    r.fail("Functional " + printable_quoted(name), "layers that fit their inputs", e.what());
   }
 }
 
@@ -585,6 +654,10 @@ json layer_json(nn::Layer& layer, const Shape& input, Style style) {
     c["rate"] = dr->rate();
     c["noise_shape"] = nullptr;
     c["seed"] = seed_json(dr->seed());
+  } else if (auto* cat = dynamic_cast<nn::Concatenate*>(&layer)) {
+    c["axis"] = cat->axis();
+  } else if (dynamic_cast<nn::ElementwiseMerge*>(&layer)) {
+    // name, trainable, dtype only
   } else if (dynamic_cast<nn::Flatten*>(&layer)) {
     c["data_format"] = "channels_last";
   } else {
@@ -633,8 +706,8 @@ std::string snake_case(const std::string& class_name) {
   return out;
 }
 
-std::unique_ptr<nn::Model> model_from_config(const json& config, const std::string& file, nn::KerasVersion version) {
-  const Reading r{file, version};
+namespace {
+std::unique_ptr<nn::Model> model_from_entry(const Reading& r, const json& config) {
   if (!config.is_object() || !config.contains("class_name") || !config["class_name"].is_string()) {
     r.fail("model config", "an object with a class_name", kind_of(config));
   }
@@ -649,6 +722,11 @@ std::unique_ptr<nn::Model> model_from_config(const json& config, const std::stri
   }
   r.fail("model config", "a Sequential or Functional model", "class " + printable_quoted(cls));
 }
+}  // namespace
+
+std::unique_ptr<nn::Model> model_from_config(const json& config, const std::string& file, nn::KerasVersion version) {
+  return model_from_entry(Reading{file, version}, config);
+}
 
 json model_to_config(const nn::Model& model, Style style) {
   const auto& input = model.input_shape();
@@ -658,27 +736,60 @@ json model_to_config(const nn::Model& model, Style style) {
   }
   const bool sequential = dynamic_cast<const nn::Sequential*>(&model) != nullptr;
   const std::string input_name = input_layer_name(model);
+  const auto& nodes = model.nodes();
+  // Tensor t: its shape, producing layer and that layer's call index in this model.
+  std::vector<Shape> shapes{*input};
+  std::vector<std::pair<std::string, std::size_t>> producer{{input_name, 0}};
+  std::map<const nn::Layer*, std::size_t> calls_so_far;
+  for (const auto& n : nodes) {
+    shapes.push_back(n.output_shape);
+    std::size_t k = calls_so_far[n.layer.get()]++;
+    // tf.keras numbers a nested model's calls from 1 (call 0 is its construction).
+    if (style == Style::legacy && dynamic_cast<const nn::Model*>(n.layer.get())) ++k;
+    producer.emplace_back(n.layer->name(), k);
+  }
+  auto entry_of = [&](const nn::Layer& layer, const Shape& in) {
+    if (const auto* nested = dynamic_cast<const nn::Model*>(&layer)) return model_to_config(*nested, style);
+    return layer_json(const_cast<nn::Layer&>(layer), in, style);
+  };
   json layers = json::array();
   layers.push_back(input_layer_json(input_name, *input, style));
   if (!sequential) layers.back()["name"] = input_name, layers.back()["inbound_nodes"] = json::array();
-  Shape shape = *input;
-  std::string previous = input_name;
   for (const auto& layer : model.layers()) {
-    json entry = layer_json(*layer, shape, style);
+    std::vector<const nn::Model::Node*> calls;
+    for (const auto& n : nodes)
+      if (n.layer == layer) calls.push_back(&n);
+    const Shape in = calls.empty() || calls.front()->inputs.empty() ? *input : shapes[static_cast<std::size_t>(calls.front()->inputs.front())];
+    json entry = entry_of(*layer, in);
     if (!sequential) {
       entry["name"] = layer->name();
-      if (style == Style::keras3) {
-        json tensor = {{"class_name", "__keras_tensor__"},
-                       {"config", {{"shape", shape_json(shape)}, {"dtype", "float32"}, {"keras_history", {previous, 0, 0}}}}};
+      json inbound = json::array();
+      for (const auto* n : calls) {
         json kwargs = json::object();
-        if (layer->class_name() == "BatchNormalization") kwargs["mask"] = nullptr;
-        entry["inbound_nodes"] = json::array({{{"args", json::array({tensor})}, {"kwargs", kwargs}}});
-      } else {
-        entry["inbound_nodes"] = json::array({json::array({json::array({previous, 0, 0, json::object()})})});
+        if (n->training) kwargs["training"] = *n->training;
+        if (style == Style::keras3) {
+          if (layer->class_name() == "BatchNormalization" || dynamic_cast<const nn::Model*>(layer.get())) kwargs["mask"] = nullptr;
+          json tensors = json::array();
+          for (int t : n->inputs) {
+            const auto& [from, k] = producer[static_cast<std::size_t>(t)];
+            tensors.push_back({{"class_name", "__keras_tensor__"},
+                               {"config", {{"shape", shape_json(shapes[static_cast<std::size_t>(t)])},
+                                           {"dtype", "float32"},
+                                           {"keras_history", {from, k, 0}}}}});
+          }
+          json args = layer->takes_input_list() ? json::array({tensors}) : tensors;
+          inbound.push_back({{"args", args}, {"kwargs", kwargs}});
+        } else {
+          json refs = json::array();
+          for (int t : n->inputs) {
+            const auto& [from, k] = producer[static_cast<std::size_t>(t)];
+            refs.push_back(json::array({from, k, 0, kwargs}));
+          }
+          inbound.push_back(refs);
+        }
       }
+      entry["inbound_nodes"] = inbound;
     }
-    shape = layer->compute_output_shape(shape);
-    previous = layer->name();
     layers.push_back(std::move(entry));
   }
   json config = {{"name", model.name()}, {"trainable", model.trainable()}, {"layers", layers}};
@@ -691,16 +802,17 @@ json model_to_config(const nn::Model& model, Style style) {
     if (style == Style::keras3) j["build_config"] = {{"input_shape", shape_json(*input)}};
     return j;
   }
+  const auto& out = producer[static_cast<std::size_t>(model.output_tensor())];
   if (style == Style::keras3) {
     config["input_layers"] = {input_name, 0, 0};
-    config["output_layers"] = {previous, 0, 0};
+    config["output_layers"] = {out.first, out.second, 0};
     json j = wrap("keras.src.models.functional", "Functional", config, style);
     j["registered_name"] = "Functional";
     j["build_config"] = {{"input_shape", nullptr}};
     return j;
   }
   config["input_layers"] = json::array({json::array({input_name, 0, 0})});
-  config["output_layers"] = json::array({json::array({previous, 0, 0})});
+  config["output_layers"] = json::array({json::array({out.first, out.second, 0})});
   return wrap("keras", "Functional", config, style);
 }
 

@@ -209,13 +209,10 @@ std::vector<std::string> keras3_layer_keys(const nn::Model& model, bool function
 
 bool is_functional(const nn::Model& model) { return dynamic_cast<const nn::Sequential*>(&model) == nullptr; }
 
-std::vector<Tensor> read_keras3_weights(nn::Model& model, const h5::Reader& f) {
-  std::string layers_group = "/layers";
-  if (!f.has_group(layers_group) && f.has_group("/_layer_checkpoint_dependencies")) {
-    layers_group = "/_layer_checkpoint_dependencies";  // Keras 2.13 files
-  }
+// The variables of `model`'s layers under `layers_group` ("/layers", or a nested model's
+// "<group>/layers"), appended to `out` in model.weights() order.
+void read_keras3_layers(nn::Model& model, const h5::Reader& f, const std::string& layers_group, std::vector<Tensor>& out) {
   const auto keys = keras3_layer_keys(model, is_functional(model), nullptr);
-  std::vector<Tensor> out;
   std::set<std::string> visited;
   for (std::size_t li = 0; li < model.layers().size(); ++li) {
     nn::Layer& layer = *model.layers()[li];
@@ -223,6 +220,10 @@ std::vector<Tensor> read_keras3_weights(nn::Model& model, const h5::Reader& f) {
     const std::string group = layers_group + "/" + keys[li] + "/vars";
     visited.insert(keys[li]);
     if (vars.empty()) continue;
+    if (auto* nested = dynamic_cast<nn::Model*>(&layer)) {
+      read_keras3_layers(*nested, f, layers_group + "/" + keys[li] + "/layers", out);
+      continue;
+    }
     if (!f.has_group(group)) {
       throw FormatError(f.name(), keras::layer_label(layer),
                         std::to_string(vars.size()) + " variables in the group " + group, "no such group");
@@ -260,6 +261,15 @@ std::vector<Tensor> read_keras3_weights(nn::Model& model, const h5::Reader& f) {
       }
     }
   }
+}
+
+std::vector<Tensor> read_keras3_weights(nn::Model& model, const h5::Reader& f) {
+  std::string layers_group = "/layers";
+  if (!f.has_group(layers_group) && f.has_group("/_layer_checkpoint_dependencies")) {
+    layers_group = "/_layer_checkpoint_dependencies";  // Keras 2.13 files
+  }
+  std::vector<Tensor> out;
+  read_keras3_layers(model, f, layers_group, out);
   return out;
 }
 
@@ -342,23 +352,31 @@ json keras3_compile_config(const nn::Model& model) {
           {"jit_compile", false}};
 }
 
-void write_keras3_weights(nn::Model& model, h5::Writer& w) {
+void write_keras3_layers(nn::Model& model, h5::Writer& w, const std::string& layers_group) {
   std::string input_key;
   const bool functional = is_functional(model);
   const auto keys = keras3_layer_keys(model, functional, &input_key);
-  w.make_groups("/layers");
+  w.make_groups(layers_group);
   if (functional) {
-    w.make_groups("/layers/" + input_key + "/vars");
-    w.string_attribute("/layers/" + input_key + "/vars", "name", keras::input_layer_name(model));
+    w.make_groups(layers_group + "/" + input_key + "/vars");
+    w.string_attribute(layers_group + "/" + input_key + "/vars", "name", keras::input_layer_name(model));
   }
   for (std::size_t li = 0; li < model.layers().size(); ++li) {
     nn::Layer& layer = *model.layers()[li];
-    const std::string group = "/layers/" + keys[li] + "/vars";
+    const std::string group = layers_group + "/" + keys[li] + "/vars";
     w.make_groups(group);
     w.string_attribute(group, "name", layer.name());
+    if (auto* nested = dynamic_cast<nn::Model*>(&layer)) {
+      write_keras3_layers(*nested, w, layers_group + "/" + keys[li] + "/layers");
+      continue;
+    }
     const auto vars = layer.weights();
     for (std::size_t i = 0; i < vars.size(); ++i) w.write_floats(group + "/" + std::to_string(i), vars[i]->value);
   }
+}
+
+void write_keras3_weights(nn::Model& model, h5::Writer& w) {
+  write_keras3_layers(model, w, "/layers");
   w.make_groups("/vars");
   w.string_attribute("/vars", "name", model.name());
   write_keras3_optimizer(model, w);
@@ -370,6 +388,20 @@ std::string strip_suffix(std::string s) {
   if (const auto colon = s.rfind(':'); colon != std::string::npos) s.resize(colon);
   if (const auto slash = s.rfind('/'); slash != std::string::npos) s = s.substr(slash + 1);
   return s;
+}
+
+// The variables of a model's layers with the (innermost) layer holding each, in
+// model.weights() order.
+std::vector<std::pair<nn::Layer*, Variable*>> leaf_variables(nn::Model& model) {
+  std::vector<std::pair<nn::Layer*, Variable*>> out;
+  for (const auto& layer : model.layers()) {
+    if (auto* nested = dynamic_cast<nn::Model*>(layer.get())) {
+      for (const auto& lv : leaf_variables(*nested)) out.push_back(lv);
+      continue;
+    }
+    for (Variable* v : layer->weights()) out.emplace_back(layer.get(), v);
+  }
+  return out;
 }
 
 std::vector<Tensor> read_legacy_weights(nn::Model& model, const h5::Reader& f, const std::string& root) {
@@ -409,6 +441,31 @@ std::vector<Tensor> read_legacy_weights(nn::Model& model, const h5::Reader& f, c
       throw FormatError(f.name(), label, std::to_string(vars.size()) + " weights (" + expected + ")",
                         std::to_string(fl.weight_names.size()) + " (" + printable(got, 200) + ")");
     }
+    if (auto* nested = dynamic_cast<nn::Model*>(&layer)) {
+      // A nested model's group lists "<inner layer>/<variable>:0" in tf.keras's order
+      // (trainable first, which moves with the trainable flags): matched by name.
+      std::map<std::string, std::string> by_name;
+      for (const auto& wn : fl.weight_names) {
+        std::string key = wn;
+        if (const auto colon = key.rfind(':'); colon != std::string::npos) key.resize(colon);
+        by_name.emplace(key, wn);
+      }
+      for (const auto& [leaf, v] : leaf_variables(*nested)) {
+        std::vector<std::string> keys{leaf->name() + "/" + v->name};
+        if (v->name == "kernel" && leaf->class_name() == "DepthwiseConv2D") keys.push_back(leaf->name() + "/depthwise_kernel");
+        const std::string what = label + " variable " + leaf->name() + "/" + v->name;
+        std::string found;
+        for (const auto& key : keys)
+          if (const auto it = by_name.find(key); it != by_name.end()) found = it->second;
+        if (found.empty()) throw FormatError(f.name(), what, "a weight named " + printable_quoted(keys.front() + ":0"), "none");
+        Tensor t = f.read_floats((root == "/" ? "" : root) + "/" + fl.name + "/" + found, what);
+        if (t.shape() != v->value.shape()) {
+          throw FormatError(f.name(), what, "shape " + v->value.shape().str(), "shape " + t.shape().str());
+        }
+        out.push_back(std::move(t));
+      }
+      continue;
+    }
     for (std::size_t k = 0; k < vars.size(); ++k) {
       const std::string path = (root == "/" ? "" : root) + "/" + fl.name + "/" + fl.weight_names[k];
       const std::string what = label + " variable " + vars[k]->name + " (" + printable_quoted(fl.weight_names[k]) + ")";
@@ -446,9 +503,23 @@ void write_legacy_weights(nn::Model& model, h5::Writer& w, const std::string& ro
     const std::string group = base + "/" + layer->name();
     w.make_groups(group);
     std::vector<std::string> weight_names;
-    for (const Variable* v : layer->weights()) {
-      weight_names.push_back(layer->name() + "/" + v->name + ":0");
-      w.write_floats(group + "/" + weight_names.back(), v->value);
+    if (auto* nested = dynamic_cast<nn::Model*>(layer.get())) {
+      // tf.keras's order for a nested model: its trainable weights, then the others.
+      const auto leaves = leaf_variables(*nested);
+      std::set<const Variable*> trainable;
+      for (const Variable* v : nested->trainable_weights()) trainable.insert(v);
+      for (const bool pass : {true, false}) {
+        for (const auto& [leaf, v] : leaves) {
+          if ((trainable.count(v) > 0) != pass) continue;
+          weight_names.push_back(leaf->name() + "/" + v->name + ":0");
+          w.write_floats(group + "/" + weight_names.back(), v->value);
+        }
+      }
+    } else {
+      for (const Variable* v : layer->weights()) {
+        weight_names.push_back(layer->name() + "/" + v->name + ":0");
+        w.write_floats(group + "/" + weight_names.back(), v->value);
+      }
     }
     w.string_list_attribute(group, "weight_names", weight_names);
   }

@@ -743,8 +743,9 @@ case "$case_name" in
 
   msg_multi_input_model)
     # A functional model with an Add layer (two inputs): functional.keras, written by
-    # Keras, with an Add inserted into its config.json. Refused naming the layer and its
-    # class, without the raw JSON of its inbound nodes.
+    # Keras, with an Add inserted into its config.json: a graph, which loads. The same
+    # with the Add reading a layer that does not exist: refused in one line naming it,
+    # without the raw JSON of its inbound nodes.
     if ! command -v python3 >/dev/null 2>&1; then
       echo "note: python3 is not installed; skipping the edited .keras file"
     else
@@ -764,15 +765,21 @@ add = {"module": "keras.layers", "class_name": "Add", "config": {"name": "add", 
        "inbound_nodes": [{"args": [[tensor("dense", 8), tensor("batch_normalization", 8)]], "kwargs": {}}]}
 layers.insert(layers.index(dense_1), add)
 dense_1["inbound_nodes"] = [{"args": [tensor("add", 8)], "kwargs": {}}]
-members["config.json"] = json.dumps(config).encode()
-with zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as z:
-    for name, data in members.items():
-        z.writestr(name, data)
+def write(path):
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+write(dst)
+add["inbound_nodes"] = [{"args": [[tensor("dense", 8), tensor("nothere", 8)]], "kwargs": {}}]
+write(dst.replace("add.keras", "dangling.keras"))
 PY
       run inspect "$tmp/add.keras"
-      expect_status 1 "bnorm inspect add.keras"
-      expect_one_line_error "bnorm inspect: error: MODEL $tmp/add.keras: expected layers with one input each (bnorm holds chains of single-input layers), received layer 'add' (class Add) with 2 inputs" \
-        "bnorm inspect with an Add layer"
+      expect_status 0 "bnorm inspect add.keras (a graph with an Add)"
+      run inspect "$tmp/dangling.keras"
+      expect_status 1 "bnorm inspect dangling.keras"
+      expect_one_line_error "bnorm inspect: error: MODEL $tmp/dangling.keras: Functional config: expected a layer named 'nothere', received none" \
+        "bnorm inspect with an Add reading a missing layer"
       if grep -qF "keras_history" "$tmp/err" || [ "$(wc -c <"$tmp/err")" -gt 300 ]; then
         fail "bnorm inspect add.keras: the message dumps the file's JSON: $(cat "$tmp/err")"
       fi
