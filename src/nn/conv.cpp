@@ -86,23 +86,24 @@ void ConvLayerBase::check_settings(bool refuse_strides_with_dilation) const {
   }
   if (refuse_strides_with_dilation && std::max(spatial_.sh, spatial_.sw) > 1 &&
       std::max(spatial_.dh, spatial_.dw) > 1) {
-    throw ArgumentError(w, "strides",
-                        "strides of 1 when dilation_rate > 1 (`strides > 1` not supported in conjunction with "
-                        "`dilation_rate > 1`)",
-                        one_d ? std::to_string(spatial_.sw) + " with dilation_rate " + std::to_string(spatial_.dw)
-                              : pair_str(spatial_.sh, spatial_.sw) + " with dilation_rate " +
-                                    pair_str(spatial_.dh, spatial_.dw));
+    throw ArgumentError(
+        w, "strides",
+        "strides of 1 when dilation_rate > 1 (`strides > 1` not supported in conjunction with "
+        "`dilation_rate > 1`)",
+        one_d ? std::to_string(spatial_.sw) + " with dilation_rate " + std::to_string(spatial_.dw)
+              : pair_str(spatial_.sh, spatial_.sw) + " with dilation_rate " +
+                    pair_str(spatial_.dh, spatial_.dw));
   }
 }
 
 kernels::Conv2dDesc ConvLayerBase::describe(const Shape& s) const {
   const int want_rank = spatial_.rank + 2;
   const std::string w = where();
-  const std::string layout = spatial_.rank == 1 ? (data_format_ == DataFormat::channels_last ? "(batch, steps, channels)"
-                                                                                             : "(batch, channels, steps)")
-                                                : (data_format_ == DataFormat::channels_last
-                                                       ? "(batch, height, width, channels)"
-                                                       : "(batch, channels, height, width)");
+  const std::string layout =
+      spatial_.rank == 1 ? (data_format_ == DataFormat::channels_last ? "(batch, steps, channels)"
+                                                                      : "(batch, channels, steps)")
+                         : (data_format_ == DataFormat::channels_last ? "(batch, height, width, channels)"
+                                                                      : "(batch, channels, height, width)");
   if (s.rank() != want_rank) {
     throw ShapeError(w, "input", "an input of rank " + std::to_string(want_rank) + " " + layout,
                      "shape " + s.str());
@@ -111,12 +112,14 @@ kernels::Conv2dDesc ConvLayerBase::describe(const Shape& s) const {
   const int c_axis = last ? want_rank - 1 : 1;
   const std::int64_t cin = s[c_axis];
   if (cin < 1) {
-    throw ShapeError(w, "input", "a known, positive channel count on axis " + std::to_string(c_axis) + " " + layout,
+    throw ShapeError(w, "input",
+                     "a known, positive channel count on axis " + std::to_string(c_axis) + " " + layout,
                      "shape " + s.str());
   }
   if (built_ && cin != cin_) {
-    throw ShapeError(w, "input", std::to_string(cin_) + " channels on axis " + std::to_string(c_axis) +
-                                     " (the layer's input channels)",
+    throw ShapeError(w, "input",
+                     std::to_string(cin_) + " channels on axis " + std::to_string(c_axis) +
+                         " (the layer's input channels)",
                      "shape " + s.str());
   }
   const std::int64_t groups = groups_for(cin);
@@ -188,7 +191,8 @@ void ConvLayerBase::build(const Shape& input_shape) {
   // Everything that can fail is checked before a variable is made.
   const int want_rank = spatial_.rank + 2;
   if (input_shape.rank() != want_rank) {
-    throw ShapeError(where(), "input", "an input of rank " + std::to_string(want_rank), "shape " + input_shape.str());
+    throw ShapeError(where(), "input", "an input of rank " + std::to_string(want_rank),
+                     "shape " + input_shape.str());
   }
   const int c_axis = data_format_ == DataFormat::channels_last ? want_rank - 1 : 1;
   const std::int64_t cin = input_shape[c_axis];
@@ -198,8 +202,8 @@ void ConvLayerBase::build(const Shape& input_shape) {
   }
   if (cin % groups_for(cin) != 0) {
     throw ShapeError(where(), "input",
-                     "a channel count divisible by groups = " + std::to_string(groups_for(cin)) + " on axis " +
-                         std::to_string(c_axis),
+                     "a channel count divisible by groups = " + std::to_string(groups_for(cin)) +
+                         " on axis " + std::to_string(c_axis),
                      "shape " + input_shape.str());
   }
   make_variables(cin);
@@ -271,11 +275,14 @@ void ConvLayerBase::backward_variables(const LayerContext& context, const Tensor
   backward_into(context, dy, grads, nullptr);
 }
 
-void ConvLayerBase::backward_into(const LayerContext& context, const Tensor& dy, Gradients& grads, Tensor* dx) {
+void ConvLayerBase::backward_into(const LayerContext& context, const Tensor& dy, Gradients& grads,
+                                  Tensor* dx) {
   const auto& c = context_of<ConvContext>(context, where());
-  if (dy.shape() != c.y.shape()) throw ShapeError(where(), "dy", "shape " + c.y.shape().str(), dy.shape().str());
+  if (dy.shape() != c.y.shape())
+    throw ShapeError(where(), "dy", "shape " + c.y.shape().str(), dy.shape().str());
   if (!built_ || c.desc.Cin != cin_) {
-    throw StateError(where(), "context", "a forward call of this layer as built", "a context from another build");
+    throw StateError(where(), "context", "a forward call of this layer as built",
+                     "a context from another build");
   }
   Tensor dz = dy;
   if (activation_ != kernels::Activation::linear) {
@@ -300,7 +307,8 @@ void ConvLayerBase::backward_into(const LayerContext& context, const Tensor& dy,
     accumulate(grads, &*kernel_, dkernel);
     accumulate(grads, &*pointwise_, dpoint);
   } else {
-    kernels::conv2d_backward_weights(c.desc, c.x.data(), dz.data(), dkernel.data(), bias_ ? dbias.data() : nullptr);
+    kernels::conv2d_backward_weights(c.desc, c.x.data(), dz.data(), dkernel.data(),
+                                     bias_ ? dbias.data() : nullptr);
     accumulate(grads, &*kernel_, dkernel);
   }
   if (bias_) accumulate(grads, &*bias_, dbias);
@@ -315,7 +323,14 @@ void ConvLayerBase::backward_into(const LayerContext& context, const Tensor& dy,
 namespace {
 ConvLayerBase::Spatial spatial_2d(std::array<std::int64_t, 2> k, std::array<std::int64_t, 2> s,
                                   std::array<std::int64_t, 2> d, Padding p, DataFormat f) {
-  return {.rank = 2, .kh = k[0], .kw = k[1], .sh = s[0], .sw = s[1], .dh = d[0], .dw = d[1], .padding = p,
+  return {.rank = 2,
+          .kh = k[0],
+          .kw = k[1],
+          .sh = s[0],
+          .sw = s[1],
+          .dh = d[0],
+          .dw = d[1],
+          .padding = p,
           .data_format = f};
 }
 }  // namespace
@@ -338,8 +353,9 @@ Conv2D::Conv2D(std::int64_t filters, std::array<std::int64_t, 2> kernel_size, Co
 }
 
 void Conv2D::make_variables(std::int64_t cin) {
-  Variable kernel = make_variable("kernel", Shape{kernel_size_[0], kernel_size_[1], cin / options_.groups, filters_},
-                                  options_.kernel_initializer, options_.kernel_regularizer, options_.kernel_constraint);
+  Variable kernel =
+      make_variable("kernel", Shape{kernel_size_[0], kernel_size_[1], cin / options_.groups, filters_},
+                    options_.kernel_initializer, options_.kernel_regularizer, options_.kernel_constraint);
   std::optional<Variable> bias;
   if (options_.use_bias) {
     bias = make_variable("bias", Shape{filters_}, options_.bias_initializer, options_.bias_regularizer,
@@ -375,8 +391,9 @@ Conv1D::Conv1D(std::int64_t filters, std::int64_t kernel_size, Conv1DOptions opt
 }
 
 void Conv1D::make_variables(std::int64_t cin) {
-  Variable kernel = make_variable("kernel", Shape{kernel_size_, cin / options_.groups, filters_},
-                                  options_.kernel_initializer, options_.kernel_regularizer, options_.kernel_constraint);
+  Variable kernel =
+      make_variable("kernel", Shape{kernel_size_, cin / options_.groups, filters_},
+                    options_.kernel_initializer, options_.kernel_regularizer, options_.kernel_constraint);
   std::optional<Variable> bias;
   if (options_.use_bias) {
     bias = make_variable("bias", Shape{filters_}, options_.bias_initializer, options_.bias_regularizer,
@@ -402,9 +419,9 @@ DepthwiseConv2D::DepthwiseConv2D(std::array<std::int64_t, 2> kernel_size, Depthw
 void DepthwiseConv2D::make_variables(std::int64_t cin) {
   // Keras 3 names it "kernel" (tf.keras "depthwise_kernel"); the grouped-kernel layout
   // of the same memory is kernels::depthwise_kernel_shape.
-  Variable kernel =
-      make_variable("kernel", Shape{kernel_size_[0], kernel_size_[1], cin, options_.depth_multiplier},
-                    options_.depthwise_initializer, options_.depthwise_regularizer, options_.depthwise_constraint);
+  Variable kernel = make_variable(
+      "kernel", Shape{kernel_size_[0], kernel_size_[1], cin, options_.depth_multiplier},
+      options_.depthwise_initializer, options_.depthwise_regularizer, options_.depthwise_constraint);
   std::optional<Variable> bias;
   if (options_.use_bias) {
     bias = make_variable("bias", Shape{cin * options_.depth_multiplier}, options_.bias_initializer,
@@ -432,9 +449,9 @@ SeparableConv2D::SeparableConv2D(std::int64_t filters, std::array<std::int64_t, 
 
 void SeparableConv2D::make_variables(std::int64_t cin) {
   const std::int64_t dm = options_.depth_multiplier;
-  Variable depthwise =
-      make_variable("depthwise_kernel", Shape{kernel_size_[0], kernel_size_[1], cin, dm},
-                    options_.depthwise_initializer, options_.depthwise_regularizer, options_.depthwise_constraint);
+  Variable depthwise = make_variable("depthwise_kernel", Shape{kernel_size_[0], kernel_size_[1], cin, dm},
+                                     options_.depthwise_initializer, options_.depthwise_regularizer,
+                                     options_.depthwise_constraint);
   Variable pointwise =
       make_variable("pointwise_kernel", Shape{1, 1, cin * dm, filters_}, options_.pointwise_initializer,
                     options_.pointwise_regularizer, options_.pointwise_constraint);

@@ -46,9 +46,10 @@ std::string label(const Conv2dDesc& d) {
   return "N" + std::to_string(d.N) + " " + std::to_string(d.H) + "x" + std::to_string(d.W) + " Cin" +
          std::to_string(d.Cin) + " Cout" + std::to_string(d.Cout) + " k" + std::to_string(d.kh) + "x" +
          std::to_string(d.kw) + " s" + std::to_string(d.stride_h) + "," + std::to_string(d.stride_w) + " d" +
-         std::to_string(d.dilation_h) + "," + std::to_string(d.dilation_w) + " pad" + std::to_string(d.pad_top) +
-         std::to_string(d.pad_left) + std::to_string(d.pad_bottom) + std::to_string(d.pad_right) + " g" +
-         std::to_string(d.groups) + (d.layout == ConvLayout::nchw ? " nchw" : " nhwc");
+         std::to_string(d.dilation_h) + "," + std::to_string(d.dilation_w) + " pad" +
+         std::to_string(d.pad_top) + std::to_string(d.pad_left) + std::to_string(d.pad_bottom) +
+         std::to_string(d.pad_right) + " g" + std::to_string(d.groups) +
+         (d.layout == ConvLayout::nchw ? " nchw" : " nhwc");
 }
 
 // Sets the pads of `d` as Keras padding="same" does.
@@ -78,15 +79,48 @@ std::vector<Conv2dDesc> shapes() {
       {.N = 2, .H = 5, .W = 5, .Cin = 6, .Cout = 9, .kh = 2, .kw = 3, .groups = 3},
       // depthwise: groups == Cin, Cout = Cin * dm
       same({.N = 2, .H = 7, .W = 7, .Cin = 4, .Cout = 4, .kh = 3, .kw = 3, .groups = 4}),
-      same({.N = 2, .H = 8, .W = 8, .Cin = 3, .Cout = 6, .kh = 3, .kw = 3, .stride_h = 2, .stride_w = 2,
+      same({.N = 2,
+            .H = 8,
+            .W = 8,
+            .Cin = 3,
+            .Cout = 6,
+            .kh = 3,
+            .kw = 3,
+            .stride_h = 2,
+            .stride_w = 2,
             .groups = 3}),
-      same({.N = 1, .H = 6, .W = 6, .Cin = 16, .Cout = 16, .kh = 5, .kw = 5, .stride_h = 2, .stride_w = 2,
+      same({.N = 1,
+            .H = 6,
+            .W = 6,
+            .Cin = 16,
+            .Cout = 16,
+            .kh = 5,
+            .kw = 5,
+            .stride_h = 2,
+            .stride_w = 2,
             .groups = 16}),
       // Conv1D: H == 1
       same({.N = 3, .H = 1, .W = 10, .Cin = 3, .Cout = 5, .kh = 1, .kw = 3}),
-      {.N = 2, .H = 1, .W = 9, .Cin = 2, .Cout = 2, .kh = 1, .kw = 3, .dilation_w = 2, .pad_left = 4},  // causal
+      {.N = 2,
+       .H = 1,
+       .W = 9,
+       .Cin = 2,
+       .Cout = 2,
+       .kh = 1,
+       .kw = 3,
+       .dilation_w = 2,
+       .pad_left = 4},  // causal
       // asymmetric explicit pads, pad larger than the kernel
-      {.N = 1, .H = 4, .W = 5, .Cin = 2, .Cout = 3, .kh = 2, .kw = 2, .pad_top = 3, .pad_left = 0, .pad_bottom = 1,
+      {.N = 1,
+       .H = 4,
+       .W = 5,
+       .Cin = 2,
+       .Cout = 3,
+       .kh = 2,
+       .kw = 2,
+       .pad_top = 3,
+       .pad_left = 0,
+       .pad_bottom = 1,
        .pad_right = 2},
       // kernel as large as the padded input: a 1x1 output
       {.N = 2, .H = 3, .W = 3, .Cin = 2, .Cout = 2, .kh = 3, .kw = 3},
@@ -257,7 +291,8 @@ TEST(ConvKernels, KerasWorkedExampleSamePadding) {
   for (int i = 0; i < 25; ++i) x[static_cast<std::size_t>(i)] = static_cast<float>(i + 1);
   const std::vector<float> k{1, 10, 100, 1000};
   for (ConvLayout layout : {ConvLayout::nhwc, ConvLayout::nchw}) {  // one channel: same buffers
-    const Conv2dDesc s2 = same({.N = 1, .H = 5, .W = 5, .kh = 2, .kw = 2, .stride_h = 2, .stride_w = 2, .layout = layout});
+    const Conv2dDesc s2 =
+        same({.N = 1, .H = 5, .W = 5, .kh = 2, .kw = 2, .stride_h = 2, .stride_w = 2, .layout = layout});
     EXPECT_EQ(s2.pad_top, 0);
     EXPECT_EQ(s2.pad_bottom, 1);
     std::vector<float> y(9, kNaN);
@@ -266,7 +301,8 @@ TEST(ConvKernels, KerasWorkedExampleSamePadding) {
     const Conv2dDesc s1 = same({.N = 1, .H = 5, .W = 5, .kh = 2, .kw = 2, .layout = layout});
     std::vector<float> y1(25, kNaN);
     bk::conv2d_forward(s1, x.data(), k.data(), nullptr, y1.data());
-    EXPECT_EQ(std::vector<float>(y1.begin(), y1.begin() + 5), (std::vector<float>{7621, 8732, 9843, 10954, 1005}));
+    EXPECT_EQ(std::vector<float>(y1.begin(), y1.begin() + 5),
+              (std::vector<float>{7621, 8732, 9843, 10954, 1005}));
     EXPECT_EQ(std::vector<float>(y1.end() - 5, y1.end()), (std::vector<float>{241, 252, 263, 274, 25}));
   }
   // Centre-tap 3x3, stride 2, same: centres at rows/cols 1,3,5 on 6x6 and 0,2,4 on 5x5.
@@ -294,10 +330,27 @@ TEST(ConvKernels, KerasWorkedExampleSamePadding) {
 // The double reference's gradients against central differences of its forward.
 TEST(ConvKernels, ReferenceGradientsMatchFiniteDifferences) {
   const Conv2dDesc descs[] = {
-      same({.N = 2, .H = 5, .W = 4, .Cin = 2, .Cout = 4, .kh = 3, .kw = 2, .stride_h = 2, .groups = 2,
+      same({.N = 2,
+            .H = 5,
+            .W = 4,
+            .Cin = 2,
+            .Cout = 4,
+            .kh = 3,
+            .kw = 2,
+            .stride_h = 2,
+            .groups = 2,
             .layout = ConvLayout::nchw}),
-      {.N = 1, .H = 6, .W = 6, .Cin = 3, .Cout = 2, .kh = 2, .kw = 3, .stride_w = 2, .dilation_h = 2,
-       .pad_top = 1, .pad_right = 2},
+      {.N = 1,
+       .H = 6,
+       .W = 6,
+       .Cin = 3,
+       .Cout = 2,
+       .kh = 2,
+       .kw = 3,
+       .stride_w = 2,
+       .dilation_h = 2,
+       .pad_top = 1,
+       .pad_right = 2},
   };
   for (const Conv2dDesc& d : descs) {
     SCOPED_TRACE(label(d));

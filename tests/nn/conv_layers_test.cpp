@@ -96,7 +96,8 @@ void check_gradients(nn::ConvLayerBase& layer, const Shape& x_shape, std::uint32
   const TensorD dyd = dy.cast<double>();
   // Layer output vs the double reference.
   const TensorD yref = reference_forward(layer, xd, wd);
-  for (std::int64_t i = 0; i < y2.numel(); ++i) ASSERT_NEAR(y2[i], yref[i], 1e-5 * (1 + std::fabs(yref[i]))) << "y " << i;
+  for (std::int64_t i = 0; i < y2.numel(); ++i)
+    ASSERT_NEAR(y2[i], yref[i], 1e-5 * (1 + std::fabs(yref[i]))) << "y " << i;
   auto loss = [&] {
     const TensorD yy = reference_forward(layer, xd, wd);
     double s = 0;
@@ -146,33 +147,46 @@ TEST(ConvLayers, GradientsMatchFiniteDifferencesOfTheDoubleReference) {
     check_gradients(c, Shape{2, 5, 6, 3}, 1);
   }
   {
-    nn::Conv2D c(4, {3, 2},
-                 {.strides = {2, 1}, .data_format = nn::DataFormat::channels_first, .groups = 2, .name = "g_grouped"});
+    nn::Conv2D c(
+        4, {3, 2},
+        {.strides = {2, 1}, .data_format = nn::DataFormat::channels_first, .groups = 2, .name = "g_grouped"});
     check_gradients(c, Shape{2, 4, 7, 5}, 2);
   }
   {
-    nn::Conv2D c(3, {3, 3}, {.padding = nn::Padding::same, .dilation_rate = {2, 2}, .activation = "relu",
-                             .use_bias = false, .name = "g_dilated"});
+    nn::Conv2D c(3, {3, 3},
+                 {.padding = nn::Padding::same,
+                  .dilation_rate = {2, 2},
+                  .activation = "relu",
+                  .use_bias = false,
+                  .name = "g_dilated"});
     check_gradients(c, Shape{1, 6, 5, 2}, 3);
   }
   {
-    nn::DepthwiseConv2D c({3, 3}, {.depth_multiplier = 2, .strides = {2, 2}, .padding = nn::Padding::same,
-                                   .name = "g_depthwise"});
+    nn::DepthwiseConv2D c(
+        {3, 3},
+        {.depth_multiplier = 2, .strides = {2, 2}, .padding = nn::Padding::same, .name = "g_depthwise"});
     check_gradients(c, Shape{2, 6, 6, 3}, 4);
   }
   {
-    nn::DepthwiseConv2D c({3, 3}, {.strides = {2, 2}, .padding = nn::Padding::same,
-                                   .data_format = nn::DataFormat::channels_first, .dilation_rate = {2, 2},
-                                   .activation = "sigmoid", .name = "g_depthwise_dilated"});
+    nn::DepthwiseConv2D c({3, 3}, {.strides = {2, 2},
+                                   .padding = nn::Padding::same,
+                                   .data_format = nn::DataFormat::channels_first,
+                                   .dilation_rate = {2, 2},
+                                   .activation = "sigmoid",
+                                   .name = "g_depthwise_dilated"});
     check_gradients(c, Shape{1, 2, 7, 7}, 5);
   }
   {
-    nn::SeparableConv2D c(5, {3, 3}, {.depth_multiplier = 2, .padding = nn::Padding::same, .name = "g_separable"});
+    nn::SeparableConv2D c(5, {3, 3},
+                          {.depth_multiplier = 2, .padding = nn::Padding::same, .name = "g_separable"});
     check_gradients(c, Shape{2, 5, 5, 3}, 6);
   }
   {
-    nn::SeparableConv2D c(2, {2, 3}, {.strides = {1, 2}, .data_format = nn::DataFormat::channels_first,
-                                      .use_bias = false, .name = "g_separable_nb"});
+    nn::SeparableConv2D c(2, {2, 3},
+                          {.strides = {1, 2},
+                           .data_format = nn::DataFormat::channels_first,
+                           .use_bias = false,
+                           .name = "g_separable_nb"});
     check_gradients(c, Shape{1, 3, 5, 6}, 7);
   }
   {
@@ -180,8 +194,13 @@ TEST(ConvLayers, GradientsMatchFiniteDifferencesOfTheDoubleReference) {
     check_gradients(c, Shape{2, 9, 2}, 8);
   }
   {
-    nn::Conv1D c(4, 2, {.strides = 2, .padding = nn::Padding::same, .data_format = nn::DataFormat::channels_first,
-                        .groups = 2, .activation = "sigmoid", .name = "g_conv1d"});
+    nn::Conv1D c(4, 2,
+                 {.strides = 2,
+                  .padding = nn::Padding::same,
+                  .data_format = nn::DataFormat::channels_first,
+                  .groups = 2,
+                  .activation = "sigmoid",
+                  .name = "g_conv1d"});
     check_gradients(c, Shape{2, 4, 7}, 9);
   }
 }
@@ -222,7 +241,8 @@ TEST(ConvLayers, Conv1DPaddingsAsKeras) {
     c.set_weights({Tensor(Shape{2, 1, 1}, {1, 10})});
     const Tensor y = forward(c, x);
     EXPECT_EQ(y.vector(), k.want) << nn::padding_name(k.padding) << " dilation " << k.dilation;
-    EXPECT_EQ(c.compute_output_shape(Shape{-1, 5, 1}), (Shape{-1, static_cast<std::int64_t>(k.want.size()), 1}));
+    EXPECT_EQ(c.compute_output_shape(Shape{-1, 5, 1}),
+              (Shape{-1, static_cast<std::int64_t>(k.want.size()), 1}));
   }
 }
 
@@ -243,11 +263,12 @@ TEST(ConvLayers, KerasMeasuredDepthwiseAndGroups) {
 
 TEST(ConvLayers, SeparableIsDepthwiseThenPointwise) {
   const Tensor x = random_tensor(Shape{2, 6, 6, 3}, 30);
-  nn::SeparableConv2D sep(4, {3, 3}, {.depth_multiplier = 2, .strides = {2, 2}, .padding = nn::Padding::same});
+  nn::SeparableConv2D sep(4, {3, 3},
+                          {.depth_multiplier = 2, .strides = {2, 2}, .padding = nn::Padding::same});
   forward(sep, x);
   randomize_weights(sep, 31);
-  nn::DepthwiseConv2D dw({3, 3}, {.depth_multiplier = 2, .strides = {2, 2}, .padding = nn::Padding::same,
-                                  .use_bias = false});
+  nn::DepthwiseConv2D dw(
+      {3, 3}, {.depth_multiplier = 2, .strides = {2, 2}, .padding = nn::Padding::same, .use_bias = false});
   nn::Conv2D pw(4, {1, 1});
   const auto w = sep.get_weights();
   dw.build(x.shape());
@@ -273,12 +294,14 @@ TEST(ConvLayers, ChannelsFirstIsTheTransposeOfChannelsLast) {
     const Tensor want = bnorm::permute(forward(*last, x), {0, 3, 1, 2});
     const Tensor got = forward(*first, x_first);
     ASSERT_EQ(got.shape(), want.shape()) << last->class_name();
-    for (std::int64_t i = 0; i < got.numel(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5) << last->class_name() << " " << i;
+    for (std::int64_t i = 0; i < got.numel(); ++i)
+      EXPECT_NEAR(got[i], want[i], 1e-5) << last->class_name() << " " << i;
   };
   pair([](nn::DataFormat f) {
     return std::make_shared<nn::Conv2D>(
         5, std::array<std::int64_t, 2>{3, 3},
-        nn::Conv2DOptions{.strides = {2, 2}, .padding = nn::Padding::same, .data_format = f, .activation = "relu"});
+        nn::Conv2DOptions{
+            .strides = {2, 2}, .padding = nn::Padding::same, .data_format = f, .activation = "relu"});
   });
   pair([](nn::DataFormat f) {
     return std::make_shared<nn::DepthwiseConv2D>(
@@ -286,8 +309,8 @@ TEST(ConvLayers, ChannelsFirstIsTheTransposeOfChannelsLast) {
         nn::DepthwiseConv2DOptions{.depth_multiplier = 2, .padding = nn::Padding::same, .data_format = f});
   });
   pair([](nn::DataFormat f) {
-    return std::make_shared<nn::SeparableConv2D>(
-        3, std::array<std::int64_t, 2>{2, 2}, nn::SeparableConv2DOptions{.data_format = f});
+    return std::make_shared<nn::SeparableConv2D>(3, std::array<std::int64_t, 2>{2, 2},
+                                                 nn::SeparableConv2DOptions{.data_format = f});
   });
 }
 
@@ -333,9 +356,9 @@ TEST(ConvLayers, SameSplitsPerAxis) {
   const Shape in{1, 7, 6, 1};
   EXPECT_EQ(c.compute_output_shape(in), (Shape{1, 4, 3, 1}));
   const auto d = c.describe(in);
-  EXPECT_EQ(d.pad_top, 1);     // n 7, k 4, s 2: total 3
+  EXPECT_EQ(d.pad_top, 1);  // n 7, k 4, s 2: total 3
   EXPECT_EQ(d.pad_bottom, 2);
-  EXPECT_EQ(d.pad_left, 0);    // n 6, k 3, s 2: total 1
+  EXPECT_EQ(d.pad_left, 0);  // n 6, k 3, s 2: total 1
   EXPECT_EQ(d.pad_right, 1);
   EXPECT_EQ(d.out_h(), 4);
   EXPECT_EQ(d.out_w(), 3);
@@ -387,15 +410,22 @@ TEST(ConvLayers, ConstructorErrorsNameTheArgument) {
   EXPECT_EQ(argument_of([] { nn::Conv2D(4, {3, 0}); }), "kernel_size");
   EXPECT_EQ(argument_of([] { nn::Conv2D(4, {3, 3}, {.strides = {0, 1}}); }), "strides");
   EXPECT_EQ(argument_of([] { nn::Conv2D(4, {3, 3}, {.groups = 3}); }), "groups");
-  EXPECT_EQ(argument_of([] { nn::Conv2D(4, {3, 3}, {.strides = {2, 1}, .dilation_rate = {1, 2}}); }), "strides");
+  EXPECT_EQ(argument_of([] {
+              nn::Conv2D(4, {3, 3}, {.strides = {2, 1}, .dilation_rate = {1, 2}});
+            }),
+            "strides");
   EXPECT_EQ(argument_of([] { nn::Conv1D(4, 3, {.strides = 2, .dilation_rate = 2}); }), "strides");
   EXPECT_EQ(argument_of([] { nn::Conv2D(4, {3, 3}, {.padding = nn::Padding::causal}); }), "padding");
   EXPECT_EQ(argument_of([] { nn::DepthwiseConv2D({3, 3}, {.depth_multiplier = 0}); }), "depth_multiplier");
   EXPECT_EQ(argument_of([] { nn::Conv2D(4, {3, 3}, {.activation = "nope"}); }), "activation");
   // Keras 3 accepts strides with dilation on the depthwise layers.
-  EXPECT_EQ(argument_of([] { nn::DepthwiseConv2D({3, 3}, {.strides = {2, 2}, .dilation_rate = {2, 2}}); }),
+  EXPECT_EQ(argument_of([] {
+              nn::DepthwiseConv2D({3, 3}, {.strides = {2, 2}, .dilation_rate = {2, 2}});
+            }),
             "no error");
-  EXPECT_EQ(argument_of([] { nn::SeparableConv2D(2, {3, 3}, {.strides = {2, 2}, .dilation_rate = {2, 2}}); }),
+  EXPECT_EQ(argument_of([] {
+              nn::SeparableConv2D(2, {3, 3}, {.strides = {2, 2}, .dilation_rate = {2, 2}});
+            }),
             "no error");
 }
 

@@ -43,7 +43,8 @@ dnnl::stream& stream() {
 }
 
 memory::desc activation_md(const Conv2dDesc& d, std::int64_t h, std::int64_t w, std::int64_t c) {
-  return memory::desc({d.N, c, h, w}, memory::data_type::f32, d.layout == ConvLayout::nchw ? tag::nchw : tag::nhwc);
+  return memory::desc({d.N, c, h, w}, memory::data_type::f32,
+                      d.layout == ConvLayout::nchw ? tag::nchw : tag::nhwc);
 }
 
 // The caller's kernel, Keras (kh, kw, Cin_g, Cout), described to oneDNN by strides: logical
@@ -51,8 +52,10 @@ memory::desc activation_md(const Conv2dDesc& d, std::int64_t h, std::int64_t w, 
 memory::desc user_kernel_md(const Conv2dDesc& d) {
   const std::int64_t cin_g = d.cin_per_group(), cout_g = d.Cout / d.groups;
   const std::int64_t s_w = cin_g * d.Cout, s_h = d.kw * s_w;
-  if (d.groups == 1) return memory::desc({d.Cout, cin_g, d.kh, d.kw}, memory::data_type::f32, {1, d.Cout, s_h, s_w});
-  return memory::desc({d.groups, cout_g, cin_g, d.kh, d.kw}, memory::data_type::f32, {cout_g, 1, d.Cout, s_h, s_w});
+  if (d.groups == 1)
+    return memory::desc({d.Cout, cin_g, d.kh, d.kw}, memory::data_type::f32, {1, d.Cout, s_h, s_w});
+  return memory::desc({d.groups, cout_g, cin_g, d.kh, d.kw}, memory::data_type::f32,
+                      {cout_g, 1, d.Cout, s_h, s_w});
 }
 
 memory::desc any_kernel_md(const Conv2dDesc& d) {
@@ -61,7 +64,9 @@ memory::desc any_kernel_md(const Conv2dDesc& d) {
   return memory::desc({d.groups, cout_g, cin_g, d.kh, d.kw}, memory::data_type::f32, tag::any);
 }
 
-memory::desc bias_md(const Conv2dDesc& d) { return memory::desc({d.Cout}, memory::data_type::f32, tag::x); }
+memory::desc bias_md(const Conv2dDesc& d) {
+  return memory::desc({d.Cout}, memory::data_type::f32, tag::x);
+}
 
 // A compiled primitive for one (description, operation, bias) triple, or the reason there
 // is none. Kernel reorders between the Keras layout and the primitive's own format.
@@ -79,10 +84,25 @@ using Key = std::tuple<std::int64_t, std::int64_t, std::int64_t, std::int64_t, s
                        std::int64_t, std::int64_t, std::int64_t, std::int64_t, int, int, bool>;
 
 Key key_of(const Conv2dDesc& d, ConvOp op, bool has_bias) {
-  return {d.N,        d.H,          d.W,         d.Cin,        d.Cout,       d.kh,
-          d.kw,       d.stride_h,   d.stride_w,  d.dilation_h, d.dilation_w, d.pad_top,
-          d.pad_left, d.pad_bottom, d.pad_right, d.groups,     static_cast<int>(d.layout),
-          static_cast<int>(op), has_bias};
+  return {d.N,
+          d.H,
+          d.W,
+          d.Cin,
+          d.Cout,
+          d.kh,
+          d.kw,
+          d.stride_h,
+          d.stride_w,
+          d.dilation_h,
+          d.dilation_w,
+          d.pad_top,
+          d.pad_left,
+          d.pad_bottom,
+          d.pad_right,
+          d.groups,
+          static_cast<int>(d.layout),
+          static_cast<int>(op),
+          has_bias};
 }
 
 std::shared_ptr<const Entry> create(const Conv2dDesc& d, ConvOp op, bool has_bias) {
@@ -99,8 +119,8 @@ std::shared_ptr<const Entry> create(const Conv2dDesc& d, ConvOp op, bool has_bia
     const auto alg = dnnl::algorithm::convolution_direct;
     const auto fwd_desc =
         has_bias && op != ConvOp::backward_data
-            ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, alg, src, kany, bias_md(d), dst,
-                                              strides, dilates, pad_l, pad_r)
+            ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, alg, src, kany, bias_md(d),
+                                              dst, strides, dilates, pad_l, pad_r)
             : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, alg, src, kany, dst, strides,
                                               dilates, pad_l, pad_r);
     const dnnl::convolution_forward::primitive_desc fwd_pd(fwd_desc, attr, engine());
@@ -119,10 +139,10 @@ std::shared_ptr<const Entry> create(const Conv2dDesc& d, ConvOp op, bool has_bia
       e->scratchpad = pd.scratchpad_desc();
       impl = pd.impl_info_str();
     } else {
-      const auto bd = has_bias ? dnnl::convolution_backward_weights::desc(alg, src, kany, bias_md(d), dst, strides,
-                                                                          dilates, pad_l, pad_r)
-                               : dnnl::convolution_backward_weights::desc(alg, src, kany, dst, strides, dilates,
-                                                                          pad_l, pad_r);
+      const auto bd = has_bias ? dnnl::convolution_backward_weights::desc(alg, src, kany, bias_md(d), dst,
+                                                                          strides, dilates, pad_l, pad_r)
+                               : dnnl::convolution_backward_weights::desc(alg, src, kany, dst, strides,
+                                                                          dilates, pad_l, pad_r);
       const dnnl::convolution_backward_weights::primitive_desc pd(bd, attr, engine(), fwd_pd);
       e->prim = dnnl::convolution_backward_weights(pd);
       e->prim_kernel = pd.diff_weights_desc();
@@ -132,10 +152,10 @@ std::shared_ptr<const Entry> create(const Conv2dDesc& d, ConvOp op, bool has_bia
     e->reorder_kernel = e->prim_kernel != e->user_kernel;
     if (e->reorder_kernel) {
       e->kernel_reorder = op == ConvOp::backward_weights
-                              ? dnnl::reorder(dnnl::reorder::primitive_desc(engine(), e->prim_kernel, engine(),
-                                                                            e->user_kernel))
-                              : dnnl::reorder(dnnl::reorder::primitive_desc(engine(), e->user_kernel, engine(),
-                                                                            e->prim_kernel));
+                              ? dnnl::reorder(dnnl::reorder::primitive_desc(engine(), e->prim_kernel,
+                                                                            engine(), e->user_kernel))
+                              : dnnl::reorder(dnnl::reorder::primitive_desc(engine(), e->user_kernel,
+                                                                            engine(), e->prim_kernel));
     }
     e->ok = true;
     e->explain = std::string("onednn (") + (impl != nullptr ? impl : "?") + ")";
@@ -162,9 +182,10 @@ std::shared_ptr<const Entry> lookup(const Conv2dDesc& d, ConvOp op, bool has_bia
   auto entry = create(d, op, has_bias);
   if (verbose()) {
     static const char* const names[] = {"forward", "backward_data", "backward_weights"};
-    std::cerr << "bnorm conv2d " << names[static_cast<int>(op)] << " N=" << d.N << " H=" << d.H << " W=" << d.W
-              << " Cin=" << d.Cin << " Cout=" << d.Cout << " k=" << d.kh << "x" << d.kw << " groups=" << d.groups
-              << (d.layout == ConvLayout::nchw ? " nchw" : " nhwc") << ": " << entry->explain << "\n";
+    std::cerr << "bnorm conv2d " << names[static_cast<int>(op)] << " N=" << d.N << " H=" << d.H
+              << " W=" << d.W << " Cin=" << d.Cin << " Cout=" << d.Cout << " k=" << d.kh << "x" << d.kw
+              << " groups=" << d.groups << (d.layout == ConvLayout::nchw ? " nchw" : " nhwc") << ": "
+              << entry->explain << "\n";
   }
   const std::lock_guard<std::mutex> lock(mutex);
   if (cache.size() >= capacity) cache.clear();
@@ -207,16 +228,18 @@ void conv2d_forward(const Conv2dDesc& d, const float* x, const float* kernel, co
     k = kp;
   }
   memory scratch(e->scratchpad, engine());
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, wrap(activation_md(d, d.H, d.W, d.Cin), x)},
-                                       {DNNL_ARG_WEIGHTS, k},
-                                       {DNNL_ARG_DST, wrap(activation_md(d, d.out_h(), d.out_w(), d.Cout), y)},
-                                       {DNNL_ARG_SCRATCHPAD, scratch}};
+  std::unordered_map<int, memory> args{
+      {DNNL_ARG_SRC, wrap(activation_md(d, d.H, d.W, d.Cin), x)},
+      {DNNL_ARG_WEIGHTS, k},
+      {DNNL_ARG_DST, wrap(activation_md(d, d.out_h(), d.out_w(), d.Cout), y)},
+      {DNNL_ARG_SCRATCHPAD, scratch}};
   if (bias != nullptr) args.emplace(DNNL_ARG_BIAS, wrap(bias_md(d), bias));
   e->prim.execute(s, args);
   s.wait();
 }
 
-void conv2d_backward_data(const Conv2dDesc& d, const float* dy, const float* kernel, float* dx, ConvImpl impl) {
+void conv2d_backward_data(const Conv2dDesc& d, const float* dy, const float* kernel, float* dx,
+                          ConvImpl impl) {
   assert(d.N >= 0 && d.out_h() >= 1 && d.out_w() >= 1);
   if (d.N == 0) return;
   std::shared_ptr<const Entry> e;
@@ -239,8 +262,8 @@ void conv2d_backward_data(const Conv2dDesc& d, const float* dy, const float* ker
   s.wait();
 }
 
-void conv2d_backward_weights(const Conv2dDesc& d, const float* x, const float* dy, float* dkernel, float* dbias,
-                             ConvImpl impl) {
+void conv2d_backward_weights(const Conv2dDesc& d, const float* x, const float* dy, float* dkernel,
+                             float* dbias, ConvImpl impl) {
   assert(d.N >= 0 && d.out_h() >= 1 && d.out_w() >= 1);
   if (d.N == 0 || (dkernel == nullptr && dbias == nullptr)) return;
   std::shared_ptr<const Entry> e;
@@ -256,10 +279,11 @@ void conv2d_backward_weights(const Conv2dDesc& d, const float* x, const float* d
   memory dk_user = wrap(e->user_kernel, dk.data());
   memory dk_prim = e->reorder_kernel ? memory(e->prim_kernel, engine()) : dk_user;
   memory scratch(e->scratchpad, engine());
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, wrap(activation_md(d, d.H, d.W, d.Cin), x)},
-                                       {DNNL_ARG_DIFF_DST, wrap(activation_md(d, d.out_h(), d.out_w(), d.Cout), dy)},
-                                       {DNNL_ARG_DIFF_WEIGHTS, dk_prim},
-                                       {DNNL_ARG_SCRATCHPAD, scratch}};
+  std::unordered_map<int, memory> args{
+      {DNNL_ARG_SRC, wrap(activation_md(d, d.H, d.W, d.Cin), x)},
+      {DNNL_ARG_DIFF_DST, wrap(activation_md(d, d.out_h(), d.out_w(), d.Cout), dy)},
+      {DNNL_ARG_DIFF_WEIGHTS, dk_prim},
+      {DNNL_ARG_SCRATCHPAD, scratch}};
   if (dbias != nullptr) args.emplace(DNNL_ARG_DIFF_BIAS, wrap(bias_md(d), db.data()));
   e->prim.execute(s, args);
   if (e->reorder_kernel && dkernel != nullptr) e->kernel_reorder.execute(s, dk_prim, dk_user);

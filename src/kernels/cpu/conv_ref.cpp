@@ -55,24 +55,22 @@ void conv2d_check(const Conv2dDesc& d, const std::string& where) {
   non_negative(d.pad_right, "pad_right");
   positive(d.groups, "groups");
   if (d.Cin % d.groups != 0) {
-    throw ArgumentError(where, "groups",
-                        "a divisor of the input channels (" + std::to_string(d.Cin) + ")",
+    throw ArgumentError(where, "groups", "a divisor of the input channels (" + std::to_string(d.Cin) + ")",
                         std::to_string(d.groups));
   }
   if (d.Cout % d.groups != 0) {
-    throw ArgumentError(where, "groups",
-                        "a divisor of the output channels (" + std::to_string(d.Cout) + ")",
+    throw ArgumentError(where, "groups", "a divisor of the output channels (" + std::to_string(d.Cout) + ")",
                         std::to_string(d.groups));
   }
   auto fits = [&](std::int64_t in, std::int64_t before, std::int64_t after, std::int64_t k, std::int64_t dil,
                   const char* axis) {
     const std::int64_t eff = (k - 1) * dil + 1;
     if (eff > in + before + after) {
-      throw ShapeError(where, std::string("kernel ") + axis,
-                       "a (dilated) kernel no larger than the padded input (" + std::to_string(in) + " + " +
-                           std::to_string(before) + " + " + std::to_string(after) + ")",
-                       std::to_string(eff) + " (kernel " + std::to_string(k) + ", dilation " +
-                           std::to_string(dil) + ")");
+      throw ShapeError(
+          where, std::string("kernel ") + axis,
+          "a (dilated) kernel no larger than the padded input (" + std::to_string(in) + " + " +
+              std::to_string(before) + " + " + std::to_string(after) + ")",
+          std::to_string(eff) + " (kernel " + std::to_string(k) + ", dilation " + std::to_string(dil) + ")");
     }
   };
   fits(d.H, d.pad_top, d.pad_bottom, d.kh, d.dilation_h, "height");
@@ -90,7 +88,8 @@ SamePadding same_padding(std::int64_t in, std::int64_t kernel, std::int64_t stri
   return p;
 }
 
-std::int64_t valid_output_size(std::int64_t in, std::int64_t kernel, std::int64_t stride, std::int64_t dilation) {
+std::int64_t valid_output_size(std::int64_t in, std::int64_t kernel, std::int64_t stride,
+                               std::int64_t dilation) {
   return out_size(in, 0, 0, kernel, stride, dilation);
 }
 
@@ -149,7 +148,8 @@ void conv2d_forward(const Conv2dDesc& d, const T* x, const T* kernel, const T* b
             sum[static_cast<std::size_t>(yi(n, oh, ow, f))] = static_cast<double>(bias[f]);
   }
   for_each_term(d, [&](std::int64_t x_off, std::int64_t y_off, std::int64_t k_off) {
-    sum[static_cast<std::size_t>(y_off)] += static_cast<double>(x[x_off]) * static_cast<double>(kernel[k_off]);
+    sum[static_cast<std::size_t>(y_off)] +=
+        static_cast<double>(x[x_off]) * static_cast<double>(kernel[k_off]);
   });
   for (std::size_t i = 0; i < sum.size(); ++i) y[i] = static_cast<T>(sum[i]);
 }
@@ -159,7 +159,8 @@ void conv2d_backward_data(const Conv2dDesc& d, const T* dy, const T* kernel, T* 
   assert(d.out_h() >= 1 && d.out_w() >= 1 && d.Cin % d.groups == 0 && d.Cout % d.groups == 0);
   std::vector<double> sum(static_cast<std::size_t>(d.x_size()), 0.0);
   for_each_term(d, [&](std::int64_t x_off, std::int64_t y_off, std::int64_t k_off) {
-    sum[static_cast<std::size_t>(x_off)] += static_cast<double>(dy[y_off]) * static_cast<double>(kernel[k_off]);
+    sum[static_cast<std::size_t>(x_off)] +=
+        static_cast<double>(dy[y_off]) * static_cast<double>(kernel[k_off]);
   });
   for (std::size_t i = 0; i < sum.size(); ++i) dx[i] = static_cast<T>(sum[i]);
 }
@@ -193,7 +194,8 @@ template void conv2d_forward<double>(const Conv2dDesc&, const double*, const dou
 template void conv2d_backward_data<float>(const Conv2dDesc&, const float*, const float*, float*);
 template void conv2d_backward_data<double>(const Conv2dDesc&, const double*, const double*, double*);
 template void conv2d_backward_weights<float>(const Conv2dDesc&, const float*, const float*, float*, float*);
-template void conv2d_backward_weights<double>(const Conv2dDesc&, const double*, const double*, double*, double*);
+template void conv2d_backward_weights<double>(const Conv2dDesc&, const double*, const double*, double*,
+                                              double*);
 
 }  // namespace reference
 }  // namespace bnorm::kernels
