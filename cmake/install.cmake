@@ -77,7 +77,7 @@ file(RELATIVE_PATH bnorm_pc_to_prefix ${CMAKE_INSTALL_PREFIX}/${bnorm_pkgconfig_
 string(REGEX REPLACE "/$" "" bnorm_pc_to_prefix "${bnorm_pc_to_prefix}")
 if(BNORM_STATIC_LIBS)
   set(BNORM_PC_CORE_REQUIRES_PRIVATE "Requires.private: openblas")
-  set(BNORM_PC_CORE_LIBS_PRIVATE "Libs.private: ${OpenMP_CXX_FLAGS}")
+  set(BNORM_PC_CORE_LIBS_PRIVATE "Libs.private: -ldnnl ${OpenMP_CXX_FLAGS}")
   set(BNORM_PC_IO_REQUIRES_PRIVATE "Requires.private: hdf5 libzip zlib")
 else()
   set(BNORM_PC_CORE_REQUIRES_PRIVATE "")

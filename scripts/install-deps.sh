@@ -8,6 +8,7 @@ packages=(
   libgtest-dev                # GoogleTest (tests)
   nlohmann-json3-dev          # JSON reader for the golden fixtures
   libopenblas-dev             # OpenBLAS (cblas_sgemm) for the dense kernels
+  libdnnl-dev                 # oneDNN: the convolution kernels (forward, backward data and weights)
   libcli11-dev                # command line parsing (apps/bnorm)
   zlib1g-dev                  # reading gzip-compressed IDX datasets
   dataset-fashion-mnist       # the default dataset of `bnorm experiment`

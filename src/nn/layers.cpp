@@ -24,8 +24,10 @@ std::pair<std::int64_t, std::int64_t> rows_cols(const Tensor& t) {
   return {cols ? t.numel() / cols : 0, cols};
 }
 
+// What an activation's backward reads: the forward output y, or the input x for the
+// activations whose gradient needs it (kernels::activation_backward_reads).
 struct OutputContext : LayerContext {
-  Tensor y;  // the layer's output (activations differentiate through their output)
+  Tensor forward;  // y or x, shaped as the output
 };
 
 }  // namespace
@@ -99,7 +101,10 @@ std::vector<Variable*> Dense::weights() {
 
 namespace {
 struct DenseContext : LayerContext {
-  Tensor x, y;
+  Tensor x;
+  // The output y, or the pre-activation z = x @ kernel + bias when the activation's
+  // gradient reads its input (kernels::activation_backward_reads): one tensor either way.
+  Tensor a;
 };
 }  // namespace
 
@@ -114,11 +119,16 @@ Tensor Dense::forward(const Tensor& x, bool, std::unique_ptr<LayerContext>* cont
   Tensor y(compute_output_shape(x.shape()));
   kernels::dense_forward(x.data(), kernel_->value.data(), bias_ ? bias_->value.data() : nullptr, n, k, units_,
                          y.data());
-  if (activation_ != kernels::Activation::linear) kernels::activation_forward(activation_, y.data(), n, units_, y.data());
+  std::unique_ptr<DenseContext> c;
   if (context) {
-    auto c = std::make_unique<DenseContext>();
+    c = std::make_unique<DenseContext>();
     c->x = x;
-    c->y = y;
+  }
+  const bool reads_x = kernels::activation_backward_reads(activation_) == kernels::BackwardReads::x;
+  if (c && reads_x) c->a = y;  // z, before the in-place activation
+  if (activation_ != kernels::Activation::linear) kernels::activation_forward(activation_, y.data(), n, units_, y.data());
+  if (c) {
+    if (!reads_x) c->a = y;
     *context = std::move(c);
   }
   return y;
@@ -136,11 +146,13 @@ void Dense::backward_variables(const LayerContext& context, const Tensor& dy, Gr
 
 void Dense::backward_into(const LayerContext& context, const Tensor& dy, Gradients& grads, Tensor* dx) {
   const auto& c = context_of<DenseContext>(context, where());
-  check_dy(dy, c.y.shape(), where());
+  check_dy(dy, c.a.shape(), where());
   const std::int64_t k = kernel_->value.dim(0), n = c.x.numel() / k;
   Tensor dz = dy;
   if (activation_ != kernels::Activation::linear) {
-    kernels::activation_backward(activation_, c.y.data(), dy.data(), n, units_, dz.data());
+    const bool reads_x = kernels::activation_backward_reads(activation_) == kernels::BackwardReads::x;
+    kernels::activation_backward(activation_, reads_x ? c.a.data() : nullptr, reads_x ? nullptr : c.a.data(),
+                                 dy.data(), n, units_, dz.data());
   }
   if (dx != nullptr) *dx = Tensor(c.x.shape());
   Tensor dw(kernel_->value.shape());
@@ -154,8 +166,12 @@ void Dense::backward_into(const LayerContext& context, const Tensor& dy, Gradien
 // ---------------------------------------------------------------- Activation
 
 Activation::Activation(const std::string& activation, std::string name)
-    : activation_(kernels::activation_from_name(activation)),
-      name_(name.empty() ? unique_name("activation") : std::move(name)) {}
+    : Activation(kernels::activation_from_name(activation), std::move(name)) {}
+
+Activation::Activation(kernels::Activation activation, std::string name)
+    : activation_(activation), name_(name.empty() ? unique_name("activation") : std::move(name)) {
+  kernels::activation_name(activation_);  // an out-of-range value throws ArgumentError here
+}
 
 Tensor Activation::forward(const Tensor& x, bool, std::unique_ptr<LayerContext>* context, UpdateSink*) {
   Tensor y(x.shape());
@@ -163,7 +179,7 @@ Tensor Activation::forward(const Tensor& x, bool, std::unique_ptr<LayerContext>*
   kernels::activation_forward(activation_, x.data(), rows, cols, y.data());
   if (context) {
     auto c = std::make_unique<OutputContext>();
-    c->y = y;
+    c->forward = kernels::activation_backward_reads(activation_) == kernels::BackwardReads::x ? x : y;
     *context = std::move(c);
   }
   return y;
@@ -171,10 +187,12 @@ Tensor Activation::forward(const Tensor& x, bool, std::unique_ptr<LayerContext>*
 
 Tensor Activation::backward(const LayerContext& context, const Tensor& dy, Gradients&) {
   const auto& c = context_of<OutputContext>(context, where());
-  check_dy(dy, c.y.shape(), where());
+  check_dy(dy, c.forward.shape(), where());
   Tensor dx(dy.shape());
   const auto [rows, cols] = rows_cols(dy);
-  kernels::activation_backward(activation_, c.y.data(), dy.data(), rows, cols, dx.data());
+  const bool reads_x = kernels::activation_backward_reads(activation_) == kernels::BackwardReads::x;
+  kernels::activation_backward(activation_, reads_x ? c.forward.data() : nullptr, reads_x ? nullptr : c.forward.data(),
+                               dy.data(), rows, cols, dx.data());
   return dx;
 }
 

@@ -43,7 +43,9 @@ class InputLayer : public Layer {
 };
 
 struct DenseOptions {
-  std::string activation = "linear";  // "linear", "relu", "sigmoid", "tanh", "softmax"
+  // A name kernels::activation_from_name knows (Keras 3 meanings; "hard_sigmoid_keras2"
+  // is the Keras 2 hard_sigmoid, kernels::activation_unique_name gives it).
+  std::string activation = "linear";
   bool use_bias = true;
   Initializer kernel_initializer = Initializer::glorot_uniform();
   Initializer bias_initializer = Initializer::zeros();
@@ -94,7 +96,10 @@ class Dense : public Layer {
 // Keras Activation layer: applies a named activation on the last axis.
 class Activation : public Layer {
  public:
+  // A name as kernels::activation_from_name reads it (Keras 3 meanings).
   explicit Activation(const std::string& activation, std::string name = "");
+  // The enum itself (e.g. kernels::Activation::hard_sigmoid_keras2 for a Keras 2 file).
+  explicit Activation(kernels::Activation activation, std::string name = "");
   std::string class_name() const override { return "Activation"; }
   const std::string& name() const noexcept override { return name_; }
   bool trainable() const noexcept override { return trainable_; }

@@ -14,30 +14,84 @@
 
 namespace bnorm::kernels {
 
-Activation activation_from_name(const std::string& name) {
-  if (name == "linear") return Activation::linear;
-  if (name == "relu") return Activation::relu;
-  if (name == "sigmoid") return Activation::sigmoid;
-  if (name == "tanh") return Activation::tanh;
-  if (name == "softmax") return Activation::softmax;
-  throw ArgumentError("activation_from_name", "activation",
-                      "one of \"linear\", \"relu\", \"sigmoid\", \"tanh\", \"softmax\"", "\"" + name + "\"");
+namespace {
+
+struct NameEntry {
+  Activation activation;
+  const char* name;
+};
+
+// Every activation under the name it is written as; order = the enum's.
+constexpr NameEntry kNames[] = {
+    {Activation::linear, "linear"},           {Activation::relu, "relu"},
+    {Activation::sigmoid, "sigmoid"},         {Activation::tanh, "tanh"},
+    {Activation::softmax, "softmax"},         {Activation::relu6, "relu6"},
+    {Activation::silu, "silu"},               {Activation::swish, "swish"},
+    {Activation::gelu, "gelu"},               {Activation::gelu_tanh, "gelu_tanh"},
+    {Activation::elu, "elu"},                 {Activation::selu, "selu"},
+    {Activation::softplus, "softplus"},       {Activation::softsign, "softsign"},
+    {Activation::hard_sigmoid, "hard_sigmoid"}, {Activation::hard_sigmoid_keras2, "hard_sigmoid"},
+    {Activation::hard_silu, "hard_silu"},     {Activation::hard_swish, "hard_swish"},
+    {Activation::leaky_relu, "leaky_relu"},   {Activation::exponential, "exponential"},
+    {Activation::log_softmax, "log_softmax"},
+};
+
+}  // namespace
+
+Activation activation_from_name(const std::string& name, ActivationVersion version) {
+  if (name == "hard_sigmoid")
+    return version == ActivationVersion::keras2 ? Activation::hard_sigmoid_keras2 : Activation::hard_sigmoid;
+  if (name == "hard_sigmoid_keras2") return Activation::hard_sigmoid_keras2;
+  for (const auto& e : kNames)
+    if (name == e.name) return e.activation;
+  std::string expected = "one of";
+  for (const auto& e : kNames) {
+    if (e.activation == Activation::hard_sigmoid_keras2) continue;
+    expected += std::string(e.activation == Activation::linear ? " \"" : ", \"") + e.name + "\"";
+  }
+  expected += ", \"hard_sigmoid_keras2\"";
+  throw ArgumentError("activation_from_name", "activation", expected, "\"" + name + "\"");
 }
 
 std::string activation_name(Activation activation) {
+  for (const auto& e : kNames)
+    if (e.activation == activation) return e.name;
+  throw ArgumentError("activation_name", "activation", "a value of bnorm::kernels::Activation",
+                      std::to_string(static_cast<int>(activation)));
+}
+
+std::string activation_unique_name(Activation activation) {
+  if (activation == Activation::hard_sigmoid_keras2) return "hard_sigmoid_keras2";
+  return activation_name(activation);
+}
+
+BackwardReads activation_backward_reads(Activation activation) {
   switch (activation) {
     case Activation::linear:
-      return "linear";
     case Activation::relu:
-      return "relu";
     case Activation::sigmoid:
-      return "sigmoid";
     case Activation::tanh:
-      return "tanh";
     case Activation::softmax:
-      return "softmax";
+    case Activation::relu6:
+    case Activation::elu:
+    case Activation::selu:
+    case Activation::exponential:
+    case Activation::log_softmax:
+      return BackwardReads::y;
+    case Activation::silu:
+    case Activation::swish:
+    case Activation::gelu:
+    case Activation::gelu_tanh:
+    case Activation::softplus:
+    case Activation::softsign:
+    case Activation::hard_sigmoid:
+    case Activation::hard_sigmoid_keras2:
+    case Activation::hard_silu:
+    case Activation::hard_swish:
+    case Activation::leaky_relu:
+      return BackwardReads::x;
   }
-  throw ArgumentError("activation_name", "activation", "a value of bnorm::kernels::Activation",
+  throw ArgumentError("activation_backward_reads", "activation", "a value of bnorm::kernels::Activation",
                       std::to_string(static_cast<int>(activation)));
 }
 
@@ -83,15 +137,18 @@ __attribute__((always_inline)) inline f32x8 exp_f32x8(f32x8 x) {
   return x != x ? x : y;  // NaN
 }
 
-enum class ExpOp { exp_shifted, sigmoid };
+enum class ExpOp { exp_shifted, sigmoid, silu };
 
-// y[i] = exp(x[i] - shift) or 1 / (1 + exp(-x[i])) for i < n; y may alias x. Eight
+// y[i] = exp(x[i] - shift), 1 / (1 + exp(-x[i])) or x[i] * (1 / (1 + exp(-x[i]))) for
+// i < n; y may alias x. Eight
 // lanes at a time; the tail goes through a zero-padded block, so every element is
 // computed by the same lane arithmetic.
 __attribute__((target_clones("avx2", "default")))
 void exp_loop(ExpOp op, const float* x, float shift, std::int64_t n, float* y) {
   const auto apply = [&](f32x8 v) __attribute__((always_inline)) {
-    return op == ExpOp::sigmoid ? 1.0f / (1.0f + exp_f32x8(-v)) : exp_f32x8(v - shift);
+    if (op == ExpOp::exp_shifted) return exp_f32x8(v - shift);
+    const f32x8 s = 1.0f / (1.0f + exp_f32x8(-v));
+    return op == ExpOp::silu ? v * s : s;
   };
   std::int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -130,6 +187,35 @@ void softmax_backward_row(const float* y, const float* dy, std::int64_t cols, fl
   for (std::int64_t j = 0; j < cols; ++j) dx[j] = y[j] * (dy[j] - dot_f);
 }
 
+// Constants of selu and the gelu forms (TensorFlow's values).
+constexpr double kSeluAlpha = 1.6732632423543772848170429916717;
+constexpr double kSeluScale = 1.0507009873554804934193349852946;
+constexpr double kSqrt2OverPi = 0.7978845608028654;  // sqrt(2 / pi)
+constexpr double kGeluCubic = 0.044715;
+constexpr double kInvSqrt2 = 0.70710678118654752440;
+constexpr double kInvSqrt2Pi = 0.39894228040143267794;  // 1 / sqrt(2 pi)
+
+// log_softmax of one row: y = (x - max) - log(sum exp(x - max)), float exp, double sum,
+// as tf.nn.log_softmax. y may alias x.
+void log_softmax_row(const float* x, std::int64_t cols, float* y) {
+  float max = x[0];
+  for (std::int64_t j = 1; j < cols; ++j) max = std::max(max, x[j]);
+  double sum = 0.0;
+  for (std::int64_t j = 0; j < cols; ++j) sum += std::exp(static_cast<double>(x[j] - max));
+  const auto log_sum = static_cast<float>(std::log(sum));
+  for (std::int64_t j = 0; j < cols; ++j) y[j] = (x[j] - max) - log_sum;
+}
+
+// dx = dy - exp(y) * sum_i dy_i over one row; the sum before any write (aliasing).
+void log_softmax_backward_row(const float* y, const float* dy, std::int64_t cols, float* dx) {
+  double sum = 0.0;
+  for (std::int64_t j = 0; j < cols; ++j) sum += static_cast<double>(dy[j]);
+  const auto sum_f = static_cast<float>(sum);
+  for (std::int64_t j = 0; j < cols; ++j) dx[j] = dy[j] - std::exp(y[j]) * sum_f;
+}
+
+float sigmoid_f(float v) { return 1.0f / (1.0f + std::exp(-v)); }
+
 }  // namespace
 
 void activation_forward(Activation activation, const float* x, std::int64_t rows, std::int64_t cols,
@@ -137,38 +223,96 @@ void activation_forward(Activation activation, const float* x, std::int64_t rows
   assert(rows >= 0 && cols >= 0);
   const std::int64_t count = rows * cols;
   if (count == 0) return;
+  const auto each = [&](auto f) {
+    for (std::int64_t i = 0; i < count; ++i) y[i] = f(x[i]);
+  };
   switch (activation) {
     case Activation::linear:
       if (y != x) std::copy(x, x + count, y);
       return;
     case Activation::relu:
-      for (std::int64_t i = 0; i < count; ++i) y[i] = std::max(x[i], 0.0f);  // max(NaN, 0) = NaN
+      each([](float v) { return std::max(v, 0.0f); });  // max(NaN, 0) = NaN
       return;
     case Activation::sigmoid:
       // exp(-x) = inf gives 1 / inf = 0; exp(-x) tiny gives 1: never inf / inf.
       exp_loop(ExpOp::sigmoid, x, 0.0f, count, y);
       return;
     case Activation::tanh:
-      for (std::int64_t i = 0; i < count; ++i) y[i] = std::tanh(x[i]);
+      each([](float v) { return std::tanh(v); });
       return;
     case Activation::softmax:
       for (std::int64_t r = 0; r < rows; ++r) softmax_row(x + r * cols, cols, y + r * cols);
       return;
+    case Activation::relu6:
+      each([](float v) { return std::min(std::max(v, 0.0f), 6.0f); });
+      return;
+    case Activation::silu:
+    case Activation::swish:
+      exp_loop(ExpOp::silu, x, 0.0f, count, y);
+      return;
+    case Activation::gelu:
+      each([](float v) { return 0.5f * v * (1.0f + std::erf(v * static_cast<float>(kInvSqrt2))); });
+      return;
+    case Activation::gelu_tanh:
+      each([](float v) {
+        const float inner = static_cast<float>(kSqrt2OverPi) * (v + static_cast<float>(kGeluCubic) * v * v * v);
+        return 0.5f * v * (1.0f + std::tanh(inner));
+      });
+      return;
+    case Activation::elu:
+      each([](float v) { return v < 0.0f ? std::expm1(v) : v; });
+      return;
+    case Activation::selu:
+      each([](float v) {
+        return v < 0.0f ? static_cast<float>(kSeluScale * kSeluAlpha) * std::expm1(v)
+                        : static_cast<float>(kSeluScale) * v;
+      });
+      return;
+    case Activation::softplus:
+      each([](float v) { return v > 0.0f ? v + std::log1p(std::exp(-v)) : std::log1p(std::exp(v)); });
+      return;
+    case Activation::softsign:
+      each([](float v) { return v / (1.0f + std::fabs(v)); });
+      return;
+    case Activation::hard_sigmoid:
+      each([](float v) { return std::min(std::max(v + 3.0f, 0.0f), 6.0f) / 6.0f; });
+      return;
+    case Activation::hard_sigmoid_keras2:
+      each([](float v) { return std::min(std::max(0.2f * v + 0.5f, 0.0f), 1.0f); });
+      return;
+    case Activation::hard_silu:
+    case Activation::hard_swish:
+      each([](float v) { return v * (std::min(std::max(v + 3.0f, 0.0f), 6.0f) / 6.0f); });
+      return;
+    case Activation::leaky_relu:
+      each([](float v) { return v > 0.0f ? v : 0.2f * v; });
+      return;
+    case Activation::exponential:
+      exp_loop(ExpOp::exp_shifted, x, 0.0f, count, y);
+      return;
+    case Activation::log_softmax:
+      for (std::int64_t r = 0; r < rows; ++r) log_softmax_row(x + r * cols, cols, y + r * cols);
+      return;
   }
 }
 
-void activation_backward(Activation activation, const float* y, const float* dy, std::int64_t rows,
-                         std::int64_t cols, float* dx) {
+void activation_backward(Activation activation, const float* x, const float* y, const float* dy,
+                         std::int64_t rows, std::int64_t cols, float* dx) {
   assert(rows >= 0 && cols >= 0);
   const std::int64_t count = rows * cols;
   if (count == 0) return;
+  assert(activation_backward_reads(activation) == BackwardReads::x ? x != nullptr : y != nullptr);
+  // dx[i] = dy[i] * f(forward[i]): a product, as TensorFlow's gradient kernels (NaN or
+  // inf in dy propagates). Each element reads its own input before its write (aliasing).
+  const auto each = [&](const float* forward, auto f) {
+    for (std::int64_t i = 0; i < count; ++i) dx[i] = dy[i] * f(forward[i]);
+  };
   switch (activation) {
     case Activation::linear:
       if (dx != dy) std::copy(dy, dy + count, dx);
       return;
     case Activation::relu:
-      // A product, not a select, as TensorFlow's ReluGrad: NaN or inf in dy propagates.
-      for (std::int64_t i = 0; i < count; ++i) dx[i] = dy[i] * (y[i] > 0.0f ? 1.0f : 0.0f);
+      each(y, [](float v) { return v > 0.0f ? 1.0f : 0.0f; });
       return;
     case Activation::sigmoid:
       for (std::int64_t i = 0; i < count; ++i) dx[i] = dy[i] * y[i] * (1.0f - y[i]);
@@ -180,10 +324,258 @@ void activation_backward(Activation activation, const float* y, const float* dy,
       for (std::int64_t r = 0; r < rows; ++r)
         softmax_backward_row(y + r * cols, dy + r * cols, cols, dx + r * cols);
       return;
+    case Activation::relu6:
+      each(y, [](float v) { return v > 0.0f && v < 6.0f ? 1.0f : 0.0f; });
+      return;
+    case Activation::elu:
+      each(y, [](float v) { return v < 0.0f ? v + 1.0f : 1.0f; });
+      return;
+    case Activation::selu:
+      each(y, [](float v) {
+        return v < 0.0f ? v + static_cast<float>(kSeluScale * kSeluAlpha) : static_cast<float>(kSeluScale);
+      });
+      return;
+    case Activation::exponential:
+      each(y, [](float v) { return v; });
+      return;
+    case Activation::log_softmax:
+      for (std::int64_t r = 0; r < rows; ++r)
+        log_softmax_backward_row(y + r * cols, dy + r * cols, cols, dx + r * cols);
+      return;
+    case Activation::silu:
+    case Activation::swish:
+      each(x, [](float v) {
+        const float s = sigmoid_f(v);
+        return s * (1.0f + v * (1.0f - s));
+      });
+      return;
+    case Activation::gelu:
+      each(x, [](float v) {
+        return 0.5f * (1.0f + std::erf(v * static_cast<float>(kInvSqrt2))) +
+               v * std::exp(-0.5f * v * v) * static_cast<float>(kInvSqrt2Pi);
+      });
+      return;
+    case Activation::gelu_tanh:
+      each(x, [](float v) {
+        const auto c = static_cast<float>(kSqrt2OverPi), a = static_cast<float>(kGeluCubic);
+        const float t = std::tanh(c * (v + a * v * v * v));
+        return 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * c * (1.0f + 3.0f * a * v * v);
+      });
+      return;
+    case Activation::softplus:
+      each(x, [](float v) { return sigmoid_f(v); });
+      return;
+    case Activation::softsign:
+      each(x, [](float v) {
+        const float d = 1.0f + std::fabs(v);
+        return 1.0f / (d * d);
+      });
+      return;
+    case Activation::hard_sigmoid:
+      each(x, [](float v) { return v + 3.0f > 0.0f && v + 3.0f < 6.0f ? 1.0f / 6.0f : 0.0f; });
+      return;
+    case Activation::hard_sigmoid_keras2:
+      each(x, [](float v) {
+        const float z = 0.2f * v + 0.5f;
+        return z >= 0.0f && z <= 1.0f ? 0.2f : 0.0f;
+      });
+      return;
+    case Activation::hard_silu:
+    case Activation::hard_swish:
+      each(x, [](float v) {
+        const float z = v + 3.0f;
+        return std::min(std::max(z, 0.0f), 6.0f) / 6.0f + (z > 0.0f && z < 6.0f ? v / 6.0f : 0.0f);
+      });
+      return;
+    case Activation::leaky_relu:
+      each(x, [](float v) { return v > 0.0f ? 1.0f : 0.2f; });
+      return;
   }
 }
 
+namespace {
+void require_reads_y(Activation activation, const char* where) {
+  if (activation_backward_reads(activation) != BackwardReads::y) {
+    throw ArgumentError(where, "activation",
+                        "an activation whose gradient reads y (this one reads x: pass x to the overload that "
+                        "takes x and y)",
+                        "\"" + activation_name(activation) + "\"");
+  }
+}
+}  // namespace
+
+void activation_backward(Activation activation, const float* y, const float* dy, std::int64_t rows,
+                         std::int64_t cols, float* dx) {
+  require_reads_y(activation, "activation_backward");
+  activation_backward(activation, nullptr, y, dy, rows, cols, dx);
+}
+
+// ---------------------------------------------------------------- ReLU layers
+
+template <typename T>
+void relu_forward(const ReluParams& p, const T* x, std::int64_t n, T* y) {
+  assert(n >= 0);
+  const auto slope = static_cast<T>(p.negative_slope), threshold = static_cast<T>(p.threshold);
+  const auto max_value = static_cast<T>(p.max_value);
+  if (p.negative_slope != 0.0 && !p.has_max_value && p.threshold == 0.0) {
+    for (std::int64_t i = 0; i < n; ++i) y[i] = x[i] > T(0) ? x[i] : x[i] * slope;  // tf.nn.leaky_relu
+    return;
+  }
+  const bool relu6_op = p.threshold == 0.0 && p.has_max_value && p.max_value == 6.0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const T v = x[i];
+    T pos;
+    if (p.threshold != 0.0)
+      pos = v * (v > threshold ? T(1) : T(0));
+    else if (relu6_op)
+      pos = std::min(std::max(v, T(0)), T(6));
+    else
+      pos = std::max(v, T(0));
+    if (p.has_max_value && !relu6_op) pos = std::min(std::max(pos, T(0)), max_value);
+    y[i] = p.negative_slope != 0.0 ? pos - slope * std::max(threshold - v, T(0)) : pos;
+  }
+}
+
+template <typename T>
+void relu_backward(const ReluParams& p, const T* x, const T* dy, std::int64_t n, T* dx) {
+  assert(n >= 0);
+  const auto slope = static_cast<T>(p.negative_slope), threshold = static_cast<T>(p.threshold);
+  const auto max_value = static_cast<T>(p.max_value);
+  if (p.negative_slope != 0.0 && !p.has_max_value && p.threshold == 0.0) {
+    for (std::int64_t i = 0; i < n; ++i) dx[i] = dy[i] * (x[i] > T(0) ? T(1) : slope);
+    return;
+  }
+  const bool relu6_op = p.threshold == 0.0 && p.has_max_value && p.max_value == 6.0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const T v = x[i];
+    bool pass;  // the positive part's gradient is 1
+    if (p.threshold != 0.0)
+      pass = v > threshold;
+    else if (relu6_op)
+      pass = v > T(0) && v < T(6);
+    else
+      pass = v > T(0);
+    if (p.has_max_value && !relu6_op) pass = pass && v <= max_value;
+    T g = pass ? T(1) : T(0);
+    if (p.negative_slope != 0.0 && v < threshold) g += slope;
+    dx[i] = dy[i] * g;
+  }
+}
+
+template void relu_forward<float>(const ReluParams&, const float*, std::int64_t, float*);
+template void relu_forward<double>(const ReluParams&, const double*, std::int64_t, double*);
+template void relu_backward<float>(const ReluParams&, const float*, const float*, std::int64_t, float*);
+template void relu_backward<double>(const ReluParams&, const double*, const double*, std::int64_t, double*);
+
 namespace reference {
+
+namespace {
+
+double hard_sigmoid3(double v) { return std::min(std::max(v + 3.0, 0.0), 6.0) / 6.0; }
+double sigmoid(double v) { return 1.0 / (1.0 + std::exp(-v)); }
+
+// The element-wise forward formulas in double.
+double forward_one(Activation activation, double v) {
+  switch (activation) {
+    case Activation::linear:
+      return v;
+    case Activation::relu:
+      return std::max(v, 0.0);
+    case Activation::sigmoid:
+      return sigmoid(v);
+    case Activation::tanh:
+      return std::tanh(v);
+    case Activation::relu6:
+      return std::min(std::max(v, 0.0), 6.0);
+    case Activation::silu:
+    case Activation::swish:
+      return v * sigmoid(v);
+    case Activation::gelu:
+      return 0.5 * v * (1.0 + std::erf(v * kInvSqrt2));
+    case Activation::gelu_tanh:
+      return 0.5 * v * (1.0 + std::tanh(kSqrt2OverPi * (v + kGeluCubic * v * v * v)));
+    case Activation::elu:
+      return v < 0.0 ? std::expm1(v) : v;
+    case Activation::selu:
+      return kSeluScale * (v < 0.0 ? kSeluAlpha * std::expm1(v) : v);
+    case Activation::softplus:
+      return v > 0.0 ? v + std::log1p(std::exp(-v)) : std::log1p(std::exp(v));
+    case Activation::softsign:
+      return v / (1.0 + std::fabs(v));
+    case Activation::hard_sigmoid:
+      return hard_sigmoid3(v);
+    case Activation::hard_sigmoid_keras2:
+      return std::min(std::max(0.2 * v + 0.5, 0.0), 1.0);
+    case Activation::hard_silu:
+    case Activation::hard_swish:
+      return v * hard_sigmoid3(v);
+    case Activation::leaky_relu:
+      return v > 0.0 ? v : 0.2 * v;
+    case Activation::exponential:
+      return std::exp(v);
+    case Activation::softmax:
+    case Activation::log_softmax:
+      break;  // row-wise, handled by the caller
+  }
+  return v;
+}
+
+// d activation / d (forward tensor) at v, the element-wise ones (softmax / log_softmax
+// handled by the caller); v is y or x as activation_backward_reads says.
+double derivative_one(Activation activation, double v) {
+  switch (activation) {
+    case Activation::linear:
+      return 1.0;
+    case Activation::relu:
+      return v > 0.0 ? 1.0 : 0.0;
+    case Activation::sigmoid:
+      return v * (1.0 - v);
+    case Activation::tanh:
+      return 1.0 - v * v;
+    case Activation::relu6:
+      return v > 0.0 && v < 6.0 ? 1.0 : 0.0;
+    case Activation::elu:
+      return v < 0.0 ? v + 1.0 : 1.0;
+    case Activation::selu:
+      return v < 0.0 ? v + kSeluScale * kSeluAlpha : kSeluScale;
+    case Activation::exponential:
+      return v;
+    case Activation::silu:
+    case Activation::swish: {
+      const double s = sigmoid(v);
+      return s * (1.0 + v * (1.0 - s));
+    }
+    case Activation::gelu:
+      return 0.5 * (1.0 + std::erf(v * kInvSqrt2)) + v * std::exp(-0.5 * v * v) * kInvSqrt2Pi;
+    case Activation::gelu_tanh: {
+      const double t = std::tanh(kSqrt2OverPi * (v + kGeluCubic * v * v * v));
+      return 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * kSqrt2OverPi * (1.0 + 3.0 * kGeluCubic * v * v);
+    }
+    case Activation::softplus:
+      return sigmoid(v);
+    case Activation::softsign:
+      return 1.0 / ((1.0 + std::fabs(v)) * (1.0 + std::fabs(v)));
+    case Activation::hard_sigmoid:
+      return v + 3.0 > 0.0 && v + 3.0 < 6.0 ? 1.0 / 6.0 : 0.0;
+    case Activation::hard_sigmoid_keras2: {
+      // The float kernel's test, 0 <= 0.2 x + 0.5 <= 1, in the input's own precision is
+      // what decides at the bounds; in double 0.2 * -2.5 + 0.5 is exactly 0 as well.
+      const double z = 0.2 * v + 0.5;
+      return z >= 0.0 && z <= 1.0 ? 0.2 : 0.0;
+    }
+    case Activation::hard_silu:
+    case Activation::hard_swish:
+      return hard_sigmoid3(v) + (v + 3.0 > 0.0 && v + 3.0 < 6.0 ? v / 6.0 : 0.0);
+    case Activation::leaky_relu:
+      return v > 0.0 ? 1.0 : 0.2;
+    case Activation::softmax:
+    case Activation::log_softmax:
+      break;
+  }
+  return 1.0;
+}
+
+}  // namespace
 
 template <typename T>
 void activation_forward(Activation activation, const T* x, std::int64_t rows, std::int64_t cols, T* y) {
@@ -191,36 +583,51 @@ void activation_forward(Activation activation, const T* x, std::int64_t rows, st
   for (std::int64_t r = 0; r < rows; ++r) {
     const T* x_row = x + r * cols;
     T* y_row = y + r * cols;
-    if (activation == Activation::softmax) {
+    if (activation == Activation::softmax || activation == Activation::log_softmax) {
       if (cols == 0) continue;
       double max = static_cast<double>(x_row[0]);
       for (std::int64_t j = 1; j < cols; ++j) max = std::max(max, static_cast<double>(x_row[j]));
       double sum = 0.0;
       for (std::int64_t j = 0; j < cols; ++j) sum += std::exp(static_cast<double>(x_row[j]) - max);
-      for (std::int64_t j = 0; j < cols; ++j)
-        y_row[j] = static_cast<T>(std::exp(static_cast<double>(x_row[j]) - max) / sum);
+      const double log_sum = std::log(sum);
+      for (std::int64_t j = 0; j < cols; ++j) {
+        const double shifted = static_cast<double>(x_row[j]) - max;
+        y_row[j] = static_cast<T>(activation == Activation::softmax ? std::exp(shifted) / sum : shifted - log_sum);
+      }
       continue;
     }
+    for (std::int64_t j = 0; j < cols; ++j)
+      y_row[j] = static_cast<T>(forward_one(activation, static_cast<double>(x_row[j])));
+  }
+}
+
+template <typename T>
+void activation_backward(Activation activation, const T* x, const T* y, const T* dy, std::int64_t rows,
+                         std::int64_t cols, T* dx) {
+  assert(rows >= 0 && cols >= 0);
+  const T* forward = activation_backward_reads(activation) == BackwardReads::x ? x : y;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const T* f_row = forward + r * cols;
+    const T* dy_row = dy + r * cols;
+    T* dx_row = dx + r * cols;
+    // softmax: sum_i dy_i * y_i; log_softmax: sum_i dy_i; both taken before dx is written.
+    double dot = 0.0;
+    if (activation == Activation::softmax)
+      for (std::int64_t j = 0; j < cols; ++j)
+        dot += static_cast<double>(dy_row[j]) * static_cast<double>(f_row[j]);
+    if (activation == Activation::log_softmax)
+      for (std::int64_t j = 0; j < cols; ++j) dot += static_cast<double>(dy_row[j]);
     for (std::int64_t j = 0; j < cols; ++j) {
-      const double v = static_cast<double>(x_row[j]);
-      double out = v;
-      switch (activation) {
-        case Activation::linear:
-          out = v;
-          break;
-        case Activation::relu:
-          out = std::max(v, 0.0);
-          break;
-        case Activation::sigmoid:
-          out = 1.0 / (1.0 + std::exp(-v));
-          break;
-        case Activation::tanh:
-          out = std::tanh(v);
-          break;
-        case Activation::softmax:
-          break;  // handled above
-      }
-      y_row[j] = static_cast<T>(out);
+      const double v = static_cast<double>(f_row[j]);
+      const double g = static_cast<double>(dy_row[j]);
+      double out;
+      if (activation == Activation::softmax)
+        out = v * (g - dot);
+      else if (activation == Activation::log_softmax)
+        out = g - std::exp(v) * dot;
+      else
+        out = g * derivative_one(activation, v);
+      dx_row[j] = static_cast<T>(out);
     }
   }
 }
@@ -228,43 +635,16 @@ void activation_forward(Activation activation, const T* x, std::int64_t rows, st
 template <typename T>
 void activation_backward(Activation activation, const T* y, const T* dy, std::int64_t rows, std::int64_t cols,
                          T* dx) {
-  assert(rows >= 0 && cols >= 0);
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const T* y_row = y + r * cols;
-    const T* dy_row = dy + r * cols;
-    T* dx_row = dx + r * cols;
-    double dot = 0.0;  // softmax only: sum_i dy_i * y_i, taken before dx is written
-    if (activation == Activation::softmax)
-      for (std::int64_t j = 0; j < cols; ++j)
-        dot += static_cast<double>(dy_row[j]) * static_cast<double>(y_row[j]);
-    for (std::int64_t j = 0; j < cols; ++j) {
-      const double yv = static_cast<double>(y_row[j]);
-      const double g = static_cast<double>(dy_row[j]);
-      double out = g;
-      switch (activation) {
-        case Activation::linear:
-          out = g;
-          break;
-        case Activation::relu:
-          out = g * (yv > 0.0 ? 1.0 : 0.0);
-          break;
-        case Activation::sigmoid:
-          out = g * yv * (1.0 - yv);
-          break;
-        case Activation::tanh:
-          out = g * (1.0 - yv * yv);
-          break;
-        case Activation::softmax:
-          out = yv * (g - dot);
-          break;
-      }
-      dx_row[j] = static_cast<T>(out);
-    }
-  }
+  require_reads_y(activation, "reference::activation_backward");
+  activation_backward<T>(activation, nullptr, y, dy, rows, cols, dx);
 }
 
 template void activation_forward<float>(Activation, const float*, std::int64_t, std::int64_t, float*);
 template void activation_forward<double>(Activation, const double*, std::int64_t, std::int64_t, double*);
+template void activation_backward<float>(Activation, const float*, const float*, const float*, std::int64_t,
+                                         std::int64_t, float*);
+template void activation_backward<double>(Activation, const double*, const double*, const double*,
+                                          std::int64_t, std::int64_t, double*);
 template void activation_backward<float>(Activation, const float*, const float*, std::int64_t, std::int64_t,
                                          float*);
 template void activation_backward<double>(Activation, const double*, const double*, std::int64_t,

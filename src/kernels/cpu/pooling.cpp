@@ -1,0 +1,358 @@
+// Pooling and spatial kernels: one plain implementation each, which is the reference.
+// Contract, formulas, tie and padding rules: bnorm/kernels/pooling.hpp.
+//
+// Both layouts go through the same loops with per-layout element strides. The loop
+// order n, oh, ow, c, window keeps the working set small in both: in NHWC the channels
+// of one window are neighbours; in NCHW the C planes' window rows are reused by the next
+// output pixel.
+#include "bnorm/kernels/pooling.hpp"
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+namespace bnorm::kernels {
+
+namespace {
+
+// Element strides of an image batch in its layout.
+struct Strides {
+  std::int64_t n, h, w, c;
+};
+
+Strides strides_of(const ImageShape& s) {
+  if (s.layout == SpatialLayout::nhwc) return {s.H * s.W * s.C, s.W * s.C, s.C, 1};
+  return {s.C * s.H * s.W, s.W, 1, s.H * s.W};
+}
+
+std::int64_t offset(const Strides& st, std::int64_t n, std::int64_t h, std::int64_t w, std::int64_t c) {
+  return n * st.n + h * st.h + w * st.w + c * st.c;
+}
+
+// The real cells of one window along one axis: [begin, end).
+struct Span {
+  std::int64_t begin, end;
+};
+
+Span window_span(std::int64_t o, std::int64_t stride, std::int64_t pad_before, std::int64_t k, std::int64_t n) {
+  const std::int64_t start = o * stride - pad_before;
+  return {std::max<std::int64_t>(start, 0), std::min(start + k, n)};
+}
+
+// v replaces the running maximum m: strictly greater (the first maximum stays), or the
+// first NaN (which then stays: nothing compares greater than NaN).
+template <typename T>
+bool replaces_max(T v, T m) {
+  return v > m || (std::isnan(v) && !std::isnan(m));
+}
+
+[[maybe_unused]] bool valid_pool(const Pool2d& p) {
+  const auto& s = p.input;
+  return s.N >= 0 && s.H >= 0 && s.W >= 0 && s.C >= 0 && p.pool_h >= 1 && p.pool_w >= 1 && p.stride_h >= 1 &&
+         p.stride_w >= 1 && p.pad_top >= 0 && p.pad_left >= 0 && p.out_h >= 0 && p.out_w >= 0 &&
+         p.pad_top < p.pool_h && p.pad_left < p.pool_w &&
+         (p.out_h == 0 || (p.out_h - 1) * p.stride_h - p.pad_top < s.H) &&
+         (p.out_w == 0 || (p.out_w - 1) * p.stride_w - p.pad_left < s.W);
+}
+
+// Calls f(n, oh, ow, c, rows, cols, output offset) for every output element.
+template <typename F>
+void for_each_window(const Pool2d& p, F f) {
+  const Strides sy = strides_of(p.output());
+  for (std::int64_t n = 0; n < p.input.N; ++n)
+    for (std::int64_t oh = 0; oh < p.out_h; ++oh) {
+      const Span rows = window_span(oh, p.stride_h, p.pad_top, p.pool_h, p.input.H);
+      for (std::int64_t ow = 0; ow < p.out_w; ++ow) {
+        const Span cols = window_span(ow, p.stride_w, p.pad_left, p.pool_w, p.input.W);
+        for (std::int64_t c = 0; c < p.input.C; ++c) f(n, c, rows, cols, offset(sy, n, oh, ow, c));
+      }
+    }
+}
+
+}  // namespace
+
+AxisWindow window_valid(std::int64_t n, std::int64_t k, std::int64_t s, std::int64_t d) {
+  assert(n >= 0 && k >= 1 && s >= 1 && d >= 1);
+  const std::int64_t span = (k - 1) * d + 1;
+  return {n >= span ? (n - span) / s + 1 : 0, 0, 0};
+}
+
+AxisWindow window_same(std::int64_t n, std::int64_t k, std::int64_t s, std::int64_t d) {
+  assert(n >= 0 && k >= 1 && s >= 1 && d >= 1);
+  const std::int64_t out = (n + s - 1) / s;
+  const std::int64_t total = out > 0 ? std::max<std::int64_t>((out - 1) * s + (k - 1) * d + 1 - n, 0) : 0;
+  return {out, total / 2, total - total / 2};
+}
+
+// ---------------------------------------------------------------- max pooling
+
+template <typename T>
+void max_pool2d_forward(const Pool2d& p, const T* x, T* y) {
+  assert(valid_pool(p));
+  const Strides sx = strides_of(p.input);
+  for_each_window(p, [&](std::int64_t n, std::int64_t c, Span rows, Span cols, std::int64_t out) {
+    T m = -std::numeric_limits<T>::infinity();
+    for (std::int64_t h = rows.begin; h < rows.end; ++h)
+      for (std::int64_t w = cols.begin; w < cols.end; ++w) {
+        const T v = x[offset(sx, n, h, w, c)];
+        if (replaces_max(v, m)) m = v;
+      }
+    y[out] = m;
+  });
+}
+
+template <typename T>
+void max_pool2d_backward(const Pool2d& p, const T* x, const T* dy, T* dx) {
+  assert(valid_pool(p));
+  const Strides sx = strides_of(p.input);
+  std::fill(dx, dx + p.input.numel(), T(0));
+  for_each_window(p, [&](std::int64_t n, std::int64_t c, Span rows, Span cols, std::int64_t out) {
+    T m = -std::numeric_limits<T>::infinity();
+    std::int64_t arg = -1;
+    for (std::int64_t h = rows.begin; h < rows.end; ++h)
+      for (std::int64_t w = cols.begin; w < cols.end; ++w) {
+        const std::int64_t i = offset(sx, n, h, w, c);
+        if (arg < 0 || replaces_max(x[i], m)) {
+          m = x[i];
+          arg = i;
+        }
+      }
+    if (arg >= 0) dx[arg] += dy[out];
+  });
+}
+
+// ---------------------------------------------------------------- average pooling
+
+template <typename T>
+void avg_pool2d_forward(const Pool2d& p, const T* x, T* y) {
+  assert(valid_pool(p));
+  const Strides sx = strides_of(p.input);
+  for_each_window(p, [&](std::int64_t n, std::int64_t c, Span rows, Span cols, std::int64_t out) {
+    double sum = 0.0;
+    for (std::int64_t h = rows.begin; h < rows.end; ++h)
+      for (std::int64_t w = cols.begin; w < cols.end; ++w) sum += static_cast<double>(x[offset(sx, n, h, w, c)]);
+    const std::int64_t count = (rows.end - rows.begin) * (cols.end - cols.begin);
+    y[out] = count > 0 ? static_cast<T>(sum / static_cast<double>(count)) : T(0);
+  });
+}
+
+template <typename T>
+void avg_pool2d_backward(const Pool2d& p, const T* dy, T* dx) {
+  assert(valid_pool(p));
+  const Strides sx = strides_of(p.input);
+  std::fill(dx, dx + p.input.numel(), T(0));
+  // Scattered: each window adds its share to its cells (overlapping windows sum in T).
+  for_each_window(p, [&](std::int64_t n, std::int64_t c, Span rows, Span cols, std::int64_t out) {
+    const std::int64_t count = (rows.end - rows.begin) * (cols.end - cols.begin);
+    if (count == 0) return;
+    const auto share = static_cast<T>(static_cast<double>(dy[out]) / static_cast<double>(count));
+    for (std::int64_t h = rows.begin; h < rows.end; ++h)
+      for (std::int64_t w = cols.begin; w < cols.end; ++w) dx[offset(sx, n, h, w, c)] += share;
+  });
+}
+
+// ---------------------------------------------------------------- global pooling
+
+template <typename T>
+void global_avg_pool2d_forward(const ImageShape& s, const T* x, T* y) {
+  const Strides sx = strides_of(s);
+  const double count = static_cast<double>(s.H * s.W);
+  for (std::int64_t n = 0; n < s.N; ++n)
+    for (std::int64_t c = 0; c < s.C; ++c) {
+      double sum = 0.0;
+      for (std::int64_t h = 0; h < s.H; ++h)
+        for (std::int64_t w = 0; w < s.W; ++w) sum += static_cast<double>(x[offset(sx, n, h, w, c)]);
+      y[n * s.C + c] = s.H * s.W > 0 ? static_cast<T>(sum / count) : T(0);
+    }
+}
+
+template <typename T>
+void global_avg_pool2d_backward(const ImageShape& s, const T* dy, T* dx) {
+  const Strides sx = strides_of(s);
+  const double count = static_cast<double>(s.H * s.W);
+  for (std::int64_t n = 0; n < s.N; ++n)
+    for (std::int64_t c = 0; c < s.C; ++c) {
+      const auto share = static_cast<T>(static_cast<double>(dy[n * s.C + c]) / count);
+      for (std::int64_t h = 0; h < s.H; ++h)
+        for (std::int64_t w = 0; w < s.W; ++w) dx[offset(sx, n, h, w, c)] = share;
+    }
+}
+
+template <typename T>
+void global_max_pool2d_forward(const ImageShape& s, const T* x, T* y) {
+  const Strides sx = strides_of(s);
+  for (std::int64_t n = 0; n < s.N; ++n)
+    for (std::int64_t c = 0; c < s.C; ++c) {
+      T m = -std::numeric_limits<T>::infinity();
+      for (std::int64_t h = 0; h < s.H; ++h)
+        for (std::int64_t w = 0; w < s.W; ++w) {
+          const T v = x[offset(sx, n, h, w, c)];
+          if (replaces_max(v, m)) m = v;
+        }
+      y[n * s.C + c] = m;
+    }
+}
+
+template <typename T>
+void global_max_pool2d_backward(const ImageShape& s, const T* x, const T* dy, T* dx) {
+  const Strides sx = strides_of(s);
+  std::fill(dx, dx + s.numel(), T(0));
+  for (std::int64_t n = 0; n < s.N; ++n)
+    for (std::int64_t c = 0; c < s.C; ++c) {
+      T m = -std::numeric_limits<T>::infinity();
+      std::int64_t arg = -1;
+      for (std::int64_t h = 0; h < s.H; ++h)
+        for (std::int64_t w = 0; w < s.W; ++w) {
+          const std::int64_t i = offset(sx, n, h, w, c);
+          if (arg < 0 || replaces_max(x[i], m)) {
+            m = x[i];
+            arg = i;
+          }
+        }
+      if (arg >= 0) dx[arg] = dy[n * s.C + c];
+    }
+}
+
+// ---------------------------------------------------------------- padding, cropping
+
+template <typename T>
+void zero_pad2d(const ImageShape& s, const Margins& m, const T* x, T* y) {
+  const ImageShape out{s.N, s.H + m.top + m.bottom, s.W + m.left + m.right, s.C, s.layout};
+  const Strides sx = strides_of(s), sy = strides_of(out);
+  for (std::int64_t n = 0; n < out.N; ++n)
+    for (std::int64_t h = 0; h < out.H; ++h)
+      for (std::int64_t w = 0; w < out.W; ++w)
+        for (std::int64_t c = 0; c < out.C; ++c) {
+          const std::int64_t hi = h - m.top, wi = w - m.left;
+          const bool inside = hi >= 0 && hi < s.H && wi >= 0 && wi < s.W;
+          y[offset(sy, n, h, w, c)] = inside ? x[offset(sx, n, hi, wi, c)] : T(0);
+        }
+}
+
+template <typename T>
+void crop2d(const ImageShape& s, const Margins& m, const T* x, T* y) {
+  assert(m.top + m.bottom <= s.H && m.left + m.right <= s.W);
+  const ImageShape out{s.N, s.H - m.top - m.bottom, s.W - m.left - m.right, s.C, s.layout};
+  const Strides sx = strides_of(s), sy = strides_of(out);
+  for (std::int64_t n = 0; n < out.N; ++n)
+    for (std::int64_t h = 0; h < out.H; ++h)
+      for (std::int64_t w = 0; w < out.W; ++w)
+        for (std::int64_t c = 0; c < out.C; ++c) y[offset(sy, n, h, w, c)] = x[offset(sx, n, h + m.top, w + m.left, c)];
+}
+
+// ---------------------------------------------------------------- upsampling
+
+template <typename T>
+void upsample_nearest2d_forward(const ImageShape& s, std::int64_t size_h, std::int64_t size_w, const T* x, T* y) {
+  assert(size_h >= 1 && size_w >= 1);
+  const ImageShape out{s.N, s.H * size_h, s.W * size_w, s.C, s.layout};
+  const Strides sx = strides_of(s), sy = strides_of(out);
+  for (std::int64_t n = 0; n < out.N; ++n)
+    for (std::int64_t h = 0; h < out.H; ++h)
+      for (std::int64_t w = 0; w < out.W; ++w)
+        for (std::int64_t c = 0; c < out.C; ++c) y[offset(sy, n, h, w, c)] = x[offset(sx, n, h / size_h, w / size_w, c)];
+}
+
+template <typename T>
+void upsample_nearest2d_backward(const ImageShape& s, std::int64_t size_h, std::int64_t size_w, const T* dy,
+                                 T* dx) {
+  assert(size_h >= 1 && size_w >= 1);
+  const ImageShape out{s.N, s.H * size_h, s.W * size_w, s.C, s.layout};
+  const Strides sx = strides_of(s), sy = strides_of(out);
+  for (std::int64_t n = 0; n < s.N; ++n)
+    for (std::int64_t h = 0; h < s.H; ++h)
+      for (std::int64_t w = 0; w < s.W; ++w)
+        for (std::int64_t c = 0; c < s.C; ++c) {
+          double sum = 0.0;
+          for (std::int64_t i = 0; i < size_h; ++i)
+            for (std::int64_t j = 0; j < size_w; ++j)
+              sum += static_cast<double>(dy[offset(sy, n, h * size_h + i, w * size_w + j, c)]);
+          dx[offset(sx, n, h, w, c)] = static_cast<T>(sum);
+        }
+}
+
+namespace {
+
+// TensorFlow's half-pixel source position of output index o (compute_interpolation_weights).
+struct Lerp {
+  std::int64_t lower, upper;
+  float lerp;
+};
+
+Lerp half_pixel(std::int64_t o, std::int64_t in_size, std::int64_t out_size) {
+  const float scale = static_cast<float>(in_size) / static_cast<float>(out_size);
+  const float src = (static_cast<float>(o) + 0.5f) * scale - 0.5f;
+  const float src_floor = std::floor(src);
+  return {std::max<std::int64_t>(static_cast<std::int64_t>(src_floor), 0),
+          std::min<std::int64_t>(static_cast<std::int64_t>(std::ceil(src)), in_size - 1), src - src_floor};
+}
+
+}  // namespace
+
+template <typename T>
+void upsample_bilinear2d_forward(const ImageShape& s, std::int64_t size_h, std::int64_t size_w, const T* x, T* y) {
+  assert(size_h >= 1 && size_w >= 1);
+  const ImageShape out{s.N, s.H * size_h, s.W * size_w, s.C, s.layout};
+  const Strides sx = strides_of(s), sy = strides_of(out);
+  for (std::int64_t n = 0; n < out.N; ++n)
+    for (std::int64_t h = 0; h < out.H; ++h) {
+      const Lerp ly = half_pixel(h, s.H, out.H);
+      for (std::int64_t w = 0; w < out.W; ++w) {
+        const Lerp lx = half_pixel(w, s.W, out.W);
+        for (std::int64_t c = 0; c < out.C; ++c) {
+          const auto at = [&](std::int64_t hi, std::int64_t wi) { return static_cast<double>(x[offset(sx, n, hi, wi, c)]); };
+          const double top = at(ly.lower, lx.lower) + (at(ly.lower, lx.upper) - at(ly.lower, lx.lower)) * lx.lerp;
+          const double bottom = at(ly.upper, lx.lower) + (at(ly.upper, lx.upper) - at(ly.upper, lx.lower)) * lx.lerp;
+          y[offset(sy, n, h, w, c)] = static_cast<T>(top + (bottom - top) * ly.lerp);
+        }
+      }
+    }
+}
+
+template <typename T>
+void upsample_bilinear2d_backward(const ImageShape& s, std::int64_t size_h, std::int64_t size_w, const T* dy,
+                                  T* dx) {
+  assert(size_h >= 1 && size_w >= 1);
+  const ImageShape out{s.N, s.H * size_h, s.W * size_w, s.C, s.layout};
+  const Strides sx = strides_of(s), sy = strides_of(out);
+  std::fill(dx, dx + s.numel(), T(0));
+  for (std::int64_t n = 0; n < out.N; ++n)
+    for (std::int64_t h = 0; h < out.H; ++h) {
+      const Lerp ly = half_pixel(h, s.H, out.H);
+      for (std::int64_t w = 0; w < out.W; ++w) {
+        const Lerp lx = half_pixel(w, s.W, out.W);
+        for (std::int64_t c = 0; c < out.C; ++c) {
+          const double g = static_cast<double>(dy[offset(sy, n, h, w, c)]);
+          const double yl = ly.lerp, xl = lx.lerp;
+          dx[offset(sx, n, ly.lower, lx.lower, c)] += static_cast<T>(g * (1 - yl) * (1 - xl));
+          dx[offset(sx, n, ly.lower, lx.upper, c)] += static_cast<T>(g * (1 - yl) * xl);
+          dx[offset(sx, n, ly.upper, lx.lower, c)] += static_cast<T>(g * yl * (1 - xl));
+          dx[offset(sx, n, ly.upper, lx.upper, c)] += static_cast<T>(g * yl * xl);
+        }
+      }
+    }
+}
+
+#define BNORM_POOLING_INSTANTIATE(T)                                                                           \
+  template void max_pool2d_forward<T>(const Pool2d&, const T*, T*);                                           \
+  template void max_pool2d_backward<T>(const Pool2d&, const T*, const T*, T*);                                \
+  template void avg_pool2d_forward<T>(const Pool2d&, const T*, T*);                                           \
+  template void avg_pool2d_backward<T>(const Pool2d&, const T*, T*);                                          \
+  template void global_avg_pool2d_forward<T>(const ImageShape&, const T*, T*);                                \
+  template void global_avg_pool2d_backward<T>(const ImageShape&, const T*, T*);                               \
+  template void global_max_pool2d_forward<T>(const ImageShape&, const T*, T*);                                \
+  template void global_max_pool2d_backward<T>(const ImageShape&, const T*, const T*, T*);                     \
+  template void zero_pad2d<T>(const ImageShape&, const Margins&, const T*, T*);                               \
+  template void crop2d<T>(const ImageShape&, const Margins&, const T*, T*);                                   \
+  template void upsample_nearest2d_forward<T>(const ImageShape&, std::int64_t, std::int64_t, const T*, T*);   \
+  template void upsample_nearest2d_backward<T>(const ImageShape&, std::int64_t, std::int64_t, const T*, T*);  \
+  template void upsample_bilinear2d_forward<T>(const ImageShape&, std::int64_t, std::int64_t, const T*, T*);  \
+  template void upsample_bilinear2d_backward<T>(const ImageShape&, std::int64_t, std::int64_t, const T*, T*);
+
+BNORM_POOLING_INSTANTIATE(float)
+BNORM_POOLING_INSTANTIATE(double)
+#undef BNORM_POOLING_INSTANTIATE
+
+}  // namespace bnorm::kernels
