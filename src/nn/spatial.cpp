@@ -23,7 +23,9 @@ void check_dy(const Tensor& dy, const Shape& want, const std::string& where) {
   if (dy.shape() != want) throw ShapeError(where, "dy", "shape " + want.str(), dy.shape().str());
 }
 
-std::string pair_str(std::int64_t a, std::int64_t b) { return "(" + std::to_string(a) + ", " + std::to_string(b) + ")"; }
+std::string pair_str(std::int64_t a, std::int64_t b) {
+  return "(" + std::to_string(a) + ", " + std::to_string(b) + ")";
+}
 
 std::string margins_str(const Margins2D& m) {
   return "(" + pair_str(m[0][0], m[0][1]) + ", " + pair_str(m[1][0], m[1][1]) + ")";
@@ -56,7 +58,9 @@ void require_rank4(const Shape& s, DataFormat f, const std::string& where) {
 struct Axes {
   int h, w, c;
 };
-Axes axes_of(DataFormat f) { return f == DataFormat::channels_last ? Axes{1, 2, 3} : Axes{2, 3, 1}; }
+Axes axes_of(DataFormat f) {
+  return f == DataFormat::channels_last ? Axes{1, 2, 3} : Axes{2, 3, 1};
+}
 
 kernels::ImageShape image_of(const Shape& s, DataFormat f) {
   const Axes a = axes_of(f);
@@ -76,21 +80,27 @@ Shape with_spatial(const Shape& s, DataFormat f, std::int64_t h, std::int64_t w)
 void require_non_negative(const Margins2D& m, const std::string& where, const std::string& argument) {
   for (const auto& side : m)
     for (const auto v : side)
-      if (v < 0) throw ArgumentError(where, argument, "non-negative amounts ((top, bottom), (left, right))", margins_str(m));
+      if (v < 0)
+        throw ArgumentError(where, argument, "non-negative amounts ((top, bottom), (left, right))",
+                            margins_str(m));
 }
 
 void require_positive(const Size2D& s, const std::string& where, const std::string& argument) {
-  if (s[0] < 1 || s[1] < 1) throw ArgumentError(where, argument, "two positive integers", pair_str(s[0], s[1]));
+  if (s[0] < 1 || s[1] < 1)
+    throw ArgumentError(where, argument, "two positive integers", pair_str(s[0], s[1]));
 }
 
-kernels::Margins margins_of(const Margins2D& m) { return {m[0][0], m[0][1], m[1][0], m[1][1]}; }
+kernels::Margins margins_of(const Margins2D& m) {
+  return {m[0][0], m[0][1], m[1][0], m[1][1]};
+}
 
 }  // namespace
 
 // ---------------------------------------------------------------- ZeroPadding2D
 
 ZeroPadding2D::ZeroPadding2D(ZeroPadding2DOptions options)
-    : WeightlessLayer(options.name.empty() ? unique_name("zero_padding2d") : options.name), options_(std::move(options)) {
+    : WeightlessLayer(options.name.empty() ? unique_name("zero_padding2d") : options.name),
+      options_(std::move(options)) {
   require_non_negative(options_.padding, where(), "padding");
 }
 
@@ -105,7 +115,8 @@ Shape ZeroPadding2D::compute_output_shape(const Shape& input_shape) const {
 
 Tensor ZeroPadding2D::forward(const Tensor& x, bool, std::unique_ptr<LayerContext>* context, UpdateSink*) {
   Tensor y(compute_output_shape(x.shape()));
-  kernels::zero_pad2d(image_of(x.shape(), options_.data_format), margins_of(options_.padding), x.data(), y.data());
+  kernels::zero_pad2d(image_of(x.shape(), options_.data_format), margins_of(options_.padding), x.data(),
+                      y.data());
   if (context) *context = input_context(x, false);
   return y;
 }
@@ -114,14 +125,16 @@ Tensor ZeroPadding2D::backward(const LayerContext& context, const Tensor& dy, Gr
   const auto& c = context_of<InputContext>(context, where());
   check_dy(dy, compute_output_shape(c.input_shape), where());
   Tensor dx(c.input_shape);
-  kernels::crop2d(image_of(dy.shape(), options_.data_format), margins_of(options_.padding), dy.data(), dx.data());
+  kernels::crop2d(image_of(dy.shape(), options_.data_format), margins_of(options_.padding), dy.data(),
+                  dx.data());
   return dx;
 }
 
 // ---------------------------------------------------------------- Cropping2D
 
 Cropping2D::Cropping2D(Cropping2DOptions options)
-    : WeightlessLayer(options.name.empty() ? unique_name("cropping2d") : options.name), options_(std::move(options)) {
+    : WeightlessLayer(options.name.empty() ? unique_name("cropping2d") : options.name),
+      options_(std::move(options)) {
   require_non_negative(options_.cropping, where(), "cropping");
 }
 
@@ -144,7 +157,8 @@ Shape Cropping2D::compute_output_shape(const Shape& input_shape) const {
 
 Tensor Cropping2D::forward(const Tensor& x, bool, std::unique_ptr<LayerContext>* context, UpdateSink*) {
   Tensor y(compute_output_shape(x.shape()));
-  kernels::crop2d(image_of(x.shape(), options_.data_format), margins_of(options_.cropping), x.data(), y.data());
+  kernels::crop2d(image_of(x.shape(), options_.data_format), margins_of(options_.cropping), x.data(),
+                  y.data());
   if (context) *context = input_context(x, false);
   return y;
 }
@@ -153,7 +167,8 @@ Tensor Cropping2D::backward(const LayerContext& context, const Tensor& dy, Gradi
   const auto& c = context_of<InputContext>(context, where());
   check_dy(dy, compute_output_shape(c.input_shape), where());
   Tensor dx(c.input_shape);
-  kernels::zero_pad2d(image_of(dy.shape(), options_.data_format), margins_of(options_.cropping), dy.data(), dx.data());
+  kernels::zero_pad2d(image_of(dy.shape(), options_.data_format), margins_of(options_.cropping), dy.data(),
+                      dx.data());
   return dx;
 }
 
@@ -167,7 +182,8 @@ Pooling2D::Pooling2D(Pooling2DOptions options, bool max, const std::string& base
 void Pooling2D::validate() const {
   require_positive(options_.pool_size, where(), "pool_size");
   if (options_.strides) require_positive(*options_.strides, where(), "strides");
-  if (options_.padding == Padding::causal) throw ArgumentError(where(), "padding", "\"valid\" or \"same\"", "\"causal\"");
+  if (options_.padding == Padding::causal)
+    throw ArgumentError(where(), "padding", "\"valid\" or \"same\"", "\"causal\"");
 }
 
 MaxPooling2D::MaxPooling2D(Pooling2DOptions options) : Pooling2D(std::move(options), true, "max_pooling2d") {
@@ -265,7 +281,8 @@ Tensor GlobalPooling2D::forward(const Tensor& x, bool, std::unique_ptr<LayerCont
   Tensor y(compute_output_shape(x.shape()));
   const kernels::ImageShape s = image_of(x.shape(), options_.data_format);
   if (max_ && s.H * s.W == 0 && s.N * s.C > 0) {
-    throw ShapeError(where(), "input", "at least one row and column to take a maximum over", "shape " + x.shape().str());
+    throw ShapeError(where(), "input", "at least one row and column to take a maximum over",
+                     "shape " + x.shape().str());
   }
   if (max_)
     kernels::global_max_pool2d_forward(s, x.data(), y.data());
@@ -301,7 +318,8 @@ std::string interpolation_name(Interpolation interpolation) {
 }
 
 UpSampling2D::UpSampling2D(UpSampling2DOptions options)
-    : WeightlessLayer(options.name.empty() ? unique_name("up_sampling2d") : options.name), options_(std::move(options)) {
+    : WeightlessLayer(options.name.empty() ? unique_name("up_sampling2d") : options.name),
+      options_(std::move(options)) {
   require_positive(options_.size, where(), "size");
 }
 
@@ -339,11 +357,14 @@ Tensor UpSampling2D::backward(const LayerContext& context, const Tensor& dy, Gra
 // ---------------------------------------------------------------- Reshape
 
 namespace {
-std::string dims_str(const std::vector<std::int64_t>& d) { return Shape(d).str(); }
+std::string dims_str(const std::vector<std::int64_t>& d) {
+  return Shape(d).str();
+}
 }  // namespace
 
 Reshape::Reshape(ReshapeOptions options)
-    : WeightlessLayer(options.name.empty() ? unique_name("reshape") : options.name), options_(std::move(options)) {
+    : WeightlessLayer(options.name.empty() ? unique_name("reshape") : options.name),
+      options_(std::move(options)) {
   int unknown = 0;
   for (const auto d : options_.target_shape) {
     if (d == -1) ++unknown;
@@ -372,9 +393,10 @@ Shape Reshape::compute_output_shape(const Shape& input_shape) const {
   if (elements < 0) return Shape(out);
   const bool fits = unknown_at >= 0 ? elements % known == 0 : elements == known;
   if (!fits) {
-    throw ShapeError(where(), "input",
-                     "a number of values per sample that target_shape " + dims_str(options_.target_shape) + " holds",
-                     "shape " + input_shape.str() + " (" + std::to_string(elements) + " per sample)");
+    throw ShapeError(
+        where(), "input",
+        "a number of values per sample that target_shape " + dims_str(options_.target_shape) + " holds",
+        "shape " + input_shape.str() + " (" + std::to_string(elements) + " per sample)");
   }
   if (unknown_at >= 0) out[static_cast<std::size_t>(unknown_at) + 1] = elements / known;
   return Shape(out);
@@ -395,25 +417,29 @@ Tensor Reshape::backward(const LayerContext& context, const Tensor& dy, Gradient
 // ---------------------------------------------------------------- Permute
 
 Permute::Permute(PermuteOptions options)
-    : WeightlessLayer(options.name.empty() ? unique_name("permute") : options.name), options_(std::move(options)) {
+    : WeightlessLayer(options.name.empty() ? unique_name("permute") : options.name),
+      options_(std::move(options)) {
   std::vector<int> sorted = options_.dims;
   std::sort(sorted.begin(), sorted.end());
   bool ok = !sorted.empty();
   for (std::size_t i = 0; i < sorted.size(); ++i) ok = ok && sorted[i] == static_cast<int>(i) + 1;
   if (!ok) {
     std::string got = "(";
-    for (std::size_t i = 0; i < options_.dims.size(); ++i) got += (i ? ", " : "") + std::to_string(options_.dims[i]);
-    throw ArgumentError(where(), "dims", "a permutation of 1.." + std::to_string(options_.dims.size()) +
-                                             " (1-based, the batch axis excluded)",
-                        got + (options_.dims.size() == 1 ? ",)" : ")"));
+    for (std::size_t i = 0; i < options_.dims.size(); ++i)
+      got += (i ? ", " : "") + std::to_string(options_.dims[i]);
+    throw ArgumentError(
+        where(), "dims",
+        "a permutation of 1.." + std::to_string(options_.dims.size()) + " (1-based, the batch axis excluded)",
+        got + (options_.dims.size() == 1 ? ",)" : ")"));
   }
 }
 
 Shape Permute::compute_output_shape(const Shape& input_shape) const {
   const int rank = static_cast<int>(options_.dims.size()) + 1;
   if (input_shape.rank() != rank) {
-    throw ShapeError(where(), "input", "an input of rank " + std::to_string(rank) + " (dims has " +
-                                           std::to_string(rank - 1) + " axes, plus the batch)",
+    throw ShapeError(where(), "input",
+                     "an input of rank " + std::to_string(rank) + " (dims has " + std::to_string(rank - 1) +
+                         " axes, plus the batch)",
                      "shape " + input_shape.str());
   }
   std::vector<std::int64_t> out{input_shape[0]};
@@ -434,7 +460,8 @@ Tensor Permute::backward(const LayerContext& context, const Tensor& dy, Gradient
   const auto& c = context_of<InputContext>(context, where());
   check_dy(dy, compute_output_shape(c.input_shape), where());
   std::vector<int> inverse(options_.dims.size() + 1, 0);
-  for (std::size_t i = 0; i < options_.dims.size(); ++i) inverse[static_cast<std::size_t>(options_.dims[i])] = static_cast<int>(i) + 1;
+  for (std::size_t i = 0; i < options_.dims.size(); ++i)
+    inverse[static_cast<std::size_t>(options_.dims[i])] = static_cast<int>(i) + 1;
   return permute(dy, inverse);
 }
 
@@ -450,7 +477,8 @@ void require_non_negative(double v, const std::string& where, const std::string&
 }  // namespace
 
 ReLU::ReLU(ReLUOptions options)
-    : WeightlessLayer(options.name.empty() ? unique_name("re_lu") : options.name), options_(std::move(options)) {
+    : WeightlessLayer(options.name.empty() ? unique_name("re_lu") : options.name),
+      options_(std::move(options)) {
   if (options_.max_value) require_non_negative(*options_.max_value, where(), "max_value");
   require_non_negative(options_.negative_slope, where(), "negative_slope");
   require_non_negative(options_.threshold, where(), "threshold");
@@ -472,7 +500,8 @@ Tensor ReLU::backward(const LayerContext& context, const Tensor& dy, Gradients&)
 }
 
 LeakyReLU::LeakyReLU(LeakyReLUOptions options)
-    : WeightlessLayer(options.name.empty() ? unique_name("leaky_re_lu") : options.name), options_(std::move(options)) {
+    : WeightlessLayer(options.name.empty() ? unique_name("leaky_re_lu") : options.name),
+      options_(std::move(options)) {
   require_non_negative(options_.negative_slope, where(), "negative_slope");
 }
 
@@ -497,9 +526,12 @@ Tensor LeakyReLU::backward(const LayerContext& context, const Tensor& dy, Gradie
 // ---------------------------------------------------------------- Rescaling
 
 Rescaling::Rescaling(RescalingOptions options)
-    : WeightlessLayer(options.name.empty() ? unique_name("rescaling") : options.name), options_(std::move(options)) {
-  if (options_.scale.empty()) throw ArgumentError(where(), "scale", "one value or one per channel", "an empty list");
-  if (options_.offset.empty()) throw ArgumentError(where(), "offset", "one value or one per channel", "an empty list");
+    : WeightlessLayer(options.name.empty() ? unique_name("rescaling") : options.name),
+      options_(std::move(options)) {
+  if (options_.scale.empty())
+    throw ArgumentError(where(), "scale", "one value or one per channel", "an empty list");
+  if (options_.offset.empty())
+    throw ArgumentError(where(), "offset", "one value or one per channel", "an empty list");
 }
 
 namespace {
@@ -515,8 +547,8 @@ ChannelRun channel_run(const Shape& s, std::size_t count, int axis_from_end, con
   const int axis = s.rank() - axis_from_end;
   if (axis < 0 || s[axis] != static_cast<std::int64_t>(count)) {
     throw ShapeError(where, "input",
-                     "axis " + std::to_string(-axis_from_end) + " of size " + std::to_string(count) + " (the length of " +
-                         argument + ")",
+                     "axis " + std::to_string(-axis_from_end) + " of size " + std::to_string(count) +
+                         " (the length of " + argument + ")",
                      "shape " + s.str());
   }
   std::int64_t stride = 1;
@@ -524,9 +556,13 @@ ChannelRun channel_run(const Shape& s, std::size_t count, int axis_from_end, con
   return {static_cast<std::int64_t>(count), stride};
 }
 
-std::int64_t channel_at(const ChannelRun& r, std::int64_t i) { return r.stride == 0 ? 0 : (i / r.stride) % r.count; }
+std::int64_t channel_at(const ChannelRun& r, std::int64_t i) {
+  return r.stride == 0 ? 0 : (i / r.stride) % r.count;
+}
 
-std::vector<float> as_floats(const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); }
+std::vector<float> as_floats(const std::vector<double>& v) {
+  return std::vector<float>(v.begin(), v.end());
+}
 }  // namespace
 
 Shape Rescaling::compute_output_shape(const Shape& input_shape) const {
@@ -557,7 +593,8 @@ Tensor Rescaling::backward(const LayerContext& context, const Tensor& dy, Gradie
   const ChannelRun rs = channel_run(dy.shape(), options_.scale.size(), scale_axis, where(), "scale");
   const std::vector<float> scale = as_floats(options_.scale);
   Tensor dx(dy.shape());
-  for (std::int64_t i = 0; i < dy.numel(); ++i) dx[i] = dy[i] * scale[static_cast<std::size_t>(channel_at(rs, i))];
+  for (std::int64_t i = 0; i < dy.numel(); ++i)
+    dx[i] = dy[i] * scale[static_cast<std::size_t>(channel_at(rs, i))];
   return dx;
 }
 
@@ -595,13 +632,16 @@ void for_each_kept(const Shape& s, const std::vector<int>& kept, F f) {
 }  // namespace
 
 Normalization::Normalization(NormalizationOptions options)
-    : options_(std::move(options)), name_(options_.name.empty() ? unique_name("normalization") : options_.name) {
+    : options_(std::move(options)),
+      name_(options_.name.empty() ? unique_name("normalization") : options_.name) {
   if (options_.mean.has_value() != options_.variance.has_value()) {
-    throw ArgumentError(where(), options_.mean ? "variance" : "mean", "mean and variance both given, or neither",
+    throw ArgumentError(where(), options_.mean ? "variance" : "mean",
+                        "mean and variance both given, or neither",
                         options_.mean ? "only mean" : "only variance");
   }
   if (options_.mean && (options_.mean->empty() || options_.variance->empty())) {
-    throw ArgumentError(where(), options_.mean->empty() ? "mean" : "variance", "at least one value", "an empty list");
+    throw ArgumentError(where(), options_.mean->empty() ? "mean" : "variance", "at least one value",
+                        "an empty list");
   }
   if (options_.variance) {
     for (const double v : *options_.variance)
@@ -615,10 +655,12 @@ void Normalization::build(const Shape& input_shape) {
   for (const int a : options_.axis) kept.push_back(normalize_axis(a, rank, where(), "axis"));
   std::sort(kept.begin(), kept.end());
   if (std::adjacent_find(kept.begin(), kept.end()) != kept.end()) {
-    throw ArgumentError(where(), "axis", "distinct axes", "a repeated axis for an input of rank " + std::to_string(rank));
+    throw ArgumentError(where(), "axis", "distinct axes",
+                        "a repeated axis for an input of rank " + std::to_string(rank));
   }
   if (!kept.empty() && kept.front() == 0) {
-    throw ArgumentError(where(), "axis", "axes other than the batch axis 0", "axis 0 for an input of rank " + std::to_string(rank));
+    throw ArgumentError(where(), "axis", "axes other than the batch axis 0",
+                        "axis 0 for an input of rank " + std::to_string(rank));
   }
   std::vector<std::int64_t> kept_dims;
   for (const int a : kept) {
@@ -639,7 +681,8 @@ void Normalization::build(const Shape& input_shape) {
                             std::to_string(v.size()) + " values");
       }
       Tensor t(kept_shape);
-      for (std::int64_t i = 0; i < t.numel(); ++i) t[i] = static_cast<float>(v.size() == 1 ? v[0] : v[static_cast<std::size_t>(i)]);
+      for (std::int64_t i = 0; i < t.numel(); ++i)
+        t[i] = static_cast<float>(v.size() == 1 ? v[0] : v[static_cast<std::size_t>(i)]);
       return t;
     };
     given_mean = fill(*options_.mean, "mean");
@@ -664,10 +707,14 @@ void Normalization::check_input(const Tensor& x) const {
   const Shape& b = *built_shape_;
   bool ok = x.rank() == b.rank();
   for (const int a : kept_) ok = ok && x.dim(a) == b[a];
-  if (!ok) throw ShapeError(where(), "input", "shape " + b.str() + " on the kept axes " + "(built for it)", x.shape().str());
+  if (!ok)
+    throw ShapeError(where(), "input", "shape " + b.str() + " on the kept axes " + "(built for it)",
+                     x.shape().str());
 }
 
-Shape Normalization::compute_output_shape(const Shape& input_shape) const { return input_shape; }
+Shape Normalization::compute_output_shape(const Shape& input_shape) const {
+  return input_shape;
+}
 
 std::vector<Variable*> Normalization::weights() {
   std::vector<Variable*> w;
@@ -722,10 +769,12 @@ Tensor Normalization::backward(const LayerContext& context, const Tensor& dy, Gr
 
 void Normalization::adapt(const Tensor& data) {
   if (options_.mean) {
-    throw StateError(where(), "adapt", "a layer whose mean and variance are adapted (not given in its options)",
+    throw StateError(where(), "adapt",
+                     "a layer whose mean and variance are adapted (not given in its options)",
                      "mean and variance given in the options");
   }
-  if (data.numel() == 0) throw ShapeError(where(), "data", "at least one sample", "shape " + data.shape().str());
+  if (data.numel() == 0)
+    throw ShapeError(where(), "data", "at least one sample", "shape " + data.shape().str());
   if (!built()) {
     Normalization trial(*this);  // build on a copy first: a failed adapt leaves this unbuilt
     trial.build(data.shape());
@@ -735,8 +784,10 @@ void Normalization::adapt(const Tensor& data) {
   check_input(data);
   const std::int64_t kept_count = mean_->value.numel();
   const std::int64_t per = data.numel() / kept_count;
-  std::vector<double> sum(static_cast<std::size_t>(kept_count), 0.0), sq(static_cast<std::size_t>(kept_count), 0.0);
-  for_each_kept(data.shape(), kept_, [&](std::int64_t i, std::int64_t k) { sum[static_cast<std::size_t>(k)] += data[i]; });
+  std::vector<double> sum(static_cast<std::size_t>(kept_count), 0.0),
+      sq(static_cast<std::size_t>(kept_count), 0.0);
+  for_each_kept(data.shape(), kept_,
+                [&](std::int64_t i, std::int64_t k) { sum[static_cast<std::size_t>(k)] += data[i]; });
   for (auto& s : sum) s /= static_cast<double>(per);
   for_each_kept(data.shape(), kept_, [&](std::int64_t i, std::int64_t k) {
     const double d = data[i] - sum[static_cast<std::size_t>(k)];

@@ -21,11 +21,11 @@ using bk::Activation;
 namespace {
 
 const std::vector<Activation> kAll = {
-    Activation::linear,      Activation::relu,         Activation::sigmoid,   Activation::tanh,
-    Activation::softmax,     Activation::relu6,        Activation::silu,      Activation::swish,
-    Activation::gelu,        Activation::gelu_tanh,    Activation::elu,       Activation::selu,
-    Activation::softplus,    Activation::softsign,     Activation::hard_sigmoid, Activation::hard_sigmoid_keras2,
-    Activation::hard_silu,   Activation::hard_swish,   Activation::leaky_relu, Activation::exponential,
+    Activation::linear,     Activation::relu,       Activation::sigmoid,      Activation::tanh,
+    Activation::softmax,    Activation::relu6,      Activation::silu,         Activation::swish,
+    Activation::gelu,       Activation::gelu_tanh,  Activation::elu,          Activation::selu,
+    Activation::softplus,   Activation::softsign,   Activation::hard_sigmoid, Activation::hard_sigmoid_keras2,
+    Activation::hard_silu,  Activation::hard_swish, Activation::leaky_relu,   Activation::exponential,
     Activation::log_softmax};
 
 std::vector<float> forward(Activation a, const std::vector<float>& x, std::int64_t rows = 1) {
@@ -39,7 +39,8 @@ std::vector<float> gradient(Activation a, const std::vector<float>& x) {
   const auto y = forward(a, x);
   const std::vector<float> dy(x.size(), 1.0f);
   std::vector<float> dx(x.size(), std::numeric_limits<float>::quiet_NaN());
-  bk::activation_backward(a, x.data(), y.data(), dy.data(), 1, static_cast<std::int64_t>(x.size()), dx.data());
+  bk::activation_backward(a, x.data(), y.data(), dy.data(), 1, static_cast<std::int64_t>(x.size()),
+                          dx.data());
   return dx;
 }
 
@@ -74,7 +75,8 @@ TEST(CnnActivations, NamesRoundTripKeepTheNameRead) {
   EXPECT_EQ(bk::activation_name(Activation::hard_sigmoid_keras2), "hard_sigmoid");
   EXPECT_EQ(bk::activation_unique_name(Activation::hard_sigmoid_keras2), "hard_sigmoid_keras2");
   EXPECT_EQ(bk::activation_from_name("hard_sigmoid"), Activation::hard_sigmoid);
-  EXPECT_EQ(bk::activation_from_name("hard_sigmoid", bk::ActivationVersion::keras2), Activation::hard_sigmoid_keras2);
+  EXPECT_EQ(bk::activation_from_name("hard_sigmoid", bk::ActivationVersion::keras2),
+            Activation::hard_sigmoid_keras2);
   try {
     bk::activation_from_name("mish");
     ADD_FAILURE() << "no throw";
@@ -88,12 +90,12 @@ TEST(CnnActivations, NamesRoundTripKeepTheNameRead) {
 TEST(CnnActivations, KerasMeasuredValues) {
   // CNN.md section 4, Keras 3.15 printed to 7 digits.
   const std::vector<float> x = {-4, -1, -0.5f, 0.5f, 1, 3};
-  expect_values(forward(Activation::silu, x), {-0.0719448, -0.2689414, -0.1887703, 0.3112297, 0.7310586, 2.8577223},
-                "silu");
-  expect_values(forward(Activation::swish, x), {-0.0719448, -0.2689414, -0.1887703, 0.3112297, 0.7310586, 2.8577223},
-                "swish");
-  expect_values(forward(Activation::gelu, x), {-0.0001267, -0.1586552, -0.1542688, 0.3457312, 0.8413447, 2.9959502},
-                "gelu");
+  expect_values(forward(Activation::silu, x),
+                {-0.0719448, -0.2689414, -0.1887703, 0.3112297, 0.7310586, 2.8577223}, "silu");
+  expect_values(forward(Activation::swish, x),
+                {-0.0719448, -0.2689414, -0.1887703, 0.3112297, 0.7310586, 2.8577223}, "swish");
+  expect_values(forward(Activation::gelu, x),
+                {-0.0001267, -0.1586552, -0.1542688, 0.3457312, 0.8413447, 2.9959502}, "gelu");
   expect_values(forward(Activation::gelu_tanh, x),
                 {-0.0000702, -0.1588080, -0.1542860, 0.3457140, 0.8411920, 2.9963627}, "gelu_tanh");
   expect_values(forward(Activation::hard_sigmoid, x), {0, 0.3333334, 0.4166666, 0.5833333, 0.6666667, 1},
@@ -101,10 +103,10 @@ TEST(CnnActivations, KerasMeasuredValues) {
   expect_values(forward(Activation::hard_silu, x), {-0.0, -0.3333334, -0.2083333, 0.2916666, 0.6666667, 3},
                 "hard_silu");
   expect_values(forward(Activation::elu, x), {-0.9816844, -0.6321206, -0.3934693, 0.5, 1, 3}, "elu");
-  expect_values(forward(Activation::selu, x), {-1.7258986, -1.1113307, -0.6917582, 0.5253505, 1.0507010, 3.1521029},
-                "selu");
-  expect_values(forward(Activation::softplus, x), {0.0181499, 0.3132617, 0.4740770, 0.9740769, 1.3132616, 3.0485873},
-                "softplus");
+  expect_values(forward(Activation::selu, x),
+                {-1.7258986, -1.1113307, -0.6917582, 0.5253505, 1.0507010, 3.1521029}, "selu");
+  expect_values(forward(Activation::softplus, x),
+                {0.0181499, 0.3132617, 0.4740770, 0.9740769, 1.3132616, 3.0485873}, "softplus");
   expect_values(forward(Activation::exponential, x),
                 {0.0183156, 0.3678794, 0.6065306, 1.6487212, 2.7182817, 20.085537}, "exponential");
   expect_values(forward(Activation::relu6, {-1, 0, 2, 6, 7}), {0, 0, 2, 6, 6}, "relu6");
@@ -130,8 +132,8 @@ TEST(CnnActivations, GradientsAtTheKinks) {
   expect_values(gradient(Activation::relu, x), {0, 0, 1, 1, 1}, "relu");
   expect_values(gradient(Activation::relu6, x), {0, 0, 1, 0, 0}, "relu6");
   expect_values(gradient(Activation::leaky_relu, {-1, 0, 1}), {0.2, 0.2, 1}, "leaky_relu");
-  expect_values(gradient(Activation::hard_sigmoid, {-3, -2.9f, 0, 2.9f, 3}), {0, 1 / 6.0, 1 / 6.0, 1 / 6.0, 0},
-                "hard_sigmoid");
+  expect_values(gradient(Activation::hard_sigmoid, {-3, -2.9f, 0, 2.9f, 3}),
+                {0, 1 / 6.0, 1 / 6.0, 1 / 6.0, 0}, "hard_sigmoid");
   expect_values(gradient(Activation::hard_sigmoid_keras2, {-3, -2.5f, 0, 2.5f, 3}), {0, 0.2, 0.2, 0.2, 0},
                 "hard_sigmoid keras2");
   expect_values(gradient(Activation::hard_silu, {-4, -3, 0, 3, 4}), {0, 0, 0.5, 1, 1}, "hard_silu");
@@ -154,8 +156,8 @@ TEST(CnnActivations, FastMatchesReferenceForwardAndBackward) {
       bk::reference::activation_forward(a, x.data(), s.rows, s.cols, y_ref.data());
       bk::activation_backward(a, x.data(), y.data(), dy.data(), s.rows, s.cols, dx.data());
       bk::reference::activation_backward(a, x.data(), y_ref.data(), dy.data(), s.rows, s.cols, dx_ref.data());
-      const std::string what = bk::activation_unique_name(a) + " (" + std::to_string(s.rows) + "," +
-                               std::to_string(s.cols) + ")";
+      const std::string what =
+          bk::activation_unique_name(a) + " (" + std::to_string(s.rows) + "," + std::to_string(s.cols) + ")";
       for (std::size_t i = 0; i < n; ++i) {
         EXPECT_NEAR(y[i], y_ref[i], 4e-6 * (1.0 + std::fabs(y_ref[i]))) << what << " y[" << i << "]";
         EXPECT_NEAR(dx[i], dx_ref[i], 4e-6 * (1.0 + std::fabs(dx_ref[i]))) << what << " dx[" << i << "]";
@@ -191,7 +193,8 @@ TEST(CnnActivations, ReferenceGradientsMatchFiniteDifferences) {
       xp[i] += h;
       xm[i] -= h;
       const double fd = (loss(xp) - loss(xm)) / (2 * h);
-      EXPECT_NEAR(dx[i], fd, 1e-6 * (1.0 + std::fabs(fd))) << bk::activation_unique_name(a) << " [" << i << "]";
+      EXPECT_NEAR(dx[i], fd, 1e-6 * (1.0 + std::fabs(fd)))
+          << bk::activation_unique_name(a) << " [" << i << "]";
     }
   }
 }
@@ -215,14 +218,16 @@ TEST(CnnActivations, BackwardReadsOneTensorAndAliases) {
     bk::activation_backward(a, x.data(), y.data(), in_dy.data(), 1, n, in_dy.data());
     EXPECT_EQ(in_dy, want) << bk::activation_unique_name(a);
     auto in_x = x, in_y = y;
-    bk::activation_backward(a, in_x.data(), in_y.data(), dy.data(), 1, n, reads_x ? in_x.data() : in_y.data());
+    bk::activation_backward(a, in_x.data(), in_y.data(), dy.data(), 1, n,
+                            reads_x ? in_x.data() : in_y.data());
     EXPECT_EQ(reads_x ? in_x : in_y, want) << bk::activation_unique_name(a);
     // The y-only overload: the same for y readers, refused (nothing written) for x readers.
     std::vector<float> old(x.size(), NAN);
     if (reads_x) {
       EXPECT_THROW(bk::activation_backward(a, y.data(), dy.data(), 1, n, old.data()), bnorm::ArgumentError);
       EXPECT_TRUE(std::isnan(old[0]));
-      EXPECT_THROW(bk::reference::activation_backward(a, y.data(), dy.data(), 1, n, old.data()), bnorm::ArgumentError);
+      EXPECT_THROW(bk::reference::activation_backward(a, y.data(), dy.data(), 1, n, old.data()),
+                   bnorm::ArgumentError);
     } else {
       bk::activation_backward(a, y.data(), dy.data(), 1, n, old.data());
       EXPECT_EQ(old, want) << bk::activation_unique_name(a);
@@ -232,8 +237,9 @@ TEST(CnnActivations, BackwardReadsOneTensorAndAliases) {
 
 TEST(CnnActivations, SaturationGivesNoNaN) {
   const std::vector<float> x = {-100, -20, 20, 100};
-  for (const Activation a : {Activation::silu, Activation::gelu, Activation::gelu_tanh, Activation::softplus,
-                             Activation::elu, Activation::selu, Activation::softsign, Activation::hard_silu}) {
+  for (const Activation a :
+       {Activation::silu, Activation::gelu, Activation::gelu_tanh, Activation::softplus, Activation::elu,
+        Activation::selu, Activation::softsign, Activation::hard_silu}) {
     for (const float v : forward(a, x)) EXPECT_TRUE(std::isfinite(v)) << bk::activation_unique_name(a);
     for (const float v : gradient(a, x)) EXPECT_TRUE(std::isfinite(v)) << bk::activation_unique_name(a);
   }
@@ -272,8 +278,8 @@ TEST(ReluParams, KerasMeasuredValuesAndKinks) {
 }
 
 TEST(ReluParams, GradientsMatchFiniteDifferencesInDouble) {
-  const std::vector<bk::ReluParams> params = {{0, 0, false, 0}, {0.2, 0, false, 0}, {0, 0, true, 6},
-                                              {0.1, 0, true, 6}, {0.1, 1, true, 2}, {0.3, 0.5, false, 0},
+  const std::vector<bk::ReluParams> params = {{0, 0, false, 0},  {0.2, 0, false, 0}, {0, 0, true, 6},
+                                              {0.1, 0, true, 6}, {0.1, 1, true, 2},  {0.3, 0.5, false, 0},
                                               {0, 0, true, 1.5}};
   auto x = normals(7, 40, 3.0);
   for (auto& v : x)
@@ -289,8 +295,8 @@ TEST(ReluParams, GradientsMatchFiniteDifferencesInDouble) {
       const double xp = x[i] + h, xm = x[i] - h;
       bk::relu_forward(p, &xp, 1, &yp);
       bk::relu_forward(p, &xm, 1, &ym);
-      EXPECT_NEAR(dx[i], dy[i] * (yp - ym) / (2 * h), 1e-6) << "slope " << p.negative_slope << " threshold "
-                                                            << p.threshold << " [" << i << "]";
+      EXPECT_NEAR(dx[i], dy[i] * (yp - ym) / (2 * h), 1e-6)
+          << "slope " << p.negative_slope << " threshold " << p.threshold << " [" << i << "]";
     }
   }
 }

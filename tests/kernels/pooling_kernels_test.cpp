@@ -89,11 +89,11 @@ void expect_fd_gradient(const std::vector<double>& x, const std::vector<double>&
 
 TEST(PoolingWindows, SamePaddingSplitsAsTensorFlow) {
   // CNN.md section 1.5 table: n, k, s, d, out, total, before, after.
-  const std::int64_t table[][8] = {{4, 2, 1, 1, 4, 1, 0, 1}, {4, 2, 2, 1, 2, 0, 0, 0}, {4, 3, 1, 2, 4, 4, 2, 2},
-                                   {4, 3, 2, 1, 2, 1, 0, 1}, {4, 4, 1, 1, 4, 3, 1, 2}, {4, 4, 2, 1, 2, 2, 1, 1},
-                                   {5, 2, 2, 1, 3, 1, 0, 1}, {5, 3, 2, 1, 3, 2, 1, 1}, {5, 4, 2, 1, 3, 3, 1, 2},
-                                   {6, 3, 2, 1, 3, 1, 0, 1}, {6, 4, 2, 1, 3, 2, 1, 1}, {7, 3, 2, 1, 4, 2, 1, 1},
-                                   {7, 4, 2, 1, 4, 3, 1, 2}};
+  const std::int64_t table[][8] = {
+      {4, 2, 1, 1, 4, 1, 0, 1}, {4, 2, 2, 1, 2, 0, 0, 0}, {4, 3, 1, 2, 4, 4, 2, 2}, {4, 3, 2, 1, 2, 1, 0, 1},
+      {4, 4, 1, 1, 4, 3, 1, 2}, {4, 4, 2, 1, 2, 2, 1, 1}, {5, 2, 2, 1, 3, 1, 0, 1}, {5, 3, 2, 1, 3, 2, 1, 1},
+      {5, 4, 2, 1, 3, 3, 1, 2}, {6, 3, 2, 1, 3, 1, 0, 1}, {6, 4, 2, 1, 3, 2, 1, 1}, {7, 3, 2, 1, 4, 2, 1, 1},
+      {7, 4, 2, 1, 4, 3, 1, 2}};
   for (const auto& r : table) {
     const auto w = bk::window_same(r[0], r[1], r[2], r[3]);
     EXPECT_EQ(w.out, r[4]) << "n " << r[0] << " k " << r[1] << " s " << r[2] << " d " << r[3];
@@ -119,12 +119,14 @@ TEST(Pooling, KerasMeasuredExamplesOn5x5) {
   expect_values(y, {4, 6, 7.5f, 14, 16, 17.5f, 21.5f, 23.5f, 25}, "AveragePooling2D(2, same)");
   std::vector<float> y5(25, NAN);
   bk::avg_pool2d_forward(pool(s, 3, 1, true), x.data(), y5.data());
-  expect_values(std::vector<float>(y5.begin(), y5.begin() + 10), {4, 4.5f, 5.5f, 6.5f, 7, 6.5f, 7, 8, 9, 9.5f},
+  expect_values(std::vector<float>(y5.begin(), y5.begin() + 10),
+                {4, 4.5f, 5.5f, 6.5f, 7, 6.5f, 7, 8, 9, 9.5f},
                 "AveragePooling2D(3, strides=1, same), first two rows");
   std::vector<float> neg(25);
   for (std::size_t i = 0; i < 25; ++i) neg[i] = -x[i];
   bk::max_pool2d_forward(pool(s, 3, 2, true), neg.data(), y.data());
-  expect_values(y, {-1, -2, -4, -6, -7, -9, -16, -17, -19}, "MaxPooling2D(3, 2, same) on -x: padding never wins");
+  expect_values(y, {-1, -2, -4, -6, -7, -9, -16, -17, -19},
+                "MaxPooling2D(3, 2, same) on -x: padding never wins");
   std::vector<float> yv(4, NAN);
   bk::max_pool2d_forward(pool(s, 2, 2, false), x.data(), yv.data());
   expect_values(yv, {7, 9, 17, 19}, "MaxPooling2D(2, valid)");
@@ -199,7 +201,8 @@ TEST(Pooling, LayoutsAgreeAndOutputsAreAssigned) {
 TEST(Pooling, GradientsMatchFiniteDifferencesInDouble) {
   for (const auto layout : {SpatialLayout::nhwc, SpatialLayout::nchw})
     for (const bool same : {false, true})
-      for (const auto& [k, stride] : std::vector<std::pair<std::int64_t, std::int64_t>>{{2, 2}, {3, 2}, {3, 1}}) {
+      for (const auto& [k, stride] :
+           std::vector<std::pair<std::int64_t, std::int64_t>>{{2, 2}, {3, 2}, {3, 1}}) {
         const ImageShape s{2, 5, 4, 2, layout};
         const auto p = pool(s, k, stride, same);
         const auto x = randoms(3, s.numel()), dy = randoms(4, p.output().numel());
@@ -207,21 +210,23 @@ TEST(Pooling, GradientsMatchFiniteDifferencesInDouble) {
                                  std::to_string(stride) + (layout == SpatialLayout::nhwc ? " nhwc" : " nchw");
         std::vector<double> dx(x.size());
         bk::avg_pool2d_backward(p, dy.data(), dx.data());
-        expect_fd_gradient(x, dy,
-                           [&](const std::vector<double>& xi) {
-                             std::vector<double> y(static_cast<std::size_t>(p.output().numel()));
-                             bk::avg_pool2d_forward(p, xi.data(), y.data());
-                             return y;
-                           },
-                           dx, "avg " + what);
+        expect_fd_gradient(
+            x, dy,
+            [&](const std::vector<double>& xi) {
+              std::vector<double> y(static_cast<std::size_t>(p.output().numel()));
+              bk::avg_pool2d_forward(p, xi.data(), y.data());
+              return y;
+            },
+            dx, "avg " + what);
         bk::max_pool2d_backward(p, x.data(), dy.data(), dx.data());
-        expect_fd_gradient(x, dy,
-                           [&](const std::vector<double>& xi) {
-                             std::vector<double> y(static_cast<std::size_t>(p.output().numel()));
-                             bk::max_pool2d_forward(p, xi.data(), y.data());
-                             return y;
-                           },
-                           dx, "max " + what);
+        expect_fd_gradient(
+            x, dy,
+            [&](const std::vector<double>& xi) {
+              std::vector<double> y(static_cast<std::size_t>(p.output().numel()));
+              bk::max_pool2d_forward(p, xi.data(), y.data());
+              return y;
+            },
+            dx, "max " + what);
       }
 }
 
@@ -307,7 +312,8 @@ TEST(Upsampling, NearestAndBilinear) {
   expect_values(y, {1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4}, "nearest");
   bk::upsample_bilinear2d_forward(s, 2, 2, x.data(), y.data());
   // CNN.md section 2.2, measured.
-  expect_values(y, {1, 1.25f, 1.75f, 2, 1.5f, 1.75f, 2.25f, 2.5f, 2.5f, 2.75f, 3.25f, 3.5f, 3, 3.25f, 3.75f, 4},
+  expect_values(y,
+                {1, 1.25f, 1.75f, 2, 1.5f, 1.75f, 2.25f, 2.5f, 2.5f, 2.75f, 3.25f, 3.5f, 3, 3.25f, 3.75f, 4},
                 "bilinear");
   std::vector<float> y6(6, NAN);
   bk::upsample_nearest2d_forward(ImageShape{1, 1, 2, 1, SpatialLayout::nhwc}, 1, 3, x.data(), y6.data());
@@ -320,20 +326,22 @@ TEST(Upsampling, NearestAndBilinear) {
       std::vector<double> dx(xa.size());
       const std::string what = std::to_string(sh) + "x" + std::to_string(sw);
       bk::upsample_nearest2d_backward(a, sh, sw, dy.data(), dx.data());
-      expect_fd_gradient(xa, dy,
-                         [&](const std::vector<double>& xi) {
-                           std::vector<double> out(static_cast<std::size_t>(o.numel()));
-                           bk::upsample_nearest2d_forward(a, sh, sw, xi.data(), out.data());
-                           return out;
-                         },
-                         dx, "nearest " + what);
+      expect_fd_gradient(
+          xa, dy,
+          [&](const std::vector<double>& xi) {
+            std::vector<double> out(static_cast<std::size_t>(o.numel()));
+            bk::upsample_nearest2d_forward(a, sh, sw, xi.data(), out.data());
+            return out;
+          },
+          dx, "nearest " + what);
       bk::upsample_bilinear2d_backward(a, sh, sw, dy.data(), dx.data());
-      expect_fd_gradient(xa, dy,
-                         [&](const std::vector<double>& xi) {
-                           std::vector<double> out(static_cast<std::size_t>(o.numel()));
-                           bk::upsample_bilinear2d_forward(a, sh, sw, xi.data(), out.data());
-                           return out;
-                         },
-                         dx, "bilinear " + what);
+      expect_fd_gradient(
+          xa, dy,
+          [&](const std::vector<double>& xi) {
+            std::vector<double> out(static_cast<std::size_t>(o.numel()));
+            bk::upsample_bilinear2d_forward(a, sh, sw, xi.data(), out.data());
+            return out;
+          },
+          dx, "bilinear " + what);
     }
 }

@@ -41,16 +41,22 @@ Tensor spaced(const Shape& s, std::uint32_t seed) {
   std::shuffle(order.begin(), order.end(), std::mt19937(seed));
   const double centre = static_cast<double>(t.numel()) / 2;
   for (std::int64_t i = 0; i < t.numel(); ++i)
-    t[i] = static_cast<float>((static_cast<double>(order[static_cast<std::size_t>(i)]) - centre + 0.5) * 0.05);
+    t[i] =
+        static_cast<float>((static_cast<double>(order[static_cast<std::size_t>(i)]) - centre + 0.5) * 0.05);
   return t;
 }
 
-Tensor forward(nn::Layer& layer, const Tensor& x) { return layer.forward(x, false, nullptr, nullptr); }
+Tensor forward(nn::Layer& layer, const Tensor& x) {
+  return layer.forward(x, false, nullptr, nullptr);
+}
 
-std::vector<float> values(const Tensor& t) { return t.vector(); }
+std::vector<float> values(const Tensor& t) {
+  return t.vector();
+}
 
 // dx from backward against central differences of <forward(x), dy>, in float.
-void expect_gradients(nn::Layer& layer, const Tensor& x, const std::string& what, float h = 1e-2f, double tol = 2e-3) {
+void expect_gradients(nn::Layer& layer, const Tensor& x, const std::string& what, float h = 1e-2f,
+                      double tol = 2e-3) {
   SCOPED_TRACE(what);
   std::unique_ptr<nn::LayerContext> ctx;
   const Tensor y = layer.forward(x, true, &ctx, nullptr);
@@ -65,7 +71,8 @@ void expect_gradients(nn::Layer& layer, const Tensor& x, const std::string& what
     Tensor xp = x, xm = x;
     xp[i] += h;
     xm[i] -= h;
-    const double fd = (bnorm::test::dot(forward(layer, xp), dy) - bnorm::test::dot(forward(layer, xm), dy)) / (2.0 * h);
+    const double fd =
+        (bnorm::test::dot(forward(layer, xp), dy) - bnorm::test::dot(forward(layer, xm), dy)) / (2.0 * h);
     EXPECT_NEAR(dx[i], fd, tol * (1.0 + std::fabs(fd))) << "dx[" << i << "]";
   }
 }
@@ -85,7 +92,9 @@ void expect_error(const std::function<void()>& f, const std::string& argument, c
   }
 }
 
-Shape nchw(const Shape& nhwc) { return Shape{nhwc[0], nhwc[3], nhwc[1], nhwc[2]}; }
+Shape nchw(const Shape& nhwc) {
+  return Shape{nhwc[0], nhwc[3], nhwc[1], nhwc[2]};
+}
 
 }  // namespace
 
@@ -93,7 +102,8 @@ TEST(SpatialLayers, KerasShapesAndClassNames) {
   nn::GlobalAveragePooling2D gap;
   EXPECT_EQ(gap.class_name(), "GlobalAveragePooling2D");
   EXPECT_EQ(gap.compute_output_shape(Shape{2, 5, 5, 3}), (Shape{2, 3}));
-  EXPECT_EQ(nn::GlobalAveragePooling2D({.keepdims = true}).compute_output_shape(Shape{2, 5, 5, 3}), (Shape{2, 1, 1, 3}));
+  EXPECT_EQ(nn::GlobalAveragePooling2D({.keepdims = true}).compute_output_shape(Shape{2, 5, 5, 3}),
+            (Shape{2, 1, 1, 3}));
   EXPECT_EQ(nn::GlobalMaxPooling2D({.data_format = DataFormat::channels_first, .keepdims = true})
                 .compute_output_shape(Shape{2, 3, 5, 5}),
             (Shape{2, 3, 1, 1}));
@@ -103,13 +113,16 @@ TEST(SpatialLayers, KerasShapesAndClassNames) {
   EXPECT_EQ(nn::Cropping2D({.cropping = {{{1, 0}, {0, 2}}}}).compute_output_shape(Shape{1, 5, 5, 1}),
             (Shape{1, 4, 3, 1}));
   EXPECT_EQ(nn::Reshape({.target_shape = {-1, 3}}).compute_output_shape(Shape{1, 2, 2, 3}), (Shape{1, 4, 3}));
-  EXPECT_EQ(nn::Reshape({.target_shape = {-1, 3}}).compute_output_shape(Shape{-1, 2, -1, 3}), (Shape{-1, -1, 3}));
+  EXPECT_EQ(nn::Reshape({.target_shape = {-1, 3}}).compute_output_shape(Shape{-1, 2, -1, 3}),
+            (Shape{-1, -1, 3}));
   EXPECT_EQ(nn::Permute({.dims = {3, 1, 2}}).compute_output_shape(Shape{1, 2, 2, 3}), (Shape{1, 3, 2, 2}));
-  EXPECT_EQ(nn::UpSampling2D({.size = {2, 3}}).compute_output_shape(Shape{-1, 2, 2, 3}), (Shape{-1, 4, 6, 3}));
+  EXPECT_EQ(nn::UpSampling2D({.size = {2, 3}}).compute_output_shape(Shape{-1, 2, 2, 3}),
+            (Shape{-1, 4, 6, 3}));
   EXPECT_EQ(nn::MaxPooling2D().compute_output_shape(Shape{-1, 5, 5, 3}), (Shape{-1, 2, 2, 3}));
   EXPECT_EQ(nn::MaxPooling2D({.padding = nn::Padding::same}).compute_output_shape(Shape{-1, 5, 5, 3}),
             (Shape{-1, 3, 3, 3}));
-  EXPECT_EQ(nn::AveragePooling2D({.pool_size = {3, 3}, .strides = nn::Size2D{2, 2}, .data_format = DataFormat::channels_first})
+  EXPECT_EQ(nn::AveragePooling2D(
+                {.pool_size = {3, 3}, .strides = nn::Size2D{2, 2}, .data_format = DataFormat::channels_first})
                 .compute_output_shape(Shape{4, 3, 7, 9}),
             (Shape{4, 3, 3, 4}));
   nn::reset_unique_names();
@@ -148,8 +161,8 @@ TEST(SpatialLayers, KerasMeasuredValuesInBothFormats) {
   // UpSampling2D bilinear (CNN.md section 2.2).
   nn::UpSampling2D up({.interpolation = nn::Interpolation::bilinear});
   EXPECT_EQ(values(forward(up, Tensor(Shape{1, 2, 2, 1}, {1, 2, 3, 4}))),
-            (std::vector<float>{1, 1.25f, 1.75f, 2, 1.5f, 1.75f, 2.25f, 2.5f, 2.5f, 2.75f, 3.25f, 3.5f, 3, 3.25f,
-                                3.75f, 4}));
+            (std::vector<float>{1, 1.25f, 1.75f, 2, 1.5f, 1.75f, 2.25f, 2.5f, 2.5f, 2.75f, 3.25f, 3.5f, 3,
+                                3.25f, 3.75f, 4}));
   EXPECT_EQ(nn::interpolation_from_name("bilinear"), nn::Interpolation::bilinear);
   EXPECT_EQ(nn::interpolation_name(nn::Interpolation::nearest), "nearest");
 }
@@ -177,30 +190,95 @@ TEST(ActivationLayers, KerasMeasuredValues) {
   nn::Normalization norm({.mean = std::vector<double>{1, 2}, .variance = std::vector<double>{0, 4}});
   EXPECT_EQ(values(forward(norm, Tensor(Shape{1, 2}, {1.5f, 4}))), (std::vector<float>{5000000.0f, 1.0f}));
   EXPECT_TRUE(norm.weights().empty());
-  nn::Normalization inv({.mean = std::vector<double>{1, 2}, .variance = std::vector<double>{4, 4}, .invert = true});
+  nn::Normalization inv(
+      {.mean = std::vector<double>{1, 2}, .variance = std::vector<double>{4, 4}, .invert = true});
   EXPECT_EQ(values(forward(inv, Tensor(Shape{1, 2}, {1, 1}))), (std::vector<float>{3, 4}));
 }
 
 TEST(SpatialLayers, GradientsMatchFiniteDifferences) {
   using Factory = std::function<std::shared_ptr<nn::Layer>(DataFormat)>;
   const std::vector<std::pair<std::string, Factory>> layers = {
-      {"ZeroPadding2D", [](DataFormat f) { return std::make_shared<nn::ZeroPadding2D>(nn::ZeroPadding2DOptions{.padding = {{{1, 2}, {0, 1}}}, .data_format = f}); }},
-      {"Cropping2D", [](DataFormat f) { return std::make_shared<nn::Cropping2D>(nn::Cropping2DOptions{.cropping = {{{1, 0}, {1, 2}}}, .data_format = f}); }},
-      {"MaxPooling2D valid", [](DataFormat f) { return std::make_shared<nn::MaxPooling2D>(nn::Pooling2DOptions{.data_format = f}); }},
-      {"MaxPooling2D 3/2 same", [](DataFormat f) { return std::make_shared<nn::MaxPooling2D>(nn::Pooling2DOptions{.pool_size = {3, 3}, .strides = nn::Size2D{2, 2}, .padding = nn::Padding::same, .data_format = f}); }},
-      {"AveragePooling2D same", [](DataFormat f) { return std::make_shared<nn::AveragePooling2D>(nn::Pooling2DOptions{.pool_size = {2, 3}, .strides = nn::Size2D{1, 2}, .padding = nn::Padding::same, .data_format = f}); }},
-      {"GlobalAveragePooling2D", [](DataFormat f) { return std::make_shared<nn::GlobalAveragePooling2D>(nn::GlobalPooling2DOptions{.data_format = f}); }},
-      {"GlobalMaxPooling2D keepdims", [](DataFormat f) { return std::make_shared<nn::GlobalMaxPooling2D>(nn::GlobalPooling2DOptions{.data_format = f, .keepdims = true}); }},
-      {"UpSampling2D nearest", [](DataFormat f) { return std::make_shared<nn::UpSampling2D>(nn::UpSampling2DOptions{.size = {2, 3}, .data_format = f}); }},
-      {"UpSampling2D bilinear", [](DataFormat f) { return std::make_shared<nn::UpSampling2D>(nn::UpSampling2DOptions{.data_format = f, .interpolation = nn::Interpolation::bilinear}); }},
-      {"Reshape", [](DataFormat) { return std::make_shared<nn::Reshape>(nn::ReshapeOptions{.target_shape = {-1, 6}}); }},
-      {"Permute", [](DataFormat) { return std::make_shared<nn::Permute>(nn::PermuteOptions{.dims = {2, 3, 1}}); }},
-      {"ReLU", [](DataFormat) { return std::make_shared<nn::ReLU>(nn::ReLUOptions{.max_value = 0.6, .negative_slope = 0.1, .threshold = 0.2}); }},
+      {"ZeroPadding2D",
+       [](DataFormat f) {
+         return std::make_shared<nn::ZeroPadding2D>(
+             nn::ZeroPadding2DOptions{.padding = {{{1, 2}, {0, 1}}}, .data_format = f});
+       }},
+      {"Cropping2D",
+       [](DataFormat f) {
+         return std::make_shared<nn::Cropping2D>(
+             nn::Cropping2DOptions{.cropping = {{{1, 0}, {1, 2}}}, .data_format = f});
+       }},
+      {"MaxPooling2D valid",
+       [](DataFormat f) {
+         return std::make_shared<nn::MaxPooling2D>(nn::Pooling2DOptions{.data_format = f});
+       }},
+      {"MaxPooling2D 3/2 same",
+       [](DataFormat f) {
+         return std::make_shared<nn::MaxPooling2D>(nn::Pooling2DOptions{.pool_size = {3, 3},
+                                                                        .strides = nn::Size2D{2, 2},
+                                                                        .padding = nn::Padding::same,
+                                                                        .data_format = f});
+       }},
+      {"AveragePooling2D same",
+       [](DataFormat f) {
+         return std::make_shared<nn::AveragePooling2D>(nn::Pooling2DOptions{.pool_size = {2, 3},
+                                                                            .strides = nn::Size2D{1, 2},
+                                                                            .padding = nn::Padding::same,
+                                                                            .data_format = f});
+       }},
+      {"GlobalAveragePooling2D",
+       [](DataFormat f) {
+         return std::make_shared<nn::GlobalAveragePooling2D>(nn::GlobalPooling2DOptions{.data_format = f});
+       }},
+      {"GlobalMaxPooling2D keepdims",
+       [](DataFormat f) {
+         return std::make_shared<nn::GlobalMaxPooling2D>(
+             nn::GlobalPooling2DOptions{.data_format = f, .keepdims = true});
+       }},
+      {"UpSampling2D nearest",
+       [](DataFormat f) {
+         return std::make_shared<nn::UpSampling2D>(nn::UpSampling2DOptions{.size = {2, 3}, .data_format = f});
+       }},
+      {"UpSampling2D bilinear",
+       [](DataFormat f) {
+         return std::make_shared<nn::UpSampling2D>(
+             nn::UpSampling2DOptions{.data_format = f, .interpolation = nn::Interpolation::bilinear});
+       }},
+      {"Reshape",
+       [](DataFormat) {
+         return std::make_shared<nn::Reshape>(nn::ReshapeOptions{.target_shape = {-1, 6}});
+       }},
+      {"Permute",
+       [](DataFormat) {
+         return std::make_shared<nn::Permute>(nn::PermuteOptions{.dims = {2, 3, 1}});
+       }},
+      {"ReLU",
+       [](DataFormat) {
+         return std::make_shared<nn::ReLU>(
+             nn::ReLUOptions{.max_value = 0.6, .negative_slope = 0.1, .threshold = 0.2});
+       }},
       {"ReLU(6)", [](DataFormat) { return std::make_shared<nn::ReLU>(nn::ReLUOptions{.max_value = 6.0}); }},
       {"LeakyReLU", [](DataFormat) { return std::make_shared<nn::LeakyReLU>(); }},
-      {"Rescaling", [](DataFormat) { return std::make_shared<nn::Rescaling>(nn::RescalingOptions{.scale = {0.5, -2, 3}, .offset = {1, 2, 3}}); }},
-      {"Normalization", [](DataFormat) { return std::make_shared<nn::Normalization>(nn::NormalizationOptions{.axis = {-1}, .mean = std::vector<double>{0.1, -0.2, 0.3}, .variance = std::vector<double>{0.25, 4, 9}}); }},
-      {"Normalization invert", [](DataFormat) { return std::make_shared<nn::Normalization>(nn::NormalizationOptions{.axis = {1, 3}, .mean = std::vector<double>{0.5}, .variance = std::vector<double>{2}, .invert = true}); }},
+      {"Rescaling",
+       [](DataFormat) {
+         return std::make_shared<nn::Rescaling>(
+             nn::RescalingOptions{.scale = {0.5, -2, 3}, .offset = {1, 2, 3}});
+       }},
+      {"Normalization",
+       [](DataFormat) {
+         return std::make_shared<nn::Normalization>(
+             nn::NormalizationOptions{.axis = {-1},
+                                      .mean = std::vector<double>{0.1, -0.2, 0.3},
+                                      .variance = std::vector<double>{0.25, 4, 9}});
+       }},
+      {"Normalization invert",
+       [](DataFormat) {
+         return std::make_shared<nn::Normalization>(
+             nn::NormalizationOptions{.axis = {1, 3},
+                                      .mean = std::vector<double>{0.5},
+                                      .variance = std::vector<double>{2},
+                                      .invert = true});
+       }},
   };
   const Shape nhwc{2, 5, 4, 3};
   for (const auto& [label, make] : layers)
@@ -209,15 +287,16 @@ TEST(SpatialLayers, GradientsMatchFiniteDifferences) {
       const Shape s = f == DataFormat::channels_last ? nhwc : nchw(nhwc);
       // The format-free layers see the same shape both times, which is harmless.
       const bool spatial = label.find("2D") != std::string::npos;
-      expect_gradients(*layer, spaced(spatial ? s : nhwc, 5), label + (f == DataFormat::channels_last ? " NHWC" : " NCHW"));
+      expect_gradients(*layer, spaced(spatial ? s : nhwc, 5),
+                       label + (f == DataFormat::channels_last ? " NHWC" : " NCHW"));
     }
 }
 
 TEST(ActivationLayers, NewActivationsThroughActivationAndDense) {
   const Tensor x = spaced(Shape{3, 8}, 11);
-  for (const char* name : {"relu6", "silu", "swish", "gelu", "gelu_tanh", "elu", "selu", "softplus", "softsign",
-                           "hard_sigmoid", "hard_sigmoid_keras2", "hard_silu", "hard_swish", "leaky_relu",
-                           "exponential", "log_softmax"}) {
+  for (const char* name :
+       {"relu6", "silu", "swish", "gelu", "gelu_tanh", "elu", "selu", "softplus", "softsign", "hard_sigmoid",
+        "hard_sigmoid_keras2", "hard_silu", "hard_swish", "leaky_relu", "exponential", "log_softmax"}) {
     nn::Activation layer(name);
     expect_gradients(layer, x, std::string("Activation ") + name);
   }
@@ -288,7 +367,8 @@ TEST(Normalization, AdaptedWeightsInKerasOrder) {
   // A failed adapt changes nothing.
   const auto before = norm.get_weights();
   EXPECT_THROW(norm.adapt(Tensor(Shape{2, 6, 6, 4})), bnorm::ShapeError);
-  for (std::size_t i = 0; i < before.size(); ++i) EXPECT_EQ(norm.get_weights()[i].vector(), before[i].vector());
+  for (std::size_t i = 0; i < before.size(); ++i)
+    EXPECT_EQ(norm.get_weights()[i].vector(), before[i].vector());
   nn::Normalization unbuilt({.axis = {0}});
   EXPECT_THROW(unbuilt.adapt(data), bnorm::ArgumentError);
   EXPECT_FALSE(unbuilt.built());
@@ -300,10 +380,23 @@ TEST(SpatialLayers, BadSettingsAndInputsAreTypedErrors) {
   using bnorm::ArgumentError;
   using bnorm::ShapeError;
   expect_error<ArgumentError>([] { nn::MaxPooling2D({.pool_size = {0, 2}}); }, "pool_size", "pool_size 0");
-  expect_error<ArgumentError>([] { nn::AveragePooling2D({.strides = nn::Size2D{1, 0}}); }, "strides", "stride 0");
-  expect_error<ArgumentError>([] { nn::MaxPooling2D({.padding = nn::Padding::causal}); }, "padding", "causal");
-  expect_error<ArgumentError>([] { nn::ZeroPadding2D({.padding = {{{1, -1}, {0, 0}}}}); }, "padding", "negative padding");
-  expect_error<ArgumentError>([] { nn::Cropping2D({.cropping = {{{0, 0}, {-2, 0}}}}); }, "cropping", "negative crop");
+  expect_error<ArgumentError>(
+      [] {
+        nn::AveragePooling2D({.strides = nn::Size2D{1, 0}});
+      },
+      "strides", "stride 0");
+  expect_error<ArgumentError>([] { nn::MaxPooling2D({.padding = nn::Padding::causal}); }, "padding",
+                              "causal");
+  expect_error<ArgumentError>(
+      [] {
+        nn::ZeroPadding2D({.padding = {{{1, -1}, {0, 0}}}});
+      },
+      "padding", "negative padding");
+  expect_error<ArgumentError>(
+      [] {
+        nn::Cropping2D({.cropping = {{{0, 0}, {-2, 0}}}});
+      },
+      "cropping", "negative crop");
   expect_error<ArgumentError>([] { nn::UpSampling2D({.size = {0, 2}}); }, "size", "size 0");
   expect_error<ArgumentError>([] { nn::Reshape({.target_shape = {-1, -1}}); }, "target_shape", "two -1");
   expect_error<ArgumentError>([] { nn::Reshape({.target_shape = {0, 3}}); }, "target_shape", "a 0");
@@ -312,17 +405,29 @@ TEST(SpatialLayers, BadSettingsAndInputsAreTypedErrors) {
   expect_error<ArgumentError>([] { nn::ReLU({.max_value = -1.0}); }, "max_value", "negative max_value");
   expect_error<ArgumentError>([] { nn::ReLU({.negative_slope = -0.1}); }, "negative_slope", "negative slope");
   expect_error<ArgumentError>([] { nn::ReLU({.threshold = NAN}); }, "threshold", "NaN threshold");
-  expect_error<ArgumentError>([] { nn::LeakyReLU({.negative_slope = -1}); }, "negative_slope", "negative slope");
+  expect_error<ArgumentError>([] { nn::LeakyReLU({.negative_slope = -1}); }, "negative_slope",
+                              "negative slope");
   expect_error<ArgumentError>([] { nn::Rescaling({.scale = {}}); }, "scale", "empty scale");
-  expect_error<ArgumentError>([] { nn::Normalization({.mean = std::vector<double>{1}}); }, "variance", "mean only");
+  expect_error<ArgumentError>([] { nn::Normalization({.mean = std::vector<double>{1}}); }, "variance",
+                              "mean only");
   expect_error<ArgumentError>([] { nn::Activation("mish"); }, "activation", "unknown activation");
-  expect_error<ArgumentError>([] { nn::Dense(2, {.activation = "hard_sigmoid_keras3"}); }, "activation", "Dense");
+  expect_error<ArgumentError>([] { nn::Dense(2, {.activation = "hard_sigmoid_keras3"}); }, "activation",
+                              "Dense");
 
   // Inputs that do not fit.
   nn::MaxPooling2D pool({.pool_size = {3, 3}});
-  expect_error<ShapeError>([&] { forward(pool, Tensor(Shape{1, 2, 5, 1})); }, "input", "window larger than the input");
-  expect_error<ShapeError>([&] { pool.build(Shape{-1, 2, 5, 1}); }, "input", "build with a window larger than the input");
-  EXPECT_EQ(nn::MaxPooling2D({.pool_size = {3, 3}, .padding = nn::Padding::same}).compute_output_shape(Shape{1, 2, 5, 1}),
+  expect_error<ShapeError>(
+      [&] {
+        forward(pool, Tensor(Shape{1, 2, 5, 1}));
+      },
+      "input", "window larger than the input");
+  expect_error<ShapeError>(
+      [&] {
+        pool.build(Shape{-1, 2, 5, 1});
+      },
+      "input", "build with a window larger than the input");
+  EXPECT_EQ(nn::MaxPooling2D({.pool_size = {3, 3}, .padding = nn::Padding::same})
+                .compute_output_shape(Shape{1, 2, 5, 1}),
             (Shape{1, 1, 2, 1}));
   expect_error<ShapeError>([&] { forward(pool, Tensor(Shape{1, 5, 5})); }, "input", "rank 3");
   nn::Cropping2D crop({.cropping = {{{2, 3}, {0, 0}}}});
@@ -333,7 +438,8 @@ TEST(SpatialLayers, BadSettingsAndInputsAreTypedErrors) {
   expect_error<ShapeError>([&] { forward(permute, Tensor(Shape{2, 3, 5, 1})); }, "input", "permute rank");
   nn::Rescaling rescale({.scale = {1, 2}});
   expect_error<ShapeError>([&] { forward(rescale, Tensor(Shape{2, 3})); }, "input", "scale length");
-  nn::Normalization norm({.axis = {-1}, .mean = std::vector<double>{1, 2, 3}, .variance = std::vector<double>{1, 1, 1}});
+  nn::Normalization norm(
+      {.axis = {-1}, .mean = std::vector<double>{1, 2, 3}, .variance = std::vector<double>{1, 1, 1}});
   expect_error<ArgumentError>([&] { forward(norm, Tensor(Shape{2, 2})); }, "mean", "mean length");
   EXPECT_FALSE(norm.built());
   forward(norm, Tensor(Shape{2, 3}));

@@ -121,7 +121,8 @@ enum class ActivationVersion { keras3, keras2 };
 // version, so that a string option can carry it). "hard_sigmoid" gives hard_sigmoid
 // under keras3 and hard_sigmoid_keras2 under keras2. Any other name throws
 // bnorm::ArgumentError (argument "activation", expected the list, received the name).
-Activation activation_from_name(const std::string& name, ActivationVersion version = ActivationVersion::keras3);
+Activation activation_from_name(const std::string& name,
+                                ActivationVersion version = ActivationVersion::keras3);
 
 // The Keras name an activation is written under (both hard_sigmoid forms give
 // "hard_sigmoid"; swish gives "swish", silu "silu": the name that was read).
@@ -140,7 +141,7 @@ BackwardReads activation_backward_reads(Activation activation);
 void activation_forward(Activation activation,
                         const float* x,  // (rows, cols)
                         std::int64_t rows, std::int64_t cols,
-                        float* y);       // (rows, cols) assigned; may alias x
+                        float* y);  // (rows, cols) assigned; may alias x
 
 // dx = dL/dx given y = activation(x) and dy = dL/dy. Reads x or y, as
 // activation_backward_reads says; the other may be null.
@@ -149,7 +150,7 @@ void activation_backward(Activation activation,
                          const float* y,   // (rows, cols): the forward output, or null
                          const float* dy,  // (rows, cols)
                          std::int64_t rows, std::int64_t cols,
-                         float* dx);       // (rows, cols) assigned; may alias dy, x or y
+                         float* dx);  // (rows, cols) assigned; may alias dy, x or y
 
 // The earlier form, from y only: for activations that read y. Any other activation
 // throws bnorm::ArgumentError (nothing written).
@@ -157,7 +158,7 @@ void activation_backward(Activation activation,
                          const float* y,   // (rows, cols): the forward output
                          const float* dy,  // (rows, cols)
                          std::int64_t rows, std::int64_t cols,
-                         float* dx);       // (rows, cols) assigned; may alias dy or y
+                         float* dx);  // (rows, cols) assigned; may alias dy or y
 
 // The Keras ReLU and LeakyReLU layers (keras/src/activations/activations.py, relu), as
 // TensorFlow computes them, in this order:
@@ -187,16 +188,16 @@ struct ReluParams {
 
 template <typename T>
 void relu_forward(const ReluParams& params,
-                  const T* x,      // (n)
+                  const T* x,  // (n)
                   std::int64_t n,
-                  T* y);           // (n) assigned; may alias x
+                  T* y);  // (n) assigned; may alias x
 
 template <typename T>
 void relu_backward(const ReluParams& params,
-                   const T* x,     // (n): the forward input
-                   const T* dy,    // (n)
+                   const T* x,   // (n): the forward input
+                   const T* dy,  // (n)
                    std::int64_t n,
-                   T* dx);         // (n) assigned; may alias x or dy
+                   T* dx);  // (n) assigned; may alias x or dy
 
 // The permanent reference: the formulas above as naive loops, every value computed in
 // double (std::exp, std::tanh) and rounded once to T. Same contract. Instantiated for
@@ -208,7 +209,7 @@ template <typename T>
 void activation_forward(Activation activation,
                         const T* x,  // (rows, cols)
                         std::int64_t rows, std::int64_t cols,
-                        T* y);       // (rows, cols) assigned; may alias x
+                        T* y);  // (rows, cols) assigned; may alias x
 
 template <typename T>
 void activation_backward(Activation activation,
@@ -216,7 +217,7 @@ void activation_backward(Activation activation,
                          const T* y,   // (rows, cols): the forward output, or null
                          const T* dy,  // (rows, cols)
                          std::int64_t rows, std::int64_t cols,
-                         T* dx);       // (rows, cols) assigned; may alias dy, x or y
+                         T* dx);  // (rows, cols) assigned; may alias dy, x or y
 
 // From y only, for activations that read y (else ArgumentError).
 template <typename T>
@@ -224,7 +225,7 @@ void activation_backward(Activation activation,
                          const T* y,   // (rows, cols): the forward output
                          const T* dy,  // (rows, cols)
                          std::int64_t rows, std::int64_t cols,
-                         T* dx);       // (rows, cols) assigned; may alias dy or y
+                         T* dx);  // (rows, cols) assigned; may alias dy or y
 
 }  // namespace reference
 }  // namespace bnorm::kernels

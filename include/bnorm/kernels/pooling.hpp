@@ -65,8 +65,8 @@ struct Pool2d {
 //   CNN.md section 2.1), or the first NaN; overlapping windows accumulate.
 template <typename T>
 void max_pool2d_forward(const Pool2d& p,
-                        const T* x,   // p.input
-                        T* y);        // p.output() assigned
+                        const T* x,  // p.input
+                        T* y);       // p.output() assigned
 template <typename T>
 void max_pool2d_backward(const Pool2d& p,
                          const T* x,   // p.input: the forward input (the argmax is recomputed)
@@ -81,8 +81,8 @@ void max_pool2d_backward(const Pool2d& p,
 //   (AvgPool(2, same) on 3x3 gives dx = [[.25,.25,.5],[.25,.25,.5],[.5,.5,1]] for dy = 1).
 template <typename T>
 void avg_pool2d_forward(const Pool2d& p,
-                        const T* x,   // p.input
-                        T* y);        // p.output() assigned
+                        const T* x,  // p.input
+                        T* y);       // p.output() assigned
 template <typename T>
 void avg_pool2d_backward(const Pool2d& p,
                          const T* dy,  // p.output()
@@ -123,10 +123,11 @@ void crop2d(const ImageShape& s, const Margins& m, const T* x, T* y);
 // x[.., h / size_h, w / size_w, ..].
 //   backward: dx[.., h, w, ..] = sum of dy over the size_h x size_w block it was copied to.
 template <typename T>
-void upsample_nearest2d_forward(const ImageShape& s, std::int64_t size_h, std::int64_t size_w, const T* x, T* y);
+void upsample_nearest2d_forward(const ImageShape& s, std::int64_t size_h, std::int64_t size_w, const T* x,
+                                T* y);
 template <typename T>
-void upsample_nearest2d_backward(const ImageShape& s, std::int64_t size_h, std::int64_t size_w,
-                                 const T* dy, T* dx /* s, assigned */);
+void upsample_nearest2d_backward(const ImageShape& s, std::int64_t size_h, std::int64_t size_w, const T* dy,
+                                 T* dx /* s, assigned */);
 
 // Bilinear upsampling (UpSampling2D interpolation "bilinear": tf.image.resize, half-pixel
 // centres, no antialias, no corner alignment), to (N, H size_h, W size_w, C). Per output
@@ -140,9 +141,10 @@ void upsample_nearest2d_backward(const ImageShape& s, std::int64_t size_h, std::
 //   dy (1-ylerp)(1-xlerp), dy (1-ylerp) xlerp, dy ylerp (1-xlerp), dy ylerp xlerp to its
 //   four source cells.
 template <typename T>
-void upsample_bilinear2d_forward(const ImageShape& s, std::int64_t size_h, std::int64_t size_w, const T* x, T* y);
+void upsample_bilinear2d_forward(const ImageShape& s, std::int64_t size_h, std::int64_t size_w, const T* x,
+                                 T* y);
 template <typename T>
-void upsample_bilinear2d_backward(const ImageShape& s, std::int64_t size_h, std::int64_t size_w,
-                                  const T* dy, T* dx /* s, assigned */);
+void upsample_bilinear2d_backward(const ImageShape& s, std::int64_t size_h, std::int64_t size_w, const T* dy,
+                                  T* dx /* s, assigned */);
 
 }  // namespace bnorm::kernels

@@ -94,8 +94,8 @@ class Cropping2D : public WeightlessLayer {
 // ---------------------------------------------------------------- pooling
 
 struct Pooling2DOptions {
-  Size2D pool_size{2, 2};          // each >= 1 (Keras 3 AveragePooling2D requires it; tf.keras (2, 2))
-  std::optional<Size2D> strides{};  // nullopt: pool_size (Keras strides=None); each >= 1
+  Size2D pool_size{2, 2};            // each >= 1 (Keras 3 AveragePooling2D requires it; tf.keras (2, 2))
+  std::optional<Size2D> strides{};   // nullopt: pool_size (Keras strides=None); each >= 1
   Padding padding = Padding::valid;  // valid or same (causal is refused)
   DataFormat data_format = DataFormat::channels_last;
   std::string name{};  // empty: "max_pooling2d" / "average_pooling2d", ...
@@ -249,9 +249,9 @@ class Permute : public WeightlessLayer {
 
 struct ReLUOptions {
   std::optional<double> max_value{};  // nullopt: no cap (Keras None); else >= 0
-  double negative_slope = 0.0;       // >= 0
-  double threshold = 0.0;            // >= 0
-  std::string name{};                // empty: "re_lu", ...
+  double negative_slope = 0.0;        // >= 0
+  double threshold = 0.0;             // >= 0
+  std::string name{};                 // empty: "re_lu", ...
 };
 
 // Keras ReLU layer, exactly as Keras computes it (kernels::relu_forward, the formula and
@@ -368,8 +368,8 @@ class Normalization : public Layer {
   NormalizationOptions options_;
   std::string name_;
   bool trainable_ = true;
-  std::optional<Shape> built_shape_;   // the build shape (batch -1)
-  std::vector<int> kept_;              // normalized kept axes, ascending
+  std::optional<Shape> built_shape_;  // the build shape (batch -1)
+  std::vector<int> kept_;             // normalized kept axes, ascending
   std::optional<Variable> mean_, variance_, count_;
   Tensor given_mean_, given_variance_;  // kept shape, when given in the options
   // Throws unless x fits the build shape (rank and kept dims).

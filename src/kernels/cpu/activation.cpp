@@ -23,16 +23,26 @@ struct NameEntry {
 
 // Every activation under the name it is written as; order = the enum's.
 constexpr NameEntry kNames[] = {
-    {Activation::linear, "linear"},           {Activation::relu, "relu"},
-    {Activation::sigmoid, "sigmoid"},         {Activation::tanh, "tanh"},
-    {Activation::softmax, "softmax"},         {Activation::relu6, "relu6"},
-    {Activation::silu, "silu"},               {Activation::swish, "swish"},
-    {Activation::gelu, "gelu"},               {Activation::gelu_tanh, "gelu_tanh"},
-    {Activation::elu, "elu"},                 {Activation::selu, "selu"},
-    {Activation::softplus, "softplus"},       {Activation::softsign, "softsign"},
-    {Activation::hard_sigmoid, "hard_sigmoid"}, {Activation::hard_sigmoid_keras2, "hard_sigmoid"},
-    {Activation::hard_silu, "hard_silu"},     {Activation::hard_swish, "hard_swish"},
-    {Activation::leaky_relu, "leaky_relu"},   {Activation::exponential, "exponential"},
+    {Activation::linear, "linear"},
+    {Activation::relu, "relu"},
+    {Activation::sigmoid, "sigmoid"},
+    {Activation::tanh, "tanh"},
+    {Activation::softmax, "softmax"},
+    {Activation::relu6, "relu6"},
+    {Activation::silu, "silu"},
+    {Activation::swish, "swish"},
+    {Activation::gelu, "gelu"},
+    {Activation::gelu_tanh, "gelu_tanh"},
+    {Activation::elu, "elu"},
+    {Activation::selu, "selu"},
+    {Activation::softplus, "softplus"},
+    {Activation::softsign, "softsign"},
+    {Activation::hard_sigmoid, "hard_sigmoid"},
+    {Activation::hard_sigmoid_keras2, "hard_sigmoid"},
+    {Activation::hard_silu, "hard_silu"},
+    {Activation::hard_swish, "hard_swish"},
+    {Activation::leaky_relu, "leaky_relu"},
+    {Activation::exponential, "exponential"},
     {Activation::log_softmax, "log_softmax"},
 };
 
@@ -143,8 +153,8 @@ enum class ExpOp { exp_shifted, sigmoid, silu };
 // i < n; y may alias x. Eight
 // lanes at a time; the tail goes through a zero-padded block, so every element is
 // computed by the same lane arithmetic.
-__attribute__((target_clones("avx2", "default")))
-void exp_loop(ExpOp op, const float* x, float shift, std::int64_t n, float* y) {
+__attribute__((target_clones("avx2", "default"))) void exp_loop(ExpOp op, const float* x, float shift,
+                                                                std::int64_t n, float* y) {
   const auto apply = [&](f32x8 v) __attribute__((always_inline)) {
     if (op == ExpOp::exp_shifted) return exp_f32x8(v - shift);
     const f32x8 s = 1.0f / (1.0f + exp_f32x8(-v));
@@ -214,7 +224,9 @@ void log_softmax_backward_row(const float* y, const float* dy, std::int64_t cols
   for (std::int64_t j = 0; j < cols; ++j) dx[j] = dy[j] - std::exp(y[j]) * sum_f;
 }
 
-float sigmoid_f(float v) { return 1.0f / (1.0f + std::exp(-v)); }
+float sigmoid_f(float v) {
+  return 1.0f / (1.0f + std::exp(-v));
+}
 
 }  // namespace
 
@@ -255,7 +267,8 @@ void activation_forward(Activation activation, const float* x, std::int64_t rows
       return;
     case Activation::gelu_tanh:
       each([](float v) {
-        const float inner = static_cast<float>(kSqrt2OverPi) * (v + static_cast<float>(kGeluCubic) * v * v * v);
+        const float inner =
+            static_cast<float>(kSqrt2OverPi) * (v + static_cast<float>(kGeluCubic) * v * v * v);
         return 0.5f * v * (1.0f + std::tanh(inner));
       });
       return;
@@ -471,8 +484,12 @@ namespace reference {
 
 namespace {
 
-double hard_sigmoid3(double v) { return std::min(std::max(v + 3.0, 0.0), 6.0) / 6.0; }
-double sigmoid(double v) { return 1.0 / (1.0 + std::exp(-v)); }
+double hard_sigmoid3(double v) {
+  return std::min(std::max(v + 3.0, 0.0), 6.0) / 6.0;
+}
+double sigmoid(double v) {
+  return 1.0 / (1.0 + std::exp(-v));
+}
 
 // The element-wise forward formulas in double.
 double forward_one(Activation activation, double v) {
@@ -592,7 +609,8 @@ void activation_forward(Activation activation, const T* x, std::int64_t rows, st
       const double log_sum = std::log(sum);
       for (std::int64_t j = 0; j < cols; ++j) {
         const double shifted = static_cast<double>(x_row[j]) - max;
-        y_row[j] = static_cast<T>(activation == Activation::softmax ? std::exp(shifted) / sum : shifted - log_sum);
+        y_row[j] =
+            static_cast<T>(activation == Activation::softmax ? std::exp(shifted) / sum : shifted - log_sum);
       }
       continue;
     }

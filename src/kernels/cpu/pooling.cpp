@@ -36,7 +36,8 @@ struct Span {
   std::int64_t begin, end;
 };
 
-Span window_span(std::int64_t o, std::int64_t stride, std::int64_t pad_before, std::int64_t k, std::int64_t n) {
+Span window_span(std::int64_t o, std::int64_t stride, std::int64_t pad_before, std::int64_t k,
+                 std::int64_t n) {
   const std::int64_t start = o * stride - pad_before;
   return {std::max<std::int64_t>(start, 0), std::min(start + k, n)};
 }
@@ -132,7 +133,8 @@ void avg_pool2d_forward(const Pool2d& p, const T* x, T* y) {
   for_each_window(p, [&](std::int64_t n, std::int64_t c, Span rows, Span cols, std::int64_t out) {
     double sum = 0.0;
     for (std::int64_t h = rows.begin; h < rows.end; ++h)
-      for (std::int64_t w = cols.begin; w < cols.end; ++w) sum += static_cast<double>(x[offset(sx, n, h, w, c)]);
+      for (std::int64_t w = cols.begin; w < cols.end; ++w)
+        sum += static_cast<double>(x[offset(sx, n, h, w, c)]);
     const std::int64_t count = (rows.end - rows.begin) * (cols.end - cols.begin);
     y[out] = count > 0 ? static_cast<T>(sum / static_cast<double>(count)) : T(0);
   });
@@ -239,20 +241,23 @@ void crop2d(const ImageShape& s, const Margins& m, const T* x, T* y) {
   for (std::int64_t n = 0; n < out.N; ++n)
     for (std::int64_t h = 0; h < out.H; ++h)
       for (std::int64_t w = 0; w < out.W; ++w)
-        for (std::int64_t c = 0; c < out.C; ++c) y[offset(sy, n, h, w, c)] = x[offset(sx, n, h + m.top, w + m.left, c)];
+        for (std::int64_t c = 0; c < out.C; ++c)
+          y[offset(sy, n, h, w, c)] = x[offset(sx, n, h + m.top, w + m.left, c)];
 }
 
 // ---------------------------------------------------------------- upsampling
 
 template <typename T>
-void upsample_nearest2d_forward(const ImageShape& s, std::int64_t size_h, std::int64_t size_w, const T* x, T* y) {
+void upsample_nearest2d_forward(const ImageShape& s, std::int64_t size_h, std::int64_t size_w, const T* x,
+                                T* y) {
   assert(size_h >= 1 && size_w >= 1);
   const ImageShape out{s.N, s.H * size_h, s.W * size_w, s.C, s.layout};
   const Strides sx = strides_of(s), sy = strides_of(out);
   for (std::int64_t n = 0; n < out.N; ++n)
     for (std::int64_t h = 0; h < out.H; ++h)
       for (std::int64_t w = 0; w < out.W; ++w)
-        for (std::int64_t c = 0; c < out.C; ++c) y[offset(sy, n, h, w, c)] = x[offset(sx, n, h / size_h, w / size_w, c)];
+        for (std::int64_t c = 0; c < out.C; ++c)
+          y[offset(sy, n, h, w, c)] = x[offset(sx, n, h / size_h, w / size_w, c)];
 }
 
 template <typename T>
@@ -292,7 +297,8 @@ Lerp half_pixel(std::int64_t o, std::int64_t in_size, std::int64_t out_size) {
 }  // namespace
 
 template <typename T>
-void upsample_bilinear2d_forward(const ImageShape& s, std::int64_t size_h, std::int64_t size_w, const T* x, T* y) {
+void upsample_bilinear2d_forward(const ImageShape& s, std::int64_t size_h, std::int64_t size_w, const T* x,
+                                 T* y) {
   assert(size_h >= 1 && size_w >= 1);
   const ImageShape out{s.N, s.H * size_h, s.W * size_w, s.C, s.layout};
   const Strides sx = strides_of(s), sy = strides_of(out);
@@ -302,9 +308,13 @@ void upsample_bilinear2d_forward(const ImageShape& s, std::int64_t size_h, std::
       for (std::int64_t w = 0; w < out.W; ++w) {
         const Lerp lx = half_pixel(w, s.W, out.W);
         for (std::int64_t c = 0; c < out.C; ++c) {
-          const auto at = [&](std::int64_t hi, std::int64_t wi) { return static_cast<double>(x[offset(sx, n, hi, wi, c)]); };
-          const double top = at(ly.lower, lx.lower) + (at(ly.lower, lx.upper) - at(ly.lower, lx.lower)) * lx.lerp;
-          const double bottom = at(ly.upper, lx.lower) + (at(ly.upper, lx.upper) - at(ly.upper, lx.lower)) * lx.lerp;
+          const auto at = [&](std::int64_t hi, std::int64_t wi) {
+            return static_cast<double>(x[offset(sx, n, hi, wi, c)]);
+          };
+          const double top =
+              at(ly.lower, lx.lower) + (at(ly.lower, lx.upper) - at(ly.lower, lx.lower)) * lx.lerp;
+          const double bottom =
+              at(ly.upper, lx.lower) + (at(ly.upper, lx.upper) - at(ly.upper, lx.lower)) * lx.lerp;
           y[offset(sy, n, h, w, c)] = static_cast<T>(top + (bottom - top) * ly.lerp);
         }
       }
@@ -335,20 +345,20 @@ void upsample_bilinear2d_backward(const ImageShape& s, std::int64_t size_h, std:
     }
 }
 
-#define BNORM_POOLING_INSTANTIATE(T)                                                                           \
-  template void max_pool2d_forward<T>(const Pool2d&, const T*, T*);                                           \
-  template void max_pool2d_backward<T>(const Pool2d&, const T*, const T*, T*);                                \
-  template void avg_pool2d_forward<T>(const Pool2d&, const T*, T*);                                           \
-  template void avg_pool2d_backward<T>(const Pool2d&, const T*, T*);                                          \
-  template void global_avg_pool2d_forward<T>(const ImageShape&, const T*, T*);                                \
-  template void global_avg_pool2d_backward<T>(const ImageShape&, const T*, T*);                               \
-  template void global_max_pool2d_forward<T>(const ImageShape&, const T*, T*);                                \
-  template void global_max_pool2d_backward<T>(const ImageShape&, const T*, const T*, T*);                     \
-  template void zero_pad2d<T>(const ImageShape&, const Margins&, const T*, T*);                               \
-  template void crop2d<T>(const ImageShape&, const Margins&, const T*, T*);                                   \
-  template void upsample_nearest2d_forward<T>(const ImageShape&, std::int64_t, std::int64_t, const T*, T*);   \
-  template void upsample_nearest2d_backward<T>(const ImageShape&, std::int64_t, std::int64_t, const T*, T*);  \
-  template void upsample_bilinear2d_forward<T>(const ImageShape&, std::int64_t, std::int64_t, const T*, T*);  \
+#define BNORM_POOLING_INSTANTIATE(T)                                                                         \
+  template void max_pool2d_forward<T>(const Pool2d&, const T*, T*);                                          \
+  template void max_pool2d_backward<T>(const Pool2d&, const T*, const T*, T*);                               \
+  template void avg_pool2d_forward<T>(const Pool2d&, const T*, T*);                                          \
+  template void avg_pool2d_backward<T>(const Pool2d&, const T*, T*);                                         \
+  template void global_avg_pool2d_forward<T>(const ImageShape&, const T*, T*);                               \
+  template void global_avg_pool2d_backward<T>(const ImageShape&, const T*, T*);                              \
+  template void global_max_pool2d_forward<T>(const ImageShape&, const T*, T*);                               \
+  template void global_max_pool2d_backward<T>(const ImageShape&, const T*, const T*, T*);                    \
+  template void zero_pad2d<T>(const ImageShape&, const Margins&, const T*, T*);                              \
+  template void crop2d<T>(const ImageShape&, const Margins&, const T*, T*);                                  \
+  template void upsample_nearest2d_forward<T>(const ImageShape&, std::int64_t, std::int64_t, const T*, T*);  \
+  template void upsample_nearest2d_backward<T>(const ImageShape&, std::int64_t, std::int64_t, const T*, T*); \
+  template void upsample_bilinear2d_forward<T>(const ImageShape&, std::int64_t, std::int64_t, const T*, T*); \
   template void upsample_bilinear2d_backward<T>(const ImageShape&, std::int64_t, std::int64_t, const T*, T*);
 
 BNORM_POOLING_INSTANTIATE(float)
