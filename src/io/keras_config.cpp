@@ -1,5 +1,7 @@
 #include "keras_config.hpp"
 
+#include <algorithm>
+#include <array>
 #include <cctype>
 #include <cmath>
 #include <map>
@@ -8,8 +10,10 @@
 #include "bnorm/core/text.hpp"
 #include "bnorm/io/error.hpp"
 #include "bnorm/kernels/activation.hpp"
+#include "bnorm/nn/conv.hpp"
 #include "bnorm/nn/layers.hpp"
 #include "bnorm/nn/merge.hpp"
+#include "bnorm/nn/spatial.hpp"
 
 namespace bnorm::io::keras {
 
@@ -18,8 +22,10 @@ using nlohmann::json;
 namespace {
 
 constexpr const char* kSupported =
-    "InputLayer, Dense, BatchNormalization, Activation, Dropout, Flatten, Add, Subtract, Multiply, Average, Maximum, "
-    "Minimum, Concatenate, or a nested Sequential / Functional model";
+    "InputLayer, Dense, BatchNormalization, Activation, Dropout, Flatten, Conv1D, Conv2D, DepthwiseConv2D, "
+    "SeparableConv2D, ZeroPadding2D, Cropping2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, "
+    "GlobalMaxPooling2D, UpSampling2D, Reshape, Permute, ReLU, LeakyReLU, Rescaling, Normalization, Add, Subtract, "
+    "Multiply, Average, Maximum, Minimum, Concatenate, or a nested Sequential / Functional model";
 
 // ------------------------------------------------------------------ reading
 
@@ -95,9 +101,10 @@ std::string activation_of(const Reading& r, const json& j, const std::string& wh
 kernels::Activation activation_value(const Reading& r, const json& j, const std::string& where) {
   const std::string name = activation_of(r, j, where);
   try {
-    return kernels::activation_from_name(name);
-  } catch (const Error&) {
-    r.fail(where, "one of the activations linear, relu, sigmoid, tanh, softmax", printable_quoted(name));
+    return kernels::activation_from_name(name, r.version == nn::KerasVersion::keras2 ? kernels::ActivationVersion::keras2
+                                                                                    : kernels::ActivationVersion::keras3);
+  } catch (const Error& e) {
+    r.fail(where, "an activation bnorm supports", printable_quoted(name));
   }
 }
 
@@ -162,6 +169,315 @@ nn::Constraint constraint_of(const Reading& r, const json& j, const std::string&
   r.fail(where, "a constraint NonNeg, UnitNorm, MaxNorm or MinMaxNorm", printable_quoted(cls));
 }
 
+// Keras's int-or-list settings: 3 -> {3, 3}; [3, 1] -> {3, 1}.
+template <std::size_t N>
+std::array<std::int64_t, N> ints_of(const Reading& r, const json& config, const std::string& where, const char* key,
+                                    std::int64_t fallback) {
+  std::array<std::int64_t, N> out;
+  out.fill(fallback);
+  const auto it = config.find(key);
+  if (it == config.end() || it->is_null()) return out;
+  if (it->is_number_integer()) {
+    out.fill(it->get<std::int64_t>());
+  } else if (it->is_array() && it->size() == N && std::all_of(it->begin(), it->end(), [](const json& v) { return v.is_number_integer(); })) {
+    for (std::size_t i = 0; i < N; ++i) out[i] = (*it)[i].get<std::int64_t>();
+  } else {
+    r.fail(where + " config \"" + key + "\"", "an integer or a list of " + std::to_string(N), kind_of(*it));
+  }
+  for (auto v : out)
+    if (v <= 0 || v > (std::int64_t{1} << 20)) r.fail(where + " config \"" + key + "\"", "positive sizes", shown(*it));
+  return out;
+}
+
+nn::DataFormat data_format_of(const Reading& r, const json& config, const std::string& where) {
+  const std::string f = get<std::string>(r, config, where, "data_format", "channels_last");
+  try {
+    return nn::data_format_from_name(f);
+  } catch (const Error&) {
+    r.fail(where + " config \"data_format\"", "channels_last or channels_first", printable_quoted(f));
+  }
+}
+
+nn::Padding padding_of(const Reading& r, const json& config, const std::string& where) {
+  const std::string p = get<std::string>(r, config, where, "padding", "valid");
+  try {
+    return nn::padding_from_name(p);
+  } catch (const Error&) {
+    r.fail(where + " config \"padding\"", "valid, same or causal", printable_quoted(p));
+  }
+}
+
+std::vector<std::int64_t> declared_input_shape(const Reading& r, const json& config, const std::string& where) {
+  if (config.contains("batch_input_shape") && config["batch_input_shape"].is_array()) {
+    auto s = shape_of(r, config["batch_input_shape"], where + " batch_input_shape");
+    if (!s.empty()) return {s.begin() + 1, s.end()};
+  }
+  return {};
+}
+
+nn::LayerPtr conv_from_config(const Reading& r, const std::string& cls, const json& config, const std::string& where,
+                              const std::string& name, bool trainable) {
+  if (const auto lora = config.find("lora_rank"); lora != config.end() && !lora->is_null()) {
+    r.fail(where + " config \"lora_rank\"", "no LoRA adapter", shown(*lora));
+  }
+  if (const auto a = config.find("activity_regularizer"); a != config.end() && !a->is_null()) {
+    r.fail(where + " config \"activity_regularizer\"", "null (activity regularizers are not supported)", shown(*a));
+  }
+  const std::string act = kernels::activation_unique_name(activation_value(r, config.value("activation", json()), where + " activation"));
+  auto init = [&](const char* key, nn::Initializer fallback) {
+    return initializer_of(r, config.value(key, json()), where + " " + key, fallback);
+  };
+  auto reg = [&](const char* key) { return regularizer_of(r, config.value(key, json()), where + " " + key); };
+  auto con = [&](const char* key) { return constraint_of(r, config.value(key, json()), where + " " + key); };
+  const bool use_bias = get<bool>(r, config, where, "use_bias", true);
+  const auto format = data_format_of(r, config, where);
+  const auto padding = padding_of(r, config, where);
+  const auto input_shape = declared_input_shape(r, config, where);
+  try {
+    if (cls == "Conv1D") {
+      nn::Conv1DOptions o;
+      o.strides = ints_of<1>(r, config, where, "strides", 1)[0];
+      o.padding = padding;
+      o.data_format = format;
+      o.dilation_rate = ints_of<1>(r, config, where, "dilation_rate", 1)[0];
+      o.groups = get<std::int64_t>(r, config, where, "groups", 1);
+      o.activation = act;
+      o.use_bias = use_bias;
+      o.kernel_initializer = init("kernel_initializer", nn::Initializer::glorot_uniform());
+      o.bias_initializer = init("bias_initializer", nn::Initializer::zeros());
+      o.kernel_regularizer = reg("kernel_regularizer");
+      o.bias_regularizer = reg("bias_regularizer");
+      o.kernel_constraint = con("kernel_constraint");
+      o.bias_constraint = con("bias_constraint");
+      o.input_shape = input_shape;
+      o.trainable = trainable;
+      o.name = name;
+      return std::make_shared<nn::Conv1D>(get<std::int64_t>(r, config, where, "filters", 0),
+                                          ints_of<1>(r, config, where, "kernel_size", 1)[0], o);
+    }
+    const auto kernel_size = ints_of<2>(r, config, where, "kernel_size", 1);
+    const auto strides = ints_of<2>(r, config, where, "strides", 1);
+    const auto dilation = ints_of<2>(r, config, where, "dilation_rate", 1);
+    if (cls == "Conv2D") {
+      nn::Conv2DOptions o;
+      o.strides = strides;
+      o.padding = padding;
+      o.data_format = format;
+      o.dilation_rate = dilation;
+      o.groups = get<std::int64_t>(r, config, where, "groups", 1);
+      o.activation = act;
+      o.use_bias = use_bias;
+      o.kernel_initializer = init("kernel_initializer", nn::Initializer::glorot_uniform());
+      o.bias_initializer = init("bias_initializer", nn::Initializer::zeros());
+      o.kernel_regularizer = reg("kernel_regularizer");
+      o.bias_regularizer = reg("bias_regularizer");
+      o.kernel_constraint = con("kernel_constraint");
+      o.bias_constraint = con("bias_constraint");
+      o.input_shape = input_shape;
+      o.trainable = trainable;
+      o.name = name;
+      return std::make_shared<nn::Conv2D>(get<std::int64_t>(r, config, where, "filters", 0), kernel_size, o);
+    }
+    if (cls == "DepthwiseConv2D") {
+      nn::DepthwiseConv2DOptions o;
+      o.depth_multiplier = get<std::int64_t>(r, config, where, "depth_multiplier", 1);
+      o.strides = strides;
+      o.padding = padding;
+      o.data_format = format;
+      o.dilation_rate = dilation;
+      o.activation = act;
+      o.use_bias = use_bias;
+      o.depthwise_initializer = init("depthwise_initializer", nn::Initializer::glorot_uniform());
+      o.bias_initializer = init("bias_initializer", nn::Initializer::zeros());
+      o.depthwise_regularizer = reg("depthwise_regularizer");
+      o.bias_regularizer = reg("bias_regularizer");
+      o.depthwise_constraint = con("depthwise_constraint");
+      o.bias_constraint = con("bias_constraint");
+      o.input_shape = input_shape;
+      o.trainable = trainable;
+      o.name = name;
+      return std::make_shared<nn::DepthwiseConv2D>(kernel_size, o);
+    }
+    nn::SeparableConv2DOptions o;
+    o.depth_multiplier = get<std::int64_t>(r, config, where, "depth_multiplier", 1);
+    o.strides = strides;
+    o.padding = padding;
+    o.data_format = format;
+    o.dilation_rate = dilation;
+    o.activation = act;
+    o.use_bias = use_bias;
+    o.depthwise_initializer = init("depthwise_initializer", nn::Initializer::glorot_uniform());
+    o.pointwise_initializer = init("pointwise_initializer", nn::Initializer::glorot_uniform());
+    o.bias_initializer = init("bias_initializer", nn::Initializer::zeros());
+    o.depthwise_regularizer = reg("depthwise_regularizer");
+    o.pointwise_regularizer = reg("pointwise_regularizer");
+    o.bias_regularizer = reg("bias_regularizer");
+    o.depthwise_constraint = con("depthwise_constraint");
+    o.pointwise_constraint = con("pointwise_constraint");
+    o.bias_constraint = con("bias_constraint");
+    o.input_shape = input_shape;
+    o.trainable = trainable;
+    o.name = name;
+    return std::make_shared<nn::SeparableConv2D>(get<std::int64_t>(r, config, where, "filters", 0), kernel_size, o);
+  } catch (const FormatError&) {
+    throw;
+  } catch (const Error& e) {
+    r.fail(where, "valid " + cls + " settings", e.what());
+  }
+}
+
+// ((top, bottom), (left, right)) from Keras's int, (sym_h, sym_w) or ((t, b), (l, r)).
+nn::Margins2D margins_of(const Reading& r, const json& config, const std::string& where, const char* key, std::int64_t fallback) {
+  nn::Margins2D m{{{fallback, fallback}, {fallback, fallback}}};
+  const auto it = config.find(key);
+  if (it == config.end() || it->is_null()) return m;
+  auto size = [&](const json& v) {
+    if (!v.is_number_integer() || v.get<std::int64_t>() < 0 || v.get<std::int64_t>() > (std::int64_t{1} << 20)) {
+      r.fail(where + " config \"" + key + "\"", "sizes >= 0", shown(*it));
+    }
+    return v.get<std::int64_t>();
+  };
+  if (it->is_number_integer()) {
+    const auto v = size(*it);
+    return {{{v, v}, {v, v}}};
+  }
+  if (it->is_array() && it->size() == 2) {
+    for (std::size_t i = 0; i < 2; ++i) {
+      const json& e = (*it)[i];
+      if (e.is_number_integer()) {
+        m[i] = {size(e), size(e)};
+      } else if (e.is_array() && e.size() == 2) {
+        m[i] = {size(e[0]), size(e[1])};
+      } else {
+        r.fail(where + " config \"" + key + "\"", "an int, 2 ints or 2 pairs", shown(*it));
+      }
+    }
+    return m;
+  }
+  r.fail(where + " config \"" + key + "\"", "an int, 2 ints or 2 pairs", shown(*it));
+}
+
+std::vector<double> numbers_of(const Reading& r, const json& config, const std::string& where, const char* key, double fallback) {
+  const auto it = config.find(key);
+  if (it == config.end() || it->is_null()) return {fallback};
+  if (it->is_number()) return {it->get<double>()};
+  std::vector<double> out;
+  if (it->is_array()) {
+    for (const json& v : *it) {
+      if (!v.is_number()) r.fail(where + " config \"" + key + "\"", "numbers", shown(*it));
+      out.push_back(v.get<double>());
+    }
+    if (!out.empty()) return out;
+  }
+  r.fail(where + " config \"" + key + "\"", "a number or a list of numbers", kind_of(*it));
+}
+
+// Pooling, padding, reshaping, ReLU-family and preprocessing layers (nn/spatial.hpp);
+// null for another class.
+nn::LayerPtr spatial_from_config(const Reading& r, const std::string& cls, const json& config, const std::string& where,
+                                 const std::string& name) {
+  try {
+    if (cls == "ZeroPadding2D") {
+      return std::make_shared<nn::ZeroPadding2D>(
+          nn::ZeroPadding2DOptions{margins_of(r, config, where, "padding", 1), data_format_of(r, config, where), name});
+    }
+    if (cls == "Cropping2D") {
+      return std::make_shared<nn::Cropping2D>(
+          nn::Cropping2DOptions{margins_of(r, config, where, "cropping", 0), data_format_of(r, config, where), name});
+    }
+    if (cls == "MaxPooling2D" || cls == "AveragePooling2D") {
+      nn::Pooling2DOptions o;
+      o.pool_size = ints_of<2>(r, config, where, "pool_size", 2);
+      if (config.contains("strides") && !config["strides"].is_null()) o.strides = ints_of<2>(r, config, where, "strides", 1);
+      o.padding = padding_of(r, config, where);
+      o.data_format = data_format_of(r, config, where);
+      o.name = name;
+      if (cls == "MaxPooling2D") return std::make_shared<nn::MaxPooling2D>(o);
+      return std::make_shared<nn::AveragePooling2D>(o);
+    }
+    if (cls == "GlobalAveragePooling2D" || cls == "GlobalMaxPooling2D") {
+      nn::GlobalPooling2DOptions o{data_format_of(r, config, where), get<bool>(r, config, where, "keepdims", false), name};
+      if (cls == "GlobalMaxPooling2D") return std::make_shared<nn::GlobalMaxPooling2D>(o);
+      return std::make_shared<nn::GlobalAveragePooling2D>(o);
+    }
+    if (cls == "UpSampling2D") {
+      nn::UpSampling2DOptions o;
+      o.size = ints_of<2>(r, config, where, "size", 2);
+      o.data_format = data_format_of(r, config, where);
+      o.interpolation = nn::interpolation_from_name(get<std::string>(r, config, where, "interpolation", "nearest"));
+      o.name = name;
+      return std::make_shared<nn::UpSampling2D>(o);
+    }
+    if (cls == "Reshape") {
+      const json t = config.value("target_shape", json());
+      std::vector<std::int64_t> target;
+      if (!t.is_array()) r.fail(where + " config \"target_shape\"", "a list of sizes", kind_of(t));
+      for (const json& d : t) {
+        if (!d.is_number_integer()) r.fail(where + " config \"target_shape\"", "integer sizes", shown(t));
+        target.push_back(d.get<std::int64_t>());
+      }
+      return std::make_shared<nn::Reshape>(nn::ReshapeOptions{target, name});
+    }
+    if (cls == "Permute") {
+      const json d = config.value("dims", json());
+      std::vector<int> dims;
+      if (!d.is_array()) r.fail(where + " config \"dims\"", "a list of axes", kind_of(d));
+      for (const json& v : d) {
+        if (!v.is_number_integer()) r.fail(where + " config \"dims\"", "integer axes", shown(d));
+        dims.push_back(v.get<int>());
+      }
+      return std::make_shared<nn::Permute>(nn::PermuteOptions{dims, name});
+    }
+    if (cls == "ReLU") {
+      nn::ReLUOptions o;
+      if (const auto it = config.find("max_value"); it != config.end() && it->is_number()) o.max_value = it->get<double>();
+      o.negative_slope = get<double>(r, config, where, "negative_slope", 0.0);
+      o.threshold = get<double>(r, config, where, "threshold", 0.0);
+      o.name = name;
+      return std::make_shared<nn::ReLU>(o);
+    }
+    if (cls == "LeakyReLU") {
+      const double slope = config.contains("negative_slope") ? get<double>(r, config, where, "negative_slope", 0.3)
+                                                             : get<double>(r, config, where, "alpha", 0.3);
+      return std::make_shared<nn::LeakyReLU>(nn::LeakyReLUOptions{slope, name});
+    }
+    if (cls == "Rescaling") {
+      nn::RescalingOptions o;
+      o.scale = numbers_of(r, config, where, "scale", 1.0);
+      o.offset = numbers_of(r, config, where, "offset", 0.0);
+      o.name = name;
+      return std::make_shared<nn::Rescaling>(o);
+    }
+    if (cls == "Normalization") {
+      nn::NormalizationOptions o;
+      const json axis = config.value("axis", json(-1));
+      o.axis.clear();
+      if (axis.is_number_integer()) {
+        o.axis.push_back(axis.get<int>());
+      } else if (axis.is_array()) {
+        for (const json& a : axis) {
+          if (!a.is_number_integer()) r.fail(where + " config \"axis\"", "integer axes", shown(axis));
+          o.axis.push_back(a.get<int>());
+        }
+      } else if (!axis.is_null()) {
+        r.fail(where + " config \"axis\"", "an axis, a list of axes or null", kind_of(axis));
+      }
+      if (config.contains("mean") && !config["mean"].is_null()) {
+        o.mean = numbers_of(r, config, where, "mean", 0.0);
+        o.variance = numbers_of(r, config, where, "variance", 1.0);
+      }
+      o.invert = get<bool>(r, config, where, "invert", false);
+      o.name = name;
+      return std::make_shared<nn::Normalization>(o);
+    }
+  } catch (const FormatError&) {
+    throw;
+  } catch (const Error& e) {
+    r.fail(where, "valid " + cls + " settings", e.what());
+  }
+  return nullptr;
+}
+
 // One layer entry of a model config -> a bnorm layer (not an InputLayer).
 nn::LayerPtr layer_from_config(const Reading& r, const json& entry) {
   if (!entry.is_object() || !entry.contains("class_name") || !entry["class_name"].is_string()) {
@@ -182,7 +498,7 @@ nn::LayerPtr layer_from_config(const Reading& r, const json& entry) {
   nn::LayerPtr layer;
   if (cls == "Dense") {
     nn::DenseOptions o;
-    o.activation = kernels::activation_name(activation_value(r, config.value("activation", json()), where + " activation"));
+    o.activation = kernels::activation_unique_name(activation_value(r, config.value("activation", json()), where + " activation"));
     o.use_bias = get<bool>(r, config, where, "use_bias", true);
     o.kernel_initializer = initializer_of(r, config.value("kernel_initializer", json()), where + " kernel_initializer",
                                           nn::Initializer::glorot_uniform());
@@ -251,7 +567,7 @@ nn::LayerPtr layer_from_config(const Reading& r, const json& entry) {
       r.fail(where, "valid BatchNormalization options", e.what());
     }
   } else if (cls == "Activation") {
-    const std::string act = kernels::activation_name(activation_value(r, config.value("activation", json()), where + " activation"));
+    const std::string act = kernels::activation_unique_name(activation_value(r, config.value("activation", json()), where + " activation"));
     layer = std::make_shared<nn::Activation>(act, name);
   } else if (cls == "Dropout") {
     const double rate = get<double>(r, config, where, "rate", 0.0);
@@ -260,6 +576,10 @@ nn::LayerPtr layer_from_config(const Reading& r, const json& entry) {
       r.fail(where + " config \"noise_shape\"", "null (one mask element per value)", shown(*v));
     }
     layer = std::make_shared<nn::Dropout>(rate, seed_of(config).value_or(0), name);
+  } else if (cls == "Conv2D" || cls == "Conv1D" || cls == "DepthwiseConv2D" || cls == "SeparableConv2D") {
+    layer = conv_from_config(r, cls, config, where, name, trainable);
+  } else if (const auto spatial = spatial_from_config(r, cls, config, where, name)) {
+    layer = spatial;
   } else if (cls == "Add" || cls == "Subtract" || cls == "Multiply" || cls == "Average" || cls == "Maximum" ||
              cls == "Minimum") {
     static const std::map<std::string, nn::MergeOp> kOps{{"Add", nn::MergeOp::add},         {"Subtract", nn::MergeOp::subtract},
@@ -356,10 +676,10 @@ std::unique_ptr<nn::Model> sequential_from_config(const Reading& r, const json& 
       }
     }
   }
-  if (!input && !built.empty()) {  // tf.keras: the first layer's batch_input_shape
-    if (const auto* dense = dynamic_cast<const nn::Dense*>(built.front().get()); dense && !dense->options().input_shape.empty()) {
-      input = dense->options().input_shape;
-    }
+  if (!input && !layers.empty() && layers[0].is_object() && layers[0].contains("config") && layers[0]["config"].is_object()) {
+    // tf.keras: the first layer's batch_input_shape
+    auto s = declared_input_shape(r, layers[0]["config"], "Sequential first layer");
+    if (!s.empty()) input = s;
   }
   if (input) check_sizes(r, *input, built);
   auto model = std::make_unique<nn::Sequential>(std::vector<nn::LayerPtr>{}, name);
@@ -604,6 +924,127 @@ json base_config(const nn::Layer& layer, Style style) {
   return {{"name", layer.name()}, {"trainable", layer.trainable()}, {"dtype", dtype_json(style)}};
 }
 
+json pair_json(const std::array<std::int64_t, 2>& v) { return json::array({v[0], v[1]}); }
+
+// The settings of a convolution layer, as Keras 3 / tf.keras write them (CNN.md 1.1).
+void conv_json(nn::ConvLayerBase& layer, json& c, Style style) {
+  auto common = [&](const auto& o) {
+    c["strides"] = pair_json(o.strides);
+    c["padding"] = nn::padding_name(o.padding);
+    c["data_format"] = nn::data_format_name(o.data_format);
+    c["dilation_rate"] = pair_json(o.dilation_rate);
+    c["activation"] = o.activation;
+    c["use_bias"] = o.use_bias;
+    c["bias_initializer"] = initializer_json(o.bias_initializer, style);
+    c["bias_regularizer"] = regularizer_json(o.bias_regularizer, style);
+    c["activity_regularizer"] = nullptr;
+    c["bias_constraint"] = constraint_json(o.bias_constraint, style);
+  };
+  if (auto* l = dynamic_cast<nn::Conv2D*>(&layer)) {
+    const auto& o = l->options();
+    c["filters"] = l->filters();
+    c["kernel_size"] = pair_json(l->kernel_size());
+    common(o);
+    c["groups"] = o.groups;
+    c["kernel_initializer"] = initializer_json(o.kernel_initializer, style);
+    c["kernel_regularizer"] = regularizer_json(o.kernel_regularizer, style);
+    c["kernel_constraint"] = constraint_json(o.kernel_constraint, style);
+  } else if (auto* l1 = dynamic_cast<nn::Conv1D*>(&layer)) {
+    const auto& o = l1->options();
+    c["filters"] = l1->filters();
+    c["kernel_size"] = json::array({l1->kernel_size()});
+    c["strides"] = json::array({o.strides});
+    c["padding"] = nn::padding_name(o.padding);
+    c["data_format"] = nn::data_format_name(o.data_format);
+    c["dilation_rate"] = json::array({o.dilation_rate});
+    c["groups"] = o.groups;
+    c["activation"] = o.activation;
+    c["use_bias"] = o.use_bias;
+    c["kernel_initializer"] = initializer_json(o.kernel_initializer, style);
+    c["bias_initializer"] = initializer_json(o.bias_initializer, style);
+    c["kernel_regularizer"] = regularizer_json(o.kernel_regularizer, style);
+    c["bias_regularizer"] = regularizer_json(o.bias_regularizer, style);
+    c["activity_regularizer"] = nullptr;
+    c["kernel_constraint"] = constraint_json(o.kernel_constraint, style);
+    c["bias_constraint"] = constraint_json(o.bias_constraint, style);
+  } else if (auto* d = dynamic_cast<nn::DepthwiseConv2D*>(&layer)) {
+    const auto& o = d->options();
+    c["kernel_size"] = pair_json(d->kernel_size());
+    c["depth_multiplier"] = o.depth_multiplier;
+    common(o);
+    if (style == Style::legacy) c["groups"] = 1;  // tf.keras writes it (Keras 3 refuses it: CNN.md 1.1)
+    c["depthwise_initializer"] = initializer_json(o.depthwise_initializer, style);
+    c["depthwise_regularizer"] = regularizer_json(o.depthwise_regularizer, style);
+    c["depthwise_constraint"] = constraint_json(o.depthwise_constraint, style);
+  } else if (auto* sp = dynamic_cast<nn::SeparableConv2D*>(&layer)) {
+    const auto& o = sp->options();
+    c["filters"] = sp->filters();
+    c["kernel_size"] = pair_json(sp->kernel_size());
+    c["depth_multiplier"] = o.depth_multiplier;
+    common(o);
+    if (style == Style::legacy) c["groups"] = 1;
+    c["depthwise_initializer"] = initializer_json(o.depthwise_initializer, style);
+    c["pointwise_initializer"] = initializer_json(o.pointwise_initializer, style);
+    c["depthwise_regularizer"] = regularizer_json(o.depthwise_regularizer, style);
+    c["pointwise_regularizer"] = regularizer_json(o.pointwise_regularizer, style);
+    c["depthwise_constraint"] = constraint_json(o.depthwise_constraint, style);
+    c["pointwise_constraint"] = constraint_json(o.pointwise_constraint, style);
+  }
+}
+
+json margins_json(const nn::Margins2D& m) {
+  return json::array({json::array({m[0][0], m[0][1]}), json::array({m[1][0], m[1][1]})});
+}
+
+json numbers_json(const std::vector<double>& v) { return v.size() == 1 ? json(v[0]) : json(v); }
+
+// The settings of a layer of nn/spatial.hpp; false for another class.
+bool spatial_json(nn::Layer& layer, json& c) {
+  if (auto* z = dynamic_cast<nn::ZeroPadding2D*>(&layer)) {
+    c["padding"] = margins_json(z->options().padding);
+    c["data_format"] = nn::data_format_name(z->options().data_format);
+  } else if (auto* cr = dynamic_cast<nn::Cropping2D*>(&layer)) {
+    c["cropping"] = margins_json(cr->options().cropping);
+    c["data_format"] = nn::data_format_name(cr->options().data_format);
+  } else if (auto* p = dynamic_cast<nn::Pooling2D*>(&layer)) {
+    const auto& o = p->options();
+    c["pool_size"] = pair_json(o.pool_size);
+    c["padding"] = nn::padding_name(o.padding);
+    c["strides"] = pair_json(o.strides.value_or(o.pool_size));
+    c["data_format"] = nn::data_format_name(o.data_format);
+  } else if (auto* g = dynamic_cast<nn::GlobalPooling2D*>(&layer)) {
+    c["data_format"] = nn::data_format_name(g->options().data_format);
+    c["keepdims"] = g->options().keepdims;
+  } else if (auto* u = dynamic_cast<nn::UpSampling2D*>(&layer)) {
+    c["size"] = pair_json(u->options().size);
+    c["data_format"] = nn::data_format_name(u->options().data_format);
+    c["interpolation"] = u->options().interpolation == nn::Interpolation::nearest ? "nearest" : "bilinear";
+  } else if (auto* rs = dynamic_cast<nn::Reshape*>(&layer)) {
+    c["target_shape"] = rs->options().target_shape;
+  } else if (auto* pm = dynamic_cast<nn::Permute*>(&layer)) {
+    c["dims"] = pm->options().dims;
+  } else if (auto* re = dynamic_cast<nn::ReLU*>(&layer)) {
+    c["max_value"] = re->options().max_value ? json(*re->options().max_value) : json(nullptr);
+    c["negative_slope"] = re->options().negative_slope;
+    c["threshold"] = re->options().threshold;
+  } else if (auto* lr = dynamic_cast<nn::LeakyReLU*>(&layer)) {
+    c["negative_slope"] = lr->options().negative_slope;
+    c["alpha"] = lr->options().negative_slope;
+  } else if (auto* sc = dynamic_cast<nn::Rescaling*>(&layer)) {
+    c["scale"] = numbers_json(sc->options().scale);
+    c["offset"] = numbers_json(sc->options().offset);
+  } else if (auto* nz = dynamic_cast<nn::Normalization*>(&layer)) {
+    const auto& o = nz->options();
+    c["axis"] = o.axis;
+    c["mean"] = o.mean ? json(*o.mean) : json(nullptr);
+    c["variance"] = o.variance ? json(*o.variance) : json(nullptr);
+    c["invert"] = o.invert;
+  } else {
+    return false;
+  }
+  return true;
+}
+
 // One layer's {"class_name", "config", ...} entry; `input` is its input shape.
 json layer_json(nn::Layer& layer, const Shape& input, Style style) {
   json c = base_config(layer, style);
@@ -654,6 +1095,11 @@ json layer_json(nn::Layer& layer, const Shape& input, Style style) {
     c["rate"] = dr->rate();
     c["noise_shape"] = nullptr;
     c["seed"] = seed_json(dr->seed());
+  } else if (auto* conv = dynamic_cast<nn::ConvLayerBase*>(&layer)) {
+    conv_json(*conv, c, style);
+    has_weights = true;
+  } else if (spatial_json(layer, c)) {
+    has_weights = !layer.weights().empty();
   } else if (auto* cat = dynamic_cast<nn::Concatenate*>(&layer)) {
     c["axis"] = cat->axis();
   } else if (dynamic_cast<nn::ElementwiseMerge*>(&layer)) {
