@@ -239,14 +239,14 @@ std::optional<std::int64_t> Reader::read_integer_scalar(const std::string& path)
   return value;
 }
 
-Tensor Reader::read_floats(const std::string& path, const std::string& what) const {
+Tensor Reader::read_floats(const std::string& path, const std::string& what, bool allow_integers) const {
   require_hard_links(path);
   if (!has_dataset(path)) fail(what, "a dataset at " + path, "another kind of object");
   Handle d(H5Dopen2(file_.get(), path.c_str(), H5P_DEFAULT));
   if (!d.valid()) fail(what, "a readable dataset at " + path, "one HDF5 cannot open");
   Handle type(H5Dget_type(d.get()));
   const H5T_class_t cls = H5Tget_class(type.get());
-  if (cls != H5T_FLOAT) {
+  if (cls != H5T_FLOAT && !(allow_integers && cls == H5T_INTEGER)) {
     const std::string got = cls == H5T_INTEGER ? "integers" : cls == H5T_STRING ? "strings" : "a non-float type";
     fail(what, "float values (float32, float64, float16)", got + " at " + path);
   }

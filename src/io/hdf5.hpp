@@ -71,7 +71,8 @@ class Reader {
   // An integer scalar dataset (or one-element array); nullopt when `path` is not one.
   std::optional<std::int64_t> read_integer_scalar(const std::string& path) const;
   // A float dataset as float32; `what` names it in errors (layer and variable).
-  Tensor read_floats(const std::string& path, const std::string& what) const;
+  // allow_integers: an integer dataset is converted (Keras's int64 counters, e.g. Normalization's count).
+  Tensor read_floats(const std::string& path, const std::string& what, bool allow_integers = false) const;
 
  private:
   Reader(Handle file, std::string name) : file_(std::move(file)), name_(std::move(name)) {}

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <map>
 #include <optional>
+#include <regex>
 
 #include "bnorm/core/text.hpp"
 #include "bnorm/io/error.hpp"
@@ -572,10 +573,12 @@ nn::LayerPtr layer_from_config(const Reading& r, const json& entry) {
   } else if (cls == "Dropout") {
     const double rate = get<double>(r, config, where, "rate", 0.0);
     if (!(rate >= 0.0 && rate < 1.0)) r.fail(where + " config \"rate\"", "a value in [0, 1)", std::to_string(rate));
+    auto dropout = std::make_shared<nn::Dropout>(rate, seed_of(config).value_or(0), name);
     if (const auto v = config.find("noise_shape"); v != config.end() && !v->is_null()) {
-      r.fail(where + " config \"noise_shape\"", "null (one mask element per value)", shown(*v));
+      const auto shape = shape_of(r, *v, where + " config \"noise_shape\"");
+      dropout->set_noise_shape(shape);
     }
-    layer = std::make_shared<nn::Dropout>(rate, seed_of(config).value_or(0), name);
+    layer = dropout;
   } else if (cls == "Conv2D" || cls == "Conv1D" || cls == "DepthwiseConv2D" || cls == "SeparableConv2D") {
     layer = conv_from_config(r, cls, config, where, name, trainable);
   } else if (const auto spatial = spatial_from_config(r, cls, config, where, name)) {
@@ -1093,7 +1096,7 @@ json layer_json(nn::Layer& layer, const Shape& input, Style style) {
     c["activation"] = kernels::activation_name(a->activation());
   } else if (auto* dr = dynamic_cast<nn::Dropout*>(&layer)) {
     c["rate"] = dr->rate();
-    c["noise_shape"] = nullptr;
+    c["noise_shape"] = dr->noise_shape().empty() ? json(nullptr) : shape_json(Shape(dr->noise_shape()));
     c["seed"] = seed_json(dr->seed());
   } else if (auto* conv = dynamic_cast<nn::ConvLayerBase*>(&layer)) {
     conv_json(*conv, c, style);
@@ -1135,20 +1138,13 @@ std::string input_layer_name(const nn::Model& model) {
 }
 
 std::string snake_case(const std::string& class_name) {
-  std::string out;
-  for (std::size_t i = 0; i < class_name.size(); ++i) {
-    const char ch = class_name[i];
-    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_') continue;
-    const bool upper = std::isupper(static_cast<unsigned char>(ch));
-    if (upper && i > 0 && !out.empty() && out.back() != '_') {
-      const char prev = class_name[i - 1];
-      const bool next_lower = i + 1 < class_name.size() && std::islower(static_cast<unsigned char>(class_name[i + 1]));
-      if (std::islower(static_cast<unsigned char>(prev)) || std::isdigit(static_cast<unsigned char>(prev)) || next_lower) {
-        out += '_';
-      }
-    }
-    out += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  }
+  // Keras's to_snake_case: re.sub("(.)([A-Z][a-z]+)", r"\1_\2"), then
+  // re.sub("([a-z])([A-Z])", r"\1_\2"), lower case: Conv2D -> conv2d, ReLU -> re_lu,
+  // DepthwiseConv2D -> depthwise_conv2d, BatchNormalization -> batch_normalization.
+  static const std::regex first("(.)([A-Z][a-z]+)"), second("([a-z])([A-Z])");
+  std::string out = std::regex_replace(class_name, first, "$1_$2");
+  out = std::regex_replace(out, second, "$1_$2");
+  for (char& ch : out) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   return out;
 }
 

@@ -242,7 +242,7 @@ void read_keras3_layers(nn::Model& model, const h5::Reader& f, const std::string
     for (std::size_t i = 0; i < vars.size(); ++i) {
       if (indices[i] != i) throw FormatError(f.name(), keras::layer_label(layer), "variables 0.." + std::to_string(vars.size() - 1), "a gap at " + std::to_string(i));
       const std::string what = keras::layer_label(layer) + " variable " + vars[i]->name + " (" + group + "/" + std::to_string(i) + ")";
-      Tensor t = f.read_floats(group + "/" + std::to_string(i), what);
+      Tensor t = f.read_floats(group + "/" + std::to_string(i), what, vars[i]->name == "count");
       if (t.shape() != vars[i]->value.shape()) {
         throw FormatError(f.name(), what, "shape " + vars[i]->value.shape().str(), "shape " + t.shape().str());
       }
@@ -458,7 +458,7 @@ std::vector<Tensor> read_legacy_weights(nn::Model& model, const h5::Reader& f, c
         for (const auto& key : keys)
           if (const auto it = by_name.find(key); it != by_name.end()) found = it->second;
         if (found.empty()) throw FormatError(f.name(), what, "a weight named " + printable_quoted(keys.front() + ":0"), "none");
-        Tensor t = f.read_floats((root == "/" ? "" : root) + "/" + fl.name + "/" + found, what);
+        Tensor t = f.read_floats((root == "/" ? "" : root) + "/" + fl.name + "/" + found, what, v->name == "count");
         if (t.shape() != v->value.shape()) {
           throw FormatError(f.name(), what, "shape " + v->value.shape().str(), "shape " + t.shape().str());
         }
@@ -475,7 +475,7 @@ std::vector<Tensor> read_legacy_weights(nn::Model& model, const h5::Reader& f, c
       if (kKnown.count(stored) && kKnown.count(vars[k]->name) && stored != vars[k]->name) {
         throw FormatError(f.name(), what, "the weight " + vars[k]->name, printable_quoted(fl.weight_names[k]));
       }
-      Tensor t = f.read_floats(path, what);
+      Tensor t = f.read_floats(path, what, vars[k]->name == "count");
       if (t.shape() != vars[k]->value.shape()) {
         throw FormatError(f.name(), what, "shape " + vars[k]->value.shape().str(), "shape " + t.shape().str());
       }

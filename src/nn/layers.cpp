@@ -224,8 +224,27 @@ Tensor Dropout::forward(const Tensor& x, bool training, std::unique_ptr<LayerCon
   const auto scale = static_cast<float>(1.0 / (1.0 - rate_));
   Tensor mask(x.shape()), y(x.shape());
   const std::uint64_t stream = mix64(seed_ ^ mix64(calls_));
+  if (!noise_shape_.empty() && static_cast<int>(noise_shape_.size()) != x.rank()) {
+    throw ShapeError(where(), "noise_shape", "rank " + std::to_string(x.rank()) + " (the input's)",
+                     "rank " + std::to_string(noise_shape_.size()));
+  }
+  // With a noise_shape, one draw per element of that shape (-1: the input's size), shared
+  // along its dimensions of 1 (Keras: EfficientNet drops whole samples with (None, 1, 1, 1)).
+  std::vector<std::int64_t> index(static_cast<std::size_t>(x.rank()), 0);
   for (std::int64_t i = 0; i < x.numel(); ++i) {
-    const double u = static_cast<double>(mix64(stream + static_cast<std::uint64_t>(i)) >> 11) * 0x1.0p-53;
+    std::uint64_t draw = static_cast<std::uint64_t>(i);
+    if (!noise_shape_.empty()) {
+      draw = 0;
+      for (int d = 0; d < x.rank(); ++d) {
+        const std::int64_t n = noise_shape_[static_cast<std::size_t>(d)] < 0 ? x.dim(d) : noise_shape_[static_cast<std::size_t>(d)];
+        draw = draw * static_cast<std::uint64_t>(n) + static_cast<std::uint64_t>(n == 1 ? 0 : index[static_cast<std::size_t>(d)]);
+      }
+      for (int d = x.rank() - 1; d >= 0; --d) {
+        if (++index[static_cast<std::size_t>(d)] < x.dim(d)) break;
+        index[static_cast<std::size_t>(d)] = 0;
+      }
+    }
+    const double u = static_cast<double>(mix64(stream + draw) >> 11) * 0x1.0p-53;
     mask[i] = u < rate_ ? 0.0f : scale;
     y[i] = x[i] * mask[i];
   }

@@ -70,9 +70,16 @@ void variables_by_key(nn::Model& model, std::map<std::string, nn::Variable*>& ou
   }
 }
 
-void check_file(const json& c, const std::string& file, const std::string& framework, double rtol) {
+void check_file(const json& c, const std::string& file, const std::string& framework, double default_rtol) {
   SCOPED_TRACE(file + " (" + framework + ")");
   const json& want = c["expected"][framework];
+  // Per-quantity tolerances of the case (MobileNetV2's training call is looser: the
+  // fixture measured float32 against float64 in the framework itself).
+  auto rtol_of = [&](const char* quantity) {
+    const json t = c.value("tolerance", json::object());
+    if (t.contains(framework) && t[framework].contains(quantity)) return t[framework][quantity].get<double>();
+    return default_rtol;
+  };
   const Tensor x = npy(c["input"].get<std::string>());
   std::unique_ptr<nn::Model> model;
   try {
@@ -82,7 +89,7 @@ void check_file(const json& c, const std::string& file, const std::string& frame
   }
   const Tensor predicted = model->predict(x, 32);
   const Tensor want_predict = npy(want["predict"].get<std::string>());
-  expect_close(predicted, want_predict, max_abs(want_predict), rtol, "predict");
+  expect_close(predicted, want_predict, max_abs(want_predict), rtol_of("predict"), "predict");
 
   // The written-back file predicts the same bits.
   const fs::path tmp = fs::temp_directory_path() / ("bnorm_cnn_" + c["id"].get<std::string>() + fs::path(file).extension().string());
@@ -99,10 +106,10 @@ void check_file(const json& c, const std::string& file, const std::string& frame
   nn::GradientTape tape;
   const Tensor y = model->call(x, true, &tape);
   const Tensor want_y = npy(want["y_train"].get<std::string>());
-  expect_close(y, want_y, max_abs(want_y), rtol, "y_train");
+  expect_close(y, want_y, max_abs(want_y), rtol_of("y_train"), "y_train");
   const nn::Gradients grads = tape.gradient(r);
   const Tensor want_dx = npy(want["dx"].get<std::string>());
-  expect_close(tape.input_gradient(), want_dx, max_abs(want_dx), rtol, "dx");
+  expect_close(tape.input_gradient(), want_dx, max_abs(want_dx), rtol_of("dx"), "dx");
   std::map<std::string, nn::Variable*> vars;
   variables_by_key(*model, vars);
   const double largest = want["largest_gradient"].get<double>();
@@ -110,12 +117,20 @@ void check_file(const json& c, const std::string& file, const std::string& frame
     ASSERT_TRUE(vars.count(key)) << "no variable " << key;
     const auto it = grads.find(vars[key]);
     const Tensor g = it != grads.end() ? it->second : Tensor(vars[key]->value.shape());
-    expect_close(g, npy(path.get<std::string>()), largest, rtol, "gradient " + key);
+    expect_close(g, npy(path.get<std::string>()), largest, rtol_of("gradients"), "gradient " + key);
   }
+  // A moving mean is compared on the scale of its layer's spread, max(|mean|,
+  // sqrt(variance)): some means are rounding noise around 0.
   for (const auto& [key, path] : want["moving_stats"].items()) {
     ASSERT_TRUE(vars.count(key)) << "no variable " << key;
     const Tensor w = npy(path.get<std::string>());
-    expect_close(vars[key]->value, w, max_abs(w), rtol, key);
+    double scale = max_abs(w);
+    const bool mean = key.size() > 12 && key.compare(key.size() - 12, 12, "/moving_mean") == 0;
+    if (mean) {
+      const std::string var_key = key.substr(0, key.size() - 12) + "/moving_variance";
+      if (want["moving_stats"].contains(var_key)) scale = std::max(scale, std::sqrt(max_abs(npy(want["moving_stats"][var_key].get<std::string>()))));
+    }
+    expect_close(vars[key]->value, w, scale, rtol_of(mean ? "moving_mean" : "moving_variance"), key);
   }
 }
 

@@ -137,6 +137,10 @@ class Dropout : public Layer {
   Tensor backward(const LayerContext& context, const Tensor& dy, Gradients& grads) override;
   std::vector<Variable*> weights() override { return {}; }
   double rate() const noexcept { return rate_; }
+  // Keras noise_shape: the mask's shape, broadcast over the input (-1 for Keras's None:
+  // the input's size); empty (the default): one draw per element.
+  const std::vector<std::int64_t>& noise_shape() const noexcept { return noise_shape_; }
+  void set_noise_shape(std::vector<std::int64_t> shape) { noise_shape_ = std::move(shape); }
   // Number of training calls made: the generator's position, part of the layer's state.
   std::uint64_t calls() const noexcept { return calls_; }
   // The generator's whole state, (seed, calls), for checkpoints: restoring it makes the
@@ -149,6 +153,7 @@ class Dropout : public Layer {
 
  private:
   double rate_;
+  std::vector<std::int64_t> noise_shape_;
   std::uint64_t seed_;
   std::uint64_t calls_ = 0;
   std::string name_;
