@@ -85,8 +85,8 @@ def test_file_errors_are_python_exceptions(tmp_path):
     with pytest.raises(bnorm.FormatError) as info:
         bnorm.load_model(str(garbage))
     assert isinstance(info.value, ValueError) and str(garbage) in str(info.value)
-    with pytest.raises(bnorm.FormatError, match="Conv2D"):
-        bnorm.load_model(str(FIXTURES / "models/unsupported_conv.keras"))
+    with pytest.raises(bnorm.FormatError, match="Conv3D"):
+        bnorm.load_model(str(FIXTURES / "models/unsupported_conv3d.keras"))
     model = bnorm.load_model(str(FIXTURES / "models/mlp.keras"))
     with pytest.raises(bnorm.ShapeError):
         model.predict(np.zeros((2, 7), np.float32))

@@ -712,14 +712,14 @@ case "$case_name" in
     run evaluate "$model" "$tmp/bad.csv" "$arrays/plain_2x3.csv"
     expect_one_line_error "bnorm evaluate: error: INPUT $tmp/bad.csv: line 2, column 2: expected a number, received 'x'" \
       "bnorm evaluate with a non-number in INPUT"
-    run inspect "$models/unsupported_conv.keras"
-    expect_one_line_error "bnorm inspect: error: MODEL $models/unsupported_conv.keras: layer 'conv' (Conv2D): expected a layer class bnorm supports" \
-      "bnorm inspect with a Conv2D layer"
+    run inspect "$models/unsupported_conv3d.keras"
+    expect_one_line_error "bnorm inspect: error: MODEL $models/unsupported_conv3d.keras: layer 'conv' (Conv3D): expected a layer class bnorm supports" \
+      "bnorm inspect with a Conv3D layer"
     for sub in predict inspect; do
       extra=""
       [ "$sub" = predict ] && extra="$tmp/ragged.csv"
       # shellcheck disable=SC2086
-      run "$sub" "$models/unsupported_conv.keras" $extra
+      run "$sub" "$models/unsupported_conv3d.keras" $extra
       for word in read_npy read_csv read_idx load_model load_mnist_layout "expected line"; do
         if grep -qF -- "$word" "$tmp/err"; then fail "bnorm $sub: the message says '$word': $(cat "$tmp/err")"; fi
       done
