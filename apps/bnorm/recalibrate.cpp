@@ -5,6 +5,7 @@
 // file, like `bnorm train`'s).
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -119,7 +120,7 @@ int run_recalibrate(const RecalibrateCliOptions& o) {
 
   const auto model = load_model_argument(o.model, kCommand, "MODEL");
   std::size_t layers = 0;
-  for (const auto& layer : model->layers())
+  for (const auto& [path, layer] : model->flattened_layers())
     layers += dynamic_cast<const nn::BatchNormalization*>(layer.get()) != nullptr;
   if (layers == 0) {
     throw ArgumentError(
@@ -185,8 +186,11 @@ int run_recalibrate(const RecalibrateCliOptions& o) {
   std::printf("\n %-22s %8s %9s  %20s  %19s\n", "", "", "", "mean shift in std", "std old/new");
   std::printf(" %-22s %8s %9s  %9s %10s  %9s %9s\n", "layer", "channels", "count", "average", "largest",
               "smallest", "largest");
+  std::map<std::string, const nn::BatchNormalization*> by_name;  // nested models' layers too
+  for (const auto& [path, layer] : model->flattened_layers())
+    if (const auto* b = dynamic_cast<const nn::BatchNormalization*>(layer.get())) by_name.emplace(b->name(), b);
   for (const auto& r : report.layers) {
-    const auto& bn = model->get_layer<nn::BatchNormalization>(r.name);
+    const nn::BatchNormalization* bn = by_name.at(r.name);
     if (!r.recalibrated) {
       std::printf(" %-22s %8lld %9s  frozen: statistics kept (--skip-frozen)\n",
                   printable(r.name, 30).c_str(), static_cast<long long>(r.new_mean.numel()), "-");

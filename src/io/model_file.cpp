@@ -815,6 +815,15 @@ std::unique_ptr<nn::Model> load_model_bytes(const std::string& bytes, const std:
       if (options.compile && config.contains("compile_config") && compile_from(*model, config["compile_config"], "optimizer")) {
         restore_keras3_optimizer(*model, f);
       }
+      model->set_nested_training(options.nested_training);
+      if (options.notes && model->has_recorded_training()) {
+        options.notes->push_back(
+            path + ": a call records a training argument; " +
+            (options.nested_training == nn::NestedTraining::recorded_wins
+                 ? "bnorm honours it (tf.keras's rule and the Keras guide's), while Keras 3, which wrote the file, replaces "
+                   "it with the outer mode: in fit its batch normalization would use and update batch statistics"
+                 : "as Keras 3 does, the outer mode replaces it (nested_training = outer_mode_wins)"));
+      }
       return model;
     }
     case Kind::hdf5: {
@@ -835,10 +844,12 @@ std::unique_ptr<nn::Model> load_model_bytes(const std::string& bytes, const std:
         try {
           training = json::parse(f.string_attribute("/", "training_config"));
         } catch (const json::exception&) {
+          model->set_nested_training(options.nested_training);
           return model;  // not compiled, as Keras when it cannot read the training config
         }
         if (compile_from(*model, training, "optimizer_config")) restore_legacy_optimizer(*model, f);
       }
+      model->set_nested_training(options.nested_training);
       return model;
     }
     case Kind::checkpoint:

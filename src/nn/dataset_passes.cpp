@@ -20,25 +20,27 @@ void require_samples(const Tensor& x, const std::string& where) {
   }
 }
 
-std::vector<std::pair<std::size_t, BatchNormalization*>> distinct_built_batch_norms(const Model& model,
-                                                                                    const std::string& where) {
-  std::vector<std::pair<std::size_t, BatchNormalization*>> found;
-  for (std::size_t i = 0; i < model.layers().size(); ++i) {
-    auto* bn = dynamic_cast<BatchNormalization*>(model.layers()[i].get());
+std::vector<std::pair<std::vector<std::size_t>, BatchNormalization*>> distinct_built_batch_norms(const Model& model,
+                                                                                                 const std::string& where) {
+  std::vector<std::pair<std::vector<std::size_t>, BatchNormalization*>> found;
+  for (const auto& [path, layer] : model.flattened_layers()) {
+    auto* bn = dynamic_cast<BatchNormalization*>(layer.get());
     if (bn == nullptr) continue;
-    const std::string layer = "BatchNormalization '" + bn->name() + "'";
+    const std::string name = "BatchNormalization '" + bn->name() + "'";
+    // Calls of the layer in the model that holds it.
+    const Model* holder = &model;
+    for (std::size_t k = 0; k + 1 < path.size(); ++k) holder = dynamic_cast<const Model*>(holder->layers()[path[k]].get());
     std::size_t calls = 0;
-    for (const auto& node : model.nodes()) calls += node.layer.get() == bn ? 1 : 0;
+    for (const auto& node : holder->nodes()) calls += node.layer.get() == bn ? 1 : 0;
     if (calls > 1) {
-      throw ArgumentError(where, layer,
+      throw ArgumentError(where, name,
                           "each batch-normalization layer called once in the model (a shared layer sees two populations)",
                           std::to_string(calls) + " calls");
     }
     if (!bn->built()) {
-      throw StateError(where, layer, "a built layer with moving statistics (call or fit the model first)",
-                       "an unbuilt layer");
+      throw StateError(where, name, "a built layer with moving statistics (call or fit the model first)", "an unbuilt layer");
     }
-    found.emplace_back(i, bn);
+    found.emplace_back(path, bn);
   }
   return found;
 }

@@ -44,7 +44,12 @@ GapReport measure_gap(Model& model, const Tensor& x, const GapOptions& options) 
   const auto& layers = model.layers();
   std::vector<int> slot(layers.size(), -1);
   std::vector<BatchNormalization*> bns;
-  for (const auto& [index, bn] : detail::distinct_built_batch_norms(model, where)) {
+  for (const auto& [path, bn] : detail::distinct_built_batch_norms(model, where)) {
+    if (path.size() != 1) {
+      throw ArgumentError(where, "BatchNormalization '" + bn->name() + "'", "a layer of the model itself",
+                          "a layer of a nested model (not measured yet)");
+    }
+    const std::size_t index = path.front();
     slot[index] = static_cast<int>(bns.size());
     bns.push_back(bn);
   }

@@ -235,9 +235,7 @@ BatchNormInspection inspect_batch_norm(const TorchBatchNorm& module, const std::
 
 std::vector<BatchNormInspection> inspect_batch_norm(const Model& model, const InspectOptions& options) {
   std::vector<BatchNormInspection> out;
-  std::set<const Layer*> seen;
-  for (const auto& layer : model.layers()) {
-    if (!seen.insert(layer.get()).second) continue;
+  for (const auto& [path, layer] : model.flattened_layers()) {
     if (const auto* bn = dynamic_cast<const BatchNormalization*>(layer.get())) {
       out.push_back(inspect_batch_norm(*bn, options));
     }

@@ -273,6 +273,35 @@ Tensor Model::layer_input(const Tensor& x, std::size_t index) {
   return run(x, false, nullptr, nullptr, stop);
 }
 
+Tensor Model::layer_input(const Tensor& x, const std::vector<std::size_t>& path) {
+  if (path.empty()) throw ArgumentError("Model '" + name_ + "'", "layer_input path", "at least one index", "an empty path");
+  if (path.size() == 1) return layer_input(x, path[0]);
+  auto* nested = path[0] < layers_.size() ? dynamic_cast<Model*>(layers_[path[0]].get()) : nullptr;
+  if (!nested) {
+    throw ArgumentError("Model '" + name_ + "'", "layer_input path", "the index of a nested model",
+                        std::to_string(path[0]));
+  }
+  const Tensor y = layer_input(x, path[0]);
+  return nested->layer_input(y, std::vector<std::size_t>(path.begin() + 1, path.end()));
+}
+
+std::vector<std::pair<std::vector<std::size_t>, LayerPtr>> Model::flattened_layers() const {
+  std::vector<std::pair<std::vector<std::size_t>, LayerPtr>> out;
+  std::set<const Layer*> seen;
+  std::function<void(const Model&, std::vector<std::size_t>)> walk = [&](const Model& m, std::vector<std::size_t> prefix) {
+    for (std::size_t i = 0; i < m.layers_.size(); ++i) {
+      const LayerPtr& l = m.layers_[i];
+      if (!seen.insert(l.get()).second) continue;
+      std::vector<std::size_t> path = prefix;
+      path.push_back(i);
+      out.emplace_back(path, l);
+      if (const auto* nested = dynamic_cast<const Model*>(l.get())) walk(*nested, path);
+    }
+  };
+  walk(*this, {});
+  return out;
+}
+
 Tensor Model::call(const Tensor& x, bool training, GradientTape* tape, UpdateSink* updates) {
   check_input(x);
   return run(x, training, tape, updates, nodes_.size());

@@ -86,11 +86,11 @@ RecalibrationReport recalibrate(Model& model, const Tensor& x, const Recalibrate
   report.samples = x.dim(0);
   const std::int64_t n = x.dim(0);
   try {
-    for (const auto& [index, bn] : layers) {
+    for (const auto& [path, bn] : layers) {
       const std::string layer = "BatchNormalization '" + bn->name() + "'";
       LayerRecalibration r;
       r.name = bn->name();
-      r.index = index;
+      r.index = path.front();
       r.old_mean = bn->moving_mean()->value;
       r.old_variance = bn->moving_variance()->value;
       r.variance_kind = bn->options().version == KerasVersion::keras2 && bn->fused()
@@ -106,7 +106,7 @@ RecalibrationReport recalibrate(Model& model, const Tensor& x, const Recalibrate
       ChannelMoments total(param.numel());
       for (std::int64_t begin = 0; begin < n; begin += options.batch_size) {
         const Tensor input =
-            model.layer_input(rows(x, begin, std::min(n, begin + options.batch_size)), index);
+            model.layer_input(rows(x, begin, std::min(n, begin + options.batch_size)), path);
         // The channel sizes the layer was built for (as its own call would check).
         for (int a : bn->axes()) {
           const std::int64_t want = bn->axes().size() == 1 ? param.numel() : param[a];

@@ -162,3 +162,38 @@ TEST_P(CnnGolden, KerasAndTfKerasFiles) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CnnGolden, ::testing::ValuesIn(case_ids()),
                          [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
+
+// A Keras 3 file with base(x, training=False): loads under bnorm's default rule (the
+// recorded argument wins) with a note saying Keras 3 differs; the option selects Keras
+// 3's rule; tf_keras's file gives no note.
+TEST(CnnFiles, RecordedTrainingArgumentRuleAndNote) {
+  std::vector<std::string> notes;
+  auto model = io::load_model(cnn_dir() + "/nested_base.keras", {.notes = &notes});
+  EXPECT_EQ(model->nested_training(), nn::NestedTraining::recorded_wins);
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_NE(notes[0].find("Keras 3"), std::string::npos) << notes[0];
+  notes.clear();
+  model = io::load_model(cnn_dir() + "/nested_base.keras",
+                         {.nested_training = nn::NestedTraining::outer_mode_wins, .notes = &notes});
+  EXPECT_EQ(model->nested_training(), nn::NestedTraining::outer_mode_wins);
+  notes.clear();
+  model = io::load_model(cnn_dir() + "/nested_base.h5", {.notes = &notes});
+  EXPECT_TRUE(notes.empty());
+  notes.clear();
+  model = io::load_model(cnn_dir() + "/resnet_block_channels_last.keras", {.notes = &notes});
+  EXPECT_TRUE(notes.empty());
+}
+
+// Bad input to a loaded CNN: a wrong input shape is a ShapeError naming the layer or the
+// model's input, and the model is unchanged (its weights and moving statistics).
+TEST(CnnFiles, WrongInputShapeLeavesTheModelUnchanged) {
+  auto model = io::load_model(cnn_dir() + "/resnet_block_channels_last.keras");
+  const std::vector<Tensor> before = model->get_weights();
+  EXPECT_THROW(model->predict(Tensor(Shape{2, 13, 13, 4})), ShapeError);
+  EXPECT_THROW(model->call(Tensor(Shape{2, 13, 13}), true), ShapeError);
+  model->compile("sgd", "mse");
+  EXPECT_THROW(model->train_on_batch(Tensor(Shape{2, 5, 5, 3}), Tensor(Shape{2, 5})), ShapeError);
+  const std::vector<Tensor> after = model->get_weights();
+  ASSERT_EQ(before.size(), after.size());
+  for (std::size_t k = 0; k < before.size(); ++k) EXPECT_EQ(before[k].vector(), after[k].vector()) << k;
+}

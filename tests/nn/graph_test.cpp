@@ -11,6 +11,7 @@
 #include "bnorm/nn/layers.hpp"
 #include "bnorm/nn/merge.hpp"
 #include "bnorm/nn/model.hpp"
+#include "bnorm/nn/recalibrate.hpp"
 
 using namespace bnorm;
 
@@ -247,5 +248,37 @@ TEST(Graph, SharedLayerAccumulatesBothCalls) {
     const double down = weighted_sum(model.call(x, false), r);
     k->value[i] = keep;
     EXPECT_NEAR(g.at(k)[i], (up - down) / (2 * h), 3e-3);
+  }
+}
+
+TEST(Graph, NestedLayersHavePathsAndRecalibrate) {
+  auto ex = example(false);
+  const auto flat = ex.model->flattened_layers();
+  std::vector<std::string> names;
+  for (const auto& [path, layer] : flat) names.push_back(layer->name());
+  EXPECT_EQ(names, (std::vector<std::string>{"stem", "branch_a", "branch_b", "sum", "inner", "inner_dense", "inner_bn", "cat"}));
+  const std::vector<std::size_t> bn_path = flat[6].first;
+  EXPECT_EQ(bn_path, (std::vector<std::size_t>{4, 1}));
+  const Tensor x = ramp(Shape{9, 4}, 3.0f, 2.0f);
+  // The nested batch normalization's input, by hand: inner_dense(branch_a(stem(x)) + relu(stem(x))).
+  auto L = [&](const std::string& n) { return ex.model->get_layer(n); };
+  const Tensor stem = L("stem")->forward(x, false, nullptr, nullptr);
+  Tensor sum = L("branch_a")->forward(stem, false, nullptr, nullptr);
+  const Tensor b = L("branch_b")->forward(stem, false, nullptr, nullptr);
+  for (std::int64_t i = 0; i < sum.numel(); ++i) sum[i] += b[i];
+  const Tensor want = ex.inner->get_layer("inner_dense")->forward(sum, false, nullptr, nullptr);
+  const Tensor got = ex.model->layer_input(x, bn_path);
+  ASSERT_EQ(got.shape(), want.shape());
+  for (std::int64_t i = 0; i < got.numel(); ++i) EXPECT_EQ(got[i], want[i]);
+  EXPECT_THROW(ex.model->layer_input(x, std::vector<std::size_t>{0, 1}), ArgumentError);  // stem is not a model
+  (void)ex.model->predict(x);  // builds the nested batch normalization
+  const auto report = nn::recalibrate(*ex.model, x, {.batch_size = 4});
+  ASSERT_EQ(report.layers.size(), 1u);
+  auto bn = ex.inner->get_layer<nn::BatchNormalization>("inner_bn");
+  for (std::int64_t c = 0; c < 3; ++c) {
+    double mean = 0;
+    for (std::int64_t r = 0; r < 9; ++r) mean += want[r * 3 + c];
+    mean /= 9;
+    EXPECT_NEAR(bn->moving_mean()->value[c], mean, 1e-6 * (1 + std::abs(mean)));
   }
 }

@@ -41,8 +41,16 @@ namespace bnorm::io {
 // from the file when the file holds it for exactly these trainable variables: fit then
 // continues Keras's training where it stopped. Anything else leaves the model
 // uncompiled, as Keras does when it cannot compile (it warns; bnorm's caller compiles).
+//
+// nested_training: the rule for a training argument recorded on a call in the file
+// (`base(x, training=False)`; nn::NestedTraining). Whatever wrote the file, bnorm honours
+// it by default (recorded_wins: tf.keras and the Keras guide); outer_mode_wins reproduces
+// Keras 3's fit. When `notes` is given and the file is Keras 3's with such a call, a
+// sentence saying that the two rules differ there is appended to it.
 struct LoadModelOptions {
   bool compile = true;
+  nn::NestedTraining nested_training = nn::NestedTraining::recorded_wins;
+  std::vector<std::string>* notes = nullptr;
 };
 std::unique_ptr<nn::Model> load_model(const std::string& path, const LoadModelOptions& options = {});
 

@@ -171,6 +171,14 @@ class Model : public Layer {
   // x is checked as by call(); ArgumentError for index > layers().size() or a layer that
   // takes a list of inputs.
   Tensor layer_input(const Tensor& x, std::size_t index);
+  // The same for a layer inside nested models: path = {index in layers(), index in that
+  // nested model's layers(), ...}. ArgumentError when an index on the path is not a
+  // nested model (or out of range).
+  Tensor layer_input(const Tensor& x, const std::vector<std::size_t>& path);
+  // Every layer of this model and of the models nested in it, depth first, each once, with
+  // its path (as layer_input takes it); nested models are listed before their layers
+  // (Keras's model._flatten_layers()).
+  std::vector<std::pair<std::vector<std::size_t>, LayerPtr>> flattened_layers() const;
 
   // Variables, layer by layer, each layer in Keras order.
   std::vector<Variable*> weights() override;
