@@ -37,11 +37,14 @@ constexpr std::uint32_t kVersion = 2;
 constexpr std::uint32_t kFlagOptimizer = 1;
 constexpr std::uint32_t kMaxString = 4096;
 
-// Model variables with their file names, in model order.
+// Model variables with their file names ("<layer>/<variable>", the innermost layer for
+// models nested in the model), in model order.
 std::vector<std::pair<std::string, nn::Variable*>> named_variables(nn::Model& model) {
   std::vector<std::pair<std::string, nn::Variable*>> out;
-  for (const auto& layer : model.layers())
+  for (const auto& [path, layer] : model.flattened_layers()) {
+    if (dynamic_cast<nn::Model*>(layer.get())) continue;  // its layers follow
     for (nn::Variable* v : layer->weights()) out.emplace_back(layer->name() + "/" + v->name, v);
+  }
   return out;
 }
 
@@ -183,7 +186,7 @@ struct LayerState {
 
 std::vector<LayerState> layer_states(nn::Model& model) {
   std::vector<LayerState> out;
-  for (const auto& layer : model.layers()) {
+  for (const auto& [path, layer] : model.flattened_layers()) {
     if (auto* d = dynamic_cast<nn::Dropout*>(layer.get())) {
       out.push_back({d->name(), d->class_name(), {{"seed", d->seed()}, {"calls", d->calls()}}});
     }

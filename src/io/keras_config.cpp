@@ -592,9 +592,7 @@ nn::LayerPtr layer_from_config(const Reading& r, const json& entry) {
   } else if (cls == "Concatenate") {
     layer = std::make_shared<nn::Concatenate>(get<int>(r, config, where, "axis", -1), name);
   } else if (cls == "Flatten") {
-    const std::string format = get<std::string>(r, config, where, "data_format", "channels_last");
-    if (format != "channels_last") r.fail(where + " config \"data_format\"", "channels_last", printable_quoted(format));
-    layer = std::make_shared<nn::Flatten>(name);
+    layer = std::make_shared<nn::Flatten>(name, data_format_of(r, config, where));
   } else {
     r.fail(where, std::string("a layer class bnorm supports (") + kSupported + ")", "class " + printable_quoted(cls));
   }
@@ -1107,8 +1105,8 @@ json layer_json(nn::Layer& layer, const Shape& input, Style style) {
     c["axis"] = cat->axis();
   } else if (dynamic_cast<nn::ElementwiseMerge*>(&layer)) {
     // name, trainable, dtype only
-  } else if (dynamic_cast<nn::Flatten*>(&layer)) {
-    c["data_format"] = "channels_last";
+  } else if (auto* fl = dynamic_cast<nn::Flatten*>(&layer)) {
+    c["data_format"] = nn::data_format_name(fl->data_format());
   } else {
     throw ArgumentError("save_model", "layer '" + layer.name() + "'",
                         std::string("a layer class Keras files can hold (") + kSupported + ")", "class " + cls);

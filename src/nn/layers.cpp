@@ -265,7 +265,23 @@ Tensor Dropout::backward(const LayerContext& context, const Tensor& dy, Gradient
 
 // ---------------------------------------------------------------- Flatten
 
-Flatten::Flatten(std::string name) : name_(name.empty() ? unique_name("flatten") : std::move(name)) {}
+Flatten::Flatten(std::string name, DataFormat data_format)
+    : name_(name.empty() ? unique_name("flatten") : std::move(name)), data_format_(data_format) {}
+
+namespace {
+// channels_first (N, C, d1, ..., dk) -> channels_last (N, d1, ..., dk, C), and back.
+std::vector<int> to_channels_last(int rank) {
+  std::vector<int> perm{0};
+  for (int i = 2; i < rank; ++i) perm.push_back(i);
+  perm.push_back(1);
+  return perm;
+}
+std::vector<int> to_channels_first(int rank) {
+  std::vector<int> perm{0, rank - 1};
+  for (int i = 1; i < rank - 1; ++i) perm.push_back(i);
+  return perm;
+}
+}  // namespace
 
 Shape Flatten::compute_output_shape(const Shape& input_shape) const {
   std::int64_t rest = 1;
@@ -286,12 +302,22 @@ Tensor Flatten::forward(const Tensor& x, bool, std::unique_ptr<LayerContext>* co
     c->input_shape = x.shape();
     *context = std::move(c);
   }
+  // Keras flattens channels_first input in channels_last order (h, w, c): CNN.md 2.2.
+  if (data_format_ == DataFormat::channels_first && x.rank() > 2) {
+    return permute(x, to_channels_last(x.rank())).reshaped(compute_output_shape(x.shape()));
+  }
   return x.reshaped(compute_output_shape(x.shape()));
 }
 
 Tensor Flatten::backward(const LayerContext& context, const Tensor& dy, Gradients&) {
   const auto& c = context_of<ShapeContext>(context, where());
   check_dy(dy, compute_output_shape(c.input_shape), where());
+  if (data_format_ == DataFormat::channels_first && c.input_shape.rank() > 2) {
+    std::vector<std::int64_t> last{c.input_shape[0]};
+    for (int i = 2; i < c.input_shape.rank(); ++i) last.push_back(c.input_shape[i]);
+    last.push_back(c.input_shape[1]);
+    return permute(dy.reshaped(Shape(last)), to_channels_first(c.input_shape.rank()));
+  }
   return dy.reshaped(c.input_shape);
 }
 

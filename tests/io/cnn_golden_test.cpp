@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bnorm/io/array_file.hpp"
+#include "bnorm/io/checkpoint.hpp"
 #include "bnorm/io/model_file.hpp"
 #include "bnorm/nn/batch_normalization.hpp"
 #include "bnorm/nn/model.hpp"
@@ -196,4 +197,27 @@ TEST(CnnFiles, WrongInputShapeLeavesTheModelUnchanged) {
   const std::vector<Tensor> after = model->get_weights();
   ASSERT_EQ(before.size(), after.size());
   for (std::size_t k = 0; k < before.size(); ++k) EXPECT_EQ(before[k].vector(), after[k].vector()) << k;
+}
+
+// A bnorm checkpoint of a model with a nested model restores every variable, the nested
+// ones included (named by their own layer).
+TEST(CnnFiles, CheckpointOfANestedModel) {
+  auto a = io::load_model(cnn_dir() + "/nested_base.keras");
+  const Tensor x = npy("nested_base/x.npy");
+  a->compile("sgd", "mse");
+  (void)a->train_on_batch(x, Tensor(Shape{x.dim(0), 3}, 0.5f));
+  const fs::path file = fs::temp_directory_path() / "bnorm_cnn_nested.ckpt";
+  io::save_checkpoint(*a, file.string());
+  auto b = io::load_model(cnn_dir() + "/nested_base.keras");
+  io::load_checkpoint(*b, file.string());
+  fs::remove(file);
+  const auto wa = a->get_weights(), wb = b->get_weights();
+  ASSERT_EQ(wa.size(), wb.size());
+  bool any_changed = false;
+  const auto original = io::load_model(cnn_dir() + "/nested_base.keras")->get_weights();
+  for (std::size_t k = 0; k < wa.size(); ++k) {
+    EXPECT_EQ(wa[k].vector(), wb[k].vector()) << k;
+    any_changed = any_changed || wa[k].vector() != original[k].vector();
+  }
+  EXPECT_TRUE(any_changed);
 }

@@ -282,3 +282,17 @@ TEST(Graph, NestedLayersHavePathsAndRecalibrate) {
     EXPECT_NEAR(bn->moving_mean()->value[c], mean, 1e-6 * (1 + std::abs(mean)));
   }
 }
+
+// Keras flattens channels_first input in channels_last order (CNN.md 2.2, measured).
+TEST(Graph, FlattenChannelsFirstAsKeras) {
+  nn::Flatten flat("f", nn::DataFormat::channels_first);
+  Tensor x(Shape{1, 3, 2, 2});
+  for (std::int64_t i = 0; i < 12; ++i) x[i] = static_cast<float>(i);
+  std::unique_ptr<nn::LayerContext> ctx;
+  const Tensor y = flat.forward(x, true, &ctx, nullptr);
+  EXPECT_EQ(y.vector(), (std::vector<float>{0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11}));
+  nn::Gradients g;
+  const Tensor dx = flat.backward(*ctx, y, g);  // the gradient goes back to where each value came from
+  EXPECT_EQ(dx.vector(), x.vector());
+  EXPECT_EQ(nn::Flatten("g").forward(x, false, nullptr, nullptr).vector(), x.vector());
+}

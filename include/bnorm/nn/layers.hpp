@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "bnorm/kernels/activation.hpp"
+#include "bnorm/nn/data_format.hpp"
 #include "bnorm/nn/initializers.hpp"
 #include "bnorm/nn/layer.hpp"
 #include "bnorm/nn/regularizers.hpp"
@@ -160,10 +161,12 @@ class Dropout : public Layer {
   bool trainable_ = true;
 };
 
-// Keras Flatten: (N, d1, d2, ...) -> (N, d1 * d2 * ...).
+// Keras Flatten: (N, d1, d2, ...) -> (N, d1 * d2 * ...). With channels_first, the input
+// (N, C, d1, ...) is flattened in channels_last order (d1, ..., C), as Keras does.
 class Flatten : public Layer {
  public:
-  explicit Flatten(std::string name = "");
+  explicit Flatten(std::string name = "", DataFormat data_format = DataFormat::channels_last);
+  DataFormat data_format() const noexcept { return data_format_; }
   std::string class_name() const override { return "Flatten"; }
   const std::string& name() const noexcept override { return name_; }
   bool trainable() const noexcept override { return trainable_; }
@@ -178,6 +181,7 @@ class Flatten : public Layer {
 
  private:
   std::string name_;
+  DataFormat data_format_;
   bool trainable_ = true;
 };
 
