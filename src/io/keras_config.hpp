@@ -1,10 +1,10 @@
 // Internal: Keras model configurations (the config.json of a .keras archive, the
 // model_config attribute of a legacy .h5 file) to and from bnorm models.
 //
-// Supported: Sequential and Functional models that are one chain of layers (one input,
-// each layer applied once), of the classes InputLayer, Dense, BatchNormalization,
-// Activation, Dropout and Flatten. Any other class is refused by name. Unknown keys are
-// ignored and missing keys take Keras's defaults (the keys change between versions).
+// Supported: Sequential and Functional models (graphs with one input and one output,
+// nested models included) of the classes docs/formats.md lists. Any other class is
+// refused by name. Unknown keys are ignored and missing keys take Keras's defaults (the
+// keys change between versions).
 #pragma once
 
 #include <memory>
