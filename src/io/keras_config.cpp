@@ -22,11 +22,7 @@ using nlohmann::json;
 
 namespace {
 
-constexpr const char* kSupported =
-    "InputLayer, Dense, BatchNormalization, Activation, Dropout, Flatten, Conv1D, Conv2D, DepthwiseConv2D, "
-    "SeparableConv2D, ZeroPadding2D, Cropping2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, "
-    "GlobalMaxPooling2D, UpSampling2D, Reshape, Permute, ReLU, LeakyReLU, Rescaling, Normalization, Add, Subtract, "
-    "Multiply, Average, Maximum, Minimum, Concatenate, or a nested Sequential / Functional model";
+
 
 // ------------------------------------------------------------------ reading
 
@@ -479,25 +475,30 @@ nn::LayerPtr spatial_from_config(const Reading& r, const std::string& cls, const
   return nullptr;
 }
 
-// One layer entry of a model config -> a bnorm layer (not an InputLayer).
-nn::LayerPtr layer_from_config(const Reading& r, const json& entry) {
-  if (!entry.is_object() || !entry.contains("class_name") || !entry["class_name"].is_string()) {
-    r.fail("config.layers", "layer entries with a class_name", kind_of(entry));
-  }
-  const std::string cls = entry["class_name"].get<std::string>();
-  const json config = entry.contains("config") && entry["config"].is_object() ? entry["config"] : json::object();
-  const std::string name = get<std::string>(r, config, "layer", "name", "");
-  const std::string where = entry_label(name, cls);
-  const bool trainable = get<bool>(r, config, where, "trainable", true);
-  if (const auto it = config.find("dtype"); it != config.end() && !it->is_null()) {
-    std::string dtype = it->is_string() ? it->get<std::string>() : "";
-    if (it->is_object() && it->contains("config") && (*it)["config"].is_object()) {
-      dtype = get<std::string>(r, (*it)["config"], where, "name", "float32");
-    }
-    if (dtype != "float32") r.fail(where + " config \"dtype\"", "float32 (bnorm computes in float32)", printable_quoted(dtype));
-  }
+// What a reader gets of one layer entry (the class, its config, the name for messages).
+struct LayerEntry {
+  const std::string& cls;
+  const json& config;
+  const std::string& where;
+  const std::string& name;
+  bool trainable;
+};
+
+// One Keras layer class: how its config becomes a bnorm layer, and how a bnorm layer of
+// that class is written back (the config keys beyond name, trainable and dtype). The
+// table, codecs(), is the one list of the classes Keras files may hold; adding a class
+// adds a row there.
+struct LayerCodec {
+  const char* class_name;
+  nn::LayerPtr (*read)(const Reading&, const LayerEntry&);
+  void (*write)(nn::Layer&, json&, Style);
+};
+const LayerCodec* find_codec(const std::string& class_name);
+std::string supported_classes();
+
+nn::LayerPtr read_dense(const Reading& r, const LayerEntry& entry) {
+  [[maybe_unused]] const auto& [cls, config, where, name, trainable] = entry;
   nn::LayerPtr layer;
-  if (cls == "Dense") {
     nn::DenseOptions o;
     o.activation = kernels::activation_unique_name(activation_value(r, config.value("activation", json()), where + " activation"));
     o.use_bias = get<bool>(r, config, where, "use_bias", true);
@@ -524,7 +525,12 @@ nn::LayerPtr layer_from_config(const Reading& r, const json& entry) {
     o.name = name;
     o.trainable = trainable;
     layer = std::make_shared<nn::Dense>(units, o);
-  } else if (cls == "BatchNormalization") {
+  return layer;
+}
+
+nn::LayerPtr read_batch_normalization(const Reading& r, const LayerEntry& entry) {
+  [[maybe_unused]] const auto& [cls, config, where, name, trainable] = entry;
+  nn::LayerPtr layer;
     nn::BatchNormalizationOptions o;
     o.version = r.version;
     const json axis = config.value("axis", json(-1));
@@ -567,10 +573,20 @@ nn::LayerPtr layer_from_config(const Reading& r, const json& entry) {
     } catch (const Error& e) {
       r.fail(where, "valid BatchNormalization options", e.what());
     }
-  } else if (cls == "Activation") {
+  return layer;
+}
+
+nn::LayerPtr read_activation(const Reading& r, const LayerEntry& entry) {
+  [[maybe_unused]] const auto& [cls, config, where, name, trainable] = entry;
+  nn::LayerPtr layer;
     const std::string act = kernels::activation_unique_name(activation_value(r, config.value("activation", json()), where + " activation"));
     layer = std::make_shared<nn::Activation>(act, name);
-  } else if (cls == "Dropout") {
+  return layer;
+}
+
+nn::LayerPtr read_dropout(const Reading& r, const LayerEntry& entry) {
+  [[maybe_unused]] const auto& [cls, config, where, name, trainable] = entry;
+  nn::LayerPtr layer;
     const double rate = get<double>(r, config, where, "rate", 0.0);
     if (!(rate >= 0.0 && rate < 1.0)) r.fail(where + " config \"rate\"", "a value in [0, 1)", std::to_string(rate));
     auto dropout = std::make_shared<nn::Dropout>(rate, seed_of(config).value_or(0), name);
@@ -579,23 +595,52 @@ nn::LayerPtr layer_from_config(const Reading& r, const json& entry) {
       dropout->set_noise_shape(shape);
     }
     layer = dropout;
-  } else if (cls == "Conv2D" || cls == "Conv1D" || cls == "DepthwiseConv2D" || cls == "SeparableConv2D") {
-    layer = conv_from_config(r, cls, config, where, name, trainable);
-  } else if (const auto spatial = spatial_from_config(r, cls, config, where, name)) {
-    layer = spatial;
-  } else if (cls == "Add" || cls == "Subtract" || cls == "Multiply" || cls == "Average" || cls == "Maximum" ||
-             cls == "Minimum") {
-    static const std::map<std::string, nn::MergeOp> kOps{{"Add", nn::MergeOp::add},         {"Subtract", nn::MergeOp::subtract},
-                                                          {"Multiply", nn::MergeOp::multiply}, {"Average", nn::MergeOp::average},
-                                                          {"Maximum", nn::MergeOp::maximum},   {"Minimum", nn::MergeOp::minimum}};
-    layer = std::make_shared<nn::ElementwiseMerge>(kOps.at(cls), name);
-  } else if (cls == "Concatenate") {
-    layer = std::make_shared<nn::Concatenate>(get<int>(r, config, where, "axis", -1), name);
-  } else if (cls == "Flatten") {
-    layer = std::make_shared<nn::Flatten>(name, data_format_of(r, config, where));
-  } else {
-    r.fail(where, std::string("a layer class bnorm supports (") + kSupported + ")", "class " + printable_quoted(cls));
+  return layer;
+}
+
+nn::LayerPtr read_conv(const Reading& r, const LayerEntry& e) {
+  return conv_from_config(r, e.cls, e.config, e.where, e.name, e.trainable);
+}
+
+nn::LayerPtr read_spatial(const Reading& r, const LayerEntry& e) {
+  return spatial_from_config(r, e.cls, e.config, e.where, e.name);
+}
+
+nn::LayerPtr read_merge(const Reading&, const LayerEntry& e) {
+  static const std::map<std::string, nn::MergeOp> kOps{{"Add", nn::MergeOp::add},         {"Subtract", nn::MergeOp::subtract},
+                                                        {"Multiply", nn::MergeOp::multiply}, {"Average", nn::MergeOp::average},
+                                                        {"Maximum", nn::MergeOp::maximum},   {"Minimum", nn::MergeOp::minimum}};
+  return std::make_shared<nn::ElementwiseMerge>(kOps.at(e.cls), e.name);
+}
+
+nn::LayerPtr read_concatenate(const Reading& r, const LayerEntry& e) {
+  return std::make_shared<nn::Concatenate>(get<int>(r, e.config, e.where, "axis", -1), e.name);
+}
+
+nn::LayerPtr read_flatten(const Reading& r, const LayerEntry& e) {
+  return std::make_shared<nn::Flatten>(e.name, data_format_of(r, e.config, e.where));
+}
+
+// One layer entry of a model config -> a bnorm layer (not an InputLayer).
+nn::LayerPtr layer_from_config(const Reading& r, const json& entry) {
+  if (!entry.is_object() || !entry.contains("class_name") || !entry["class_name"].is_string()) {
+    r.fail("config.layers", "layer entries with a class_name", kind_of(entry));
   }
+  const std::string cls = entry["class_name"].get<std::string>();
+  const json config = entry.contains("config") && entry["config"].is_object() ? entry["config"] : json::object();
+  const std::string name = get<std::string>(r, config, "layer", "name", "");
+  const std::string where = entry_label(name, cls);
+  const bool trainable = get<bool>(r, config, where, "trainable", true);
+  if (const auto it = config.find("dtype"); it != config.end() && !it->is_null()) {
+    std::string dtype = it->is_string() ? it->get<std::string>() : "";
+    if (it->is_object() && it->contains("config") && (*it)["config"].is_object()) {
+      dtype = get<std::string>(r, (*it)["config"], where, "name", "float32");
+    }
+    if (dtype != "float32") r.fail(where + " config \"dtype\"", "float32 (bnorm computes in float32)", printable_quoted(dtype));
+  }
+  const LayerCodec* codec = find_codec(cls);
+  if (!codec) r.fail(where, "a layer class bnorm supports (" + supported_classes() + ")", "class " + printable_quoted(cls));
+  nn::LayerPtr layer = codec->read(r, LayerEntry{cls, config, where, name, trainable});
   layer->set_trainable(trainable);
   return layer;
 }
@@ -1046,12 +1091,8 @@ bool spatial_json(nn::Layer& layer, json& c) {
   return true;
 }
 
-// One layer's {"class_name", "config", ...} entry; `input` is its input shape.
-json layer_json(nn::Layer& layer, const Shape& input, Style style) {
-  json c = base_config(layer, style);
-  const std::string cls = layer.class_name();
-  bool has_weights = false;
-  if (auto* d = dynamic_cast<nn::Dense*>(&layer)) {
+void write_dense(nn::Layer& layer, json& c, Style style) {
+  auto* d = &dynamic_cast<nn::Dense&>(layer);
     const auto& o = d->options();
     c["units"] = d->units();
     c["activation"] = kernels::activation_name(d->activation());
@@ -1063,8 +1104,10 @@ json layer_json(nn::Layer& layer, const Shape& input, Style style) {
     c["kernel_constraint"] = constraint_json(o.kernel_constraint, style);
     c["bias_constraint"] = constraint_json(o.bias_constraint, style);
     if (style == Style::keras3) c["quantization_config"] = nullptr;
-    has_weights = true;
-  } else if (auto* bn = dynamic_cast<nn::BatchNormalization*>(&layer)) {
+}
+
+void write_batch_normalization(nn::Layer& layer, json& c, Style style) {
+  auto* bn = &dynamic_cast<nn::BatchNormalization&>(layer);
     const auto& o = bn->options();
     if (o.axis.size() == 1) {
       c["axis"] = o.axis.front();
@@ -1089,28 +1132,86 @@ json layer_json(nn::Layer& layer, const Shape& input, Style style) {
       c["renorm_clipping"] = nullptr;
       c["renorm_momentum"] = 0.99;
     }
-    has_weights = true;
-  } else if (auto* a = dynamic_cast<nn::Activation*>(&layer)) {
+}
+
+void write_activation(nn::Layer& layer, json& c, Style) {
+  auto* a = &dynamic_cast<nn::Activation&>(layer);
     c["activation"] = kernels::activation_name(a->activation());
-  } else if (auto* dr = dynamic_cast<nn::Dropout*>(&layer)) {
+}
+
+void write_dropout(nn::Layer& layer, json& c, Style) {
+  auto* dr = &dynamic_cast<nn::Dropout&>(layer);
     c["rate"] = dr->rate();
     c["noise_shape"] = dr->noise_shape().empty() ? json(nullptr) : shape_json(Shape(dr->noise_shape()));
     c["seed"] = seed_json(dr->seed());
-  } else if (auto* conv = dynamic_cast<nn::ConvLayerBase*>(&layer)) {
-    conv_json(*conv, c, style);
-    has_weights = true;
-  } else if (spatial_json(layer, c)) {
-    has_weights = !layer.weights().empty();
-  } else if (auto* cat = dynamic_cast<nn::Concatenate*>(&layer)) {
-    c["axis"] = cat->axis();
-  } else if (dynamic_cast<nn::ElementwiseMerge*>(&layer)) {
-    // name, trainable, dtype only
-  } else if (auto* fl = dynamic_cast<nn::Flatten*>(&layer)) {
-    c["data_format"] = nn::data_format_name(fl->data_format());
-  } else {
+}
+
+void write_conv(nn::Layer& layer, json& c, Style style) { conv_json(dynamic_cast<nn::ConvLayerBase&>(layer), c, style); }
+void write_spatial(nn::Layer& layer, json& c, Style) { (void)spatial_json(layer, c); }
+void write_merge(nn::Layer&, json&, Style) {}  // name, trainable, dtype only
+void write_concatenate(nn::Layer& layer, json& c, Style) { c["axis"] = dynamic_cast<nn::Concatenate&>(layer).axis(); }
+void write_flatten(nn::Layer& layer, json& c, Style) {
+  c["data_format"] = nn::data_format_name(dynamic_cast<nn::Flatten&>(layer).data_format());
+}
+
+const std::vector<LayerCodec>& codecs() {
+  static const std::vector<LayerCodec> table{
+      {"Dense", read_dense, write_dense},
+      {"BatchNormalization", read_batch_normalization, write_batch_normalization},
+      {"Activation", read_activation, write_activation},
+      {"Dropout", read_dropout, write_dropout},
+      {"Flatten", read_flatten, write_flatten},
+      {"Conv1D", read_conv, write_conv},
+      {"Conv2D", read_conv, write_conv},
+      {"DepthwiseConv2D", read_conv, write_conv},
+      {"SeparableConv2D", read_conv, write_conv},
+      {"ZeroPadding2D", read_spatial, write_spatial},
+      {"Cropping2D", read_spatial, write_spatial},
+      {"MaxPooling2D", read_spatial, write_spatial},
+      {"AveragePooling2D", read_spatial, write_spatial},
+      {"GlobalAveragePooling2D", read_spatial, write_spatial},
+      {"GlobalMaxPooling2D", read_spatial, write_spatial},
+      {"UpSampling2D", read_spatial, write_spatial},
+      {"Reshape", read_spatial, write_spatial},
+      {"Permute", read_spatial, write_spatial},
+      {"ReLU", read_spatial, write_spatial},
+      {"LeakyReLU", read_spatial, write_spatial},
+      {"Rescaling", read_spatial, write_spatial},
+      {"Normalization", read_spatial, write_spatial},
+      {"Add", read_merge, write_merge},
+      {"Subtract", read_merge, write_merge},
+      {"Multiply", read_merge, write_merge},
+      {"Average", read_merge, write_merge},
+      {"Maximum", read_merge, write_merge},
+      {"Minimum", read_merge, write_merge},
+      {"Concatenate", read_concatenate, write_concatenate},
+  };
+  return table;
+}
+
+const LayerCodec* find_codec(const std::string& class_name) {
+  for (const auto& c : codecs())
+    if (class_name == c.class_name) return &c;
+  return nullptr;
+}
+
+std::string supported_classes() {
+  std::string out = "InputLayer";
+  for (const auto& c : codecs()) out += std::string(", ") + c.class_name;
+  return out + ", or a nested Sequential / Functional model";
+}
+
+// One layer's {"class_name", "config", ...} entry; `input` is its input shape.
+json layer_json(nn::Layer& layer, const Shape& input, Style style) {
+  json c = base_config(layer, style);
+  const std::string cls = layer.class_name();
+  const LayerCodec* codec = find_codec(cls);
+  if (!codec) {
     throw ArgumentError("save_model", "layer '" + layer.name() + "'",
-                        std::string("a layer class Keras files can hold (") + kSupported + ")", "class " + cls);
+                        "a layer class Keras files can hold (" + supported_classes() + ")", "class " + cls);
   }
+  codec->write(layer, c, style);
+  const bool has_weights = !layer.weights().empty();
   json j = wrap("keras.layers", cls, std::move(c), style);
   if (style == Style::keras3 && has_weights) j["build_config"] = {{"input_shape", shape_json(input)}};
   return j;
