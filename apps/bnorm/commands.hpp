@@ -40,6 +40,7 @@ Runner add_predict_command(CLI::App& app);
 Runner add_evaluate_command(CLI::App& app);
 Runner add_inspect_command(CLI::App& app);
 Runner add_recalibrate_command(CLI::App& app);
+Runner add_fold_command(CLI::App& app);
 
 // --- the options `bnorm experiment` and `bnorm train` share: same names, checks, help -
 struct TrainingBasics {

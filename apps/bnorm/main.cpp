@@ -158,6 +158,7 @@ int run(int argc, char** argv, std::string& command) {
   add(bnorm::cli::add_predict_command);
   add(bnorm::cli::add_evaluate_command);
   add(bnorm::cli::add_recalibrate_command);
+  add(bnorm::cli::add_fold_command);
 
   std::vector<std::string> names;
   for (const auto& [sub, runner] : commands) names.push_back(sub->get_name());

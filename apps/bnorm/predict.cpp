@@ -9,6 +9,7 @@
 #include <string>
 
 #include "bnorm/io/array_file.hpp"
+#include "bnorm/nn/fold.hpp"
 #include "commands.hpp"
 #include "file_checks.hpp"
 
@@ -22,6 +23,7 @@ struct PredictOptions {
   std::string output;  // empty: CSV to stdout
   std::int64_t batch_size = 256;
   bool allow_nonfinite = false;
+  bool fold = false;
 };
 
 // The output's suffix names its format: .npy or .csv (any case). Anything else is refused
@@ -46,7 +48,8 @@ int run_predict(const PredictOptions& o) {
     require_output_suffix(o.output);
     require_writable_file(command, "--output", o.output);
   }
-  const auto model = load_model_argument(o.model, command, "MODEL");
+  std::unique_ptr<nn::Model> model = load_model_argument(o.model, command, "MODEL");
+  if (o.fold) model = nn::fold_batch_norm(*model);
   const Tensor x = read_model_input(o.input, *model, command, "INPUT");
   require_finite(x, command, "INPUT " + o.input, o.allow_nonfinite);
   // Inference mode: batch normalization uses its moving statistics, so the batch size
@@ -92,6 +95,9 @@ Runner add_predict_command(CLI::App& app) {
   cmd->add_option("--batch-size", o->batch_size, "Samples per forward pass (memory only: inference mode)")
       ->check(positive_integer())
       ->capture_default_str();
+  cmd->add_flag("--fold", o->fold,
+                "Fold batch normalization into the Dense or convolution layer before it first (faster; the same\n"
+                "outputs to float rounding: see `bnorm fold --help`)");
   cmd->add_flag("--allow-nonfinite", o->allow_nonfinite,
                 "Accept NaN and infinite input values (a warning; their rows' outputs are not finite)");
   return [cmd, o]() -> int {

@@ -979,7 +979,7 @@ void conv_json(nn::ConvLayerBase& layer, json& c, Style style) {
     c["padding"] = nn::padding_name(o.padding);
     c["data_format"] = nn::data_format_name(o.data_format);
     c["dilation_rate"] = pair_json(o.dilation_rate);
-    c["activation"] = o.activation;
+    c["activation"] = kernels::activation_name(layer.activation());  // the Keras name (both hard_sigmoid forms)
     c["use_bias"] = o.use_bias;
     c["bias_initializer"] = initializer_json(o.bias_initializer, style);
     c["bias_regularizer"] = regularizer_json(o.bias_regularizer, style);
@@ -1004,7 +1004,7 @@ void conv_json(nn::ConvLayerBase& layer, json& c, Style style) {
     c["data_format"] = nn::data_format_name(o.data_format);
     c["dilation_rate"] = json::array({o.dilation_rate});
     c["groups"] = o.groups;
-    c["activation"] = o.activation;
+    c["activation"] = kernels::activation_name(layer.activation());
     c["use_bias"] = o.use_bias;
     c["kernel_initializer"] = initializer_json(o.kernel_initializer, style);
     c["bias_initializer"] = initializer_json(o.bias_initializer, style);
@@ -1045,7 +1045,7 @@ json margins_json(const nn::Margins2D& m) {
 json numbers_json(const std::vector<double>& v) { return v.size() == 1 ? json(v[0]) : json(v); }
 
 // The settings of a layer of nn/spatial.hpp; false for another class.
-bool spatial_json(nn::Layer& layer, json& c) {
+bool spatial_json(nn::Layer& layer, json& c, Style style) {
   if (auto* z = dynamic_cast<nn::ZeroPadding2D*>(&layer)) {
     c["padding"] = margins_json(z->options().padding);
     c["data_format"] = nn::data_format_name(z->options().data_format);
@@ -1074,8 +1074,8 @@ bool spatial_json(nn::Layer& layer, json& c) {
     c["negative_slope"] = re->options().negative_slope;
     c["threshold"] = re->options().threshold;
   } else if (auto* lr = dynamic_cast<nn::LeakyReLU*>(&layer)) {
-    c["negative_slope"] = lr->options().negative_slope;
-    c["alpha"] = lr->options().negative_slope;
+    // Keras 3 reads negative_slope (alpha deprecated), tf.keras only alpha.
+    c[style == Style::keras3 ? "negative_slope" : "alpha"] = lr->options().negative_slope;
   } else if (auto* sc = dynamic_cast<nn::Rescaling*>(&layer)) {
     c["scale"] = numbers_json(sc->options().scale);
     c["offset"] = numbers_json(sc->options().offset);
@@ -1147,7 +1147,7 @@ void write_dropout(nn::Layer& layer, json& c, Style) {
 }
 
 void write_conv(nn::Layer& layer, json& c, Style style) { conv_json(dynamic_cast<nn::ConvLayerBase&>(layer), c, style); }
-void write_spatial(nn::Layer& layer, json& c, Style) { (void)spatial_json(layer, c); }
+void write_spatial(nn::Layer& layer, json& c, Style style) { (void)spatial_json(layer, c, style); }
 void write_merge(nn::Layer&, json&, Style) {}  // name, trainable, dtype only
 void write_concatenate(nn::Layer& layer, json& c, Style) { c["axis"] = dynamic_cast<nn::Concatenate&>(layer).axis(); }
 void write_flatten(nn::Layer& layer, json& c, Style) {

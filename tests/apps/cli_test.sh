@@ -329,6 +329,37 @@ case "$case_name" in
     [ "$(csv_shape "$tmp/out")" = "3x10" ] || fail "bnorm predict x.csv: expected 3 rows of 10, got $(csv_shape "$tmp/out")"
     ;;
 
+  fold_model)
+    # bnorm fold and predict --fold on CNNs written by Keras 3 and tf.keras: the folded
+    # model's outputs within float rounding of the unfolded ones, the file reads back,
+    # and what it says; bad use refused before any work.
+    cnn="$(cd "$(dirname "$0")/../fixtures/cnn" && pwd)"
+    for file in mobilenetv2_035.keras resnet_block_channels_first.h5 dense_block_channels_last.keras; do
+      id="${file%.*}"
+      ext="${file##*.}"
+      run predict "$cnn/$file" "$cnn/$id/x.npy" -o "$tmp/plain.csv"
+      expect_status 0 "bnorm predict $file"
+      run predict "$cnn/$file" "$cnn/$id/x.npy" --fold -o "$tmp/fold.csv"
+      expect_status 0 "bnorm predict --fold $file"
+      csv_close "$tmp/fold.csv" "$tmp/plain.csv" || fail "bnorm predict --fold $file: outputs differ beyond float rounding"
+      run fold "$cnn/$file" -o "$tmp/folded.$ext"
+      expect_status 0 "bnorm fold $file"
+      expect_contains "$tmp/out" "folded" "bnorm fold $file says how many it folded"
+      run predict "$tmp/folded.$ext" "$cnn/$id/x.npy" -o "$tmp/file.csv"
+      expect_status 0 "bnorm predict folded.$ext"
+      csv_close "$tmp/file.csv" "$tmp/plain.csv" || fail "bnorm fold $file: the written model predicts differently"
+    done
+    run fold "$cnn/dense_block_channels_last.keras" -o "$tmp/f.keras"
+    expect_contains "$tmp/out" "folded 1 batch-normalization layer into the layer before it, kept 3" "bnorm fold (pre-activation batch norms kept)"
+    run fold "$cnn/mobilenetv2_035.keras" -o "$cnn/mobilenetv2_035.keras"
+    expect_status 2 "bnorm fold -o MODEL"
+    run fold "$cnn/mobilenetv2_035.keras" -o "$tmp/f.npy"
+    expect_status 2 "bnorm fold -o f.npy"
+    run fold "$tmp/nothere.keras" -o "$tmp/f2.keras"
+    expect_status 1 "bnorm fold of a missing file"
+    [ ! -e "$tmp/f2.keras" ] || fail "bnorm fold of a missing file wrote an output"
+    ;;
+
   evaluate_model)
     require_model
     seq 0 9 >"$tmp/labels.csv"

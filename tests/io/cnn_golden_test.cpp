@@ -21,6 +21,7 @@
 #include "bnorm/io/checkpoint.hpp"
 #include "bnorm/io/model_file.hpp"
 #include "bnorm/nn/batch_normalization.hpp"
+#include "bnorm/nn/fold.hpp"
 #include "bnorm/nn/model.hpp"
 #include "nn/fixture_file.hpp"
 
@@ -91,6 +92,20 @@ void check_file(const json& c, const std::string& file, const std::string& frame
   const Tensor predicted = model->predict(x, 32);
   const Tensor want_predict = npy(want["predict"].get<std::string>());
   expect_close(predicted, want_predict, max_abs(want_predict), rtol_of("predict"), "predict");
+
+  // Folded for inference (nn/fold.hpp): the framework's predictions within 1e-5, and the
+  // folded model written as a Keras file reads back with the same predictions.
+  {
+    nn::FoldReport report;
+    const auto folded = nn::fold_batch_norm(*model, &report);
+    expect_close(folded->predict(x, 32), want_predict, max_abs(want_predict), 1e-5, "folded predict");
+    EXPECT_EQ(report.folded + report.kept, static_cast<int>(c["batchnorm_layers"].size()));
+    const fs::path ftmp = fs::temp_directory_path() / ("bnorm_cnn_folded_" + c["id"].get<std::string>() + fs::path(file).extension().string());
+    io::save_model(*folded, ftmp.string());
+    const Tensor back = io::load_model(ftmp.string())->predict(x, 32);
+    fs::remove(ftmp);
+    expect_close(back, want_predict, max_abs(want_predict), 1e-5, "folded file");
+  }
 
   // The written-back file predicts the same bits.
   const fs::path tmp = fs::temp_directory_path() / ("bnorm_cnn_" + c["id"].get<std::string>() + fs::path(file).extension().string());
