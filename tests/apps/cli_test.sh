@@ -182,7 +182,7 @@ case "$case_name" in
   help)
     run --help
     expect_status 0 "bnorm --help"
-    for sub in experiment train inspect predict evaluate recalibrate; do expect_contains "$tmp/out" "$sub" "bnorm --help lists $sub"; done
+    for sub in experiment train inspect predict evaluate recalibrate fold; do expect_contains "$tmp/out" "$sub" "bnorm --help lists $sub"; done
     run
     expect_status 0 "bnorm without a command prints the overview"
     expect_contains "$tmp/out" "experiment" "bnorm without a command"
@@ -760,7 +760,7 @@ case "$case_name" in
   msg_unknown_command)
     run bogus
     expect_status 2 "bnorm bogus"
-    expect_one_line_error "bnorm: error: unknown command 'bogus' (commands: experiment, train, inspect, predict, evaluate, recalibrate; see \`bnorm --help\`)" \
+    expect_one_line_error "bnorm: error: unknown command 'bogus' (commands: experiment, train, inspect, predict, evaluate, recalibrate, fold; see \`bnorm --help\`)" \
       "bnorm bogus"
     run tarin --steps 3
     expect_status 2 "bnorm tarin"
