@@ -505,6 +505,10 @@ void Model::compile(const std::string& optimizer, std::shared_ptr<Loss> loss, st
   compile(std::shared_ptr<Optimizer>(make_optimizer(optimizer)), std::move(loss), std::move(metrics));
 }
 
+void Model::compile(std::shared_ptr<Optimizer> optimizer, const std::string& loss, std::vector<std::string> metrics) {
+  compile(std::move(optimizer), std::shared_ptr<Loss>(make_loss(loss)), std::move(metrics));
+}
+
 void Model::require_compiled(const char* what) const {
   if (!optimizer_) {
     throw StateError("Model '" + name_ + "'", what, "a compiled model (call compile() first)", "an uncompiled model");
@@ -588,6 +592,25 @@ std::shared_ptr<History> Model::fit(const Tensor& x, const Tensor& y, FitOptions
   for (auto& c : options.callbacks) callbacks.push_back(c);
 
   stop_training = false;
+  // Keras 3's rule replaces a recorded training=False: say so when batch normalization is
+  // behind such a call (the transfer-learning guide expects it to stay in inference mode).
+  if (nested_training_ == NestedTraining::outer_mode_wins) {
+    for (const Node& call : nodes_) {
+      if (!call.training || *call.training) continue;
+      bool batch_norm = call.layer->class_name() == "BatchNormalization" && call.layer->trainable();
+      if (const auto* m = dynamic_cast<const Model*>(call.layer.get())) {
+        for (const auto& [path, l] : m->flattened_layers())
+          batch_norm = batch_norm || (l->class_name() == "BatchNormalization" && l->trainable());
+      }
+      if (batch_norm) {
+        std::fprintf(stderr,
+                     "warning: Model '%s'.fit: '%s' is called with training=False, but under Keras 3's rule "
+                     "(NestedTraining::outer_mode_wins) it runs in training mode: its batch normalization uses and "
+                     "updates batch statistics (freeze those layers, or use the default rule, to keep them)\n",
+                     name_.c_str(), call.layer->name().c_str());
+      }
+    }
+  }
   for (auto& c : callbacks) c->on_train_begin(*this, options.epochs, steps);
   std::vector<std::int64_t> order = iota(n);
   // Each epoch shuffles the previous epoch's order (Fisher-Yates with a counter-based

@@ -198,6 +198,7 @@ class Model : public Layer {
                std::vector<std::string> metrics = {});
   void compile(const std::string& optimizer, const std::string& loss, std::vector<std::string> metrics = {});
   void compile(const std::string& optimizer, std::shared_ptr<Loss> loss, std::vector<std::string> metrics = {});
+  void compile(std::shared_ptr<Optimizer> optimizer, const std::string& loss, std::vector<std::string> metrics = {});
   bool compiled() const noexcept { return optimizer_ != nullptr; }
   Optimizer* optimizer() noexcept { return optimizer_.get(); }
   const Optimizer* optimizer() const noexcept { return optimizer_.get(); }
