@@ -528,6 +528,43 @@ nn::LayerPtr read_dense(const Reading& r, const LayerEntry& entry) {
   return layer;
 }
 
+// renorm, renorm_clipping, renorm_momentum, virtual_batch_size of a BatchNormalization
+// config, and the refusal of adjustment (a Python callable tf_keras never serializes;
+// a config that names one cannot be rebuilt). tf_keras's get_config writes the axes of
+// a built ghost-batch layer shifted by one (its build adds the ghost-batch dimension at
+// index 1 and changes self.axis), so with virtual_batch_size a non-negative axis is
+// read as axis - 1; bnorm writes negative axes there, which tf_keras also reads.
+void read_batch_normalization_variants(const Reading& r, const json& config, const std::string& where,
+                                       nn::BatchNormalizationOptions& o) {
+  if (const auto a = config.find("adjustment"); a != config.end() && !a->is_null()) {
+    r.fail(where + " config \"adjustment\"", "null (adjustment is a Python callable; it cannot be read from a file)",
+           kind_of(*a));
+  }
+  o.renorm = get<bool>(r, config, where, "renorm", false);
+  o.renorm_momentum = get<double>(r, config, where, "renorm_momentum", 0.99);
+  if (const auto c = config.find("renorm_clipping"); c != config.end() && !c->is_null()) {
+    if (!c->is_object()) r.fail(where + " config \"renorm_clipping\"", "an object with keys rmax, rmin, dmax", kind_of(*c));
+    for (const auto& [key, value] : c->items()) {
+      std::optional<double>* slot = key == "rmax"   ? &o.renorm_clipping.rmax
+                                    : key == "rmin" ? &o.renorm_clipping.rmin
+                                    : key == "dmax" ? &o.renorm_clipping.dmax
+                                                    : nullptr;
+      if (slot == nullptr) {
+        r.fail(where + " config \"renorm_clipping\"", "the keys rmax, rmin, dmax", "the key " + printable_quoted(key));
+      }
+      if (value.is_null()) continue;
+      if (!value.is_number()) r.fail(where + " config \"renorm_clipping\" " + key, "a number", kind_of(value));
+      *slot = value.get<double>();
+    }
+  }
+  if (const auto v = config.find("virtual_batch_size"); v != config.end() && !v->is_null()) {
+    if (!v->is_number_integer()) r.fail(where + " config \"virtual_batch_size\"", "an integer or null", kind_of(*v));
+    o.virtual_batch_size = v->get<std::int64_t>();
+    for (int& a : o.axis)
+      if (a > 0) --a;
+  }
+}
+
 nn::LayerPtr read_batch_normalization(const Reading& r, const LayerEntry& entry) {
   [[maybe_unused]] const auto& [cls, config, where, name, trainable] = entry;
   nn::LayerPtr layer;
@@ -559,10 +596,7 @@ nn::LayerPtr read_batch_normalization(const Reading& r, const LayerEntry& entry)
     o.gamma_regularizer = regularizer_of(r, config.value("gamma_regularizer", json()), where + " gamma_regularizer");
     o.beta_constraint = constraint_of(r, config.value("beta_constraint", json()), where + " beta_constraint");
     o.gamma_constraint = constraint_of(r, config.value("gamma_constraint", json()), where + " gamma_constraint");
-    if (get<bool>(r, config, where, "renorm", false)) r.fail(where + " config \"renorm\"", "false (batch renormalization is not supported)", "true");
-    if (const auto v = config.find("virtual_batch_size"); v != config.end() && !v->is_null()) {
-      r.fail(where + " config \"virtual_batch_size\"", "null (ghost batch normalization is not supported)", shown(*v));
-    }
+    read_batch_normalization_variants(r, config, where, o);
     if (const auto v = config.find("fused"); v != config.end() && v->is_boolean()) {
       o.fused = v->get<bool>() ? nn::Fused::yes : nn::Fused::no;
     }
@@ -1126,11 +1160,40 @@ void write_batch_normalization(nn::Layer& layer, json& c, Style style) {
     c["gamma_regularizer"] = regularizer_json(o.gamma_regularizer, style);
     c["beta_constraint"] = constraint_json(o.beta_constraint, style);
     c["gamma_constraint"] = constraint_json(o.gamma_constraint, style);
+    // renorm_clipping: the bounds given ({} with none), null without renorm, as Keras 3.
+    json clipping = nullptr;
+    if (o.renorm) {
+      clipping = json::object();
+      if (o.renorm_clipping.rmax) clipping["rmax"] = *o.renorm_clipping.rmax;
+      if (o.renorm_clipping.rmin) clipping["rmin"] = *o.renorm_clipping.rmin;
+      if (o.renorm_clipping.dmax) clipping["dmax"] = *o.renorm_clipping.dmax;
+    }
     if (style == Style::keras3) {
       c["synchronized"] = false;
-      c["renorm"] = false;
-      c["renorm_clipping"] = nullptr;
-      c["renorm_momentum"] = 0.99;
+      c["renorm"] = o.renorm;
+      c["renorm_clipping"] = clipping;
+      c["renorm_momentum"] = o.renorm_momentum;
+    } else if (o.renorm) {  // tf_keras writes the renorm keys only with renorm
+      c["renorm"] = true;
+      c["renorm_clipping"] = clipping;
+      c["renorm_momentum"] = o.renorm_momentum;
+    }
+    if (o.virtual_batch_size) {
+      if (style == Style::keras3) {
+        throw ArgumentError("BatchNormalization '" + bn->name() + "'", "virtual_batch_size",
+                            "none in a Keras 3 file (Keras 3 has no ghost batches; save as legacy .h5)",
+                            std::to_string(*o.virtual_batch_size));
+      }
+      c["virtual_batch_size"] = *o.virtual_batch_size;
+      // Negative axes (built layer): read back unshifted by tf_keras and by bnorm; an
+      // unbuilt layer's non-negative axes are written shifted as tf_keras does (see the reader).
+      json axes = json::array();
+      if (bn->built()) {
+        for (int a : bn->axes()) axes.push_back(a - bn->built_rank());
+      } else {
+        for (int a : o.axis) axes.push_back(a >= 0 ? a + 1 : a);
+      }
+      c["axis"] = axes.size() == 1 ? axes.front() : axes;
     }
 }
 

@@ -26,10 +26,51 @@
 //   STORED variance is the unbiased N/(N-1) * batch_var (N-1 taken as 1 when N == 1),
 //   V <- (1-f) V + f N/(N-1) var with f = 1 - momentum.
 //
+// Variants (SEMANTICS.md 1.9-1.11), training calls only (inference is the formula above):
+// * renorm (batch renormalization; tf_keras, and Keras 3 >= 3.14: the same formulas,
+//   moving averages written in each version's EMA form below). Per channel, from the
+//   batch statistics (mean, var) and the PRE-update renorm_mean / renorm_stddev:
+//     s = sqrt(var + epsilon),  rs = max(renorm_stddev, sqrt(epsilon))
+//     r = clip(s / rs, rmin, rmax),  d = clip((mean - renorm_mean) / rs, -dmax, dmax)
+//     (only the bounds given in renorm_clipping), r and d constant for gradients
+//     y = ((x - mean) / s * r + d) * gamma + beta      (gamma = 1 / beta = 0 when absent)
+//   then renorm_mean <- EMA(renorm_mean, mean, renorm_momentum),
+//        renorm_stddev <- EMA(renorm_stddev, s, renorm_momentum),
+//        moving_mean <- EMA(moving_mean, mean, momentum),
+//        moving_stddev <- EMA(moving_stddev, s, momentum),
+//        moving_variance <- max(moving_stddev^2 - epsilon, 0)
+//   with EMA(a, b, m) = a*m + b*(1-m) (keras3) or a - (a-b)*(1-m) (keras2). Three more
+//   weights, after the four: moving_stddev, renorm_mean, renorm_stddev (initialized to
+//   sqrt(moving_variance_initializer), moving_mean_initializer, sqrt(...)).
+// * virtual_batch_size (ghost batch normalization, keras2 only): a batch of B examples
+//   forms G = B / virtual_batch_size ghost batches, example b in ghost batch b mod G
+//   (tf_keras reshapes to [vbs, G, ...]: strided, not contiguous). Each ghost batch is
+//   normalized with its own mean and biased variance; the moving statistics get ONE
+//   update with the average over ghost batches of their means and of their variances
+//   (with renorm, r and d come from those averages). A batch size not divisible by
+//   virtual_batch_size is refused in training (ShapeError; tf_keras's reshape fails with
+//   InvalidArgumentError), inference takes any batch size. The parameters have tf_keras's
+//   shape: rank R+1, (1, 1, C) for 2-D input. axis may not include 0.
+// * mask (forward_masked / call(x, training, mask)): shape (d0, ..., d_{R-2}), one
+//   dimension less than x, each dimension equal to x's or 1 (broadcast); it is expanded
+//   on x's LAST axis. Statistics over the unmasked positions only, per channel:
+//     keras3: m = (mask != 0); mean = sum(m x) / (count + 1e-7),
+//             var = sum(m (x - mean)^2) / (count + 1e-7), count + 1e-7 rounded to float
+//     keras2: w = mask;  mean = sum(w x) / sum(w),  var = sum(w (x - mean)^2) / sum(w)
+//             (0 when sum(w) == 0, tf.nn.weighted_moments); ignored on the fused path.
+//   A fully masked batch gives mean 0 and var 0, and, as in Keras, the moving statistics
+//   still move toward them. Outputs at masked positions are still transformed. Not with
+//   virtual_batch_size (ArgumentError).
+//
 // Errors (all leave weights, moving statistics and counters unchanged):
 //   ArgumentError: momentum outside [0, 1], epsilon <= 0 or not finite, axis out of
 //     range or repeated, fused = yes with an unfusable configuration.
 //   ShapeError: input rank or channel sizes different from the built ones.
+//   ArgumentError also: renorm_momentum outside [0, 1]; keras3 renorm_clipping with
+//     rmax < rmin or dmax < 0 (Keras 3's checks); virtual_batch_size with keras3, <= 0, with
+//     fused = yes, or with axis 0; renorm with fused = yes; a mask with virtual_batch_size.
+//   ShapeError also: a mask of the wrong rank or shape; a training batch size not divisible
+//     by virtual_batch_size.
 //   NumericalError: non-finite batch statistics in training (unless
 //     nan_policy = propagate, Keras's own behaviour).
 // An empty batch (no element per channel) in training returns an empty output and
@@ -59,6 +100,12 @@ enum class NanPolicy {
   propagate,  // Keras/PyTorch behaviour: NaN flows into the output and moving statistics
 };
 
+// Keras renorm_clipping: the bounds given (a missing one does not clip that side).
+struct RenormClipping {
+  std::optional<double> rmax, rmin, dmax;
+  friend bool operator==(const RenormClipping&, const RenormClipping&) = default;
+};
+
 struct BatchNormalizationOptions {
   std::vector<int> axis{-1};
   double momentum = 0.99;  // Keras convention: weight of the OLD moving value
@@ -77,6 +124,10 @@ struct BatchNormalizationOptions {
   KerasVersion version = KerasVersion::keras3;
   Fused fused = Fused::automatic;
   NanPolicy nan_policy = NanPolicy::reject;
+  bool renorm = false;                 // batch renormalization (see the header comment)
+  RenormClipping renorm_clipping{};    // used only with renorm
+  double renorm_momentum = 0.99;       // momentum of renorm_mean / renorm_stddev
+  std::optional<std::int64_t> virtual_batch_size{};  // ghost batch size (keras2 only)
   std::string name{};      // empty: automatic ("batch_normalization", "batch_normalization_1", ...)
 
   friend bool operator==(const BatchNormalizationOptions&, const BatchNormalizationOptions&) = default;
@@ -105,6 +156,13 @@ struct BatchNormContext {
   Tensor var;                  // (C) variance used to normalize (biased batch, or moving)
   Tensor invstd;               // (C) 1/sqrt(var + epsilon)
   bool used_batch_statistics = false;
+  // Training calls with a variant (renorm, ghost batches, a mask) fill these, and then
+  // mean / var / invstd are left empty: the statistics are per ghost batch.
+  bool variant = false;
+  Tensor r, d;                 // (C) renorm corrections; empty without renorm
+  std::int64_t groups = 1;     // ghost batches (1: none)
+  Tensor group_mean, group_var;  // (groups * C) statistics each ghost batch was normalized with
+  Tensor weights;              // x's shape: the mask's weights; empty without a mask
 };
 
 struct BatchNormGradients {
@@ -133,6 +191,16 @@ class BatchNormalization : public Layer {
     return call(x, training);
   }
   Tensor call(const Tensor& x, std::optional<bool> training = std::nullopt);
+  // Keras `layer(x, training=..., mask=mask)`: see "mask" above.
+  Tensor operator()(const Tensor& x, std::optional<bool> training, const Tensor& mask) {
+    return forward_masked(x, &mask, training, nullptr);
+  }
+  Tensor call(const Tensor& x, std::optional<bool> training, const Tensor& mask) {
+    return forward_masked(x, &mask, training, nullptr);
+  }
+  // forward() with a mask (null: none).
+  Tensor forward_masked(const Tensor& x, const Tensor* mask, std::optional<bool> training,
+                        BatchNormContext* context);
   // Same as call, and records what backward() needs in *context (when not null).
   Tensor forward(const Tensor& x, std::optional<bool> training, BatchNormContext* context);
   // Gradients of sum(y * dy) for the call recorded in `context`: the training-mode
@@ -141,8 +209,11 @@ class BatchNormalization : public Layer {
 
   // Training-mode forward WITHOUT touching the moving statistics: the update is
   // returned instead, for the caller to apply (TF1 UPDATE_OPS style) or discard.
-  Tensor forward_collect(const Tensor& x, StatisticsUpdate& update, BatchNormContext* context = nullptr);
-  // Applies an update with this layer's momentum convention. Throws ShapeError for a
+  Tensor forward_collect(const Tensor& x, StatisticsUpdate& update, BatchNormContext* context = nullptr,
+                         const Tensor* mask = nullptr);
+  // Applies an update with this layer's momentum convention (with renorm: the renorm
+  // statistics, moving_stddev and moving_variance as above, from the update's mean and
+  // variance). Throws ShapeError for a
   // wrong-size update, NumericalError for non-finite statistics (nan_policy reject).
   void apply_update(const StatisticsUpdate& update);
 
@@ -164,6 +235,8 @@ class BatchNormalization : public Layer {
   }
   // Channel axes, non-negative, sorted (valid after build).
   const std::vector<int>& axes() const noexcept { return axes_; }
+  // Rank of the inputs the layer was built for (0 before build).
+  int built_rank() const noexcept { return input_shape_.rank(); }
   // keras2: whether the fused kernel's convention is in effect (valid after build).
   bool fused() const noexcept { return fused_; }
 
@@ -176,8 +249,16 @@ class BatchNormalization : public Layer {
   const Variable* beta() const noexcept { return slot(beta_); }
   const Variable* moving_mean() const noexcept { return slot(moving_mean_); }
   const Variable* moving_variance() const noexcept { return slot(moving_variance_); }
+  // renorm only (null otherwise).
+  Variable* moving_stddev() noexcept { return slot(moving_stddev_); }
+  Variable* renorm_mean() noexcept { return slot(renorm_mean_); }
+  Variable* renorm_stddev() noexcept { return slot(renorm_stddev_); }
+  const Variable* moving_stddev() const noexcept { return slot(moving_stddev_); }
+  const Variable* renorm_mean() const noexcept { return slot(renorm_mean_); }
+  const Variable* renorm_stddev() const noexcept { return slot(renorm_stddev_); }
 
-  // Keras order: gamma, beta, moving_mean, moving_variance (present ones only).
+  // Keras order: gamma, beta, moving_mean, moving_variance (present ones only), then with
+  // renorm moving_stddev, renorm_mean, renorm_stddev.
   // trainable_weights(): gamma, beta unless frozen; get/set_weights, losses() (one per
   // active regularizer) and apply_constraints() come from Layer.
   std::vector<Variable*> weights() override;
@@ -188,7 +269,12 @@ class BatchNormalization : public Layer {
   // Normalizes x with batch statistics (fills `update`, touches no state) or with the
   // moving statistics.
   Tensor run(const Tensor& x, bool batch_statistics, StatisticsUpdate& update,
-             BatchNormContext* context) const;
+             BatchNormContext* context, const Tensor* mask = nullptr) const;
+  // Training with renorm / ghost batches / a mask (weights: x's shape, or empty).
+  Tensor run_variant(const Tensor& x, const Tensor& weights, StatisticsUpdate& update,
+                     BatchNormContext& context) const;
+  Tensor mask_weights(const Tensor& x, const Tensor& mask) const;
+  BatchNormGradients backward_variant(const BatchNormContext& context, const Tensor& dy) const;
   Variable* slot(std::optional<Variable>& v) noexcept { return v ? &*v : nullptr; }
   const Variable* slot(const std::optional<Variable>& v) const noexcept { return v ? &*v : nullptr; }
 
@@ -201,6 +287,7 @@ class BatchNormalization : public Layer {
   Shape input_shape_;             // as built (batch dimension ignored)
   Shape param_shape_;             // (C) or Keras 2's broadcast shape for several axes
   std::optional<Variable> gamma_, beta_, moving_mean_, moving_variance_;
+  std::optional<Variable> moving_stddev_, renorm_mean_, renorm_stddev_;  // renorm only
 };
 
 }  // namespace bnorm::nn
