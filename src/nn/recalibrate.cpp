@@ -1,6 +1,7 @@
 #include "bnorm/nn/recalibrate.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <utility>
 
@@ -83,6 +84,7 @@ RecalibrationReport recalibrate(Model& model, const Tensor& x, const Recalibrate
   const auto layers = distinct_built_batch_norms(model, where);
 
   RecalibrationReport report;
+  std::vector<std::pair<BatchNormalization*, std::array<Tensor, 3>>> renorm_before;  // restored on failure
   report.samples = x.dim(0);
   const std::int64_t n = x.dim(0);
   try {
@@ -128,8 +130,26 @@ RecalibrationReport recalibrate(Model& model, const Tensor& x, const Recalibrate
       // Assigned now: the layers after this one see its new statistics.
       bn->moving_mean()->value = report.layers.back().new_mean;
       bn->moving_variance()->value = report.layers.back().new_variance;
+      // Batch renormalization keeps the variance as moving_stddev (moving_variance is
+      // derived from it at every update) and its own averages of the batch statistics:
+      // all set to the population's, so that training continues from them.
+      if (bn->moving_stddev()) {
+        renorm_before.push_back({bn, {bn->moving_stddev()->value, bn->renorm_mean()->value, bn->renorm_stddev()->value}});
+        Tensor stddev = report.layers.back().new_variance;
+        for (std::int64_t c = 0; c < stddev.numel(); ++c) {
+          stddev[c] = static_cast<float>(std::sqrt(static_cast<double>(stddev[c]) + bn->options().epsilon));
+        }
+        bn->moving_stddev()->value = stddev;
+        bn->renorm_mean()->value = report.layers.back().new_mean;
+        bn->renorm_stddev()->value = stddev;
+      }
     }
   } catch (...) {
+    for (auto& [bn, values] : renorm_before) {
+      bn->moving_stddev()->value = values[0];
+      bn->renorm_mean()->value = values[1];
+      bn->renorm_stddev()->value = values[2];
+    }
     // report.layers[i] is layers[i] (skipped ones hold their own values); the copies
     // reuse the storage of same-shaped tensors.
     for (std::size_t i = 0; i < report.layers.size(); ++i) {

@@ -457,3 +457,25 @@ TEST(Model, LayerInputIsThePrefixInInferenceMode) {
   EXPECT_THROW(model->layer_input(x, model->layers().size() + 1), bnorm::ArgumentError);
   EXPECT_THROW(model->layer_input(gaussian(Shape{9, 60}, 0.0, 1.0, 16), 2), bnorm::ShapeError);
 }
+
+// Batch renormalization keeps its variance as moving_stddev: recalibration sets it (and
+// the renorm averages) so that moving_variance = moving_stddev^2 - epsilon still holds and
+// the next training step starts from the population's statistics.
+TEST(Recalibrate, RenormLayersGetTheirStddevToo) {
+  nn::BatchNormalizationOptions o;
+  o.renorm = true;
+  o.name = "renorm";
+  auto bn = std::make_shared<nn::BatchNormalization>(o);
+  auto in = nn::Input({3});
+  nn::Model model(in, (*bn)(in));
+  const Tensor x = gaussian(Shape{50, 3}, 4.0, 2.0, 31);
+  (void)model.predict(x);
+  nn::recalibrate(model, x, {.batch_size = 16});
+  for (std::int64_t c = 0; c < 3; ++c) {
+    const double var = bn->moving_variance()->value[c];
+    const double sd = bn->moving_stddev()->value[c];
+    EXPECT_NEAR(sd * sd - o.epsilon, var, 1e-5 * var);
+    EXPECT_EQ(bn->renorm_mean()->value[c], bn->moving_mean()->value[c]);
+    EXPECT_EQ(bn->renorm_stddev()->value[c], bn->moving_stddev()->value[c]);
+  }
+}
