@@ -230,92 +230,66 @@ nn::LayerPtr conv_from_config(const Reading& r, const std::string& cls, const js
   const auto format = data_format_of(r, config, where);
   const auto padding = padding_of(r, config, where);
   const auto input_shape = declared_input_shape(r, config, where);
-  try {
-    if (cls == "Conv1D") {
-      nn::Conv1DOptions o;
-      o.strides = ints_of<1>(r, config, where, "strides", 1)[0];
-      o.padding = padding;
-      o.data_format = format;
-      o.dilation_rate = ints_of<1>(r, config, where, "dilation_rate", 1)[0];
-      o.groups = get<std::int64_t>(r, config, where, "groups", 1);
-      o.activation = act;
-      o.use_bias = use_bias;
-      o.kernel_initializer = init("kernel_initializer", nn::Initializer::glorot_uniform());
-      o.bias_initializer = init("bias_initializer", nn::Initializer::zeros());
-      o.kernel_regularizer = reg("kernel_regularizer");
-      o.bias_regularizer = reg("bias_regularizer");
-      o.kernel_constraint = con("kernel_constraint");
-      o.bias_constraint = con("bias_constraint");
-      o.input_shape = input_shape;
-      o.trainable = trainable;
-      o.name = name;
-      return std::make_shared<nn::Conv1D>(get<std::int64_t>(r, config, where, "filters", 0),
-                                          ints_of<1>(r, config, where, "kernel_size", 1)[0], o);
-    }
-    const auto kernel_size = ints_of<2>(r, config, where, "kernel_size", 1);
-    const auto strides = ints_of<2>(r, config, where, "strides", 1);
-    const auto dilation = ints_of<2>(r, config, where, "dilation_rate", 1);
-    if (cls == "Conv2D") {
-      nn::Conv2DOptions o;
-      o.strides = strides;
-      o.padding = padding;
-      o.data_format = format;
-      o.dilation_rate = dilation;
-      o.groups = get<std::int64_t>(r, config, where, "groups", 1);
-      o.activation = act;
-      o.use_bias = use_bias;
-      o.kernel_initializer = init("kernel_initializer", nn::Initializer::glorot_uniform());
-      o.bias_initializer = init("bias_initializer", nn::Initializer::zeros());
-      o.kernel_regularizer = reg("kernel_regularizer");
-      o.bias_regularizer = reg("bias_regularizer");
-      o.kernel_constraint = con("kernel_constraint");
-      o.bias_constraint = con("bias_constraint");
-      o.input_shape = input_shape;
-      o.trainable = trainable;
-      o.name = name;
-      return std::make_shared<nn::Conv2D>(get<std::int64_t>(r, config, where, "filters", 0), kernel_size, o);
-    }
-    if (cls == "DepthwiseConv2D") {
-      nn::DepthwiseConv2DOptions o;
-      o.depth_multiplier = get<std::int64_t>(r, config, where, "depth_multiplier", 1);
-      o.strides = strides;
-      o.padding = padding;
-      o.data_format = format;
-      o.dilation_rate = dilation;
-      o.activation = act;
-      o.use_bias = use_bias;
-      o.depthwise_initializer = init("depthwise_initializer", nn::Initializer::glorot_uniform());
-      o.bias_initializer = init("bias_initializer", nn::Initializer::zeros());
-      o.depthwise_regularizer = reg("depthwise_regularizer");
-      o.bias_regularizer = reg("bias_regularizer");
-      o.depthwise_constraint = con("depthwise_constraint");
-      o.bias_constraint = con("bias_constraint");
-      o.input_shape = input_shape;
-      o.trainable = trainable;
-      o.name = name;
-      return std::make_shared<nn::DepthwiseConv2D>(kernel_size, o);
-    }
-    nn::SeparableConv2DOptions o;
-    o.depth_multiplier = get<std::int64_t>(r, config, where, "depth_multiplier", 1);
-    o.strides = strides;
+  // The settings the options structs share, field for field.
+  auto common = [&](auto& o) {
     o.padding = padding;
     o.data_format = format;
-    o.dilation_rate = dilation;
     o.activation = act;
     o.use_bias = use_bias;
-    o.depthwise_initializer = init("depthwise_initializer", nn::Initializer::glorot_uniform());
-    o.pointwise_initializer = init("pointwise_initializer", nn::Initializer::glorot_uniform());
     o.bias_initializer = init("bias_initializer", nn::Initializer::zeros());
-    o.depthwise_regularizer = reg("depthwise_regularizer");
-    o.pointwise_regularizer = reg("pointwise_regularizer");
     o.bias_regularizer = reg("bias_regularizer");
-    o.depthwise_constraint = con("depthwise_constraint");
-    o.pointwise_constraint = con("pointwise_constraint");
     o.bias_constraint = con("bias_constraint");
     o.input_shape = input_shape;
     o.trainable = trainable;
     o.name = name;
-    return std::make_shared<nn::SeparableConv2D>(get<std::int64_t>(r, config, where, "filters", 0), kernel_size, o);
+  };
+  auto kernel = [&](auto& o) {  // Conv1D, Conv2D
+    o.groups = get<std::int64_t>(r, config, where, "groups", 1);
+    o.kernel_initializer = init("kernel_initializer", nn::Initializer::glorot_uniform());
+    o.kernel_regularizer = reg("kernel_regularizer");
+    o.kernel_constraint = con("kernel_constraint");
+  };
+  auto depthwise = [&](auto& o) {  // DepthwiseConv2D, SeparableConv2D
+    o.depth_multiplier = get<std::int64_t>(r, config, where, "depth_multiplier", 1);
+    o.depthwise_initializer = init("depthwise_initializer", nn::Initializer::glorot_uniform());
+    o.depthwise_regularizer = reg("depthwise_regularizer");
+    o.depthwise_constraint = con("depthwise_constraint");
+  };
+  const auto filters = [&] { return get<std::int64_t>(r, config, where, "filters", 0); };
+  try {
+    if (cls == "Conv1D") {
+      nn::Conv1DOptions o;
+      common(o);
+      kernel(o);
+      o.strides = ints_of<1>(r, config, where, "strides", 1)[0];
+      o.dilation_rate = ints_of<1>(r, config, where, "dilation_rate", 1)[0];
+      return std::make_shared<nn::Conv1D>(filters(), ints_of<1>(r, config, where, "kernel_size", 1)[0], o);
+    }
+    const auto kernel_size = ints_of<2>(r, config, where, "kernel_size", 1);
+    auto spatial = [&](auto& o) {
+      common(o);
+      o.strides = ints_of<2>(r, config, where, "strides", 1);
+      o.dilation_rate = ints_of<2>(r, config, where, "dilation_rate", 1);
+    };
+    if (cls == "Conv2D") {
+      nn::Conv2DOptions o;
+      spatial(o);
+      kernel(o);
+      return std::make_shared<nn::Conv2D>(filters(), kernel_size, o);
+    }
+    if (cls == "DepthwiseConv2D") {
+      nn::DepthwiseConv2DOptions o;
+      spatial(o);
+      depthwise(o);
+      return std::make_shared<nn::DepthwiseConv2D>(kernel_size, o);
+    }
+    nn::SeparableConv2DOptions o;
+    spatial(o);
+    depthwise(o);
+    o.pointwise_initializer = init("pointwise_initializer", nn::Initializer::glorot_uniform());
+    o.pointwise_regularizer = reg("pointwise_regularizer");
+    o.pointwise_constraint = con("pointwise_constraint");
+    return std::make_shared<nn::SeparableConv2D>(filters(), kernel_size, o);
   } catch (const FormatError&) {
     throw;
   } catch (const Error& e) {
@@ -1009,10 +983,8 @@ json pair_json(const std::array<std::int64_t, 2>& v) { return json::array({v[0],
 // The settings of a convolution layer, as Keras 3 / tf.keras write them (CNN.md 1.1).
 void conv_json(nn::ConvLayerBase& layer, json& c, Style style) {
   auto common = [&](const auto& o) {
-    c["strides"] = pair_json(o.strides);
     c["padding"] = nn::padding_name(o.padding);
     c["data_format"] = nn::data_format_name(o.data_format);
-    c["dilation_rate"] = pair_json(o.dilation_rate);
     c["activation"] = kernels::activation_name(layer.activation());  // the Keras name (both hard_sigmoid forms)
     c["use_bias"] = o.use_bias;
     c["bias_initializer"] = initializer_json(o.bias_initializer, style);
@@ -1020,54 +992,47 @@ void conv_json(nn::ConvLayerBase& layer, json& c, Style style) {
     c["activity_regularizer"] = nullptr;
     c["bias_constraint"] = constraint_json(o.bias_constraint, style);
   };
-  if (auto* l = dynamic_cast<nn::Conv2D*>(&layer)) {
-    const auto& o = l->options();
-    c["filters"] = l->filters();
-    c["kernel_size"] = pair_json(l->kernel_size());
-    common(o);
+  auto kernel = [&](const auto& o) {
     c["groups"] = o.groups;
     c["kernel_initializer"] = initializer_json(o.kernel_initializer, style);
     c["kernel_regularizer"] = regularizer_json(o.kernel_regularizer, style);
     c["kernel_constraint"] = constraint_json(o.kernel_constraint, style);
+  };
+  auto depthwise = [&](const auto& o) {
+    c["depth_multiplier"] = o.depth_multiplier;
+    if (style == Style::legacy) c["groups"] = 1;  // tf.keras writes it (Keras 3 refuses it: CNN.md 1.1)
+    c["depthwise_initializer"] = initializer_json(o.depthwise_initializer, style);
+    c["depthwise_regularizer"] = regularizer_json(o.depthwise_regularizer, style);
+    c["depthwise_constraint"] = constraint_json(o.depthwise_constraint, style);
+  };
+  auto spatial = [&](const auto& o, const std::array<std::int64_t, 2>& kernel_size) {
+    c["kernel_size"] = pair_json(kernel_size);
+    c["strides"] = pair_json(o.strides);
+    c["dilation_rate"] = pair_json(o.dilation_rate);
+    common(o);
+  };
+  if (auto* l = dynamic_cast<nn::Conv2D*>(&layer)) {
+    c["filters"] = l->filters();
+    spatial(l->options(), l->kernel_size());
+    kernel(l->options());
   } else if (auto* l1 = dynamic_cast<nn::Conv1D*>(&layer)) {
     const auto& o = l1->options();
     c["filters"] = l1->filters();
     c["kernel_size"] = json::array({l1->kernel_size()});
     c["strides"] = json::array({o.strides});
-    c["padding"] = nn::padding_name(o.padding);
-    c["data_format"] = nn::data_format_name(o.data_format);
     c["dilation_rate"] = json::array({o.dilation_rate});
-    c["groups"] = o.groups;
-    c["activation"] = kernels::activation_name(layer.activation());
-    c["use_bias"] = o.use_bias;
-    c["kernel_initializer"] = initializer_json(o.kernel_initializer, style);
-    c["bias_initializer"] = initializer_json(o.bias_initializer, style);
-    c["kernel_regularizer"] = regularizer_json(o.kernel_regularizer, style);
-    c["bias_regularizer"] = regularizer_json(o.bias_regularizer, style);
-    c["activity_regularizer"] = nullptr;
-    c["kernel_constraint"] = constraint_json(o.kernel_constraint, style);
-    c["bias_constraint"] = constraint_json(o.bias_constraint, style);
-  } else if (auto* d = dynamic_cast<nn::DepthwiseConv2D*>(&layer)) {
-    const auto& o = d->options();
-    c["kernel_size"] = pair_json(d->kernel_size());
-    c["depth_multiplier"] = o.depth_multiplier;
     common(o);
-    if (style == Style::legacy) c["groups"] = 1;  // tf.keras writes it (Keras 3 refuses it: CNN.md 1.1)
-    c["depthwise_initializer"] = initializer_json(o.depthwise_initializer, style);
-    c["depthwise_regularizer"] = regularizer_json(o.depthwise_regularizer, style);
-    c["depthwise_constraint"] = constraint_json(o.depthwise_constraint, style);
+    kernel(o);
+  } else if (auto* d = dynamic_cast<nn::DepthwiseConv2D*>(&layer)) {
+    spatial(d->options(), d->kernel_size());
+    depthwise(d->options());
   } else if (auto* sp = dynamic_cast<nn::SeparableConv2D*>(&layer)) {
     const auto& o = sp->options();
     c["filters"] = sp->filters();
-    c["kernel_size"] = pair_json(sp->kernel_size());
-    c["depth_multiplier"] = o.depth_multiplier;
-    common(o);
-    if (style == Style::legacy) c["groups"] = 1;
-    c["depthwise_initializer"] = initializer_json(o.depthwise_initializer, style);
+    spatial(o, sp->kernel_size());
+    depthwise(o);
     c["pointwise_initializer"] = initializer_json(o.pointwise_initializer, style);
-    c["depthwise_regularizer"] = regularizer_json(o.depthwise_regularizer, style);
     c["pointwise_regularizer"] = regularizer_json(o.pointwise_regularizer, style);
-    c["depthwise_constraint"] = constraint_json(o.depthwise_constraint, style);
     c["pointwise_constraint"] = constraint_json(o.pointwise_constraint, style);
   }
 }
