@@ -15,6 +15,7 @@ packages=(
   gnuplot-nox                 # the experiment's figures (PNG)
   libhdf5-dev                 # HDF5 C API: Keras .keras / .weights.h5 / legacy .h5 files
   libzip-dev                  # zip archives: Keras .keras files
+  libpng-dev libjpeg62-turbo-dev   # PNG and JPEG images as model inputs (bnorm predict)
   dpkg-dev file               # make package: dpkg-shlibdeps and file, for CPack's Debian package
   pybind11-dev                # the Python module bnorm._bnorm (python/)
   python3-dev                 # Python's headers, for the Python module
