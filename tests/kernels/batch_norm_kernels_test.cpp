@@ -842,10 +842,13 @@ TEST(BatchNormKernels, FusedReluIsTheComposition) {
   }
 }
 
-// The mask recomputed from x is the forward's own: given what forward_training_relu
-// returned (on any path), the x version of the backward gives the y version's bits, for
-// every combination of gamma and beta given or null, also where the pre-activation is
-// exactly 0 (a constant channel with beta 0: x * alpha + (0 - x * alpha)).
+// The mask recomputed from x is the forward's own when the forward's double mean is its
+// float mean (the header's promise): given what forward_training_relu returned (on any
+// path), the x version of the backward gives the y version's bits, for every combination
+// of gamma and beta given or null, also where the pre-activation is exactly 0 (channel 1,
+// constant, with beta 0: (x - x) * alpha + 0). On the other channels (data near zero)
+// the forward's shift holds -(mean_d - mean) * alpha besides beta, about 1e-8 of the
+// spread, which moves no element of these data across zero.
 TEST(BatchNormKernels, FusedReluMaskFromInputEqualsMaskFromOutput) {
   for (const BatchNormDims d : {BatchNormDims{300, 17, 1}, BatchNormDims{8, 32, 196}, BatchNormDims{2, 3, 40000},
                                 BatchNormDims{64, 1024, 1}, BatchNormDims{7, 5, 3}}) {
@@ -1011,3 +1014,271 @@ TEST(BatchNormKernels, ResultsDoNotDependOnAlignment) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Output accuracy at any offset: outputs (not only statistics) of every op, on data
+// 1e4, 1e6 and 1e7 times its spread away from zero, every layout, both implementations,
+// every instruction set this machine runs, against double computations with the
+// statistics each op has: the training forward with its own double batch statistics
+// (mean_d, var_d), the inference forward and the backward kernels with the float
+// statistics they are given. Bound: 1e-6 of the output's standard deviation (the
+// header's accuracy promise; below); a constant channel gives exactly beta. The worst
+// errors are printed (docs/benchmarks.md quotes them).
+
+// Worst error of one op, in standard deviations of its output, over a run.
+struct WorstErrors {
+  std::vector<std::pair<std::string, double>> worst;
+  void note(const std::string& op, double err) {
+    for (auto& [name, e] : worst)
+      if (name == op) {
+        e = std::max(e, err);
+        return;
+      }
+    worst.emplace_back(op, err);
+  }
+};
+
+// Per-channel standard deviation of v (N, C, S) in double.
+std::vector<double> channel_sd(const std::vector<double>& v, const BatchNormDims& d) {
+  std::vector<double> sd(static_cast<std::size_t>(d.C));
+  for (std::int64_t c = 0; c < d.C; ++c) {
+    double sum = 0.0, sq = 0.0;
+    for (std::int64_t n = 0; n < d.N; ++n)
+      for (std::int64_t s = 0; s < d.S; ++s) sum += v[static_cast<std::size_t>((n * d.C + c) * d.S + s)];
+    const double m = sum / static_cast<double>(d.count());
+    for (std::int64_t n = 0; n < d.N; ++n)
+      for (std::int64_t s = 0; s < d.S; ++s) {
+        const double e = v[static_cast<std::size_t>((n * d.C + c) * d.S + s)] - m;
+        sq += e * e;
+      }
+    sd[static_cast<std::size_t>(c)] = std::sqrt(sq / static_cast<double>(d.count()));
+  }
+  return sd;
+}
+
+// The training backward in double, with the gradient g (dy, masked by a ReLU or not) and
+// the float statistics given: xhat = (x - mean) * invstd, dbeta = sum g,
+// dgamma = sum g * xhat, dx = gamma * invstd * (g - dbeta / count - xhat * dgamma / count).
+// scale: per channel, the natural size of the sums (sqrt of the sum of their squared terms).
+void double_backward_training(const std::vector<float>& g, const std::vector<float>& x, const BatchNormDims& d,
+                              const std::vector<float>& mean, const std::vector<float>& invstd,
+                              const std::vector<float>& gamma, std::vector<double>& dx,
+                              std::vector<double>& dgamma, std::vector<double>& dbeta,
+                              std::vector<double>& scale) {
+  dx.assign(x.size(), 0.0);
+  dgamma.assign(static_cast<std::size_t>(d.C), 0.0);
+  dbeta.assign(static_cast<std::size_t>(d.C), 0.0);
+  scale.assign(static_cast<std::size_t>(d.C), 0.0);
+  const double count = static_cast<double>(d.count());
+  for (std::int64_t c = 0; c < d.C; ++c) {
+    const std::size_t k = static_cast<std::size_t>(c);
+    const double m = mean[k], inv = invstd[k];
+    double sg = 0.0, sgx = 0.0, sq = 0.0;
+    for (std::int64_t n = 0; n < d.N; ++n)
+      for (std::int64_t s = 0; s < d.S; ++s) {
+        const std::size_t i = static_cast<std::size_t>((n * d.C + c) * d.S + s);
+        const double xhat = (static_cast<double>(x[i]) - m) * inv;
+        sg += g[i];
+        sgx += g[i] * xhat;
+        sq += static_cast<double>(g[i]) * g[i] * (1.0 + xhat * xhat);
+      }
+    dbeta[k] = sg;
+    dgamma[k] = sgx;
+    scale[k] = std::sqrt(sq);
+    for (std::int64_t n = 0; n < d.N; ++n)
+      for (std::int64_t s = 0; s < d.S; ++s) {
+        const std::size_t i = static_cast<std::size_t>((n * d.C + c) * d.S + s);
+        const double xhat = (static_cast<double>(x[i]) - m) * inv;
+        dx[i] = static_cast<double>(gamma[k]) * inv * (g[i] - sg / count - xhat * sgx / count);
+      }
+  }
+}
+
+TEST(BatchNormKernels, OutputsAccurateAtAnyOffset) {
+  GenericSimdGuard guard;
+  // Bound: 1e-6 of the output's standard deviation, plus 4 u (u = 2^-24) of the value
+  // itself for values many deviations out (a float holds them to half an ulp at best: a
+  // backward with a ReLU mask leaving few elements of a channel gives dx at 8 deviations).
+  constexpr double kBound = 1e-6;
+  constexpr double kUlps = 4.0 / 16777216.0;
+  const float eps = 1e-3f;
+  // Channels-last: period P = C (64), lanes of 5 channels (P = 40), lane split (fewer blocks
+  // than threads); channels-first: few channels ((channel, block) tasks), groups, 7x7 rows.
+  for (const BatchNormDims d : {BatchNormDims{2000, 5, 1}, BatchNormDims{300, 64, 1}, BatchNormDims{64, 1024, 1},
+                                BatchNormDims{16, 3, 1250}, BatchNormDims{6, 24, 196}, BatchNormDims{8, 16, 49}}) {
+    for (const double offset : {1e4, 1e6, 1e7}) {
+      SCOPED_TRACE(str(d) + " offset " + std::to_string(offset) + " times the spread");
+      Rng rng(17u);
+      // Spreads 1, 0.01 and 100 by channel; channel 0 constant (offset + 0.3 spreads).
+      const auto spread = [](std::int64_t c) { return c % 3 == 0 ? 1.0 : c % 3 == 1 ? 0.01 : 100.0; };
+      std::vector<float> x(static_cast<std::size_t>(d.numel()));
+      for (std::int64_t n = 0; n < d.N; ++n)
+        for (std::int64_t c = 0; c < d.C; ++c)
+          for (std::int64_t s = 0; s < d.S; ++s) {
+            const double sd = spread(c);
+            x[static_cast<std::size_t>((n * d.C + c) * d.S + s)] =
+                static_cast<float>(offset * sd + (c == 0 ? 0.3 * sd : sd * rng.normal()));
+          }
+      const std::vector<float> dy = rng.normals(d.numel());
+      const std::vector<float> gamma = rng.uniforms(d.C, 0.5, 2.0), beta = rng.uniforms(d.C, -1.0, 1.0);
+      const std::size_t C = static_cast<std::size_t>(d.C);
+      // Given statistics of the inference ops: near the data's (0.3 spreads off, 1.2 times
+      // the variance); channel 0 the constant itself.
+      std::vector<float> run_mean(C), run_var(C);
+      for (std::size_t c = 0; c < C; ++c) {
+        const double sd = spread(static_cast<std::int64_t>(c));
+        run_mean[c] = c == 0 ? x[0] : static_cast<float>(offset * sd + 0.3 * sd);
+        run_var[c] = static_cast<float>(1.2 * sd * sd);
+      }
+      WorstErrors worst;
+      for (const bool generic : {false, true}) {
+        bk::force_generic_simd(generic);
+        for (const Impl impl : {Impl::cpu, Impl::reference}) {
+          SCOPED_TRACE(std::string(bk::simd_level()) + (impl == Impl::cpu ? " Impl::cpu" : " Impl::reference"));
+          const auto at = [&](std::int64_t n, std::int64_t c, std::int64_t s) {
+            return static_cast<std::size_t>((n * d.C + c) * d.S + s);
+          };
+          // Each element of `got` against `want`, in units of sd[c]; channel 0 (constant)
+          // exactly when `exact0`.
+          const auto check = [&](const std::string& op, const std::vector<float>& got,
+                                 const std::vector<double>& want, const std::vector<double>& sd, bool exact0) {
+            int failures = 0;
+            for (std::int64_t c = 0; c < d.C; ++c)
+              for (std::int64_t n = 0; n < d.N; ++n)
+                for (std::int64_t s = 0; s < d.S; ++s) {
+                  const std::size_t i = at(n, c, s);
+                  const double err = std::abs(static_cast<double>(got[i]) - want[i]);
+                  if (c == 0 && exact0) {
+                    if (!(static_cast<double>(got[i]) == want[i]) && ++failures <= 3)
+                      ADD_FAILURE() << op << " constant channel: got " << got[i] << ", want exactly " << want[i];
+                    continue;
+                  }
+                  const double sc = sd[static_cast<std::size_t>(c)];  // 0: a channel masked whole
+                  const double rel = err == 0.0 ? 0.0 : err / sc;
+                  worst.note(op, rel);
+                  if (!(err <= kBound * sc + kUlps * std::abs(want[i])) && ++failures <= 3)
+                    ADD_FAILURE() << op << "[" << i << "] channel " << c << ": got " << got[i] << ", want "
+                                  << want[i] << ", off by " << rel << " of the output's spread";
+                }
+          };
+          // Per-channel sums (dgamma, dbeta) against double, in units of their scale.
+          const auto check_sums = [&](const std::string& op, const std::vector<float>& got,
+                                      const std::vector<double>& want, const std::vector<double>& scale) {
+            for (std::size_t c = 0; c < C; ++c) {
+              const double err = std::abs(static_cast<double>(got[c]) - want[c]);
+              worst.note(op, err == 0.0 ? 0.0 : err / scale[c]);
+              EXPECT_LE(err, kBound * scale[c]) << op << " channel " << c << ": got " << got[c] << ", want " << want[c];
+            }
+          };
+
+          // Training forward (plain and fused) against the double computation with the
+          // call's own double statistics.
+          std::vector<float> y(x.size()), yr(x.size()), mean(C), var(C), invstd(C), mean2(C), var2(C), invstd2(C);
+          std::vector<double> mean_d(C), var_d(C), mean_d2(C), var_d2(C);
+          bk::forward_training(x.data(), d, gamma.data(), beta.data(), eps, y.data(), mean.data(), var.data(),
+                               invstd.data(), mean_d.data(), var_d.data(), impl);
+          bk::forward_training_relu(x.data(), d, gamma.data(), beta.data(), eps, yr.data(), mean2.data(),
+                                    var2.data(), invstd2.data(), mean_d2.data(), var_d2.data(), impl);
+          std::vector<double> want(x.size()), want_relu(x.size()), out_sd(C);
+          for (std::size_t c = 0; c < C; ++c)
+            out_sd[c] = gamma[c] * std::sqrt(var_d[c] / (var_d[c] + static_cast<double>(eps)));
+          for (std::int64_t c = 0; c < d.C; ++c) {
+            const std::size_t k = static_cast<std::size_t>(c);
+            const double inv = 1.0 / std::sqrt(var_d[k] + static_cast<double>(eps));
+            for (std::int64_t n = 0; n < d.N; ++n)
+              for (std::int64_t s = 0; s < d.S; ++s) {
+                const std::size_t i = at(n, c, s);
+                want[i] = (static_cast<double>(x[i]) - mean_d[k]) * inv * gamma[k] + beta[k];
+                want_relu[i] = std::max(0.0, want[i]);
+              }
+          }
+          check("forward_training", y, want, out_sd, true);
+          check("forward_training_relu", yr, want_relu, out_sd, true);
+
+          // Inference forward with the given float statistics.
+          std::vector<float> yi(x.size());
+          bk::forward_inference(x.data(), d, run_mean.data(), run_var.data(), gamma.data(), beta.data(), eps,
+                                yi.data(), impl);
+          for (std::int64_t c = 0; c < d.C; ++c) {
+            const std::size_t k = static_cast<std::size_t>(c);
+            const double inv = 1.0 / std::sqrt(static_cast<double>(run_var[k]) + static_cast<double>(eps));
+            for (std::int64_t n = 0; n < d.N; ++n)
+              for (std::int64_t s = 0; s < d.S; ++s) {
+                const std::size_t i = at(n, c, s);
+                want[i] = (static_cast<double>(x[i]) - run_mean[k]) * inv * gamma[k] + beta[k];
+              }
+          }
+          check("forward_inference", yi, want, channel_sd(want, d), true);
+
+          // Training backward (plain, and with the ReLU's mask from y or from x) with the
+          // forward's float statistics; the reference's mask is the kernel's documented one.
+          std::vector<double> dx_want, dg_want, db_want, scale;
+          for (int variant = 0; variant < 3; ++variant) {
+            const std::string op = variant == 0   ? "backward_training"
+                                   : variant == 1 ? "backward_training_relu (y)"
+                                                  : "backward_training_relu (mask from x)";
+            std::vector<float> g = dy;
+            if (variant > 0) {
+              for (std::int64_t c = 0; c < d.C; ++c) {
+                const std::size_t k = static_cast<std::size_t>(c);
+                const float alpha = invstd2[k] * gamma[k];
+                for (std::int64_t n = 0; n < d.N; ++n)
+                  for (std::int64_t s = 0; s < d.S; ++s) {
+                    const std::size_t i = at(n, c, s);
+                    const bool on = variant == 1 ? yr[i] > 0.0f : (x[i] - mean2[k]) * alpha + beta[k] > 0.0f;
+                    if (!on) g[i] = 0.0f;
+                  }
+              }
+            }
+            const std::vector<float>& m = variant == 0 ? mean : mean2;
+            const std::vector<float>& iv = variant == 0 ? invstd : invstd2;
+            double_backward_training(g, x, d, m, iv, gamma, dx_want, dg_want, db_want, scale);
+            std::vector<float> dx = junk(d.numel()), dgamma = junk(d.C), dbeta = junk(d.C);
+            if (variant == 0)
+              bk::backward_training(dy.data(), x.data(), d, m.data(), iv.data(), gamma.data(), dx.data(),
+                                    dgamma.data(), dbeta.data(), impl);
+            else if (variant == 1)
+              bk::backward_training_relu(dy.data(), x.data(), yr.data(), d, m.data(), iv.data(), gamma.data(),
+                                         dx.data(), dgamma.data(), dbeta.data(), impl);
+            else
+              bk::backward_training_relu(dy.data(), x.data(), d, m.data(), iv.data(), gamma.data(), beta.data(),
+                                         dx.data(), dgamma.data(), dbeta.data(), impl);
+            check(op + " dx", dx, dx_want, channel_sd(dx_want, d), false);
+            check_sums(op + " dgamma", dgamma, dg_want, scale);
+            check_sums(op + " dbeta", dbeta, db_want, scale);
+          }
+
+          // Inference backward with the given float statistics: dx = dy * gamma * invstd,
+          // dgamma = invstd * sum dy (x - mean), dbeta = sum dy.
+          {
+            std::vector<float> dx = junk(d.numel()), dgamma = junk(d.C), dbeta = junk(d.C), inv(C);
+            bk::backward_inference(dy.data(), x.data(), d, run_mean.data(), run_var.data(), gamma.data(), eps,
+                                   dx.data(), dgamma.data(), dbeta.data(), impl);
+            for (std::size_t c = 0; c < C; ++c)
+              inv[c] = static_cast<float>(1.0 / std::sqrt(static_cast<double>(run_var[c]) + eps));
+            double_backward_training(dy, x, d, run_mean, inv, gamma, dx_want, dg_want, db_want, scale);
+            for (std::int64_t c = 0; c < d.C; ++c) {
+              const std::size_t k = static_cast<std::size_t>(c);
+              for (std::int64_t n = 0; n < d.N; ++n)
+                for (std::int64_t s = 0; s < d.S; ++s) {
+                  const std::size_t i = at(n, c, s);
+                  dx_want[i] = static_cast<double>(dy[i]) * gamma[k] * inv[k];
+                }
+            }
+            check("backward_inference dx", dx, dx_want, channel_sd(dx_want, d), false);
+            check_sums("backward_inference dgamma", dgamma, dg_want, scale);
+            check_sums("backward_inference dbeta", dbeta, db_want, scale);
+          }
+        }
+      }
+      bk::force_generic_simd(false);
+      std::string line = "worst errors (output sd) " + str(d) + " offset " + std::to_string(offset) + ":";
+      for (const auto& [op, e] : worst.worst) {
+        char buf[160];
+        std::snprintf(buf, sizeof buf, "\n  %-44s %.2e", op.c_str(), e);
+        line += buf;
+      }
+      std::printf("%s\n", line.c_str());
+    }
+  }
+}

@@ -103,16 +103,35 @@ inline float invstd_of(double var, float epsilon) {
   return static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(epsilon)));
 }
 
-// Folded affine transform, in float, in tf.nn.batch_normalization's order:
-//   alpha = invstd * gamma;  shift = beta - mean * alpha;  y = x * alpha + shift.
+// The affine transform of the normalization, centred: y = (x - center) * alpha + shift,
+// with, in float unless said,
+//   center = mean rounded to float (mean_hi),
+//   alpha  = invstd * gamma,
+//   shift  = beta - (mean - center) * alpha   (in double from the double mean, rounded once).
+// For x near the mean, x - center is exact (Sterbenz: both are floats within a factor of
+// two), so no cancellation grows with the offset: the error is a few u of |x - mean| *
+// alpha and of |y|, whatever the offset. (The folded form x * alpha + (beta - mean *
+// alpha) of TensorFlow and PyTorch's CPU kernel, STYLE.md's one multiply-add, loses about
+// u * |mean| * alpha: 0.2 of the output's spread at 1e6 times it, beta entirely on a
+// constant channel at 1e7; the subtraction costs nothing in these memory-bound loops.)
+// The training forward passes the double batch mean, so the part of it below the float
+// (mean - center, up to half an ulp of the mean: 0.5 at 1e7) enters through shift; given
+// a float mean (inference, a backward's ReLU mask), mean - center = 0 and shift = beta.
+// A constant channel gives x - center = 0 and y = shift = beta exactly.
 struct Fold {
+  float center;
   float alpha;
   float shift;
 };
-inline Fold fold(float mean, float invstd, const float* gamma, const float* beta, std::int64_t c) {
+inline Fold fold(double mean, float invstd, const float* gamma, const float* beta, std::int64_t c) {
+  const float center = static_cast<float>(mean);
   const float alpha = gamma != nullptr ? invstd * gamma[c] : invstd;
-  const float shift = (beta != nullptr ? beta[c] : 0.0f) - mean * alpha;
-  return {alpha, shift};
+  const float b = beta != nullptr ? beta[c] : 0.0f;
+  const double below = mean - static_cast<double>(center);  // exact
+  // (below == 0: shift is beta itself, also for an infinite alpha: epsilon 0, var 0.)
+  const float shift =
+      below == 0.0 ? b : static_cast<float>(static_cast<double>(b) - below * static_cast<double>(alpha));
+  return {center, alpha, shift};
 }
 
 // Coefficients of the training backward (PyTorch's batch_norm_backward_cpu_template):
@@ -182,20 +201,21 @@ void chan_merge(const double* sums, const double* m2s, std::int64_t nb, std::int
 
 // The ReLU's mask in a fused backward (backward_training_relu): the gradient is
 // g = dy where the forward's output was positive, else 0. The mask comes from the
-// forward's output y (y > 0), or is recomputed from x with the forward's own folded
-// coefficients (x * alpha + shift > 0: the same float expression the forward evaluated,
-// so the same mask, bit for bit, without reading y: one stream less).
+// forward's output y (y > 0), or is recomputed from x with the centred coefficients of
+// the float mean the backward is given ((x - mean) * alpha + beta > 0, fold() of the
+// float mean: the forward's own float expression whenever its double mean is that float,
+// so then the same mask, bit for bit, without reading y: one stream less).
 enum class MaskFrom { none, output, input };
 
 // The mask as the inner loops take it: y at the block's first element, or the
-// coefficients: for a channels-first block (one channel, RowsMask) the channel's alpha
-// and shift, for a channels-last block (FlatMask) per-lane arrays of them (P +
+// coefficients: for a channels-first block (one channel, RowsMask) the channel's center,
+// alpha and shift, for a channels-last block (FlatMask) per-lane arrays of them (P +
 // kLaneExtra lanes, as the other per-lane coefficients).
 template <typename Coef>
 struct BlockMask {
   MaskFrom from = MaskFrom::none;
   const float* y = nullptr;
-  Coef alpha{}, shift{};
+  Coef center{}, alpha{}, shift{};
   // The mask of the block starting `offset` elements further.
   BlockMask at(std::int64_t offset) const {
     BlockMask m = *this;
@@ -234,9 +254,9 @@ struct SimdOps {
   void (*grad_scale_rows)(const float* dy, const float* x, float* dx, std::int64_t rows, std::int64_t stride,
                           std::int64_t len, double mean, float scale, double* sum, double* dotp, bool stream);
   void (*affine_rows)(const float* x, float* y, std::int64_t rows, std::int64_t stride, std::int64_t len,
-                      float alpha, float shift, bool relu, bool stream);
+                      const Fold& f, bool relu, bool stream);
   void (*affine_cyclic)(const float* x, float* y, std::int64_t r0, std::int64_t r1, std::int64_t C,
-                        std::int64_t S, const float* alpha, const float* shift, bool relu, bool stream);
+                        std::int64_t S, const Fold* f, bool relu, bool stream);
   void (*dx_cyclic)(const float* dy, const float* x, const RowsMask* masks, float* dx, std::int64_t r0,
                     std::int64_t r1, std::int64_t C, std::int64_t S, const float* mean, const TrainingGrad* g,
                     bool stream);
@@ -248,8 +268,8 @@ struct SimdOps {
   void (*grad_flat)(const float* dy, const float* x, const FlatMask& mask, std::int64_t n, std::int64_t P,
                     const double* mean, double* acc_g, double* acc_p);
   void (*scale_flat)(const float* dy, float* dx, std::int64_t n, std::int64_t P, const float* scale, bool stream);
-  void (*affine_flat)(const float* x, float* y, std::int64_t n, std::int64_t P, const float* alpha,
-                      const float* shift, bool relu, bool stream);
+  void (*affine_flat)(const float* x, float* y, std::int64_t n, std::int64_t P, const float* center,
+                      const float* alpha, const float* shift, bool relu, bool stream);
   void (*dx_flat)(const float* dy, const float* x, const FlatMask& mask, float* dx, std::int64_t n,
                   std::int64_t P, const float* mean, const float* grad_mean, const float* k,
                   const float* scale, bool stream);

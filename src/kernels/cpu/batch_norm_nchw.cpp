@@ -260,14 +260,15 @@ void channel_task_sums(const double* sums, const double* dots, std::int64_t c, s
 }
 
 // The ReLU mask of channel c's rows (y, if any, still at the tensor's start): with a
-// mask from x, the channel's folded coefficients, as the forward computed them.
+// mask from x, the channel's centred coefficients of the given float mean (fold()).
 RowsMask channel_mask(const ReluMask& relu, const float* mean, const float* invstd, const float* gamma,
                       std::int64_t c) {
   RowsMask m;
   m.from = relu.from;
   m.y = relu.y;
   if (relu.from == MaskFrom::input) {
-    const Fold f = fold(mean[c], invstd[c], gamma, relu.beta, c);
+    const Fold f = fold(static_cast<double>(mean[c]), invstd[c], gamma, relu.beta, c);
+    m.center = f.center;
     m.alpha = f.alpha;
     m.shift = f.shift;
   }
@@ -317,8 +318,7 @@ void nchw_forward_training(const float* x, const BatchNormDims& dims, const floa
 
   const bool stream = stream_rows(dims.numel() * 4, dims.S);
   const bool out_of_cache = dims.numel() * 4 >= (512 << 10);  // as rows_ahead's rule
-  float* alpha = scratch<float, 3>(2 * C);
-  float* shift = alpha + C;
+  Fold* folds = scratch<Fold, 3>(C);  // (C): normalization with the double mean
   const std::int64_t k = group_size(dims, team), groups = ceil_div(C, k);
 
   if (by_channel(groups, team)) {
@@ -341,12 +341,10 @@ void nchw_forward_training(const float* x, const BatchNormDims& dims, const floa
           if (mean_d != nullptr) mean_d[c] = m;
           if (var_d != nullptr) var_d[c] = v;
           invstd[c] = invstd_of(v, epsilon);
-          const Fold f = fold(mean[c], invstd[c], gamma, beta, c);
-          alpha[c] = f.alpha;
-          shift[c] = f.shift;
+          folds[c] = fold(m, invstd[c], gamma, beta, c);
         }
         if (c1 - c0 == 1) {
-          ops.affine_rows(x + c0 * S, y + c0 * S, dims.N, C * S, S, alpha[c0], shift[c0], relu, stream);
+          ops.affine_rows(x + c0 * S, y + c0 * S, dims.N, C * S, S, folds[c0], relu, stream);
         } else {
           // The group's rows of one n are contiguous, those of the next n `C*S*4` bytes
           // further: the next n's output lines are prefetched for writing first (plain
@@ -359,7 +357,7 @@ void nchw_forward_training(const float* x, const BatchNormDims& dims, const floa
               const char* q = reinterpret_cast<const char*>(y + ((n + 1) * C + c0) * S);
               for (std::int64_t at = 0; at < (c1 - c0) * S * 4; at += 64) __builtin_prefetch(q + at, 1, 3);
             }
-            ops.affine_cyclic(x, y, n * C + c0, n * C + c1, C, S, alpha, shift, relu, stream);
+            ops.affine_cyclic(x, y, n * C + c0, n * C + c1, C, S, folds, relu, stream);
           }
         }
         end_streaming(stream);
@@ -377,14 +375,12 @@ void nchw_forward_training(const float* x, const BatchNormDims& dims, const floa
     mean[c] = static_cast<float>(m[c]);
     var[c] = static_cast<float>(v[c]);
     invstd[c] = invstd_of(v[c], epsilon);
-    const Fold f = fold(mean[c], invstd[c], gamma, beta, c);
-    alpha[c] = f.alpha;
-    shift[c] = f.shift;
+    folds[c] = fold(m[c], invstd[c], gamma, beta, c);
   }
   run_team(team, [&] {
     std::int64_t r0 = 0, r1 = 0;
     row_share(dims, omp_get_thread_num(), omp_get_num_threads(), r0, r1);
-    ops.affine_cyclic(x, y, r0, r1, C, S, alpha, shift, relu, stream);
+    ops.affine_cyclic(x, y, r0, r1, C, S, folds, relu, stream);
     end_streaming(stream);
   });
 }
@@ -393,18 +389,14 @@ void nchw_forward_inference(const float* x, const BatchNormDims& dims, const flo
                             const float* gamma, const float* beta, float epsilon, float* y, int threads) {
   const SimdOps& ops = simd_ops();
   const int team = nchw_team(dims, threads);
-  float* alpha = scratch<float, 3>(2 * dims.C);
-  float* shift = alpha + dims.C;
-  for (std::int64_t c = 0; c < dims.C; ++c) {
-    const Fold f = fold(mean[c], invstd_of(static_cast<double>(var[c]), epsilon), gamma, beta, c);
-    alpha[c] = f.alpha;
-    shift[c] = f.shift;
-  }
+  Fold* folds = scratch<Fold, 3>(dims.C);  // (C)
+  for (std::int64_t c = 0; c < dims.C; ++c)
+    folds[c] = fold(static_cast<double>(mean[c]), invstd_of(static_cast<double>(var[c]), epsilon), gamma, beta, c);
   const bool stream = stream_rows(dims.numel() * 4, dims.S);
   run_team(team, [&] {
     std::int64_t r0 = 0, r1 = 0;
     row_share(dims, omp_get_thread_num(), omp_get_num_threads(), r0, r1);
-    ops.affine_cyclic(x, y, r0, r1, dims.C, dims.S, alpha, shift, false, stream);
+    ops.affine_cyclic(x, y, r0, r1, dims.C, dims.S, folds, false, stream);
     end_streaming(stream);
   });
 }

@@ -290,17 +290,23 @@ void merge_sums(const Plan& p, const double* a, const double* b, std::int64_t c0
   }
 }
 
-// The folded coefficients of channels [c0, c1) (fold() in batch_norm_cpu.hpp, vectorized).
-void fold_range(const float* mean, const float* invstd, const float* gamma, const float* beta, std::int64_t c0,
-                std::int64_t c1, float* alpha, float* shift) {
+// The centred coefficients of channels [c0, c1) (fold() in batch_norm_cpu.hpp, along c so
+// that the compiler vectorizes it; the same roundings): mean in double (the training
+// forward's batch mean) or float (given statistics).
+template <typename M>
+void fold_range(const M* mean, const float* invstd, const float* gamma, const float* beta, std::int64_t c0,
+                std::int64_t c1, float* center, float* alpha, float* shift) {
   if (gamma != nullptr)
     for (std::int64_t c = c0; c < c1; ++c) alpha[c] = invstd[c] * gamma[c];
   else
     for (std::int64_t c = c0; c < c1; ++c) alpha[c] = invstd[c];
-  if (beta != nullptr)
-    for (std::int64_t c = c0; c < c1; ++c) shift[c] = beta[c] - mean[c] * alpha[c];
-  else
-    for (std::int64_t c = c0; c < c1; ++c) shift[c] = 0.0f - mean[c] * alpha[c];
+  for (std::int64_t c = c0; c < c1; ++c) {
+    center[c] = static_cast<float>(mean[c]);
+    const float b = beta != nullptr ? beta[c] : 0.0f;
+    const double below = static_cast<double>(mean[c]) - static_cast<double>(center[c]);
+    shift[c] = below == 0.0 ? b
+                            : static_cast<float>(static_cast<double>(b) - below * static_cast<double>(alpha[c]));
+  }
 }
 
 // invstd = 1 / sqrt(var + epsilon) in double, rounded to float (invstd_of, vectorized).
@@ -439,10 +445,12 @@ void nhwc_forward_training(const float* x, const BatchNormDims& dims, const floa
   double* m2s = sums + slots;
   double* m = scratch<double, 6>(2 * C);
   double* v = m + C;
-  float* coef = scratch<float, 2>(2 * C + 2 * L);
-  float* alpha_c = coef;  // per channel
-  float* shift_c = coef + C;
-  float* alpha = coef + 2 * C;  // per lane
+  float* coef = scratch<float, 2>(3 * C + 3 * L);
+  float* center_c = coef;  // per channel
+  float* alpha_c = coef + C;
+  float* shift_c = coef + 2 * C;
+  float* center = coef + 3 * C;  // per lane
+  float* alpha = center + L;
   float* shift = alpha + L;
   const MomentsScratch ms(p, x);
   const bool stream = stream_stores(dims.numel() * 4);
@@ -457,12 +465,13 @@ void nhwc_forward_training(const float* x, const BatchNormDims& dims, const floa
       if (mean_d != nullptr) std::copy(m + c0, m + c1, mean_d + c0);
       if (var_d != nullptr) std::copy(v + c0, v + c1, var_d + c0);
       invstd_range(v, epsilon, c0, c1, invstd);
-      fold_range(mean, invstd, gamma, beta, c0, c1, alpha_c, shift_c);
+      fold_range(m, invstd, gamma, beta, c0, c1, center_c, alpha_c, shift_c);  // the double mean
+      spread(center_c, c0, c1, L, C, center);
       spread(alpha_c, c0, c1, L, C, alpha);
       spread(shift_c, c0, c1, L, C, shift);
     });
     elementwise_rows(p, [&](std::int64_t r0, std::int64_t r1) {
-      p.ops.affine_flat(x + r0 * C, y + r0 * C, (r1 - r0) * C, p.P, alpha, shift, relu, stream);
+      p.ops.affine_flat(x + r0 * C, y + r0 * C, (r1 - r0) * C, p.P, center, alpha, shift, relu, stream);
     });
   });
 }
@@ -471,11 +480,13 @@ void nhwc_forward_inference(const float* x, const BatchNormDims& dims, const flo
                             const float* gamma, const float* beta, float epsilon, float* y, int threads) {
   const Plan p(dims, threads);
   const std::int64_t C = p.C, L = p.P + kLaneExtra;
-  float* coef = scratch<float, 2>(3 * C + 2 * L);
+  float* coef = scratch<float, 2>(4 * C + 3 * L);
   float* inv = coef;
-  float* alpha_c = coef + C;
-  float* shift_c = coef + 2 * C;
-  float* alpha = coef + 3 * C;
+  float* center_c = coef + C;
+  float* alpha_c = coef + 2 * C;
+  float* shift_c = coef + 3 * C;
+  float* center = coef + 4 * C;  // per lane
+  float* alpha = center + L;
   float* shift = alpha + L;
   const bool stream = stream_stores(dims.numel() * 4);
   run_team(p.team, [&] {
@@ -486,14 +497,15 @@ void nhwc_forward_inference(const float* x, const BatchNormDims& dims, const flo
       std::int64_t c0 = 0, c1 = 0;
       chunk_range(k, C, c0, c1);
       invstd_range(var, epsilon, c0, c1, inv);
-      fold_range(mean, inv, gamma, beta, c0, c1, alpha_c, shift_c);
+      fold_range(mean, inv, gamma, beta, c0, c1, center_c, alpha_c, shift_c);
+      spread(center_c, c0, c1, L, C, center);
       spread(alpha_c, c0, c1, L, C, alpha);
       spread(shift_c, c0, c1, L, C, shift);
     }
     elementwise_rows(
         p,
         [&](std::int64_t r0, std::int64_t r1) {
-          p.ops.affine_flat(x + r0 * C, y + r0 * C, (r1 - r0) * C, p.P, alpha, shift, false, stream);
+          p.ops.affine_flat(x + r0 * C, y + r0 * C, (r1 - r0) * C, p.P, center, alpha, shift, false, stream);
         },
         true);
   });
@@ -555,18 +567,21 @@ void nhwc_backward_training(const float* dy, const float* x, const BatchNormDims
   if (dx == nullptr && dgamma == nullptr && dbeta == nullptr) return;
   const Plan p(dims, threads);
   const std::int64_t C = p.C, P = p.P, L = P + kLaneExtra;
-  // The ReLU's mask: y, or the forward's folded coefficients per lane (O(C), serial).
+  // The ReLU's mask: y, or the centred coefficients of the given mean per lane (O(C),
+  // serial).
   FlatMask mask;
   mask.from = relu.from;
   mask.y = relu.y;
   if (relu.from == MaskFrom::input) {
-    float* fold_c = scratch<float, 5>(2 * C + 2 * L);
-    float* alpha_l = fold_c + 2 * C;
-    fold_range(mean, invstd, gamma, relu.beta, 0, C, fold_c, fold_c + C);
-    expand_lanes(fold_c, L, C, alpha_l);
-    expand_lanes(fold_c + C, L, C, alpha_l + L);
-    mask.alpha = alpha_l;
-    mask.shift = alpha_l + L;
+    float* fold_c = scratch<float, 5>(3 * C + 3 * L);  // center, alpha, shift per channel
+    float* center_l = fold_c + 3 * C;                  // then per lane
+    fold_range(mean, invstd, gamma, relu.beta, 0, C, fold_c, fold_c + C, fold_c + 2 * C);
+    expand_lanes(fold_c, L, C, center_l);
+    expand_lanes(fold_c + C, L, C, center_l + L);
+    expand_lanes(fold_c + 2 * C, L, C, center_l + 2 * L);
+    mask.center = center_l;
+    mask.alpha = center_l + L;
+    mask.shift = center_l + 2 * L;
   }
   const std::int64_t slots = p.blocking.blocks * C;
   double* sums = scratch<double, 1>(2 * slots);

@@ -1,7 +1,7 @@
 // The permanent reference batch-norm kernels: naive loops, one channel at a time,
 // accumulation in double, two-pass variance. Never optimized; every fast kernel is
 // tested against these. For T = float the float roundings are placed exactly where the
-// fast kernels place them (statistics rounded once from double, the folded affine form
+// fast kernels place them (statistics rounded once from double, the centred affine form
 // and the backward coefficients in float), so both agree to about one ulp.
 #include "bnorm/kernels/batch_norm_ref.hpp"
 
@@ -55,34 +55,51 @@ void channel_moments(const T* x, const BatchNormDims& dims, std::int64_t c, doub
   var = squares / count;
 }
 
-// y = x * alpha + shift over channel c, with alpha = invstd * gamma and
-// shift = beta - mean * alpha computed in T (tf.nn.batch_normalization's order).
-// With `relu`, y = relu(x * alpha + shift), relu(v) = (v < 0 ? 0 : v).
+// The centred coefficients of channel c: y = (x - center) * alpha + shift with
+//   center = mean rounded to T,  alpha = invstd * gamma  (in T),
+//   shift = beta - (mean - center) * alpha  (in double, rounded once to T; beta itself
+//           when the mean is exactly a T).
+// x - center is exact for x near the mean, so the output keeps its accuracy at any offset
+// of the data; the double mean's part below T enters through shift.
 template <typename T>
-void normalize_channel(const T* x, const BatchNormDims& dims, std::int64_t c, T mean, T invstd,
+struct Centred {
+  T center, alpha, shift;
+  Centred(double mean, T invstd, const T* gamma, const T* beta, std::int64_t c)
+      : center(static_cast<T>(mean)), alpha(invstd * gamma_at(gamma, c)) {
+    const double below = mean - static_cast<double>(center);
+    shift = below == 0.0 ? beta_at(beta, c)
+                         : static_cast<T>(static_cast<double>(beta_at(beta, c)) - below * static_cast<double>(alpha));
+  }
+  T operator()(T x) const { return (x - center) * alpha + shift; }
+};
+
+// y = (x - center) * alpha + shift over channel c (Centred, from the mean in double).
+// With `relu`, y = relu((x - center) * alpha + shift), relu(v) = (v < 0 ? 0 : v).
+template <typename T>
+void normalize_channel(const T* x, const BatchNormDims& dims, std::int64_t c, double mean, T invstd,
                        const T* gamma, const T* beta, T* y, bool relu = false) {
-  const T alpha = invstd * gamma_at(gamma, c);
-  const T shift = beta_at(beta, c) - mean * alpha;
+  const Centred<T> f(mean, invstd, gamma, beta, c);
   for (std::int64_t n = 0; n < dims.N; ++n)
     for (std::int64_t s = 0; s < dims.S; ++s) {
       const std::int64_t i = offset(dims, n, c, s);
-      const T v = x[i] * alpha + shift;
+      const T v = f(x[i]);
       y[i] = relu && v < T(0) ? T(0) : v;
     }
 }
 
 // The ReLU's gradient in one channel: dy where the forward's output was positive, else
 // 0. Known from the forward output y (y > 0), or recomputed from x with the channel's
-// folded coefficients (x * alpha + shift > 0, the forward's own expression in T); with
-// neither (no ReLU), dy.
+// centred coefficients of the given mean ((x - mean) * alpha + beta > 0: Centred of a
+// mean in T, the forward's own expression when its double mean is that T); with neither
+// (no ReLU), dy.
 template <typename T>
 struct ReluGate {
   const T* y = nullptr;
   bool from_x = false;
-  T alpha = T(0), shift = T(0);
+  T center = T(0), alpha = T(0), shift = T(0);
   T operator()(const T* dy, const T* x, std::int64_t i) const {
     if (y != nullptr) return y[i] > T(0) ? dy[i] : T(0);
-    if (from_x) return x[i] * alpha + shift > T(0) ? dy[i] : T(0);
+    if (from_x) return (x[i] - center) * alpha + shift > T(0) ? dy[i] : T(0);
     return dy[i];
   }
 };
@@ -112,9 +129,11 @@ void backward_training_masked(const T* dy, const T* x, const T* y, bool from_x, 
     ReluGate<T> gate;
     gate.y = y;
     gate.from_x = from_x;
-    if (from_x) {  // normalize_channel's coefficients
-      gate.alpha = invstd[c] * gamma_at(gamma, c);
-      gate.shift = beta_at(beta, c) - mean[c] * gate.alpha;
+    if (from_x) {  // normalize_channel's coefficients, for the given mean
+      const Centred<T> f(static_cast<double>(mean[c]), invstd[c], gamma, beta, c);
+      gate.center = f.center;
+      gate.alpha = f.alpha;
+      gate.shift = f.shift;
     }
     double sum_dy = 0.0, dotp = 0.0;
     gradient_sums(dy, x, dims, c, mean[c], sum_dy, dotp, gate);
@@ -150,7 +169,7 @@ void forward_training_impl(const T* x, const BatchNormDims& dims, const T* gamma
     if (mean_d != nullptr) mean_d[c] = channel_mean;
     if (var_d != nullptr) var_d[c] = channel_var;
     // Channel c's elements were all read above, so y may alias x.
-    normalize_channel(x, dims, c, m, inv, gamma, beta, y, relu);
+    normalize_channel(x, dims, c, channel_mean, inv, gamma, beta, y, relu);
   }
 }
 
@@ -185,7 +204,7 @@ void forward_inference(const T* x, const BatchNormDims& dims, const T* mean, con
                        const T* beta, T epsilon, T* y) {
   for (std::int64_t c = 0; c < dims.C; ++c) {
     const T inv = invstd_of(static_cast<double>(var[c]), epsilon);
-    normalize_channel(x, dims, c, mean[c], inv, gamma, beta, y);
+    normalize_channel(x, dims, c, static_cast<double>(mean[c]), inv, gamma, beta, y);
   }
 }
 
