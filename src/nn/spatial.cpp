@@ -40,8 +40,8 @@ struct InputContext : LayerContext {
 
 // The context of `layer`'s forward call, once dy is checked to have the output's shape
 // (StateError for another layer's context, ShapeError for a dy of another shape).
-const InputContext& backward_context(const Layer& layer, const std::string& where, const LayerContext& context,
-                                     const Tensor& dy) {
+const InputContext& backward_context(const Layer& layer, const std::string& where,
+                                     const LayerContext& context, const Tensor& dy) {
   const auto& c = context_of<InputContext>(context, where);
   check_dy(dy, layer.compute_output_shape(c.input_shape), where);
   return c;

@@ -86,7 +86,8 @@ template <typename T>
 double window_sum(const T* x, const Strides& sx, std::int64_t n, std::int64_t c, Span rows, Span cols) {
   double sum = 0.0;
   for (std::int64_t h = rows.begin; h < rows.end; ++h)
-    for (std::int64_t w = cols.begin; w < cols.end; ++w) sum += static_cast<double>(x[offset(sx, n, h, w, c)]);
+    for (std::int64_t w = cols.begin; w < cols.end; ++w)
+      sum += static_cast<double>(x[offset(sx, n, h, w, c)]);
   return sum;
 }
 
@@ -267,7 +268,8 @@ void upsample_nearest2d_backward(const ImageShape& s, std::int64_t size_h, std::
   const Strides sx = strides_of(s), sy = strides_of(out);
   // Each input pixel gathers the size_h x size_w block of dy it was copied to.
   for_each_pixel(s, [&](std::int64_t n, std::int64_t h, std::int64_t w, std::int64_t c) {
-    const double sum = window_sum(dy, sy, n, c, {h * size_h, (h + 1) * size_h}, {w * size_w, (w + 1) * size_w});
+    const double sum =
+        window_sum(dy, sy, n, c, {h * size_h, (h + 1) * size_h}, {w * size_w, (w + 1) * size_w});
     dx[offset(sx, n, h, w, c)] = static_cast<T>(sum);
   });
 }
