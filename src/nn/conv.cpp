@@ -3,6 +3,8 @@
 #include "bnorm/nn/conv.hpp"
 
 #include <cmath>
+#include <tuple>
+#include <utility>
 
 #include "bnorm/core/error.hpp"
 
@@ -57,6 +59,34 @@ struct ConvContext : LayerContext {
 
 void check_positive(std::int64_t v, const std::string& where, const std::string& argument) {
   if (v < 1) throw ArgumentError(where, argument, "a positive integer", std::to_string(v));
+}
+
+// Conv1D and Conv2D: filters and groups positive, groups dividing filters.
+void check_filters_and_groups(std::int64_t filters, std::int64_t groups, const std::string& where) {
+  check_positive(filters, where, "filters");
+  check_positive(groups, where, "groups");
+  if (filters % groups != 0) {
+    throw ArgumentError(where, "groups", "a divisor of filters (" + std::to_string(filters) + ")",
+                        std::to_string(groups));
+  }
+}
+
+// The layer's "bias" of `size` entries from its options' bias_* settings, or none
+// without use_bias.
+template <typename Options>
+std::optional<Variable> make_bias(const Options& o, std::int64_t size) {
+  if (!o.use_bias) return std::nullopt;
+  return make_variable("bias", Shape{size}, o.bias_initializer, o.bias_regularizer, o.bias_constraint);
+}
+
+// Conv1D and Conv2D: the "kernel" from the kernel_* settings, then the bias (filters).
+// Both are made before the caller assigns either, so a failure leaves the layer unchanged.
+template <typename Options>
+std::pair<Variable, std::optional<Variable>> kernel_and_bias(const Options& o, Shape kernel_shape,
+                                                             std::int64_t filters) {
+  Variable kernel = make_variable("kernel", std::move(kernel_shape), o.kernel_initializer,
+                                  o.kernel_regularizer, o.kernel_constraint);
+  return {std::move(kernel), make_bias(o, filters)};
 }
 
 }  // namespace
@@ -343,26 +373,13 @@ Conv2D::Conv2D(std::int64_t filters, std::array<std::int64_t, 2> kernel_size, Co
       filters_(filters),
       kernel_size_(kernel_size),
       options_(std::move(options)) {
-  check_positive(filters_, where(), "filters");
-  check_positive(options_.groups, where(), "groups");
-  if (filters_ % options_.groups != 0) {
-    throw ArgumentError(where(), "groups", "a divisor of filters (" + std::to_string(filters_) + ")",
-                        std::to_string(options_.groups));
-  }
+  check_filters_and_groups(filters_, options_.groups, where());
   check_settings(true);
 }
 
 void Conv2D::make_variables(std::int64_t cin) {
-  Variable kernel =
-      make_variable("kernel", Shape{kernel_size_[0], kernel_size_[1], cin / options_.groups, filters_},
-                    options_.kernel_initializer, options_.kernel_regularizer, options_.kernel_constraint);
-  std::optional<Variable> bias;
-  if (options_.use_bias) {
-    bias = make_variable("bias", Shape{filters_}, options_.bias_initializer, options_.bias_regularizer,
-                         options_.bias_constraint);
-  }
-  kernel_ = std::move(kernel);
-  bias_ = std::move(bias);
+  std::tie(kernel_, bias_) = kernel_and_bias(
+      options_, Shape{kernel_size_[0], kernel_size_[1], cin / options_.groups, filters_}, filters_);
 }
 
 // ---------------------------------------------------------------- Conv1D
@@ -381,26 +398,13 @@ Conv1D::Conv1D(std::int64_t filters, std::int64_t kernel_size, Conv1DOptions opt
       filters_(filters),
       kernel_size_(kernel_size),
       options_(std::move(options)) {
-  check_positive(filters_, where(), "filters");
-  check_positive(options_.groups, where(), "groups");
-  if (filters_ % options_.groups != 0) {
-    throw ArgumentError(where(), "groups", "a divisor of filters (" + std::to_string(filters_) + ")",
-                        std::to_string(options_.groups));
-  }
+  check_filters_and_groups(filters_, options_.groups, where());
   check_settings(true);
 }
 
 void Conv1D::make_variables(std::int64_t cin) {
-  Variable kernel =
-      make_variable("kernel", Shape{kernel_size_, cin / options_.groups, filters_},
-                    options_.kernel_initializer, options_.kernel_regularizer, options_.kernel_constraint);
-  std::optional<Variable> bias;
-  if (options_.use_bias) {
-    bias = make_variable("bias", Shape{filters_}, options_.bias_initializer, options_.bias_regularizer,
-                         options_.bias_constraint);
-  }
-  kernel_ = std::move(kernel);
-  bias_ = std::move(bias);
+  std::tie(kernel_, bias_) =
+      kernel_and_bias(options_, Shape{kernel_size_, cin / options_.groups, filters_}, filters_);
 }
 
 // ---------------------------------------------------------------- DepthwiseConv2D
@@ -422,11 +426,7 @@ void DepthwiseConv2D::make_variables(std::int64_t cin) {
   Variable kernel = make_variable(
       "kernel", Shape{kernel_size_[0], kernel_size_[1], cin, options_.depth_multiplier},
       options_.depthwise_initializer, options_.depthwise_regularizer, options_.depthwise_constraint);
-  std::optional<Variable> bias;
-  if (options_.use_bias) {
-    bias = make_variable("bias", Shape{cin * options_.depth_multiplier}, options_.bias_initializer,
-                         options_.bias_regularizer, options_.bias_constraint);
-  }
+  std::optional<Variable> bias = make_bias(options_, cin * options_.depth_multiplier);
   kernel_ = std::move(kernel);
   bias_ = std::move(bias);
 }
@@ -455,11 +455,7 @@ void SeparableConv2D::make_variables(std::int64_t cin) {
   Variable pointwise =
       make_variable("pointwise_kernel", Shape{1, 1, cin * dm, filters_}, options_.pointwise_initializer,
                     options_.pointwise_regularizer, options_.pointwise_constraint);
-  std::optional<Variable> bias;
-  if (options_.use_bias) {
-    bias = make_variable("bias", Shape{filters_}, options_.bias_initializer, options_.bias_regularizer,
-                         options_.bias_constraint);
-  }
+  std::optional<Variable> bias = make_bias(options_, filters_);
   kernel_ = std::move(depthwise);
   pointwise_ = std::move(pointwise);
   bias_ = std::move(bias);

@@ -38,6 +38,15 @@ struct InputContext : LayerContext {
   Tensor x;  // empty unless the gradient reads it
 };
 
+// The context of `layer`'s forward call, once dy is checked to have the output's shape
+// (StateError for another layer's context, ShapeError for a dy of another shape).
+const InputContext& backward_context(const Layer& layer, const std::string& where,
+                                     const LayerContext& context, const Tensor& dy) {
+  const auto& c = context_of<InputContext>(context, where);
+  check_dy(dy, layer.compute_output_shape(c.input_shape), where);
+  return c;
+}
+
 std::unique_ptr<InputContext> input_context(const Tensor& x, bool keep_x) {
   auto c = std::make_unique<InputContext>();
   c->input_shape = x.shape();
@@ -122,8 +131,7 @@ Tensor ZeroPadding2D::forward(const Tensor& x, bool, std::unique_ptr<LayerContex
 }
 
 Tensor ZeroPadding2D::backward(const LayerContext& context, const Tensor& dy, Gradients&) {
-  const auto& c = context_of<InputContext>(context, where());
-  check_dy(dy, compute_output_shape(c.input_shape), where());
+  const InputContext& c = backward_context(*this, where(), context, dy);
   Tensor dx(c.input_shape);
   kernels::crop2d(image_of(dy.shape(), options_.data_format), margins_of(options_.padding), dy.data(),
                   dx.data());
@@ -164,8 +172,7 @@ Tensor Cropping2D::forward(const Tensor& x, bool, std::unique_ptr<LayerContext>*
 }
 
 Tensor Cropping2D::backward(const LayerContext& context, const Tensor& dy, Gradients&) {
-  const auto& c = context_of<InputContext>(context, where());
-  check_dy(dy, compute_output_shape(c.input_shape), where());
+  const InputContext& c = backward_context(*this, where(), context, dy);
   Tensor dx(c.input_shape);
   kernels::zero_pad2d(image_of(dy.shape(), options_.data_format), margins_of(options_.cropping), dy.data(),
                       dx.data());
@@ -246,8 +253,7 @@ Tensor Pooling2D::forward(const Tensor& x, bool, std::unique_ptr<LayerContext>* 
 }
 
 Tensor Pooling2D::backward(const LayerContext& context, const Tensor& dy, Gradients&) {
-  const auto& c = context_of<InputContext>(context, where());
-  check_dy(dy, compute_output_shape(c.input_shape), where());
+  const InputContext& c = backward_context(*this, where(), context, dy);
   const kernels::Pool2d p = pool_of(c.input_shape, options_, strides());
   Tensor dx(c.input_shape);
   if (max_)
@@ -293,8 +299,7 @@ Tensor GlobalPooling2D::forward(const Tensor& x, bool, std::unique_ptr<LayerCont
 }
 
 Tensor GlobalPooling2D::backward(const LayerContext& context, const Tensor& dy, Gradients&) {
-  const auto& c = context_of<InputContext>(context, where());
-  check_dy(dy, compute_output_shape(c.input_shape), where());
+  const InputContext& c = backward_context(*this, where(), context, dy);
   const kernels::ImageShape s = image_of(c.input_shape, options_.data_format);
   Tensor dx(c.input_shape);
   // (N, C), (N, 1, 1, C) and (N, C, 1, 1) hold the same values in the same order.
@@ -343,8 +348,7 @@ Tensor UpSampling2D::forward(const Tensor& x, bool, std::unique_ptr<LayerContext
 }
 
 Tensor UpSampling2D::backward(const LayerContext& context, const Tensor& dy, Gradients&) {
-  const auto& c = context_of<InputContext>(context, where());
-  check_dy(dy, compute_output_shape(c.input_shape), where());
+  const InputContext& c = backward_context(*this, where(), context, dy);
   const kernels::ImageShape s = image_of(c.input_shape, options_.data_format);
   Tensor dx(c.input_shape);
   if (options_.interpolation == Interpolation::nearest)
@@ -409,8 +413,7 @@ Tensor Reshape::forward(const Tensor& x, bool, std::unique_ptr<LayerContext>* co
 }
 
 Tensor Reshape::backward(const LayerContext& context, const Tensor& dy, Gradients&) {
-  const auto& c = context_of<InputContext>(context, where());
-  check_dy(dy, compute_output_shape(c.input_shape), where());
+  const InputContext& c = backward_context(*this, where(), context, dy);
   return dy.reshaped(c.input_shape);
 }
 
@@ -457,8 +460,7 @@ Tensor Permute::forward(const Tensor& x, bool, std::unique_ptr<LayerContext>* co
 }
 
 Tensor Permute::backward(const LayerContext& context, const Tensor& dy, Gradients&) {
-  const auto& c = context_of<InputContext>(context, where());
-  check_dy(dy, compute_output_shape(c.input_shape), where());
+  backward_context(*this, where(), context, dy);  // checks only
   std::vector<int> inverse(options_.dims.size() + 1, 0);
   for (std::size_t i = 0; i < options_.dims.size(); ++i)
     inverse[static_cast<std::size_t>(options_.dims[i])] = static_cast<int>(i) + 1;
@@ -492,8 +494,7 @@ Tensor ReLU::forward(const Tensor& x, bool, std::unique_ptr<LayerContext>* conte
 }
 
 Tensor ReLU::backward(const LayerContext& context, const Tensor& dy, Gradients&) {
-  const auto& c = context_of<InputContext>(context, where());
-  check_dy(dy, c.input_shape, where());
+  const InputContext& c = backward_context(*this, where(), context, dy);
   Tensor dx(dy.shape());
   kernels::relu_backward(relu_params(options_), c.x.data(), dy.data(), dy.numel(), dx.data());
   return dx;
@@ -515,8 +516,7 @@ Tensor LeakyReLU::forward(const Tensor& x, bool, std::unique_ptr<LayerContext>* 
 }
 
 Tensor LeakyReLU::backward(const LayerContext& context, const Tensor& dy, Gradients&) {
-  const auto& c = context_of<InputContext>(context, where());
-  check_dy(dy, c.input_shape, where());
+  const InputContext& c = backward_context(*this, where(), context, dy);
   Tensor dx(dy.shape());
   const auto slope = static_cast<float>(options_.negative_slope);
   for (std::int64_t i = 0; i < dy.numel(); ++i) dx[i] = dy[i] * (c.x[i] > 0.0f ? 1.0f : slope);
@@ -587,8 +587,7 @@ Tensor Rescaling::forward(const Tensor& x, bool, std::unique_ptr<LayerContext>* 
 }
 
 Tensor Rescaling::backward(const LayerContext& context, const Tensor& dy, Gradients&) {
-  const auto& c = context_of<InputContext>(context, where());
-  check_dy(dy, c.input_shape, where());
+  backward_context(*this, where(), context, dy);  // checks only
   const int scale_axis = options_.image_data_format == DataFormat::channels_first ? 3 : 1;
   const ChannelRun rs = channel_run(dy.shape(), options_.scale.size(), scale_axis, where(), "scale");
   const std::vector<float> scale = as_floats(options_.scale);

@@ -197,6 +197,16 @@ memory wrap(const memory::desc& md, const float* p) {
   return memory(md, engine(), const_cast<float*>(p));  // oneDNN takes void*; inputs are only read
 }
 
+// The user's (kh, kw, Cin/groups, Cout) kernel in the primitive's format: wrapped as it
+// is, or reordered into a new buffer on stream s when the primitive wants another one.
+memory kernel_for_primitive(const Entry& e, const float* kernel, dnnl::stream& s) {
+  memory k = wrap(e.user_kernel, kernel);
+  if (!e.reorder_kernel) return k;
+  memory kp(e.prim_kernel, engine());
+  e.kernel_reorder.execute(s, k, kp);
+  return kp;
+}
+
 bool use_onednn(const Conv2dDesc& d, ConvOp op, bool has_bias, ConvImpl impl,
                 std::shared_ptr<const Entry>& entry) {
   if (impl == ConvImpl::reference) return false;
@@ -221,12 +231,7 @@ void conv2d_forward(const Conv2dDesc& d, const float* x, const float* kernel, co
     return;
   }
   dnnl::stream& s = stream();
-  memory k = wrap(e->user_kernel, kernel);
-  if (e->reorder_kernel) {
-    memory kp(e->prim_kernel, engine());
-    e->kernel_reorder.execute(s, k, kp);
-    k = kp;
-  }
+  const memory k = kernel_for_primitive(*e, kernel, s);
   memory scratch(e->scratchpad, engine());
   std::unordered_map<int, memory> args{
       {DNNL_ARG_SRC, wrap(activation_md(d, d.H, d.W, d.Cin), x)},
@@ -248,12 +253,7 @@ void conv2d_backward_data(const Conv2dDesc& d, const float* dy, const float* ker
     return;
   }
   dnnl::stream& s = stream();
-  memory k = wrap(e->user_kernel, kernel);
-  if (e->reorder_kernel) {
-    memory kp(e->prim_kernel, engine());
-    e->kernel_reorder.execute(s, k, kp);
-    k = kp;
-  }
+  const memory k = kernel_for_primitive(*e, kernel, s);
   memory scratch(e->scratchpad, engine());
   e->prim.execute(s, {{DNNL_ARG_DIFF_DST, wrap(activation_md(d, d.out_h(), d.out_w(), d.Cout), dy)},
                       {DNNL_ARG_WEIGHTS, k},

@@ -72,6 +72,49 @@ void for_each_window(const Pool2d& p, F f) {
     }
 }
 
+// Calls f(n, h, w, c) for every element of an image batch of shape s.
+template <typename F>
+void for_each_pixel(const ImageShape& s, F f) {
+  for (std::int64_t n = 0; n < s.N; ++n)
+    for (std::int64_t h = 0; h < s.H; ++h)
+      for (std::int64_t w = 0; w < s.W; ++w)
+        for (std::int64_t c = 0; c < s.C; ++c) f(n, h, w, c);
+}
+
+// The sum, in double, of channel c of image n over the cells rows x cols.
+template <typename T>
+double window_sum(const T* x, const Strides& sx, std::int64_t n, std::int64_t c, Span rows, Span cols) {
+  double sum = 0.0;
+  for (std::int64_t h = rows.begin; h < rows.end; ++h)
+    for (std::int64_t w = cols.begin; w < cols.end; ++w)
+      sum += static_cast<double>(x[offset(sx, n, h, w, c)]);
+  return sum;
+}
+
+// The offset of the first maximum (replaces_max, row-major order) of channel c of image
+// n over the cells rows x cols; -1 when there are none. x[that offset] is the maximum
+// that a running max from -inf finds.
+template <typename T>
+std::int64_t first_max(const T* x, const Strides& sx, std::int64_t n, std::int64_t c, Span rows, Span cols) {
+  std::int64_t arg = -1;
+  for (std::int64_t h = rows.begin; h < rows.end; ++h)
+    for (std::int64_t w = cols.begin; w < cols.end; ++w) {
+      const std::int64_t i = offset(sx, n, h, w, c);
+      if (arg < 0 || replaces_max(x[i], x[arg])) arg = i;
+    }
+  return arg;
+}
+
+template <typename T>
+T max_or_minus_inf(const T* x, std::int64_t arg) {
+  return arg >= 0 ? x[arg] : -std::numeric_limits<T>::infinity();
+}
+
+// The upsampled shape: H * size_h by W * size_w.
+ImageShape upsampled(const ImageShape& s, std::int64_t size_h, std::int64_t size_w) {
+  return {s.N, s.H * size_h, s.W * size_w, s.C, s.layout};
+}
+
 }  // namespace
 
 AxisWindow window_valid(std::int64_t n, std::int64_t k, std::int64_t s, std::int64_t d) {
@@ -94,13 +137,7 @@ void max_pool2d_forward(const Pool2d& p, const T* x, T* y) {
   assert(valid_pool(p));
   const Strides sx = strides_of(p.input);
   for_each_window(p, [&](std::int64_t n, std::int64_t c, Span rows, Span cols, std::int64_t out) {
-    T m = -std::numeric_limits<T>::infinity();
-    for (std::int64_t h = rows.begin; h < rows.end; ++h)
-      for (std::int64_t w = cols.begin; w < cols.end; ++w) {
-        const T v = x[offset(sx, n, h, w, c)];
-        if (replaces_max(v, m)) m = v;
-      }
-    y[out] = m;
+    y[out] = max_or_minus_inf(x, first_max(x, sx, n, c, rows, cols));
   });
 }
 
@@ -110,16 +147,7 @@ void max_pool2d_backward(const Pool2d& p, const T* x, const T* dy, T* dx) {
   const Strides sx = strides_of(p.input);
   std::fill(dx, dx + p.input.numel(), T(0));
   for_each_window(p, [&](std::int64_t n, std::int64_t c, Span rows, Span cols, std::int64_t out) {
-    T m = -std::numeric_limits<T>::infinity();
-    std::int64_t arg = -1;
-    for (std::int64_t h = rows.begin; h < rows.end; ++h)
-      for (std::int64_t w = cols.begin; w < cols.end; ++w) {
-        const std::int64_t i = offset(sx, n, h, w, c);
-        if (arg < 0 || replaces_max(x[i], m)) {
-          m = x[i];
-          arg = i;
-        }
-      }
+    const std::int64_t arg = first_max(x, sx, n, c, rows, cols);
     if (arg >= 0) dx[arg] += dy[out];
   });
 }
@@ -131,10 +159,7 @@ void avg_pool2d_forward(const Pool2d& p, const T* x, T* y) {
   assert(valid_pool(p));
   const Strides sx = strides_of(p.input);
   for_each_window(p, [&](std::int64_t n, std::int64_t c, Span rows, Span cols, std::int64_t out) {
-    double sum = 0.0;
-    for (std::int64_t h = rows.begin; h < rows.end; ++h)
-      for (std::int64_t w = cols.begin; w < cols.end; ++w)
-        sum += static_cast<double>(x[offset(sx, n, h, w, c)]);
+    const double sum = window_sum(x, sx, n, c, rows, cols);
     const std::int64_t count = (rows.end - rows.begin) * (cols.end - cols.begin);
     y[out] = count > 0 ? static_cast<T>(sum / static_cast<double>(count)) : T(0);
   });
@@ -163,9 +188,7 @@ void global_avg_pool2d_forward(const ImageShape& s, const T* x, T* y) {
   const double count = static_cast<double>(s.H * s.W);
   for (std::int64_t n = 0; n < s.N; ++n)
     for (std::int64_t c = 0; c < s.C; ++c) {
-      double sum = 0.0;
-      for (std::int64_t h = 0; h < s.H; ++h)
-        for (std::int64_t w = 0; w < s.W; ++w) sum += static_cast<double>(x[offset(sx, n, h, w, c)]);
+      const double sum = window_sum(x, sx, n, c, {0, s.H}, {0, s.W});
       y[n * s.C + c] = s.H * s.W > 0 ? static_cast<T>(sum / count) : T(0);
     }
 }
@@ -186,15 +209,8 @@ template <typename T>
 void global_max_pool2d_forward(const ImageShape& s, const T* x, T* y) {
   const Strides sx = strides_of(s);
   for (std::int64_t n = 0; n < s.N; ++n)
-    for (std::int64_t c = 0; c < s.C; ++c) {
-      T m = -std::numeric_limits<T>::infinity();
-      for (std::int64_t h = 0; h < s.H; ++h)
-        for (std::int64_t w = 0; w < s.W; ++w) {
-          const T v = x[offset(sx, n, h, w, c)];
-          if (replaces_max(v, m)) m = v;
-        }
-      y[n * s.C + c] = m;
-    }
+    for (std::int64_t c = 0; c < s.C; ++c)
+      y[n * s.C + c] = max_or_minus_inf(x, first_max(x, sx, n, c, {0, s.H}, {0, s.W}));
 }
 
 template <typename T>
@@ -203,16 +219,7 @@ void global_max_pool2d_backward(const ImageShape& s, const T* x, const T* dy, T*
   std::fill(dx, dx + s.numel(), T(0));
   for (std::int64_t n = 0; n < s.N; ++n)
     for (std::int64_t c = 0; c < s.C; ++c) {
-      T m = -std::numeric_limits<T>::infinity();
-      std::int64_t arg = -1;
-      for (std::int64_t h = 0; h < s.H; ++h)
-        for (std::int64_t w = 0; w < s.W; ++w) {
-          const std::int64_t i = offset(sx, n, h, w, c);
-          if (arg < 0 || replaces_max(x[i], m)) {
-            m = x[i];
-            arg = i;
-          }
-        }
+      const std::int64_t arg = first_max(x, sx, n, c, {0, s.H}, {0, s.W});
       if (arg >= 0) dx[arg] = dy[n * s.C + c];
     }
 }
@@ -223,14 +230,11 @@ template <typename T>
 void zero_pad2d(const ImageShape& s, const Margins& m, const T* x, T* y) {
   const ImageShape out{s.N, s.H + m.top + m.bottom, s.W + m.left + m.right, s.C, s.layout};
   const Strides sx = strides_of(s), sy = strides_of(out);
-  for (std::int64_t n = 0; n < out.N; ++n)
-    for (std::int64_t h = 0; h < out.H; ++h)
-      for (std::int64_t w = 0; w < out.W; ++w)
-        for (std::int64_t c = 0; c < out.C; ++c) {
-          const std::int64_t hi = h - m.top, wi = w - m.left;
-          const bool inside = hi >= 0 && hi < s.H && wi >= 0 && wi < s.W;
-          y[offset(sy, n, h, w, c)] = inside ? x[offset(sx, n, hi, wi, c)] : T(0);
-        }
+  for_each_pixel(out, [&](std::int64_t n, std::int64_t h, std::int64_t w, std::int64_t c) {
+    const std::int64_t hi = h - m.top, wi = w - m.left;
+    const bool inside = hi >= 0 && hi < s.H && wi >= 0 && wi < s.W;
+    y[offset(sy, n, h, w, c)] = inside ? x[offset(sx, n, hi, wi, c)] : T(0);
+  });
 }
 
 template <typename T>
@@ -238,11 +242,9 @@ void crop2d(const ImageShape& s, const Margins& m, const T* x, T* y) {
   assert(m.top + m.bottom <= s.H && m.left + m.right <= s.W);
   const ImageShape out{s.N, s.H - m.top - m.bottom, s.W - m.left - m.right, s.C, s.layout};
   const Strides sx = strides_of(s), sy = strides_of(out);
-  for (std::int64_t n = 0; n < out.N; ++n)
-    for (std::int64_t h = 0; h < out.H; ++h)
-      for (std::int64_t w = 0; w < out.W; ++w)
-        for (std::int64_t c = 0; c < out.C; ++c)
-          y[offset(sy, n, h, w, c)] = x[offset(sx, n, h + m.top, w + m.left, c)];
+  for_each_pixel(out, [&](std::int64_t n, std::int64_t h, std::int64_t w, std::int64_t c) {
+    y[offset(sy, n, h, w, c)] = x[offset(sx, n, h + m.top, w + m.left, c)];
+  });
 }
 
 // ---------------------------------------------------------------- upsampling
@@ -251,31 +253,25 @@ template <typename T>
 void upsample_nearest2d_forward(const ImageShape& s, std::int64_t size_h, std::int64_t size_w, const T* x,
                                 T* y) {
   assert(size_h >= 1 && size_w >= 1);
-  const ImageShape out{s.N, s.H * size_h, s.W * size_w, s.C, s.layout};
+  const ImageShape out = upsampled(s, size_h, size_w);
   const Strides sx = strides_of(s), sy = strides_of(out);
-  for (std::int64_t n = 0; n < out.N; ++n)
-    for (std::int64_t h = 0; h < out.H; ++h)
-      for (std::int64_t w = 0; w < out.W; ++w)
-        for (std::int64_t c = 0; c < out.C; ++c)
-          y[offset(sy, n, h, w, c)] = x[offset(sx, n, h / size_h, w / size_w, c)];
+  for_each_pixel(out, [&](std::int64_t n, std::int64_t h, std::int64_t w, std::int64_t c) {
+    y[offset(sy, n, h, w, c)] = x[offset(sx, n, h / size_h, w / size_w, c)];
+  });
 }
 
 template <typename T>
 void upsample_nearest2d_backward(const ImageShape& s, std::int64_t size_h, std::int64_t size_w, const T* dy,
                                  T* dx) {
   assert(size_h >= 1 && size_w >= 1);
-  const ImageShape out{s.N, s.H * size_h, s.W * size_w, s.C, s.layout};
+  const ImageShape out = upsampled(s, size_h, size_w);
   const Strides sx = strides_of(s), sy = strides_of(out);
-  for (std::int64_t n = 0; n < s.N; ++n)
-    for (std::int64_t h = 0; h < s.H; ++h)
-      for (std::int64_t w = 0; w < s.W; ++w)
-        for (std::int64_t c = 0; c < s.C; ++c) {
-          double sum = 0.0;
-          for (std::int64_t i = 0; i < size_h; ++i)
-            for (std::int64_t j = 0; j < size_w; ++j)
-              sum += static_cast<double>(dy[offset(sy, n, h * size_h + i, w * size_w + j, c)]);
-          dx[offset(sx, n, h, w, c)] = static_cast<T>(sum);
-        }
+  // Each input pixel gathers the size_h x size_w block of dy it was copied to.
+  for_each_pixel(s, [&](std::int64_t n, std::int64_t h, std::int64_t w, std::int64_t c) {
+    const double sum =
+        window_sum(dy, sy, n, c, {h * size_h, (h + 1) * size_h}, {w * size_w, (w + 1) * size_w});
+    dx[offset(sx, n, h, w, c)] = static_cast<T>(sum);
+  });
 }
 
 namespace {
@@ -300,7 +296,7 @@ template <typename T>
 void upsample_bilinear2d_forward(const ImageShape& s, std::int64_t size_h, std::int64_t size_w, const T* x,
                                  T* y) {
   assert(size_h >= 1 && size_w >= 1);
-  const ImageShape out{s.N, s.H * size_h, s.W * size_w, s.C, s.layout};
+  const ImageShape out = upsampled(s, size_h, size_w);
   const Strides sx = strides_of(s), sy = strides_of(out);
   for (std::int64_t n = 0; n < out.N; ++n)
     for (std::int64_t h = 0; h < out.H; ++h) {
@@ -325,7 +321,7 @@ template <typename T>
 void upsample_bilinear2d_backward(const ImageShape& s, std::int64_t size_h, std::int64_t size_w, const T* dy,
                                   T* dx) {
   assert(size_h >= 1 && size_w >= 1);
-  const ImageShape out{s.N, s.H * size_h, s.W * size_w, s.C, s.layout};
+  const ImageShape out = upsampled(s, size_h, size_w);
   const Strides sx = strides_of(s), sy = strides_of(out);
   std::fill(dx, dx + s.numel(), T(0));
   for (std::int64_t n = 0; n < out.N; ++n)
