@@ -7,17 +7,13 @@
 #include <utility>
 
 #include "bnorm/core/error.hpp"
+#include "layer_context.hpp"
 
 namespace bnorm::nn {
 
-namespace {
+using detail::context_of;
 
-template <typename C>
-const C& context_of(const LayerContext& context, const std::string& where) {
-  const auto* c = dynamic_cast<const C*>(&context);
-  if (!c) throw StateError(where, "context", "the context of this layer's forward call", "another layer's");
-  return *c;
-}
+namespace {
 
 std::string pair_str(std::int64_t a, std::int64_t b) {
   return "(" + std::to_string(a) + ", " + std::to_string(b) + ")";

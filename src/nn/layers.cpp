@@ -2,21 +2,14 @@
 
 #include "bnorm/core/error.hpp"
 #include "bnorm/kernels/dense.hpp"
+#include "layer_context.hpp"
 
 namespace bnorm::nn {
 
+using detail::check_dy;
+using detail::context_of;
+
 namespace {
-
-template <typename C>
-const C& context_of(const LayerContext& context, const std::string& where) {
-  const auto* c = dynamic_cast<const C*>(&context);
-  if (!c) throw StateError(where, "context", "the context of this layer's forward call", "another layer's");
-  return *c;
-}
-
-void check_dy(const Tensor& dy, const Shape& want, const std::string& where) {
-  if (dy.shape() != want) throw ShapeError(where, "dy", "shape " + want.str(), dy.shape().str());
-}
 
 // Rows and columns of a tensor seen as (rows, last dimension).
 std::pair<std::int64_t, std::int64_t> rows_cols(const Tensor& t) {

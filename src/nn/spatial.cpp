@@ -7,21 +7,14 @@
 #include "bnorm/core/error.hpp"
 #include "bnorm/kernels/activation.hpp"
 #include "bnorm/kernels/pooling.hpp"
+#include "layer_context.hpp"
 
 namespace bnorm::nn {
 
+using detail::check_dy;
+using detail::context_of;
+
 namespace {
-
-template <typename C>
-const C& context_of(const LayerContext& context, const std::string& where) {
-  const auto* c = dynamic_cast<const C*>(&context);
-  if (!c) throw StateError(where, "context", "the context of this layer's forward call", "another layer's");
-  return *c;
-}
-
-void check_dy(const Tensor& dy, const Shape& want, const std::string& where) {
-  if (dy.shape() != want) throw ShapeError(where, "dy", "shape " + want.str(), dy.shape().str());
-}
 
 std::string pair_str(std::int64_t a, std::int64_t b) {
   return "(" + std::to_string(a) + ", " + std::to_string(b) + ")";
