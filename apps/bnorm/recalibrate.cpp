@@ -5,7 +5,6 @@
 // file, like `bnorm train`'s).
 #include <algorithm>
 #include <chrono>
-#include <map>
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -186,17 +185,13 @@ int run_recalibrate(const RecalibrateCliOptions& o) {
   std::printf("\n %-22s %8s %9s  %20s  %19s\n", "", "", "", "mean shift in std", "std old/new");
   std::printf(" %-22s %8s %9s  %9s %10s  %9s %9s\n", "layer", "channels", "count", "average", "largest",
               "smallest", "largest");
-  std::map<std::string, const nn::BatchNormalization*> by_name;  // nested models' layers too
-  for (const auto& [path, layer] : model->flattened_layers())
-    if (const auto* b = dynamic_cast<const nn::BatchNormalization*>(layer.get())) by_name.emplace(b->name(), b);
   for (const auto& r : report.layers) {
-    const nn::BatchNormalization* bn = by_name.at(r.name);
     if (!r.recalibrated) {
       std::printf(" %-22s %8lld %9s  frozen: statistics kept (--skip-frozen)\n",
                   printable(r.name, 30).c_str(), static_cast<long long>(r.new_mean.numel()), "-");
       continue;
     }
-    const Summary s = summarize(r, bn->options().epsilon);
+    const Summary s = summarize(r, r.epsilon);
     std::printf(" %-22s %8lld %9lld  %9.4f %10.4f  %9.4f %9.4f\n", printable(r.name, 30).c_str(),
                 static_cast<long long>(r.new_mean.numel()), static_cast<long long>(r.moments.count),
                 s.shift_mean, s.shift_max, s.ratio_min, s.ratio_max);

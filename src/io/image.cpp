@@ -37,7 +37,12 @@ Tensor decode_png(const std::string& bytes, const std::string& path) {
     png_image_free(&image);
     throw FormatError(path, "PNG", "a readable PNG image", "a damaged one (libpng: " + why + ")");
   }
-  check_size(path, image.width, image.height);
+  try {
+    check_size(path, image.width, image.height);
+  } catch (...) {
+    png_image_free(&image);
+    throw;
+  }
   // RGBA, then the alpha dropped (Pillow's convert("RGB") drops it; libpng's RGB would
   // composite it onto a background).
   image.format = PNG_FORMAT_RGBA;

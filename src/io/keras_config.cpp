@@ -344,7 +344,7 @@ std::vector<double> numbers_of(const Reading& r, const json& config, const std::
 }
 
 // Pooling, padding, reshaping, ReLU-family and preprocessing layers (nn/spatial.hpp);
-// null for another class.
+// the codec table routes only those classes here.
 nn::LayerPtr spatial_from_config(const Reading& r, const std::string& cls, const json& config, const std::string& where,
                                  const std::string& name) {
   try {
@@ -446,7 +446,7 @@ nn::LayerPtr spatial_from_config(const Reading& r, const std::string& cls, const
   } catch (const Error& e) {
     r.fail(where, "valid " + cls + " settings", e.what());
   }
-  return nullptr;
+  r.fail(where, "a pooling, padding, reshaping, ReLU or preprocessing layer class", "class " + printable_quoted(cls));
 }
 
 // What a reader gets of one layer entry (the class, its config, the name for messages).
@@ -484,10 +484,7 @@ nn::LayerPtr read_dense(const Reading& r, const LayerEntry& entry) {
     o.bias_regularizer = regularizer_of(r, config.value("bias_regularizer", json()), where + " bias_regularizer");
     o.kernel_constraint = constraint_of(r, config.value("kernel_constraint", json()), where + " kernel_constraint");
     o.bias_constraint = constraint_of(r, config.value("bias_constraint", json()), where + " bias_constraint");
-    if (config.contains("batch_input_shape") && config["batch_input_shape"].is_array()) {
-      auto s = shape_of(r, config["batch_input_shape"], where + " batch_input_shape");
-      if (!s.empty()) o.input_shape.assign(s.begin() + 1, s.end());
-    }
+    o.input_shape = declared_input_shape(r, config, where);
     if (const auto lora = config.find("lora_rank"); lora != config.end() && !lora->is_null()) {
       r.fail(where + " config \"lora_rank\"", "no LoRA adapter", shown(*lora));
     }
@@ -900,11 +897,7 @@ std::unique_ptr<nn::Model> functional_from_config(const Reading& r, const json& 
     }
     const auto out = made.find(node_of(output_ref));
     if (out == made.end()) r.fail("Functional config \"output_layers\"", "a computed tensor", printable_quoted(output_ref.layer));
-    auto model = std::make_unique<nn::Model>(in, out->second, name);
-    std::vector<std::int64_t> dims{-1};
-    dims.insert(dims.end(), shape.begin(), shape.end());
-    (void)dims;
-    return model;
+    return std::make_unique<nn::Model>(in, out->second, name);
   } catch (const FormatError&) {
     throw;
   } catch (const Error& e) {

@@ -394,11 +394,8 @@ std::string strip_suffix(std::string s) {
 // model.weights() order.
 std::vector<std::pair<nn::Layer*, Variable*>> leaf_variables(nn::Model& model) {
   std::vector<std::pair<nn::Layer*, Variable*>> out;
-  for (const auto& layer : model.layers()) {
-    if (auto* nested = dynamic_cast<nn::Model*>(layer.get())) {
-      for (const auto& lv : leaf_variables(*nested)) out.push_back(lv);
-      continue;
-    }
+  for (const auto& [path, layer] : model.flattened_layers()) {
+    if (dynamic_cast<nn::Model*>(layer.get())) continue;  // its layers follow
     for (Variable* v : layer->weights()) out.emplace_back(layer.get(), v);
   }
   return out;
@@ -803,7 +800,8 @@ std::unique_ptr<nn::Model> load_model(const std::string& path, const LoadModelOp
   return load_model_bytes(read_file_bytes(path), path, options);
 }
 
-std::unique_ptr<nn::Model> load_model_bytes(const std::string& bytes, const std::string& path,
+namespace {
+std::unique_ptr<nn::Model> read_model_bytes(const std::string& bytes, const std::string& path,
                                             const LoadModelOptions& options) {
   switch (kind_of(bytes)) {
     case Kind::keras_archive: {
@@ -815,7 +813,6 @@ std::unique_ptr<nn::Model> load_model_bytes(const std::string& bytes, const std:
       if (options.compile && config.contains("compile_config") && compile_from(*model, config["compile_config"], "optimizer")) {
         restore_keras3_optimizer(*model, f);
       }
-      model->set_nested_training(options.nested_training);
       if (options.notes && model->has_recorded_training()) {
         options.notes->push_back(
             path + ": a call records a training argument; " +
@@ -844,12 +841,10 @@ std::unique_ptr<nn::Model> load_model_bytes(const std::string& bytes, const std:
         try {
           training = json::parse(f.string_attribute("/", "training_config"));
         } catch (const json::exception&) {
-          model->set_nested_training(options.nested_training);
           return model;  // not compiled, as Keras when it cannot read the training config
         }
         if (compile_from(*model, training, "optimizer_config")) restore_legacy_optimizer(*model, f);
       }
-      model->set_nested_training(options.nested_training);
       return model;
     }
     case Kind::checkpoint:
@@ -858,6 +853,14 @@ std::unique_ptr<nn::Model> load_model_bytes(const std::string& bytes, const std:
     case Kind::other: break;
   }
   throw FormatError(path, "", "a model file (.keras zip archive or legacy .h5 HDF5 file)", describe(bytes));
+}
+}  // namespace
+
+std::unique_ptr<nn::Model> load_model_bytes(const std::string& bytes, const std::string& path,
+                                            const LoadModelOptions& options) {
+  auto model = read_model_bytes(bytes, path, options);
+  model->set_nested_training(options.nested_training);
+  return model;
 }
 
 std::optional<std::int64_t> saved_optimizer_iterations(const std::string& path) {

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <map>
 #include <optional>
+#include <type_traits>
 
 #include "bnorm/core/error.hpp"
 #include "bnorm/nn/batch_normalization.hpp"
@@ -41,37 +42,25 @@ std::optional<Foldable> foldable(Layer& layer) {
 
 // A copy of `layer` with a bias, built for `input`, holding `kernel` and `bias`.
 LayerPtr with_bias(Layer& layer, const Shape& input, const Tensor& kernel, const Tensor& bias) {
+  // The same layer class and options, with a bias.
+  auto rebuild = [](auto* l, auto... args) -> LayerPtr {
+    auto o = l->options();
+    o.use_bias = true;
+    o.name = l->name();
+    return std::make_shared<std::remove_pointer_t<decltype(l)>>(args..., o);
+  };
   LayerPtr out;
-  std::vector<Tensor> weights;
+  std::vector<Tensor> weights{kernel, bias};
   if (auto* d = dynamic_cast<Dense*>(&layer)) {
-    DenseOptions o = d->options();
-    o.use_bias = true;
-    o.name = d->name();
-    out = std::make_shared<Dense>(d->units(), o);
-    weights = {kernel, bias};
+    out = rebuild(d, d->units());
   } else if (auto* c = dynamic_cast<Conv2D*>(&layer)) {
-    Conv2DOptions o = c->options();
-    o.use_bias = true;
-    o.name = c->name();
-    out = std::make_shared<Conv2D>(c->filters(), c->kernel_size(), o);
-    weights = {kernel, bias};
+    out = rebuild(c, c->filters(), c->kernel_size());
   } else if (auto* c1 = dynamic_cast<Conv1D*>(&layer)) {
-    Conv1DOptions o = c1->options();
-    o.use_bias = true;
-    o.name = c1->name();
-    out = std::make_shared<Conv1D>(c1->filters(), c1->kernel_size(), o);
-    weights = {kernel, bias};
+    out = rebuild(c1, c1->filters(), c1->kernel_size());
   } else if (auto* dw = dynamic_cast<DepthwiseConv2D*>(&layer)) {
-    DepthwiseConv2DOptions o = dw->options();
-    o.use_bias = true;
-    o.name = dw->name();
-    out = std::make_shared<DepthwiseConv2D>(dw->kernel_size(), o);
-    weights = {kernel, bias};
+    out = rebuild(dw, dw->kernel_size());
   } else if (auto* sp = dynamic_cast<SeparableConv2D*>(&layer)) {
-    SeparableConv2DOptions o = sp->options();
-    o.use_bias = true;
-    o.name = sp->name();
-    out = std::make_shared<SeparableConv2D>(sp->filters(), sp->kernel_size(), o);
+    out = rebuild(sp, sp->filters(), sp->kernel_size());
     weights = {sp->depthwise_kernel()->value, kernel, bias};
   }
   out->build(input);

@@ -4,6 +4,7 @@
 
 #include "bnorm/core/error.hpp"
 #include "bnorm/nn/variable.hpp"
+#include "layer_context.hpp"
 
 namespace bnorm::nn {
 
@@ -69,6 +70,7 @@ struct ElementwiseContext : LayerContext {
 
 struct ConcatContext : LayerContext {
   std::vector<Shape> shapes;
+  Shape out;
 };
 
 }  // namespace
@@ -146,45 +148,47 @@ Tensor ElementwiseMerge::forward_inputs(const std::vector<const Tensor*>& xs, bo
   Tensor y(out_shape);
   const std::int64_t n = y.numel();
   std::vector<std::vector<std::int64_t>> offsets(xs.size());
-  bool same = true;
-  for (std::size_t i = 0; i < xs.size(); ++i) {
-    if (shapes[i] != out_shape) {
-      same = false;
-      offsets[i] = broadcast_offsets(out_shape, shapes[i]);
+  for (std::size_t i = 0; i < xs.size(); ++i)
+    if (shapes[i] != out_shape) offsets[i] = broadcast_offsets(out_shape, shapes[i]);
+  // y = x0, then the other inputs folded in one after the other, each in one pass with the
+  // operation chosen once: per element the same operations in the same order as
+  // ((x0 op x1) op x2) ..., so the same bits.
+  // for_each(i, f): f(y[k], x_i at k) for every output element k (x_i broadcast).
+  auto for_each = [&](std::size_t i, auto&& f) {
+    const float* xi = xs[i]->data();
+    const auto& off = offsets[i];
+    if (off.empty()) {
+      for (std::int64_t k = 0; k < n; ++k) f(k, xi[k]);
+    } else {
+      for (std::int64_t k = 0; k < n; ++k) f(k, xi[off[static_cast<std::size_t>(k)]]);
     }
-  }
-  auto at = [&](std::size_t i, std::int64_t f) -> float {
-    return (*xs[i])[offsets[i].empty() ? f : offsets[i][static_cast<std::size_t>(f)]];
   };
+  for_each(0, [&](std::int64_t k, float u) { y[k] = u; });
   std::vector<std::uint16_t> winner;
   if (op_ == MergeOp::maximum || op_ == MergeOp::minimum) winner.assign(static_cast<std::size_t>(n), 0);
-  for (std::int64_t f = 0; f < n; ++f) {
-    float v = at(0, f);
-    for (std::size_t i = 1; i < xs.size(); ++i) {
-      const float u = at(i, f);
-      switch (op_) {
-        case MergeOp::add:
-        case MergeOp::average: v += u; break;
-        case MergeOp::subtract: v -= u; break;
-        case MergeOp::multiply: v *= u; break;
-        case MergeOp::maximum:
-          if (u > v) {
-            v = u;
-            winner[static_cast<std::size_t>(f)] = static_cast<std::uint16_t>(i);
-          }
-          break;
-        case MergeOp::minimum:
-          if (u < v) {
-            v = u;
-            winner[static_cast<std::size_t>(f)] = static_cast<std::uint16_t>(i);
-          }
-          break;
-      }
+  for (std::size_t i = 1; i < xs.size(); ++i) {
+    const auto which = static_cast<std::uint16_t>(i);
+    switch (op_) {
+      case MergeOp::add:
+      case MergeOp::average: for_each(i, [&](std::int64_t k, float u) { y[k] += u; }); break;
+      case MergeOp::subtract: for_each(i, [&](std::int64_t k, float u) { y[k] -= u; }); break;
+      case MergeOp::multiply: for_each(i, [&](std::int64_t k, float u) { y[k] *= u; }); break;
+      case MergeOp::maximum:
+        for_each(i, [&](std::int64_t k, float u) {
+          if (u > y[k]) y[k] = u, winner[static_cast<std::size_t>(k)] = which;
+        });
+        break;
+      case MergeOp::minimum:
+        for_each(i, [&](std::int64_t k, float u) {
+          if (u < y[k]) y[k] = u, winner[static_cast<std::size_t>(k)] = which;
+        });
+        break;
     }
-    if (op_ == MergeOp::average) v /= static_cast<float>(xs.size());
-    y[f] = v;
   }
-  (void)same;
+  if (op_ == MergeOp::average) {
+    const auto count = static_cast<float>(xs.size());
+    for (std::int64_t k = 0; k < n; ++k) y[k] /= count;
+  }
   if (context) {
     auto ctx = std::make_unique<ElementwiseContext>();
     ctx->shapes = shapes;
@@ -198,8 +202,8 @@ Tensor ElementwiseMerge::forward_inputs(const std::vector<const Tensor*>& xs, bo
 }
 
 std::vector<Tensor> ElementwiseMerge::backward_inputs(const LayerContext& context, const Tensor& dy, Gradients&) {
-  const auto& ctx = dynamic_cast<const ElementwiseContext&>(context);
-  if (dy.shape() != ctx.out) throw ShapeError(where(), "dy", "shape " + ctx.out.str(), dy.shape().str());
+  const auto& ctx = detail::context_of<ElementwiseContext>(context, where());
+  detail::check_dy(dy, ctx.out, where());
   const std::size_t count = ctx.shapes.size();
   const std::int64_t n = dy.numel();
   std::vector<std::vector<std::int64_t>> offsets(count);
@@ -290,13 +294,15 @@ Tensor Concatenate::forward_inputs(const std::vector<const Tensor*>& xs, bool, s
   if (context) {
     auto ctx = std::make_unique<ConcatContext>();
     ctx->shapes = std::move(shapes);
+    ctx->out = y.shape();
     *context = std::move(ctx);
   }
   return y;
 }
 
 std::vector<Tensor> Concatenate::backward_inputs(const LayerContext& context, const Tensor& dy, Gradients&) {
-  const auto& ctx = dynamic_cast<const ConcatContext&>(context);
+  const auto& ctx = detail::context_of<ConcatContext>(context, where());
+  detail::check_dy(dy, ctx.out, where());
   const int rank = ctx.shapes[0].rank();
   const int axis = axis_ < 0 ? axis_ + rank : axis_;
   std::int64_t outer = 1, inner = 1;

@@ -9,8 +9,10 @@
 #include <sstream>
 
 #include "bnorm/core/error.hpp"
+#include "bnorm/nn/batch_normalization.hpp"
 #include "bnorm/nn/layers.hpp"
 #include "bnorm/nn/updates.hpp"
+#include "layer_context.hpp"
 
 namespace bnorm::nn {
 
@@ -85,23 +87,10 @@ SymbolicTensor Input(std::vector<std::int64_t> shape, std::string name) {
   return SymbolicTensor(node);
 }
 
+// One input is a list of one: the default build_inputs / compute_output_shape_inputs call
+// the single-input build / compute_output_shape.
 SymbolicTensor Layer::operator()(const SymbolicTensor& x, std::optional<bool> training) {
-  if (takes_input_list()) return (*this)(std::vector<SymbolicTensor>{x}, training);
-  std::shared_ptr<Layer> self;
-  try {
-    self = shared_from_this();
-  } catch (const std::bad_weak_ptr&) {
-    throw StateError(where(), "layer", "a layer owned by a std::shared_ptr (use std::make_shared)",
-                     "a layer not owned by a shared_ptr");
-  }
-  if (!built()) build(x.shape());
-  auto node = std::make_shared<SymbolicTensor::Node>();
-  node->layer = self;
-  node->inputs = {x.node_};
-  node->training = training;
-  node->shape = compute_output_shape(x.shape());
-  node->name = name();
-  return SymbolicTensor(node);
+  return (*this)(std::vector<SymbolicTensor>{x}, training);
 }
 
 SymbolicTensor Layer::operator()(const std::vector<SymbolicTensor>& xs, std::optional<bool> training) {
@@ -230,6 +219,31 @@ void Model::set_nested_training(NestedTraining rule) {
     if (auto m = std::dynamic_pointer_cast<Model>(l)) m->set_nested_training(rule);
 }
 
+// fit under Keras 3's rule: each call recorded with training=False that reaches a
+// trainable BatchNormalization (itself, or inside a nested model) is said to run in
+// training mode. Nested models' own calls are visited too (the rule applies to them).
+void Model::warn_overridden_training(const std::string& fitted) const {
+  for (const Node& call : nodes_) {
+    const auto* nested = dynamic_cast<const Model*>(call.layer.get());
+    if (call.training && !*call.training) {
+      bool batch_norm = false;
+      auto is_trainable_bn = [](const Layer& l) { return l.trainable() && dynamic_cast<const BatchNormalization*>(&l); };
+      batch_norm = is_trainable_bn(*call.layer);
+      if (nested)
+        for (const auto& [path, l] : nested->flattened_layers()) batch_norm = batch_norm || is_trainable_bn(*l);
+      if (batch_norm) {
+        std::fprintf(stderr,
+                     "warning: Model '%s'.fit: '%s' is called with training=False, but under Keras 3's rule "
+                     "(NestedTraining::outer_mode_wins) it runs in training mode: its batch normalization uses and "
+                     "updates batch statistics (freeze those layers, or use the default rule, to keep them)\n",
+                     fitted.c_str(), call.layer->name().c_str());
+        continue;
+      }
+    }
+    if (nested) nested->warn_overridden_training(fitted);
+  }
+}
+
 bool Model::has_recorded_training() const {
   for (const Node& n : nodes_) {
     if (n.training) return true;
@@ -308,7 +322,7 @@ Tensor Model::call(const Tensor& x, bool training, GradientTape* tape, UpdateSin
 }
 
 Tensor Model::run(const Tensor& x, bool training, GradientTape* tape, UpdateSink* updates, std::size_t stop) {
-  if (nodes_.empty() || (stop == 0 && !nodes_.empty())) return x;
+  if (stop == 0) return x;  // (an empty model: stop is 0)
   // values[t]: tensor t while some node still reads it (x itself is never copied).
   std::vector<Tensor> values(nodes_.size() + 1);
   auto value = [&](int t) -> const Tensor& { return t == 0 ? x : values[static_cast<std::size_t>(t)]; };
@@ -328,7 +342,6 @@ Tensor Model::run(const Tensor& x, bool training, GradientTape* tape, UpdateSink
       for (int t : node.inputs) xs.push_back(&value(t));
       y = node.layer->forward_inputs(xs, mode, ctx, updates);
     }
-    const int out = static_cast<int>(k + 1);
     if (tape) {
       ids[k + 1] = tape->new_tensor();
       std::vector<int> in_ids;
@@ -336,10 +349,9 @@ Tensor Model::run(const Tensor& x, bool training, GradientTape* tape, UpdateSink
       tape->record(*node.layer, std::move(context), std::move(in_ids), ids[k + 1]);
     }
     values[k + 1] = std::move(y);
-    // Free what no later node reads.
+    // Free what no later node reads (the input of node `stop` is read at `stop`: kept).
     for (int t : node.inputs)
-      if (t != 0 && t != target && last_use_[static_cast<std::size_t>(t)] == k) values[static_cast<std::size_t>(t)] = Tensor();
-    if (out == target && stop == nodes_.size()) break;
+      if (t != 0 && last_use_[static_cast<std::size_t>(t)] == k) values[static_cast<std::size_t>(t)] = Tensor();
   }
   if (tape) tape->set_chain_tensor(ids[static_cast<std::size_t>(target)]);
   return target == 0 ? x : std::move(values[static_cast<std::size_t>(target)]);
@@ -377,13 +389,13 @@ Tensor Model::forward(const Tensor& x, bool training, std::unique_ptr<LayerConte
 }
 
 Tensor Model::backward(const LayerContext& context, const Tensor& dy, Gradients& grads) {
-  const auto& ctx = dynamic_cast<const ModelContext&>(context);
+  const auto& ctx = detail::context_of<ModelContext>(context, where());
   if (ctx.tape.empty()) return dy;
   return ctx.tape.backpropagate(dy, grads, true);
 }
 
 void Model::backward_variables(const LayerContext& context, const Tensor& dy, Gradients& grads) {
-  const auto& ctx = dynamic_cast<const ModelContext&>(context);
+  const auto& ctx = detail::context_of<ModelContext>(context, where());
   if (!ctx.tape.empty()) (void)ctx.tape.backpropagate(dy, grads, false);
 }
 
@@ -594,23 +606,7 @@ std::shared_ptr<History> Model::fit(const Tensor& x, const Tensor& y, FitOptions
   stop_training = false;
   // Keras 3's rule replaces a recorded training=False: say so when batch normalization is
   // behind such a call (the transfer-learning guide expects it to stay in inference mode).
-  if (nested_training_ == NestedTraining::outer_mode_wins) {
-    for (const Node& call : nodes_) {
-      if (!call.training || *call.training) continue;
-      bool batch_norm = call.layer->class_name() == "BatchNormalization" && call.layer->trainable();
-      if (const auto* m = dynamic_cast<const Model*>(call.layer.get())) {
-        for (const auto& [path, l] : m->flattened_layers())
-          batch_norm = batch_norm || (l->class_name() == "BatchNormalization" && l->trainable());
-      }
-      if (batch_norm) {
-        std::fprintf(stderr,
-                     "warning: Model '%s'.fit: '%s' is called with training=False, but under Keras 3's rule "
-                     "(NestedTraining::outer_mode_wins) it runs in training mode: its batch normalization uses and "
-                     "updates batch statistics (freeze those layers, or use the default rule, to keep them)\n",
-                     name_.c_str(), call.layer->name().c_str());
-      }
-    }
-  }
+  if (nested_training_ == NestedTraining::outer_mode_wins) warn_overridden_training(name_);
   for (auto& c : callbacks) c->on_train_begin(*this, options.epochs, steps);
   std::vector<std::int64_t> order = iota(n);
   // Each epoch shuffles the previous epoch's order (Fisher-Yates with a counter-based

@@ -93,6 +93,7 @@ RecalibrationReport recalibrate(Model& model, const Tensor& x, const Recalibrate
       LayerRecalibration r;
       r.name = bn->name();
       r.index = path.front();
+      r.epsilon = bn->options().epsilon;
       r.old_mean = bn->moving_mean()->value;
       r.old_variance = bn->moving_variance()->value;
       r.variance_kind = bn->options().version == KerasVersion::keras2 && bn->fused()
@@ -178,6 +179,7 @@ LayerRecalibration recalibrate(TorchBatchNorm& module, const Tensor& x, const Re
   LayerRecalibration r;
   r.recalibrated = true;
   r.variance_kind = StoredVariance::unbiased;
+  r.epsilon = module.eps();
   r.old_mean = *module.running_mean();
   r.old_variance = *module.running_var();
   r.moments = population_moments(x, {1}, options.batch_size);

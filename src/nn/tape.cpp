@@ -45,16 +45,20 @@ Tensor GradientTape::backpropagate(const Tensor& dy, Gradients& grads, bool inpu
   // the input's is not (the old chain rule: calls before the first one with trainable
   // weights are skipped, and that one computes no dL/dx).
   std::map<int, bool> upstream;  // tensor -> some call producing it (transitively) has trainable weights
+  std::vector<bool> has_trainable(calls_.size(), false);
   if (!input_gradient) {
-    for (const Call& c : calls_) {
-      bool any = !c.layer->trainable_weights().empty();
+    for (std::size_t k = 0; k < calls_.size(); ++k) {
+      const Call& c = calls_[k];
+      has_trainable[k] = !c.layer->trainable_weights().empty();
+      bool any = has_trainable[k];
       for (int t : c.inputs) any = any || upstream[t];
       upstream[c.output] = any;
     }
   }
   std::map<int, Tensor> dys;  // gradients of tensors whose users have run
   dys.emplace(chain_, dy);
-  for (auto it = calls_.rbegin(); it != calls_.rend(); ++it) {
+  for (std::size_t k = calls_.size(); k-- > 0;) {
+    const Call* it = &calls_[k];
     auto found = dys.find(it->output);
     if (found == dys.end()) continue;  // the call does not reach the output
     const Tensor g = std::move(found->second);
@@ -62,7 +66,7 @@ Tensor GradientTape::backpropagate(const Tensor& dy, Gradients& grads, bool inpu
     bool need_dx = input_gradient;
     for (int t : it->inputs) need_dx = need_dx || upstream[t];
     if (!need_dx) {
-      if (!it->layer->trainable_weights().empty()) it->layer->backward_variables(*it->context, g, grads);
+      if (has_trainable[k]) it->layer->backward_variables(*it->context, g, grads);
       continue;
     }
     std::vector<Tensor> dxs = it->layer->backward_inputs(*it->context, g, grads);

@@ -248,6 +248,8 @@ class Model : public Layer {
   // output, or the input of node `stop`.
   Tensor run(const Tensor& x, bool training, GradientTape* tape, UpdateSink* updates, std::size_t stop);
   void compute_last_uses();
+  // fit's warning under NestedTraining::outer_mode_wins (model.cpp).
+  void warn_overridden_training(const std::string& fitted) const;
 
   std::string name_;
   std::vector<LayerPtr> layers_;

@@ -81,6 +81,7 @@ struct LayerRecalibration {
   std::size_t index = 0;      // position in model.layers()
   bool recalibrated = false;  // false: skipped (frozen, with skip_frozen)
   StoredVariance variance_kind = StoredVariance::biased;
+  double epsilon = 0.0;       // the layer's epsilon (to express shifts in its standard deviations)
   ChannelMoments moments{};  // (C) population moments of the layer's input; empty when skipped
   // Parameter shape (C), or Keras 2's broadcast shape for several axes. Equal when skipped.
   Tensor old_mean, old_variance;  // the moving statistics before
