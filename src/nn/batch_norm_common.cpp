@@ -4,13 +4,14 @@
 #include <vector>
 
 #include "bnorm/core/error.hpp"
+#include "bnorm/kernels/activation.hpp"
 #include "bnorm/kernels/batch_norm.hpp"
 
 namespace bnorm::nn::detail {
 
 Tensor normalize_with_batch(const Tensor& x, const ChannelView& view, const Shape& param_shape,
                             const float* gamma, const float* beta, double epsilon, BatchNormContext& context,
-                            ChannelMoments* moments) {
+                            ChannelMoments* moments, bool relu) {
   context.mean = Tensor(param_shape);
   context.var = Tensor(param_shape);
   context.invstd = Tensor(param_shape);
@@ -22,9 +23,16 @@ Tensor normalize_with_batch(const Tensor& x, const ChannelView& view, const Shap
     var_d.resize(mean_d.size());
   }
   Tensor y = run_in_view(x, view, [&](const float* xv, float* yv) {
-    kernels::forward_training(xv, view.dims, gamma, beta, static_cast<float>(epsilon), yv,
-                              context.mean.data(), context.var.data(), context.invstd.data(),
-                              moments ? mean_d.data() : nullptr, moments ? var_d.data() : nullptr);
+    double* const md = moments ? mean_d.data() : nullptr;
+    double* const vd = moments ? var_d.data() : nullptr;
+    const auto eps = static_cast<float>(epsilon);
+    if (relu) {
+      kernels::forward_training_relu(xv, view.dims, gamma, beta, eps, yv, context.mean.data(),
+                                     context.var.data(), context.invstd.data(), md, vd);
+    } else {
+      kernels::forward_training(xv, view.dims, gamma, beta, eps, yv, context.mean.data(), context.var.data(),
+                                context.invstd.data(), md, vd);
+    }
   });
   if (moments != nullptr) *moments = ChannelMoments::from_mean_var(mean_d, var_d, view.dims.count());
   return y;
@@ -58,7 +66,22 @@ BatchNormGradients backward(const BatchNormContext& context, const ChannelView& 
   const Tensor xv = in_view(context.x, view);
   const Tensor dyv = in_view(dy, view);
   Tensor dxv(xv.shape());
-  if (context.used_batch_statistics) {
+  const bool relu = context.relu;
+  if (relu && context.used_batch_statistics) {
+    // The pair's backward in one kernel: g = (y > 0 ? dy : 0), then backward_training.
+    const Tensor yv = in_view(context.relu_output, view);
+    kernels::backward_training_relu(dyv.data(), xv.data(), yv.data(), view.dims, context.mean.data(),
+                                    context.invstd.data(), gamma, dxv.data(), dgamma.data(), dbeta.data());
+  } else if (relu) {
+    // Inference statistics: the ReLU's gradient (the activation kernel's dy * (y > 0)),
+    // then backward_inference.
+    Tensor masked(dyv.shape());
+    const Tensor yv = in_view(context.relu_output, view);
+    kernels::activation_backward(kernels::Activation::relu, nullptr, yv.data(), dyv.data(), 1, masked.numel(),
+                                 masked.data());
+    kernels::backward_inference(masked.data(), xv.data(), view.dims, context.mean.data(), context.var.data(),
+                                gamma, static_cast<float>(epsilon), dxv.data(), dgamma.data(), dbeta.data());
+  } else if (context.used_batch_statistics) {
     kernels::backward_training(dyv.data(), xv.data(), view.dims, context.mean.data(), context.invstd.data(),
                                gamma, dxv.data(), dgamma.data(), dbeta.data());
   } else {

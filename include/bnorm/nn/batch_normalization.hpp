@@ -163,6 +163,10 @@ struct BatchNormContext {
   std::int64_t groups = 1;     // ghost batches (1: none)
   Tensor group_mean, group_var;  // (groups * C) statistics each ghost batch was normalized with
   Tensor weights;              // x's shape: the mask's weights; empty without a mask
+  // forward_relu: the call ended with a ReLU; relu_output is its output (x's shape), and
+  // backward takes dy of the ReLU's output.
+  bool relu = false;
+  Tensor relu_output;
 };
 
 struct BatchNormGradients {
@@ -223,6 +227,21 @@ class BatchNormalization : public Layer {
                  UpdateSink* updates) override;
   Tensor backward(const LayerContext& context, const Tensor& dy, Gradients& grads) override;
 
+  // The layer followed by a ReLU (Keras Activation('relu'), or a ReLU layer with default
+  // arguments: y = max(v, 0)) in one call, as models run a BatchNormalization whose only
+  // consumer is such a ReLU (Model::fused_pairs). The same as forward() then the ReLU,
+  // bit for bit: outputs, statistics, moving-statistic updates (applied, or recorded in
+  // `updates`, as forward() does) and the gradients of backward() on the returned context,
+  // which takes dy of the ReLU's output. With batch statistics (training, trainable, no
+  // renorm / ghost batches) the fused kernels run (kernels::forward_training_relu, and
+  // backward_training_relu in backward); otherwise the ReLU is applied in place after
+  // the normalization. Errors as forward(); on error nothing changes.
+  Tensor forward_relu(const Tensor& x, bool training, std::unique_ptr<LayerContext>* context,
+                      UpdateSink* updates);
+  // Whether a model may fuse this layer with a following ReLU: false with renorm or
+  // virtual_batch_size (their variants have no fused kernel; the pair then runs unfused).
+  bool fusable_with_relu() const noexcept { return !options_.renorm && !options_.virtual_batch_size; }
+
   // Keras attributes.
   const std::string& name() const noexcept override { return name_; }
   bool trainable() const noexcept override { return trainable_; }
@@ -268,12 +287,22 @@ class BatchNormalization : public Layer {
   void check_input(const Tensor& x) const;
   // Normalizes x with batch statistics (fills `update`, touches no state) or with the
   // moving statistics.
-  Tensor run(const Tensor& x, bool batch_statistics, StatisticsUpdate& update,
-             BatchNormContext* context, const Tensor* mask = nullptr) const;
+  Tensor run(const Tensor& x, bool batch_statistics, StatisticsUpdate& update, BatchNormContext* context,
+             const Tensor* mask = nullptr) const;
+  // run(), then max(y, 0) (the fused kernel on the plain batch path); `relu` false: run().
+  Tensor run(const Tensor& x, bool batch_statistics, StatisticsUpdate& update, BatchNormContext* context,
+             const Tensor* mask, bool relu) const;
+  // forward(x, training, context, updates) and forward_relu.
+  Tensor forward_layer(const Tensor& x, bool training, std::unique_ptr<LayerContext>* context,
+                       UpdateSink* updates, bool relu);
   // Training with renorm / ghost batches / a mask (weights: x's shape, or empty).
   Tensor run_variant(const Tensor& x, const Tensor& weights, StatisticsUpdate& update,
                      BatchNormContext& context) const;
   Tensor mask_weights(const Tensor& x, const Tensor& mask) const;
+  Tensor collect(const Tensor& x, StatisticsUpdate& update, BatchNormContext* context, const Tensor* mask,
+                 bool relu);
+  Tensor forward_impl(const Tensor& x, const Tensor* mask, std::optional<bool> training,
+                      BatchNormContext* context, bool relu);
   BatchNormGradients backward_variant(const BatchNormContext& context, const Tensor& dy) const;
   Variable* slot(std::optional<Variable>& v) noexcept { return v ? &*v : nullptr; }
   const Variable* slot(const std::optional<Variable>& v) const noexcept { return v ? &*v : nullptr; }

@@ -142,6 +142,19 @@ class Model : public Layer {
   // the outer mode could contradict (the two rules then differ).
   bool has_recorded_training() const;
 
+  // Fused batch norm + ReLU. A BatchNormalization call whose output is read by exactly
+  // one call, of a ReLU (Activation('relu'), or a ReLU layer with default arguments), and
+  // is not the model's output, runs with that ReLU as one call
+  // (BatchNormalization::forward_relu: the fused kernels in training, the same results bit
+  // for bit as the two calls; one tensor and one pass over the data less). Not with
+  // renorm or virtual_batch_size, nor when layer_input() stops between the two. The pairs
+  // of this model's own graph (nested models have theirs), as indices into nodes():
+  // {batch normalization call, ReLU call}; empty when fusion is off.
+  std::vector<std::pair<std::size_t, std::size_t>> fused_pairs() const;
+  // On by default; set here, it is set on nested models too.
+  bool fuse_batch_norm_relu() const noexcept { return fuse_batch_norm_relu_; }
+  void set_fuse_batch_norm_relu(bool on);
+
   const std::vector<LayerPtr>& layers() const noexcept { return layers_; }
   // The declared input shape (batch dimension -1): a functional model's Input, a
   // Sequential's InputLayer or first layer's input_shape; nullopt when not declared.
@@ -255,6 +268,9 @@ class Model : public Layer {
   std::vector<LayerPtr> layers_;
   std::vector<Node> nodes_;
   std::vector<std::size_t> last_use_;  // tensor -> index of the last node reading it
+  std::vector<int> fused_relu_;        // node -> the ReLU node fused into it, or -1
+  std::vector<bool> fused_away_;       // node -> a ReLU run by the node before it in a pair
+  bool fuse_batch_norm_relu_ = true;
   int output_ = 0;
   NestedTraining nested_training_ = NestedTraining::recorded_wins;
   bool trainable_ = true;
