@@ -6,13 +6,16 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <vector>
 
 #include "bnorm/core/error.hpp"
+#include "bnorm/io/model_file.hpp"
 #include "bnorm/kernels/batch_norm.hpp"
 #include "bnorm/nn/batch_normalization.hpp"
 #include "bnorm/nn/communicator.hpp"
+#include "bnorm/nn/model.hpp"
 #include "test_util.hpp"
 
 using namespace bnorm;
@@ -130,6 +133,30 @@ TEST(SyncBatchNormalization, OneProcessIsThePlainLayerBitForBit) {
       EXPECT_TRUE(bitwise_equal(a.moving_variance, b.moving_variance));
     }
   }
+}
+
+// Keras 3's `synchronized` (a file written by real Keras 3.15.1,
+// tests/fixtures/generate_sync_bn.py) is read and written back.
+TEST(SyncBatchNormalization, KerasSynchronizedRoundTrips) {
+  const std::string path = std::string(BNORM_FIXTURES_DIR) + "/models/bn_synchronized.keras";
+  auto model = io::load_model(path);
+  auto bn = model->get_layer<nn::BatchNormalization>("bn");
+  EXPECT_TRUE(bn->options().synchronized);
+  EXPECT_EQ(bn->options().momentum, 0.9);
+  EXPECT_EQ(bn->communicator(), nullptr);  // loading attaches nothing: fit does
+  const auto out = std::filesystem::temp_directory_path() / "bnorm_sync_bn_roundtrip.keras";
+  io::save_model(*model, out.string());
+  auto again = io::load_model(out.string());
+  EXPECT_TRUE(again->get_layer<nn::BatchNormalization>("bn")->options().synchronized);
+  // And false stays false.
+  bn->set_communicator(nullptr);
+  nn::BatchNormalizationOptions o = bn->get_config();
+  o.synchronized = false;
+  auto inp = nn::Input({3});
+  nn::Model plain(inp, (*std::make_shared<nn::BatchNormalization>(o))(inp));
+  io::save_model(plain, out.string());
+  EXPECT_FALSE(io::load_model(out.string())->get_layer<nn::BatchNormalization>("bn")->options().synchronized);
+  std::filesystem::remove(out);
 }
 
 }  // namespace
