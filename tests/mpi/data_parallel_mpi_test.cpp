@@ -137,6 +137,9 @@ class Fault : public nn::Callback {
 };
 
 int run_fault(const std::string& kind) {
+  // Every rank has started (a 60 s allowance, separate from the 3 s of the run itself:
+  // a loaded machine may start the processes seconds apart).
+  mpi::MpiCommunicator(mpi::MpiCommunicator::Options{std::chrono::milliseconds(60000)}).barrier();
   const Data data = make_data();
   auto model = make_model(1, nn::KerasVersion::keras3);
   model->compile("sgd", "mse");
