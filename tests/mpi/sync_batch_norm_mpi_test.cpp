@@ -16,6 +16,7 @@
 #include "bnorm/core/error.hpp"
 #include "bnorm/mpi/mpi_communicator.hpp"
 #include "bnorm/nn/batch_normalization.hpp"
+#include "bnorm/nn/torch_batch_norm.hpp"
 #include "nn/test_util.hpp"
 
 using namespace bnorm;
@@ -142,6 +143,43 @@ TEST(SyncBatchNormalization, EqualsThePlainLayerOnTheConcatenatedBatch) {
 TEST(SyncBatchNormalization, EqualsThePlainLayerWithAnOffset) {
   // Data at 1e3 times its spread: the merge is Chan's, the shift carries the double mean.
   for (const auto& layout : kLayouts) check(layout, nn::KerasVersion::keras3, 2000.0f);
+}
+
+// PyTorch's convention (torch.nn.SyncBatchNorm): TorchBatchNorm with a communicator.
+TEST(SyncBatchNormalization, TorchConventionEqualsThePlainModule) {
+  const int P = g_comm->size(), rank = g_comm->rank();
+  for (const auto& dims_of_one : {std::vector<std::int64_t>{5}, std::vector<std::int64_t>{4, 3, 2}}) {
+    for (const auto& sizes : splits(P)) {
+      std::vector<std::int64_t> begin(sizes.size() + 1, 0);
+      for (std::size_t r = 0; r < sizes.size(); ++r) begin[r + 1] = begin[r] + sizes[r];
+      std::vector<std::int64_t> dims{begin.back()};
+      dims.insert(dims.end(), dims_of_one.begin(), dims_of_one.end());
+      auto make = [&] { return dims.size() == 2 ? nn::BatchNorm1d(dims[1]) : nn::BatchNorm2d(dims[1]); };
+      nn::TorchBatchNorm plain = make(), sync = make();
+      sync.set_communicator(g_comm);
+      const auto r = static_cast<std::size_t>(rank);
+      for (std::uint32_t seed = 40; seed < 42; ++seed) {
+        const Tensor x = test::random_tensor(Shape(dims), seed, 2.0f, 0.5f);
+        const Tensor dy = test::random_tensor(Shape(dims), seed + 7);
+        nn::BatchNormContext ref_ctx, ctx;
+        const Tensor y_ref = plain.forward(x, &ref_ctx);
+        const nn::BatchNormGradients g_ref = plain.backward(ref_ctx, dy);
+        const Tensor y = sync.forward(rows(x, begin[r], begin[r + 1]), &ctx);
+        const nn::BatchNormGradients g = sync.backward(ctx, rows(dy, begin[r], begin[r + 1]));
+        const std::string what = "TorchBatchNorm " + Shape(dims).str();
+        expect_close(y, rows(y_ref, begin[r], begin[r + 1]), max_abs(y_ref), what + ": y");
+        expect_close(g.dx, rows(g_ref.dx, begin[r], begin[r + 1]), max_abs(g_ref.dx), what + ": dx");
+        Tensor dweight = *g.dgamma;
+        g_comm->all_reduce_sum(std::span<float>(dweight.data(), static_cast<std::size_t>(dweight.numel())));
+        expect_close(dweight, *g_ref.dgamma, max_abs(*g_ref.dgamma), what + ": dweight");
+        expect_close(*sync.running_mean(), *plain.running_mean(), max_abs(*plain.running_mean()),
+                     what + ": running_mean");
+        expect_close(*sync.running_var(), *plain.running_var(), max_abs(*plain.running_var()),
+                     what + ": running_var");
+        EXPECT_EQ(sync.num_batches_tracked(), plain.num_batches_tracked());
+      }
+    }
+  }
 }
 
 TEST(SyncBatchNormalization, RefusesVariantsInTraining) {

@@ -16,6 +16,7 @@
 #include "bnorm/nn/batch_normalization.hpp"
 #include "bnorm/nn/communicator.hpp"
 #include "bnorm/nn/model.hpp"
+#include "bnorm/nn/torch_batch_norm.hpp"
 #include "test_util.hpp"
 
 using namespace bnorm;
@@ -132,6 +133,22 @@ TEST(SyncBatchNormalization, OneProcessIsThePlainLayerBitForBit) {
       EXPECT_TRUE(bitwise_equal(a.moving_mean, b.moving_mean));
       EXPECT_TRUE(bitwise_equal(a.moving_variance, b.moving_variance));
     }
+  }
+}
+
+TEST(SyncBatchNormalization, OneProcessTorchModuleIsThePlainModuleBitForBit) {
+  nn::TorchBatchNorm plain = nn::BatchNorm2d(4), sync = nn::BatchNorm2d(4);
+  sync.set_communicator(std::make_shared<nn::LocalCommunicator>());
+  for (std::uint32_t seed = 1; seed <= 3; ++seed) {
+    const Tensor x = test::random_tensor(Shape{3, 4, 5, 2}, seed, 2.0f, 3.0f);
+    const Tensor dy = test::random_tensor(Shape{3, 4, 5, 2}, seed + 5);
+    nn::BatchNormContext a, b;
+    EXPECT_TRUE(bitwise_equal(plain.forward(x, &a), sync.forward(x, &b)));
+    const nn::BatchNormGradients ga = plain.backward(a, dy), gb = sync.backward(b, dy);
+    EXPECT_TRUE(bitwise_equal(ga.dx, gb.dx));
+    EXPECT_TRUE(bitwise_equal(*ga.dgamma, *gb.dgamma));
+    EXPECT_TRUE(bitwise_equal(*plain.running_mean(), *sync.running_mean()));
+    EXPECT_TRUE(bitwise_equal(*plain.running_var(), *sync.running_var()));
   }
 }
 
