@@ -110,13 +110,18 @@ std::string MpiCommunicator::describe() const {
 
 namespace {
 
-// Polls a nonblocking collective until it completes or the deadline passes: a short
-// spin, then sleeps of 50 us (the ranks may share cores: mpiexec --oversubscribe).
+// Polls a nonblocking collective until it completes or the deadline passes. MPI moves a
+// collective on only inside MPI calls, so the first 2 ms poll back to back, the next 18 ms
+// yield the core between polls (the ranks may share cores: mpiexec --oversubscribe); a
+// longer wait
+// (a peer still computing, or stalled) polls every 200 us.
 void wait_for(MPI_Request& request, const char* operation, int rank, std::chrono::milliseconds timeout,
               bool& failed) {
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
   const auto deadline = start + timeout;
+  const auto spin_until = start + std::chrono::milliseconds(2);
+  const auto eager_until = start + std::chrono::milliseconds(20);
   for (long polls = 0;; ++polls) {
     int done = 0;
     const int rc = MPI_Test(&request, &done, MPI_STATUS_IGNORE);
@@ -126,17 +131,22 @@ void wait_for(MPI_Request& request, const char* operation, int rank, std::chrono
                                "every rank to take part", mpi_error_text(rc));
     }
     if (done) return;
-    if (polls > 1000) {
-      if (clock::now() > deadline) {
-        failed = any_failed = true;
-        const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - start);
-        throw CommunicationError(
-            "MpiCommunicator rank " + std::to_string(rank), operation,
-            "every rank to take part within the timeout of " + std::to_string(timeout.count()) +
-                " ms (BNORM_MPI_TIMEOUT)",
-            "no completion after " + std::to_string(waited.count()) + " ms: a peer process stalled or died");
-      }
-      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    if (polls < 64) continue;
+    const auto now = clock::now();
+    if (now > deadline) {
+      failed = any_failed = true;
+      const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(now - start);
+      throw CommunicationError(
+          "MpiCommunicator rank " + std::to_string(rank), operation,
+          "every rank to take part within the timeout of " + std::to_string(timeout.count()) +
+              " ms (BNORM_MPI_TIMEOUT)",
+          "no completion after " + std::to_string(waited.count()) + " ms: a peer process stalled or died");
+    }
+    if (now < spin_until) continue;
+    if (now < eager_until) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
   }
 }
@@ -155,30 +165,27 @@ void wait_for(MPI_Request& request, const char* operation, int rank, std::chrono
     }                                                                                                 \
   } while (false)
 
+// One nonblocking all-reduce. Every rank gets the same bits with Open MPI's algorithms
+// (recursive doubling, ring): each element's partial sums are combined pairwise with the
+// same two operands on both sides, which floating-point addition's commutativity makes
+// equal (the MPI standard recommends, without requiring, that all ranks get the same
+// result); the mpi tests check the bits on every rank after 100 training steps.
 void MpiCommunicator::all_reduce_sum(std::span<double> values) {
-  // Reduce to rank 0, then broadcast: one summation order, the same bits on every rank
-  // (a recursive-doubling all-reduce may associate differently on different ranks).
   const int n = count_of(values.size(), "MpiCommunicator::all_reduce_sum");
   if (n == 0 || size_ == 1) return;
   MPI_Request request;
-  const void* send = rank_ == 0 ? MPI_IN_PLACE : values.data();
-  BNORM_MPI_START(MPI_Ireduce(send, values.data(), n, MPI_DOUBLE, MPI_SUM, 0, impl_->comm, &request),
-                  "MPI_Ireduce");
-  wait_for(request, "MPI_Ireduce", rank_, timeout_, failed_);
-  BNORM_MPI_START(MPI_Ibcast(values.data(), n, MPI_DOUBLE, 0, impl_->comm, &request), "MPI_Ibcast");
-  wait_for(request, "MPI_Ibcast", rank_, timeout_, failed_);
+  BNORM_MPI_START(MPI_Iallreduce(MPI_IN_PLACE, values.data(), n, MPI_DOUBLE, MPI_SUM, impl_->comm, &request),
+                  "MPI_Iallreduce");
+  wait_for(request, "MPI_Iallreduce", rank_, timeout_, failed_);
 }
 
 void MpiCommunicator::all_reduce_sum(std::span<float> values) {
   const int n = count_of(values.size(), "MpiCommunicator::all_reduce_sum");
   if (n == 0 || size_ == 1) return;
   MPI_Request request;
-  const void* send = rank_ == 0 ? MPI_IN_PLACE : values.data();
-  BNORM_MPI_START(MPI_Ireduce(send, values.data(), n, MPI_FLOAT, MPI_SUM, 0, impl_->comm, &request),
-                  "MPI_Ireduce");
-  wait_for(request, "MPI_Ireduce", rank_, timeout_, failed_);
-  BNORM_MPI_START(MPI_Ibcast(values.data(), n, MPI_FLOAT, 0, impl_->comm, &request), "MPI_Ibcast");
-  wait_for(request, "MPI_Ibcast", rank_, timeout_, failed_);
+  BNORM_MPI_START(MPI_Iallreduce(MPI_IN_PLACE, values.data(), n, MPI_FLOAT, MPI_SUM, impl_->comm, &request),
+                  "MPI_Iallreduce");
+  wait_for(request, "MPI_Iallreduce", rank_, timeout_, failed_);
 }
 
 void MpiCommunicator::all_gather(std::span<const double> mine, std::span<double> all) {

@@ -8,11 +8,11 @@
 //   MpiCommunicator     MPI processes (bnorm/mpi/mpi_communicator.hpp, the separate
 //                       library target bnorm::mpi; nothing else links MPI).
 //
-// Determinism: every rank receives bitwise identical results. all_reduce_sum adds the
-// ranks' contributions in one order that does not depend on the receiving rank (the MPI
-// implementation reduces to rank 0 and broadcasts), and all_gather gives every rank
-// the same rank-ordered buffer, so a caller that merges in rank order (synchronized batch
-// normalization: Chan's merge of ChannelMoments) gets the same bits on every rank.
+// Determinism: every rank receives bitwise identical results. all_reduce_sum combines the
+// ranks' contributions so that each rank's result has the same bits (MpiCommunicator: see
+// its all_reduce_sum), and all_gather gives every rank the same rank-ordered buffer, so a
+// caller that merges in rank order (synchronized batch normalization: Chan's merge of
+// ChannelMoments) gets the same bits on every rank.
 //
 // Faults: an implementation throws CommunicationError (bnorm/core/error.hpp) when a peer
 // process fails or does not join an operation within its deadline, never hangs. After
