@@ -58,9 +58,9 @@ int main(int argc, char** argv) {
   }
   std::sort(ms.begin(), ms.end());
   // Bytes per step and rank: per BN layer (C channels) forward all-gather of (1 + 2C)
-  // doubles from every rank, backward reduce + broadcast of 2C doubles; the gradients
+  // doubles from every rank, backward all-reduce of 2C doubles; the gradients
   // (4 bytes per trainable weight) and one presence flag (8 bytes) per trainable variable
-  // reduced and broadcast, and the loss (8 bytes).
+  // all-reduced, and the loss (8 bytes).
   std::int64_t weights = 0, variables = 0;
   for (nn::Variable* v : model.trainable_weights()) weights += v->value.numel(), ++variables;
   const std::int64_t bn_bytes = (1 + 2 * 256) * 8 * P + 2 * 256 * 8 + (1 + 2 * 128) * 8 * P + 2 * 128 * 8;
@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
   if (comm->rank() == 0) {
     std::printf(
         "P=%d batch=%lld steps=%lld: median %.2f ms/step, best %.2f ms/step, %.0f samples/s; "
-        "per step and rank: batch norm %lld B (gathered), gradients %lld B (reduced, then broadcast)\n",
+        "per step and rank: batch norm %lld B (gathered), gradients %lld B (all-reduced)\n",
         P, static_cast<long long>(batch), static_cast<long long>(steps), ms[ms.size() / 2], ms.front(),
         static_cast<double>(batch) / ms[ms.size() / 2] * 1000.0, static_cast<long long>(P > 1 ? bn_bytes : 0),
         static_cast<long long>(P > 1 ? grad_bytes : 0));

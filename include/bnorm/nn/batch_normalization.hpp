@@ -75,7 +75,7 @@
 //     are this rank's own sums (as PyTorch's SyncBatchNorm): their sum over the ranks is
 //     the gradient of the concatenated batch, which a data-parallel step forms.
 //   Bytes exchanged per call and rank: forward (1 + 2C) * 8 * P gathered, backward 2C * 8
-//   reduced and broadcast (docs/distributed.md).
+//   all-reduced (docs/distributed.md).
 // Outputs, gradients and moving statistics equal the plain layer's on the concatenated
 // batch within float rounding (tested to relative 1e-6 with P = 2, 3, 4). Not with renorm,
 // ghost batches or a mask in training (ArgumentError). Inference is local, as always.
