@@ -23,6 +23,7 @@
 #include "bnorm/nn/optimizers.hpp"
 #include "bnorm/nn/transfer.hpp"
 #include "commands.hpp"
+#include "distributed.hpp"
 #include "file_checks.hpp"
 #include "gnuplot.hpp"
 #include "interrupt.hpp"
@@ -157,7 +158,8 @@ struct RunningLogs {
 // next step after SIGINT or SIGTERM. A monitor (--monitor) is called at the end of every
 // epoch: by fit as a callback, or by the --steps loop at its epoch boundaries.
 void train_model(nn::Model& model, const io::ImageDataset& data, const TrainOptions& o,
-                 const std::shared_ptr<nn::GapMonitor>& monitor) {
+                 const std::shared_ptr<nn::GapMonitor>& monitor,
+                 const std::shared_ptr<nn::Communicator>& communicator) {
   const std::int64_t n = data.x_train.dim(0);
   if (o.steps == 0) {
     std::vector<std::shared_ptr<nn::Callback>> callbacks{std::make_shared<StopOnInterrupt>()};
@@ -169,7 +171,8 @@ void train_model(nn::Model& model, const io::ImageDataset& data, const TrainOpti
                .shuffle = true,
                .seed = o.seed,
                .validation_data = std::make_pair(data.x_test, data.y_test),
-               .callbacks = callbacks});
+               .callbacks = callbacks,
+               .communicator = communicator});
     return;
   }
   // A fixed number of batches: the training loop of fit, driven step by step, with the
@@ -300,6 +303,18 @@ std::vector<std::string> write_monitor(const std::filesystem::path& dir, const n
 int run_train(const TrainOptions& o) {
   const InterruptGuard interrupt_guard;
   set_threads(o.threads);
+  // `mpirun -np P bnorm train`: data-parallel fit; rank 0 alone prints and saves.
+  const auto communicator = launcher_communicator("bnorm train");
+  const int rank = communicator ? communicator->rank() : 0;
+  if (communicator && o.steps > 0) {
+    throw UsageError("bnorm train", "--steps",
+                     "--epochs under an MPI launcher (data-parallel training runs fit)",
+                     "--steps " + std::to_string(o.steps));
+  }
+  if (rank != 0 && std::freopen("/dev/null", "w", stdout) == nullptr) {
+    throw UsageError("bnorm train", "standard output", "/dev/null to silence ranks other than 0",
+                     std::strerror(errno));
+  }
   MlpConfig c;
   c.hidden = parse_layers(o.layers);
   c.activation = o.activation;
@@ -310,8 +325,8 @@ int run_train(const TrainOptions& o) {
   c.initializer = o.initializer;
 
   require_data_dir(o.data_dir, "bnorm train");
-  require_writable_output(o.output, o.data_dir);
-  if (!o.monitor.empty()) require_writable_monitor(o);
+  if (rank == 0) require_writable_output(o.output, o.data_dir);
+  if (rank == 0 && !o.monitor.empty()) require_writable_monitor(o);
   std::printf("loading %s\n", o.data_dir.c_str());
   std::fflush(stdout);
   const io::ImageDataset data = load_data_dir_argument(o.data_dir, "bnorm train");
@@ -342,7 +357,7 @@ int run_train(const TrainOptions& o) {
   }
   nn::Logs test;
   try {
-    train_model(model, data, o, monitor);
+    train_model(model, data, o, monitor, communicator);
     throw_if_interrupted(total_steps);
     test = model.evaluate(data.x_test, data.y_test, 1000);
     throw_if_interrupted(total_steps);
@@ -352,6 +367,7 @@ int run_train(const TrainOptions& o) {
   }
   std::printf("test (inference mode, %lld images): loss %.4f, accuracy %.4f\n",
               static_cast<long long>(data.x_test.dim(0)), test.at("loss"), test.at("accuracy"));
+  if (rank != 0) return 0;
   io::save_model(model, o.output);
   std::printf("saved the model to %s\n", o.output.c_str());
   if (monitor) {
@@ -376,6 +392,11 @@ int run_finetune(const TrainOptions& o) {
   const std::string command = "bnorm train";
   const InterruptGuard interrupt_guard;
   set_threads(o.threads);
+  if (const auto communicator = launcher_communicator("bnorm train")) {
+    // P ranks would fine-tune P models and write one file.
+    throw UsageError(command, "--finetune", "one process (fine-tuning is not data-parallel yet)",
+                     "an MPI launch of " + std::to_string(communicator->size()) + " processes");
+  }
   require_writable_output(o.output, o.data_dir);
   if (o.unfreeze_after && *o.unfreeze_after >= o.epochs) {
     throw UsageError(command, "--unfreeze-after",
@@ -487,12 +508,16 @@ Runner add_train_command(CLI::App& app) {
       "Dense(classes, softmax), Adam unless --optimizer; --unfreeze-after E unfreezes the base after\n"
       "E epochs with a 100 times smaller learning rate. --validation-split of the shuffled images\n"
       "is kept for validation. All images are loaded in memory: meant for small datasets.\n"
+      "Under mpirun (bnorm built with MPI) the ranks train one model together: each batch is split\n"
+      "across them, batch normalization is synchronized, and rank 0 prints and saves\n"
+      "(docs/distributed.md; --epochs only).\n"
       "\nExamples:\n"
       "  bnorm train --steps 500 -o small.keras           # a minute's training\n"
       "  bnorm train --epochs 2 --optimizer adam --layers 256,128\n"
       "  bnorm train --batch-norm off --activation relu -o plain.keras\n"
       "  bnorm inspect small.keras                        # then look at its batch norms\n"
-      "  bnorm train --finetune base.keras --data-dir photos/ --epochs 10 --unfreeze-after 5");
+      "  bnorm train --finetune base.keras --data-dir photos/ --epochs 10 --unfreeze-after 5\n"
+      "  mpirun -np 4 bnorm train --epochs 2              # data-parallel, docs/distributed.md");
   cmd->add_option("--layers", o->layers, "Hidden layer sizes, comma-separated")->capture_default_str();
   choices(cmd->add_option("--activation", o->activation, "Activation of the hidden layers"),
           {"sigmoid", "relu", "tanh", "linear"})

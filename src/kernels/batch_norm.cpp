@@ -254,6 +254,16 @@ void backward_training(const float* dy, const float* x, const BatchNormDims& dim
   cpu_backward_training(path, dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, cpu::ReluMask{});
 }
 
+void backward_training_dx(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
+                          const float* invstd, const float* gamma, const double* sum_dy,
+                          const double* sum_dy_xhat, std::int64_t count, float* dx, Impl impl) {
+  assert(valid(dims));
+  assert(count >= dims.count());
+  (void)impl;  // one elementwise pass: only the reference loop for now (no vector path yet)
+  if (dims.C == 0) return;
+  reference::backward_training_dx(dy, x, dims, mean, invstd, gamma, sum_dy, sum_dy_xhat, count, dx);
+}
+
 void backward_inference(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
                         const float* var, const float* gamma, float epsilon, float* dx, float* dgamma,
                         float* dbeta, Impl impl) {

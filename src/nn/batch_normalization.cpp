@@ -174,7 +174,7 @@ void BatchNormalization::check_input(const Tensor& x) const {
 Tensor BatchNormalization::run(const Tensor& x, bool batch_statistics, StatisticsUpdate& update,
                                BatchNormContext* context, const Tensor* mask, bool relu) const {
   if (!relu) return run(x, batch_statistics, update, context, mask);
-  const bool fused_kernel = batch_statistics && mask == nullptr && fusable_with_relu();
+  const bool fused_kernel = batch_statistics && mask == nullptr && fusable_with_relu() && !synchronizing();
   Tensor y;
   if (fused_kernel) {
     const detail::ChannelView view = detail::channel_view(x.shape(), axes_);
@@ -205,6 +205,25 @@ Tensor BatchNormalization::run(const Tensor& x, bool batch_statistics, Statistic
   if (mask != nullptr) weights = mask_weights(x, *mask);  // validates in any mode
   // tf_keras's fused kernel ignores the mask (with a warning).
   if (fused_) weights = Tensor();
+  if (batch_statistics && synchronizing()) {
+    // Before the empty-batch test: an empty shard still takes part (count 0).
+    if (options_.renorm || options_.virtual_batch_size || weights.numel() > 0) {
+      throw ArgumentError("BatchNormalization '" + name_ + "'", "communicator",
+                          "a plain training call when synchronized (no renorm, virtual_batch_size or mask)",
+                          options_.renorm               ? "renorm"
+                          : options_.virtual_batch_size ? "virtual_batch_size"
+                                                        : "a mask");
+    }
+    BatchNormContext local;
+    BatchNormContext& ctx = context ? *context : local;
+    Tensor y = detail::normalize_synchronized(x, view, param_shape_, gamma_ ? gamma_->value.data() : nullptr,
+                                              beta_ ? beta_->value.data() : nullptr, options_.epsilon,
+                                              communicator_, ctx, update.moments);
+    update.batch_mean = ctx.mean;
+    update.batch_variance = ctx.var;
+    update.count = ctx.global_count;
+    return y;
+  }
   if (batch_statistics && view.dims.count() > 0 &&
       (options_.renorm || options_.virtual_batch_size || weights.numel() > 0)) {
     BatchNormContext local;

@@ -13,6 +13,7 @@
 #include "bnorm/nn/layers.hpp"
 #include "bnorm/nn/spatial.hpp"
 #include "bnorm/nn/updates.hpp"
+#include "data_parallel.hpp"
 #include "layer_context.hpp"
 
 namespace bnorm::nn {
@@ -652,6 +653,10 @@ std::shared_ptr<History> Model::fit(const Tensor& x, const Tensor& y, FitOptions
     n = split_at;
   }
   const std::int64_t steps = (n + options.batch_size - 1) / options.batch_size;
+  // Data-parallel (FitOptions::communicator): rank 0's weights everywhere, synchronized
+  // batch normalization, each batch split by rows (data_parallel.cpp).
+  detail::DataParallelScope data_parallel(*this, options.communicator, options.sync_all_batch_norm);
+  if (data_parallel.rank() != 0) options.verbose = 0;
   auto history = std::make_shared<History>();
   std::vector<std::shared_ptr<Callback>> callbacks;
   if (options.verbose > 0) callbacks.push_back(std::make_shared<ProgressBar>(options.verbose));
@@ -685,8 +690,16 @@ std::shared_ptr<History> Model::fit(const Tensor& x, const Tensor& y, FitOptions
     for (std::int64_t step = 0; step < steps; ++step) {
       const auto begin = static_cast<std::size_t>(step * options.batch_size);
       const auto end = static_cast<std::size_t>(std::min(n, (step + 1) * options.batch_size));
-      const Tensor xb = gather_rows(xt, order, begin, end), yb = gather_rows(yt, order, begin, end);
-      logs = train_step(xb, yb, static_cast<std::int64_t>(end - begin));
+      if (data_parallel.active()) {
+        const auto [first, last] = data_parallel.shard(static_cast<std::int64_t>(end - begin));
+        const std::size_t b0 = begin + static_cast<std::size_t>(first),
+                          b1 = begin + static_cast<std::size_t>(last);
+        logs = train_step_sharded(gather_rows(xt, order, b0, b1), gather_rows(yt, order, b0, b1),
+                                  static_cast<std::int64_t>(end - begin), *options.communicator);
+      } else {
+        const Tensor xb = gather_rows(xt, order, begin, end), yb = gather_rows(yt, order, begin, end);
+        logs = train_step(xb, yb, static_cast<std::int64_t>(end - begin));
+      }
       loss.add(logs["loss"], static_cast<double>(end - begin));
       logs["loss"] = loss.result();
       for (auto& c : callbacks) c->on_train_batch_end(*this, step, logs);

@@ -39,6 +39,7 @@
 #include "bnorm/core/error.hpp"
 #include "bnorm/core/tensor.hpp"
 #include "bnorm/nn/callbacks.hpp"
+#include "bnorm/nn/communicator.hpp"
 #include "bnorm/nn/layer.hpp"
 #include "bnorm/nn/losses.hpp"
 #include "bnorm/nn/metrics.hpp"
@@ -88,6 +89,18 @@ struct FitOptions {
   double validation_split = 0.0;  // the LAST fraction of the samples, taken before shuffling
   std::optional<std::pair<Tensor, Tensor>> validation_data{};
   std::vector<std::shared_ptr<Callback>> callbacks{};
+  // Data-parallel training (docs/distributed.md): with a communicator of size P > 1 every
+  // rank calls fit with the same x, y and options. fit first gives every rank rank 0's
+  // weights; each batch (the same shuffled batch on every rank) is split by rows, rank r
+  // taking rows [B r / P, B (r + 1) / P) (any B: uneven or empty shards); the gradients
+  // of each rank's share of the batch's mean loss are summed over the ranks, so every rank
+  // applies the full-batch gradient and the replicas stay equal; batch normalization
+  // layers synchronize their statistics (all of them, or with sync_all_batch_norm false
+  // only those with synchronized = true, Keras's rule). The logged loss is the batch's;
+  // metrics are those of each rank's own shards. Ranks other than 0 show no progress bar
+  // (verbose 0); callbacks run on every rank. Null or size 1: the single-process fit.
+  std::shared_ptr<Communicator> communicator{};
+  bool sync_all_batch_norm = true;
 };
 
 // How a training argument recorded on a call inside a model meets the mode the model is
@@ -255,6 +268,8 @@ class Model : public Layer {
   // ShapeError unless x fits input_shape_ (when declared).
   void check_input(const Tensor& x) const;
   Logs train_step(const Tensor& x, const Tensor& y, std::int64_t step_size);
+  // A data-parallel step on this rank's shard of a batch of batch_rows rows (data_parallel.cpp).
+  Logs train_step_sharded(const Tensor& x, const Tensor& y, std::int64_t batch_rows, Communicator& comm);
   std::vector<std::unique_ptr<MeanMetricWrapper>>& metrics_for(const Tensor& y_pred);
 
   // Runs the graph up to (not including) node `stop` (all: nodes_.size()); returns the
