@@ -87,9 +87,9 @@
 // denormal), and exp gives +inf from x > 88.3763 (about 2^127.5) instead of 88.7228.
 // Formulas that cancel (gelu_tanh's 1 + tanh at large negative x, silu's gradient near
 // its zero) are within a few ulp of max(1, |x|). gelu (erf), softplus's forward (log1p)
-// and the element-wise formulas without exp use the C library per element. Every
-// element's result depends only on its value: not on its position, the call's length or
-// the thread count.
+// and the element-wise formulas without exp use the C library per element. An
+// element-wise activation's result depends only on the element's value (a softmax's on
+// its row): not on its position, the call's length or the thread count.
 #pragma once
 
 #include <cstdint>
