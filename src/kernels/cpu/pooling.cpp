@@ -264,6 +264,7 @@ void crop2d(const ImageShape& s, const Margins& m, const T* x, T* y) {
   const auto [planes, unit] = row_planes(s);
   const std::int64_t in_row = s.W * unit, out_row = (s.W - m.left - m.right) * unit;
   const std::int64_t out_h = s.H - m.top - m.bottom;
+  if (out_h == 0 || out_row == 0) return;  // (an empty result: no pointer past a plane's end)
   for (std::int64_t p = 0; p < planes; ++p) {
     const T* xp = x + p * s.H * in_row + m.top * in_row + m.left * unit;
     T* yp = y + p * out_h * out_row;
