@@ -8,6 +8,9 @@
 #              bench/results/latest.json (docs/benchmarks.md)
 #   make bench-train  trains the same small models in bnorm, Keras and PyTorch and prints
 #              seconds per epoch (needs the fixture venv: docs/benchmarks.md)
+#   make bench-cnn  times ResNet50, MobileNetV2, EfficientNetB0 (inference and a training
+#              step) in bnorm, Keras 3 and PyTorch at 1 and 2 threads, writes
+#              bench/cnn/results.json (needs the fixture venv; installs python3-torch)
 #   make package  builds the Debian package (bnorm_VERSION_ARCH.deb) in $(PACKAGE_BUILD)
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
@@ -19,7 +22,7 @@ JOBS       ?= $(shell nproc)
 # numpy and pytest come from python3-numpy and python3-pytest (not a pyenv or venv python3).
 PYTHON     ?= /usr/bin/python3
 
-.PHONY: all deps build run examples test test-fast test-sanitize bench bench-train package clean
+.PHONY: all deps build run examples test test-fast test-sanitize bench bench-train bench-cnn package clean
 
 all: build
 
@@ -70,6 +73,17 @@ bench-train: deps
 	  -DBNORM_BUILD_TESTS=OFF -DBNORM_BUILD_EXAMPLES=OFF
 	cmake --build $(BENCH_BUILD) -j $(JOBS) --target bnorm_train_bench
 	python3 bench/training/run_training_bench.py --bnorm-bin $(BENCH_BUILD)/bench/training/bnorm_train_bench
+
+# Keras runs in $(BNORM_KERAS_PYTHON) (default /tmp/venv-tf/bin/python: docs/benchmarks.md),
+# PyTorch in Debian's /usr/bin/python3 with python3-torch and python3-torchvision.
+CNN_BENCH_ARGS ?=
+bench-cnn: deps
+	@bash scripts/apt-install.sh --optional "bnorm bench-cnn" python3-torch python3-torchvision
+	cmake -S . -B $(BENCH_BUILD) -DCMAKE_BUILD_TYPE=Release -DBNORM_BUILD_BENCH=ON \
+	  -DBNORM_BUILD_TESTS=OFF -DBNORM_BUILD_EXAMPLES=OFF
+	cmake --build $(BENCH_BUILD) -j $(JOBS) --target bnorm_cnn_bench
+	/usr/bin/python3 bench/cnn/run_cnn_bench.py --bnorm-bin $(BENCH_BUILD)/bench/cnn/bnorm_cnn_bench \
+	  --cache $(BENCH_BUILD)/cnn-models $(CNN_BENCH_ARGS)
 
 # The Debian package: the libraries, the tool, headers, CMake and pkg-config files, built
 # for /usr in their own folder (no tests) and packed by CPack (cmake/install.cmake).

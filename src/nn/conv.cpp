@@ -50,7 +50,8 @@ struct ConvContext : LayerContext {
   Tensor x;                       // the input
   Tensor mid;                     // SeparableConv2D: the depthwise output
   Tensor z;                       // pre-activation output, kept when the activation's gradient reads it
-  Tensor y;                       // the output (shape reference; the activation's gradient may read it)
+  Tensor y;                       // the output, kept only when the activation's gradient reads it
+  Shape y_shape;                  // the output's shape
 };
 
 void check_positive(std::int64_t v, const std::string& where, const std::string& argument) {
@@ -275,7 +276,7 @@ Tensor ConvLayerBase::forward(const Tensor& x, bool, std::unique_ptr<LayerContex
   }
   Tensor y;
   if (activation_ == kernels::Activation::linear) {
-    y = z;
+    y = std::move(z);  // (no copy: z is not needed afterwards)
   } else {
     y = Tensor(out_shape);
     const std::int64_t cols = out_shape[out_shape.rank() - 1];
@@ -285,7 +286,11 @@ Tensor ConvLayerBase::forward(const Tensor& x, bool, std::unique_ptr<LayerContex
   }
   if (context) {
     c->x = x;
-    c->y = y;
+    c->y_shape = y.shape();
+    // The output is copied only for an activation whose gradient reads it.
+    if (activation_ != kernels::Activation::linear &&
+        kernels::activation_backward_reads(activation_) != kernels::BackwardReads::x)
+      c->y = y;
     *context = std::move(c);
   }
   return y;
@@ -304,20 +309,24 @@ void ConvLayerBase::backward_variables(const LayerContext& context, const Tensor
 void ConvLayerBase::backward_into(const LayerContext& context, const Tensor& dy, Gradients& grads,
                                   Tensor* dx) {
   const auto& c = context_of<ConvContext>(context, where());
-  if (dy.shape() != c.y.shape())
-    throw ShapeError(where(), "dy", "shape " + c.y.shape().str(), dy.shape().str());
+  if (dy.shape() != c.y_shape) throw ShapeError(where(), "dy", "shape " + c.y_shape.str(), dy.shape().str());
   if (!built_ || c.desc.Cin != cin_) {
     throw StateError(where(), "context", "a forward call of this layer as built",
                      "a context from another build");
   }
-  Tensor dz = dy;
+  // dz: the gradient at the activation's input; dy itself (no copy) for a linear one.
+  Tensor dz_store;
+  const Tensor* dz_ptr = &dy;
   if (activation_ != kernels::Activation::linear) {
+    dz_store = dy;
     const std::int64_t cols = dy.rank() ? dy.dim(dy.rank() - 1) : 1;
     const std::int64_t rows = cols ? dy.numel() / cols : 0;
     const bool reads_x = kernels::activation_backward_reads(activation_) == kernels::BackwardReads::x;
     kernels::activation_backward(activation_, reads_x ? c.z.data() : nullptr, reads_x ? nullptr : c.y.data(),
-                                 dy.data(), rows, cols, dz.data());
+                                 dy.data(), rows, cols, dz_store.data());
+    dz_ptr = &dz_store;
   }
+  const Tensor& dz = *dz_ptr;
   Tensor dkernel(kernel_->value.shape());
   Tensor dbias(bias_ ? bias_->value.shape() : Shape{0});
   const Tensor* d_main = &dz;  // the gradient at the main convolution's output

@@ -304,6 +304,35 @@ TEST(PadCrop, KerasExamplesAndAdjoints) {
   }
 }
 
+// zero_pad2d / crop2d copy whole rows: every element against the definition (y = x inside
+// the margins, 0 outside), both layouts, several images and channels, uneven margins.
+TEST(PadCrop, RowCopiesMatchTheElementwiseDefinition) {
+  for (const auto layout : {SpatialLayout::nhwc, SpatialLayout::nchw}) {
+    const ImageShape s{3, 5, 4, 3, layout};
+    const bk::Margins m{2, 1, 0, 3};
+    const ImageShape p{3, 8, 7, 3, layout};
+    auto at = [](const ImageShape& q, std::int64_t n, std::int64_t h, std::int64_t w, std::int64_t c) {
+      return static_cast<std::size_t>(q.layout == SpatialLayout::nhwc ? ((n * q.H + h) * q.W + w) * q.C + c
+                                                                      : ((n * q.C + c) * q.H + h) * q.W + w);
+    };
+    const auto x = randoms(11, s.numel());
+    std::vector<double> padded(static_cast<std::size_t>(p.numel()), NAN);
+    bk::zero_pad2d(s, m, x.data(), padded.data());
+    std::vector<double> back(static_cast<std::size_t>(s.numel()), NAN);
+    bk::crop2d(p, m, padded.data(), back.data());
+    for (std::int64_t n = 0; n < p.N; ++n)
+      for (std::int64_t h = 0; h < p.H; ++h)
+        for (std::int64_t w = 0; w < p.W; ++w)
+          for (std::int64_t c = 0; c < p.C; ++c) {
+            const std::int64_t hi = h - m.top, wi = w - m.left;
+            const bool inside = hi >= 0 && hi < s.H && wi >= 0 && wi < s.W;
+            const double want = inside ? x[at(s, n, hi, wi, c)] : 0.0;
+            ASSERT_EQ(padded[at(p, n, h, w, c)], want) << "pad " << n << " " << h << " " << w << " " << c;
+          }
+    for (std::size_t i = 0; i < back.size(); ++i) ASSERT_EQ(back[i], x[i]) << "crop " << i;
+  }
+}
+
 TEST(Upsampling, NearestAndBilinear) {
   const ImageShape s{1, 2, 2, 1, SpatialLayout::nhwc};
   const std::vector<float> x = {1, 2, 3, 4};

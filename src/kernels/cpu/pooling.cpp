@@ -226,25 +226,50 @@ void global_max_pool2d_backward(const ImageShape& s, const T* x, const T* dy, T*
 
 // ---------------------------------------------------------------- padding, cropping
 
+// Zero padding and cropping copy whole rows: in NHWC a row of an image is W*C contiguous
+// elements (one plane per image), in NCHW W elements (one plane per image and channel).
+namespace {
+struct RowPlanes {
+  std::int64_t planes, unit;  // planes of H rows; elements per pixel within a row
+};
+
+RowPlanes row_planes(const ImageShape& s) {
+  if (s.layout == SpatialLayout::nhwc) return {s.N, s.C};
+  return {s.N * s.C, 1};
+}
+}  // namespace
+
 template <typename T>
 void zero_pad2d(const ImageShape& s, const Margins& m, const T* x, T* y) {
-  const ImageShape out{s.N, s.H + m.top + m.bottom, s.W + m.left + m.right, s.C, s.layout};
-  const Strides sx = strides_of(s), sy = strides_of(out);
-  for_each_pixel(out, [&](std::int64_t n, std::int64_t h, std::int64_t w, std::int64_t c) {
-    const std::int64_t hi = h - m.top, wi = w - m.left;
-    const bool inside = hi >= 0 && hi < s.H && wi >= 0 && wi < s.W;
-    y[offset(sy, n, h, w, c)] = inside ? x[offset(sx, n, hi, wi, c)] : T(0);
-  });
+  const auto [planes, unit] = row_planes(s);
+  const std::int64_t in_row = s.W * unit, left = m.left * unit, right = m.right * unit;
+  const std::int64_t out_row = left + in_row + right, out_h = s.H + m.top + m.bottom;
+  for (std::int64_t p = 0; p < planes; ++p) {
+    const T* xp = x + p * s.H * in_row;
+    T* yp = y + p * out_h * out_row;
+    std::fill_n(yp, m.top * out_row, T(0));
+    for (std::int64_t h = 0; h < s.H; ++h) {
+      T* yr = yp + (m.top + h) * out_row;
+      std::fill_n(yr, left, T(0));
+      std::copy_n(xp + h * in_row, in_row, yr + left);
+      std::fill_n(yr + left + in_row, right, T(0));
+    }
+    std::fill_n(yp + (m.top + s.H) * out_row, m.bottom * out_row, T(0));
+  }
 }
 
 template <typename T>
 void crop2d(const ImageShape& s, const Margins& m, const T* x, T* y) {
   assert(m.top + m.bottom <= s.H && m.left + m.right <= s.W);
-  const ImageShape out{s.N, s.H - m.top - m.bottom, s.W - m.left - m.right, s.C, s.layout};
-  const Strides sx = strides_of(s), sy = strides_of(out);
-  for_each_pixel(out, [&](std::int64_t n, std::int64_t h, std::int64_t w, std::int64_t c) {
-    y[offset(sy, n, h, w, c)] = x[offset(sx, n, h + m.top, w + m.left, c)];
-  });
+  const auto [planes, unit] = row_planes(s);
+  const std::int64_t in_row = s.W * unit, out_row = (s.W - m.left - m.right) * unit;
+  const std::int64_t out_h = s.H - m.top - m.bottom;
+  if (out_h == 0 || out_row == 0) return;  // (an empty result: no pointer past a plane's end)
+  for (std::int64_t p = 0; p < planes; ++p) {
+    const T* xp = x + p * s.H * in_row + m.top * in_row + m.left * unit;
+    T* yp = y + p * out_h * out_row;
+    for (std::int64_t h = 0; h < out_h; ++h) std::copy_n(xp + h * in_row, out_row, yp + h * out_row);
+  }
 }
 
 // ---------------------------------------------------------------- upsampling
