@@ -739,7 +739,8 @@ TEST(BatchNormKernels, ExplainChoice) {
 TEST(BatchNormKernels, VerbosePrintsEachDispatch) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");  // re-executes: BNORM_VERBOSE read afresh
   EXPECT_EXIT(dispatch_verbosely(), ::testing::ExitedWithCode(0),
-              "bnorm: moments \\(N=8,C=3,S=49\\) -> cpu_nchw \\(cpu_nhwc rejected: S=49 != 1\\)\n"
+              "bnorm: moments \\(N=8,C=3,S=49\\) -> cpu_nchw \\(cpu_nhwc rejected: S=49 != 1\\) "
+              "\\[simd (generic|avx2|avx512)\\]\n"
               "bnorm: moments \\(N=8,C=3,S=49\\) -> reference");
 }
 

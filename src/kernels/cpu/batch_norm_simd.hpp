@@ -1,7 +1,7 @@
 // src/kernels/cpu/batch_norm_simd.hpp: the inner loops of the fast batch-norm kernels,
 // written once with GCC vector extensions and compiled once per instruction set.
 //
-// NO include guard on purpose: batch_norm_nchw.cpp includes this file twice, inside
+// NO include guard on purpose: simd_dispatch.cpp includes this file once per level, inside
 //   namespace ... simd_generic   (baseline x86-64: each 32-byte vector op becomes two SSE ops)
 //   namespace ... simd_avx2      (under #pragma GCC target("avx2"): one AVX op)
 // with BNORM_SIMD_NS naming the namespace; the standard headers are included before, so
@@ -154,12 +154,12 @@ inline void with_mask_kind(MaskFrom from, F&& f) {
 
 // Rows of one channel ahead of the current one, so that about 2 KiB are in flight (len:
 // the floats read per row, over all arrays), for a block of `rows` rows `stride` floats
-// apart (row_len: the floats of one row). A block spanning under 512 KiB gets none (the
+// apart (row_len: the floats of one row). A block spanning under kInCacheBytes gets none (the
 // result is `rows`, past its end): such a tensor is in cache, and the prefetches only
 // cost (32x16x8x8 at 1 thread, harness minima: backward_inference 8.7 -> 7.0 us,
 // backward_training 11.7 -> 10.7 us, forward_training 6.9 -> 6.4 us).
 inline std::int64_t rows_ahead(std::int64_t len, std::int64_t rows, std::int64_t stride, std::int64_t row_len) {
-  if ((rows - 1) * stride + row_len < (128 << 10)) return rows;
+  if (((rows - 1) * stride + row_len) * 4 < kInCacheBytes) return rows;
   const std::int64_t bytes = len * 4;
   return bytes >= BNORM_PREFETCH_ROWS_AHEAD ? 1 : (BNORM_PREFETCH_ROWS_AHEAD + bytes - 1) / bytes;
 }
