@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "bnorm/core/error.hpp"
 #include "bnorm/kernels/batch_norm_ref.hpp"
@@ -330,9 +331,19 @@ const char* simd_level() {
   return cpu::name_of(cpu::simd_level());
 }
 
+std::vector<std::string> simd_levels() {
+  std::vector<std::string> names;
+  for (const cpu::SimdLevel level : cpu::kSimdLevels)
+    if (cpu::cpu_supports(level)) names.emplace_back(cpu::name_of(level));
+  return names;
+}
+
+void force_simd_level(const std::string& level) {
+  cpu::force_simd_level(level.c_str());
+}
+
 void force_generic_simd(bool on) {
-  const cpu::SimdLevel generic = cpu::SimdLevel::generic;
-  cpu::force_simd_level(on ? &generic : nullptr);
+  cpu::force_simd_level(on ? "generic" : nullptr);
 }
 
 void force_streaming_stores(bool on) {

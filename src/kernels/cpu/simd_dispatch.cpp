@@ -29,6 +29,19 @@
 #undef BNORM_SIMD_NS
 #pragma GCC pop_options
 
+// AVX-512 F and VL: the double accumulators of the reductions are 64-byte vectors there
+// (d8 in batch_norm_simd.hpp); the AVX2 macros hold too.
+#pragma GCC push_options
+#pragma GCC target("avx2,avx512f,avx512vl")
+#define BNORM_SIMD_NS simd_avx512
+#define BNORM_SIMD_AVX2 1
+#define BNORM_SIMD_AVX512 1
+#include "batch_norm_simd.hpp"
+#undef BNORM_SIMD_AVX512
+#undef BNORM_SIMD_AVX2
+#undef BNORM_SIMD_NS
+#pragma GCC pop_options
+
 namespace bnorm::kernels::cpu {
 namespace {
 
@@ -40,12 +53,14 @@ namespace {
   }
 const SimdOps kGeneric = BNORM_SIMD_TABLE(simd_generic);
 const SimdOps kAvx2 = BNORM_SIMD_TABLE(simd_avx2);
+const SimdOps kAvx512 = BNORM_SIMD_TABLE(simd_avx512);
 #undef BNORM_SIMD_TABLE
 
 // The best level this CPU supports.
 SimdLevel best_level() {
   static const SimdLevel best = [] {
     __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) return SimdLevel::avx512;
     return __builtin_cpu_supports("avx2") ? SimdLevel::avx2 : SimdLevel::generic;
   }();
   return best;
@@ -55,6 +70,15 @@ std::string level_list() {
   std::string names;
   for (const SimdLevel level : kSimdLevels) names += std::string(names.empty() ? "" : ", ") + name_of(level);
   return names;
+}
+
+// What a level name should have been, or "" when it names a level this CPU supports.
+std::string level_error(const char* name) {
+  SimdLevel level = SimdLevel::generic;
+  if (!level_named(name, level)) return "one of " + level_list();
+  if (!cpu_supports(level))
+    return std::string("a level this CPU supports (up to ") + name_of(best_level()) + ")";
+  return "";
 }
 
 // The level BNORM_SIMD names (read once), or the best one when it is unset or empty;
@@ -70,14 +94,8 @@ const EnvChoice& env_choice() {
     c.level = best_level();
     const char* env = std::getenv("BNORM_SIMD");
     if (env == nullptr || *env == '\0') return c;
-    for (const SimdLevel level : kSimdLevels) {
-      if (std::strcmp(env, name_of(level)) != 0) continue;
-      c.level = level;
-      if (!cpu_supports(level))
-        c.error = std::string("a level this CPU supports (up to ") + name_of(best_level()) + ")";
-      return c;
-    }
-    c.error = "one of " + level_list();
+    c.error = level_error(env);
+    if (c.error.empty()) level_named(env, c.level);
     return c;
   }();
   return choice;
@@ -88,10 +106,21 @@ std::atomic<bool> g_force_stream{false};
 
 }  // namespace
 
+bool level_named(const char* name, SimdLevel& level) {
+  for (const SimdLevel l : kSimdLevels) {
+    if (std::strcmp(name, name_of(l)) != 0) continue;
+    level = l;
+    return true;
+  }
+  return false;
+}
+
 const char* name_of(SimdLevel level) {
   switch (level) {
     case SimdLevel::avx2:
       return "avx2";
+    case SimdLevel::avx512:
+      return "avx512";
     case SimdLevel::generic:
       break;
   }
@@ -103,7 +132,15 @@ bool cpu_supports(SimdLevel level) {
 }
 
 const SimdOps& simd_ops(SimdLevel level) {
-  return level == SimdLevel::avx2 ? kAvx2 : kGeneric;
+  switch (level) {
+    case SimdLevel::avx512:
+      return kAvx512;
+    case SimdLevel::avx2:
+      return kAvx2;
+    case SimdLevel::generic:
+      break;
+  }
+  return kGeneric;
 }
 
 SimdLevel simd_level() {
@@ -118,8 +155,14 @@ SimdLevel simd_level() {
   return env.level;
 }
 
-void force_simd_level(const SimdLevel* level) {
-  g_forced.store(level != nullptr ? static_cast<int>(*level) : -1, std::memory_order_relaxed);
+void force_simd_level(const char* name) {
+  if (name == nullptr || *name == '\0') return g_forced.store(-1, std::memory_order_relaxed);
+  const std::string error = level_error(name);
+  if (!error.empty())
+    throw ArgumentError("force_simd_level", "level", error, std::string("\"") + name + "\"");
+  SimdLevel level = SimdLevel::generic;
+  level_named(name, level);
+  g_forced.store(static_cast<int>(level), std::memory_order_relaxed);
 }
 
 // ---- output stores ----

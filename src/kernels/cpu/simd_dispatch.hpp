@@ -5,9 +5,12 @@
 // The loops of batch_norm_simd.hpp are compiled once per level in simd_dispatch.cpp:
 //   generic  baseline x86-64 (SSE2), runs anywhere;
 //   avx2     under #pragma GCC target("avx2");
+//   avx512   under #pragma GCC target("avx2,avx512f,avx512vl") (the double accumulators
+//            of the reductions in one zmm register);
 // the level is chosen at the first call from the CPU (cpuid) and BNORM_SIMD, and can be
-// forced (tests, benchmarks). Every level gives the same bits (same lanes, same order,
-// no FMA contraction).
+// forced (tests, benchmarks). Every level gives the same bits: same lanes, same order,
+// and no FMA contraction (simd_dispatch.cpp is compiled with -ffp-contract=off; AVX-512
+// implies FMA, which GCC would otherwise fuse a * b + c into).
 #pragma once
 
 #include <immintrin.h>
@@ -60,10 +63,13 @@ struct SimdOps {
                           double* acc_p);
 };
 
-enum class SimdLevel { generic, avx2 };
-inline constexpr SimdLevel kSimdLevels[] = {SimdLevel::generic, SimdLevel::avx2};
+// In increasing order: a CPU that runs one runs those before it.
+enum class SimdLevel { generic, avx2, avx512 };
+inline constexpr SimdLevel kSimdLevels[] = {SimdLevel::generic, SimdLevel::avx2, SimdLevel::avx512};
 
 const char* name_of(SimdLevel level);
+// The level called `name` ("generic", "avx2", "avx512"), if there is one.
+bool level_named(const char* name, SimdLevel& level);
 // Whether this CPU runs `level`.
 bool cpu_supports(SimdLevel level);
 // The loops of `level` (which the CPU must support).
@@ -73,9 +79,10 @@ const SimdOps& simd_ops(SimdLevel level);
 // else the best the CPU supports. Throws ArgumentError when BNORM_SIMD names an unknown
 // level or one this CPU lacks.
 SimdLevel simd_level();
-// Forces `level` (which the CPU must support), or with null restores the automatic
-// choice. Not meant to be called while kernels run.
-void force_simd_level(const SimdLevel* level);
+// Forces the level called `name`, or with null or "" restores the automatic choice.
+// Throws ArgumentError when `name` is no level or one this CPU lacks. Not meant to be
+// called while kernels run.
+void force_simd_level(const char* name);
 
 // ---- output stores ----
 // Whether the elementwise pass of a call writes its output with non-temporal stores
