@@ -19,6 +19,14 @@ set_target_properties(bnorm_io PROPERTIES EXPORT_NAME io)
 set_target_properties(bnorm PROPERTIES EXPORT_NAME bnorm)
 
 set(bnorm_libraries bnorm_core bnorm_kernels bnorm_nn bnorm_io)
+# bnorm::mpi (the MPI Communicator) when MPI was found: exported as bnorm::mpi.
+if(TARGET bnorm_mpi)
+  set_target_properties(bnorm_mpi PROPERTIES EXPORT_NAME mpi)
+  list(APPEND bnorm_libraries bnorm_mpi)
+  set(BNORM_EXPORTS_MPI ON)
+else()
+  set(BNORM_EXPORTS_MPI OFF)
+endif()
 # Where the tool and the libraries find the libraries when installed outside the system's
 # library directories (cmake --install BUILD --prefix DIR): relative to themselves, so the
 # tree can be moved. Under /usr (the Debian package) no RPATH is written.

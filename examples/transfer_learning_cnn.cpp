@@ -17,7 +17,8 @@
 // (tf.keras's rule and the guide's promise, bnorm's default). Under Keras 3's rule
 // (nn::NestedTraining::outer_mode_wins), which Keras 3 really follows (CNN.md section 7),
 // the same fine-tuning moves them. The "pretrained" base is trained here on synthetic data
-// and round-tripped through a .keras file, as a user's would be.
+// and round-tripped through a .keras file, as a user's would be. The model around the base
+// is nn::transfer_model (bnorm/nn/transfer.hpp), which `bnorm train --finetune` uses too.
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -28,6 +29,7 @@
 #include "bnorm/nn/layers.hpp"
 #include "bnorm/nn/model.hpp"
 #include "bnorm/nn/spatial.hpp"
+#include "bnorm/nn/transfer.hpp"
 #include "example_checks.hpp"
 
 namespace nn = bnorm::nn;
@@ -90,12 +92,9 @@ int main() try {
     const bool keras3 = rule == nn::NestedTraining::outer_mode_wins;
     std::printf("%s\n", keras3 ? "Keras 3's rule (outer mode wins):" : "tf.keras's rule and the guide's (bnorm's default):");
     auto base = pretrained_base(file);
-    base->set_trainable(false);
-    auto inputs = nn::Input({16, 16, 3});
-    auto x = (*base)(inputs, /*training=*/false);
-    x = (*std::make_shared<nn::GlobalAveragePooling2D>())(x);
-    x = (*std::make_shared<nn::Dropout>(0.2, 1))(x);
-    nn::Model model(inputs, (*std::make_shared<nn::Dense>(4, nn::DenseOptions{.activation = "softmax", .name = "head"}))(x));
+    // Frozen base called with training=False, GlobalAveragePooling2D, Dropout(0.2), Dense(4, softmax).
+    auto transfer = nn::transfer_model(base, {.classes = 4, .dropout_seed = 1});
+    nn::Model& model = *transfer;
     model.set_nested_training(rule);
     const auto [xs, ys] = dataset(96, 11);
     const Tensor mean0 = value(*base, "base_bn1", "moving_mean"), kernel0 = value(*base, "base_conv1", "kernel");

@@ -21,6 +21,7 @@ packages=(
   python3-dev                 # Python's headers, for the Python module
   python3-numpy               # NumPy: the Python module's arrays and its tests
   python3-pytest              # pytest: the Python module's tests (make test)
+  libopenmpi-dev openmpi-bin  # MPI: the optional bnorm::mpi target, distributed tests and `mpirun bnorm train`
 )
 
 exec bash "$(dirname "$0")/apt-install.sh" bnorm "${packages[@]}"

@@ -8,6 +8,7 @@
 #include "bnorm/core/text.hpp"
 #include "bnorm/io/array_file.hpp"
 #include "bnorm/io/datasets.hpp"
+#include "bnorm/io/image_folder.hpp"
 #include "bnorm/nn/losses.hpp"
 #include "commands.hpp"
 #include "file_checks.hpp"
@@ -117,7 +118,27 @@ int run_evaluate(const EvaluateOptions& o) {
   Tensor x, labels;
   std::string source;
   std::string labels_where = "LABELS " + o.labels;
-  if (o.input.empty()) {
+  if (o.input.empty() && io::looks_like_image_folder(o.data_dir)) {
+    // A class-folder dataset (io/image_folder.hpp): every image, at the model's input size.
+    const std::optional<Shape> shape = model_input_shape(*model);
+    if (!shape || shape->rank() != 4 || (*shape)[1] < 1 || (*shape)[2] < 1 || (*shape)[3] != 3) {
+      throw ShapeError(
+          command, "MODEL " + o.model,
+          "a model with an image input (H, W, 3) for the image folder --data-dir " + o.data_dir.string(),
+          shape ? "input shape " + shape->str() : "a model without a declared input shape");
+    }
+    io::ImageFolderDataset data;
+    try {
+      data = io::load_image_folder(o.data_dir, (*shape)[1], (*shape)[2]);
+    } catch (const Error&) {
+      rethrow_for_argument(command, "--data-dir", o.data_dir.string());
+    }
+    x = std::move(data.x);
+    labels = std::move(data.y);
+    source = "the image folder " + o.data_dir.string() + " (" + std::to_string(data.class_names.size()) +
+             " classes)";
+    labels_where = "the folder's class indices";
+  } else if (o.input.empty()) {
     // Only the test split is read: the training files need not be there.
     require_data_dir(
         o.data_dir, command,
@@ -166,7 +187,10 @@ Runner add_evaluate_command(CLI::App& app) {
       "\nMODEL is a .keras (Keras 3, or from `bnorm train`) or legacy tf.keras .h5 file. INPUT holds\n"
       "one sample per row (.npy or CSV, as for `bnorm predict`); LABELS one row per sample: a class\n"
       "index, or one-hot values. Without INPUT and LABELS the model is evaluated on the 10,000\n"
-      "Fashion-MNIST test images (only the t10k files of --data-dir are read). A NaN or infinite\n"
+      "Fashion-MNIST test images (only the t10k files of --data-dir are read), or, when --data-dir\n"
+      "is a folder of class subfolders (DIR/<class>/<image>.png|jpg, as Keras's\n"
+      "image_dataset_from_directory), on all its images resized to the model's (H, W, 3) input\n"
+      "(bilinear), labelled by their sorted class folder. A NaN or infinite\n"
       "value in INPUT or LABELS is an error naming its row and column (1-based; the column counts\n"
       "the row's values flattened), unless --allow-nonfinite. --loss auto picks sparse categorical\n"
       "crossentropy for class indices, categorical for one-hot rows, binary crossentropy for one\n"
@@ -175,6 +199,7 @@ Runner add_evaluate_command(CLI::App& app) {
       "\nExamples:\n"
       "  bnorm evaluate model.keras                        # Fashion-MNIST test set\n"
       "  bnorm evaluate model.keras x.npy labels.npy\n"
+      "  bnorm evaluate tuned.keras --data-dir photos/       # photos/<class>/*.png\n"
       "  bnorm evaluate model.h5 x.csv onehot.csv --loss categorical_crossentropy");
   cmd->add_option("MODEL", o->model, "Model file (.keras, or legacy .h5)")->required();
   cmd->add_option("INPUT", o->input, "Input samples, one per row (.npy, or CSV)");
@@ -188,7 +213,8 @@ Runner add_evaluate_command(CLI::App& app) {
       ->check(positive_integer())
       ->capture_default_str();
   cmd->add_option("--data-dir", o->data_dir,
-                  "Folder of the Fashion-MNIST test files (t10k-*), used without INPUT and LABELS")
+                  "Folder of the Fashion-MNIST test files (t10k-*), or of class subfolders of images; used "
+                  "without INPUT and LABELS")
       ->capture_default_str();
   return [cmd, o]() -> int {
     if (!cmd->parsed()) return -1;

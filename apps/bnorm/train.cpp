@@ -14,13 +14,16 @@
 #include <string>
 
 #include "bnorm/io/datasets.hpp"
+#include "bnorm/io/image_folder.hpp"
 #include "bnorm/io/model_file.hpp"
 #include "bnorm/kernels/batch_norm.hpp"
 #include "bnorm/nn/callbacks.hpp"
 #include "bnorm/nn/gap.hpp"
 #include "bnorm/nn/losses.hpp"
 #include "bnorm/nn/optimizers.hpp"
+#include "bnorm/nn/transfer.hpp"
 #include "commands.hpp"
+#include "distributed.hpp"
 #include "file_checks.hpp"
 #include "gnuplot.hpp"
 #include "interrupt.hpp"
@@ -41,6 +44,13 @@ struct TrainOptions : TrainingBasics {
   std::int64_t steps = 0;  // > 0: train this many batches instead of --epochs
   std::string output = "bnorm-model.keras";
   std::string monitor;  // empty: no monitoring
+  // --finetune BASE: the Keras guide's transfer learning on a class-folder --data-dir.
+  std::string finetune;
+  std::optional<int> unfreeze_after;              // epochs with the base frozen; unset: all
+  std::optional<double> fine_tune_learning_rate;  // unset: --learning-rate / 100
+  double validation_split = 0.2;
+  bool freeze_base = false;  // --freeze-base: the default, said explicitly
+  bool optimizer_given = false;
 };
 
 // --monitor: what it writes in its folder, and how many test images it measures on.
@@ -148,7 +158,8 @@ struct RunningLogs {
 // next step after SIGINT or SIGTERM. A monitor (--monitor) is called at the end of every
 // epoch: by fit as a callback, or by the --steps loop at its epoch boundaries.
 void train_model(nn::Model& model, const io::ImageDataset& data, const TrainOptions& o,
-                 const std::shared_ptr<nn::GapMonitor>& monitor) {
+                 const std::shared_ptr<nn::GapMonitor>& monitor,
+                 const std::shared_ptr<nn::Communicator>& communicator) {
   const std::int64_t n = data.x_train.dim(0);
   if (o.steps == 0) {
     std::vector<std::shared_ptr<nn::Callback>> callbacks{std::make_shared<StopOnInterrupt>()};
@@ -160,7 +171,8 @@ void train_model(nn::Model& model, const io::ImageDataset& data, const TrainOpti
                .shuffle = true,
                .seed = o.seed,
                .validation_data = std::make_pair(data.x_test, data.y_test),
-               .callbacks = callbacks});
+               .callbacks = callbacks,
+               .communicator = communicator});
     return;
   }
   // A fixed number of batches: the training loop of fit, driven step by step, with the
@@ -291,6 +303,18 @@ std::vector<std::string> write_monitor(const std::filesystem::path& dir, const n
 int run_train(const TrainOptions& o) {
   const InterruptGuard interrupt_guard;
   set_threads(o.threads);
+  // `mpirun -np P bnorm train`: data-parallel fit; rank 0 alone prints and saves.
+  const auto communicator = launcher_communicator("bnorm train");
+  const int rank = communicator ? communicator->rank() : 0;
+  if (communicator && o.steps > 0) {
+    throw UsageError("bnorm train", "--steps",
+                     "--epochs under an MPI launcher (data-parallel training runs fit)",
+                     "--steps " + std::to_string(o.steps));
+  }
+  if (rank != 0 && std::freopen("/dev/null", "w", stdout) == nullptr) {
+    throw UsageError("bnorm train", "standard output", "/dev/null to silence ranks other than 0",
+                     std::strerror(errno));
+  }
   MlpConfig c;
   c.hidden = parse_layers(o.layers);
   c.activation = o.activation;
@@ -301,8 +325,8 @@ int run_train(const TrainOptions& o) {
   c.initializer = o.initializer;
 
   require_data_dir(o.data_dir, "bnorm train");
-  require_writable_output(o.output, o.data_dir);
-  if (!o.monitor.empty()) require_writable_monitor(o);
+  if (rank == 0) require_writable_output(o.output, o.data_dir);
+  if (rank == 0 && !o.monitor.empty()) require_writable_monitor(o);
   std::printf("loading %s\n", o.data_dir.c_str());
   std::fflush(stdout);
   const io::ImageDataset data = load_data_dir_argument(o.data_dir, "bnorm train");
@@ -333,7 +357,7 @@ int run_train(const TrainOptions& o) {
   }
   nn::Logs test;
   try {
-    train_model(model, data, o, monitor);
+    train_model(model, data, o, monitor, communicator);
     throw_if_interrupted(total_steps);
     test = model.evaluate(data.x_test, data.y_test, 1000);
     throw_if_interrupted(total_steps);
@@ -343,6 +367,7 @@ int run_train(const TrainOptions& o) {
   }
   std::printf("test (inference mode, %lld images): loss %.4f, accuracy %.4f\n",
               static_cast<long long>(data.x_test.dim(0)), test.at("loss"), test.at("accuracy"));
+  if (rank != 0) return 0;
   io::save_model(model, o.output);
   std::printf("saved the model to %s\n", o.output.c_str());
   if (monitor) {
@@ -358,6 +383,102 @@ int run_train(const TrainOptions& o) {
   std::printf("      bnorm evaluate %s       (loss and accuracy on the Fashion-MNIST test set)\n",
               o.output.c_str());
   std::printf("      bnorm predict %s INPUT.npy -o OUTPUT.npy\n", o.output.c_str());
+  return 0;
+}
+
+// --finetune: a Keras model file as a frozen base, the guide's head (transfer_model), fit
+// on a class-folder dataset; optionally a second phase with the base unfrozen.
+int run_finetune(const TrainOptions& o) {
+  const std::string command = "bnorm train";
+  const InterruptGuard interrupt_guard;
+  set_threads(o.threads);
+  if (const auto communicator = launcher_communicator("bnorm train")) {
+    // P ranks would fine-tune P models and write one file.
+    throw UsageError(command, "--finetune", "one process (fine-tuning is not data-parallel yet)",
+                     "an MPI launch of " + std::to_string(communicator->size()) + " processes");
+  }
+  require_writable_output(o.output, o.data_dir);
+  if (o.unfreeze_after && *o.unfreeze_after >= o.epochs) {
+    throw UsageError(command, "--unfreeze-after",
+                     "fewer epochs than --epochs (" + std::to_string(o.epochs) + ")",
+                     std::to_string(*o.unfreeze_after));
+  }
+  std::shared_ptr<nn::Model> base = load_model_argument(o.finetune, command, "--finetune");
+  const std::optional<Shape> input = model_input_shape(*base);
+  if (!input || input->rank() != 4 || (*input)[1] < 1 || (*input)[2] < 1 || (*input)[3] != 3) {
+    throw ShapeError(command, "--finetune " + o.finetune,
+                     "a model with an image input (H, W, 3), channels last",
+                     input ? "input shape " + input->str() : "a model without a declared input shape");
+  }
+  const std::int64_t height = (*input)[1], width = (*input)[2];
+  std::printf("loading %s (resized to %lld x %lld, bilinear)\n", o.data_dir.c_str(),
+              static_cast<long long>(height), static_cast<long long>(width));
+  std::fflush(stdout);
+  io::ImageFolderDataset data;
+  try {
+    data = io::load_image_folder(o.data_dir, height, width);
+  } catch (const Error&) {
+    rethrow_for_argument(command, "--data-dir", o.data_dir.string());
+  }
+  const auto classes = static_cast<std::int64_t>(data.class_names.size());
+  if (classes < 2) {
+    throw io::FormatError(command, "--data-dir " + o.data_dir.string(), "at least 2 class folders",
+                          "1 (" + data.class_names.front() + ")");
+  }
+  std::string names;
+  for (const auto& c : data.class_names) names += (names.empty() ? "" : ", ") + c;
+  std::printf("found %lld images belonging to %lld classes: %s\n", static_cast<long long>(data.x.dim(0)),
+              static_cast<long long>(classes), names.c_str());
+  // Keras shuffles the files (seeded) before taking the last fraction for validation.
+  const std::int64_t n = data.x.dim(0);
+  std::vector<std::int64_t> order(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) order[static_cast<std::size_t>(i)] = i;
+  BatchSchedule schedule(n, n, o.seed);
+  order = schedule.next();
+  const Tensor x = gather_rows(data.x, order), y = gather_rows(data.y, order);
+
+  auto model = nn::transfer_model(base, {.classes = classes, .dropout_seed = o.seed});
+  const std::string optimizer = o.optimizer_given ? o.optimizer : "adam";
+  const double learning_rate = o.learning_rate.value_or(default_learning_rate(optimizer));
+  model->compile(make_optimizer(optimizer, learning_rate),
+                 std::make_shared<nn::SparseCategoricalCrossentropy>(), {"accuracy"});
+  std::printf("%s", model->summary().c_str());
+  const int frozen_epochs = o.unfreeze_after.value_or(o.epochs);
+  std::printf(
+      "phase 1: base frozen (called with training=False), %d epochs, optimizer %s, learning rate %g\n",
+      frozen_epochs, optimizer.c_str(), learning_rate);
+  std::fflush(stdout);
+  nn::FitOptions fit{.batch_size = o.batch_size,
+                     .epochs = frozen_epochs,
+                     .verbose = 2,
+                     .shuffle = true,
+                     .seed = o.seed,
+                     .validation_split = o.validation_split,
+                     .callbacks = {std::make_shared<StopOnInterrupt>()}};
+  const std::int64_t total_steps = 0;
+  try {
+    model->fit(x, y, fit);
+    if (o.unfreeze_after) {
+      base->set_trainable(true);
+      const double fine_rate = o.fine_tune_learning_rate.value_or(learning_rate / 100);
+      model->compile(make_optimizer(optimizer, fine_rate),
+                     std::make_shared<nn::SparseCategoricalCrossentropy>(), {"accuracy"});
+      std::printf(
+          "phase 2: base unfrozen (its batch norms stay in inference mode), epochs %d to %d, learning "
+          "rate %g\n",
+          frozen_epochs + 1, o.epochs, fine_rate);
+      std::fflush(stdout);
+      fit.initial_epoch = frozen_epochs;
+      fit.epochs = o.epochs;
+      model->fit(x, y, fit);
+    }
+  } catch (const Interrupted& e) {
+    report_interruption(command, e, total_steps, "the model was not saved to '" + o.output + "'");
+    return e.exit_status();
+  }
+  io::save_model(*model, o.output);
+  std::printf("saved the model to %s\n", o.output.c_str());
+  std::printf("next: bnorm evaluate %s --data-dir %s\n", o.output.c_str(), o.data_dir.c_str());
   return 0;
 }
 
@@ -380,11 +501,23 @@ Runner add_train_command(CLI::App& app) {
       "test images at the end of every epoch, warns on stderr when it grows or a layer's moving\n"
       "statistics are stale, and at the end writes DIR/monitor.csv, monitor.gp and monitor.png\n"
       "(gnuplot); DIR is checked before training, and an interrupted run writes nothing there.\n"
+      "--finetune BASE.keras instead fine-tunes a Keras model with an image input (H, W, 3) on the\n"
+      "class folders of --data-dir (DIR/<class>/<image>.png|jpg, as Keras's\n"
+      "image_dataset_from_directory; images resized to (H, W), bilinear): the Keras guide's transfer\n"
+      "learning, the base frozen and called with training=False, GlobalAveragePooling2D, Dropout(0.2),\n"
+      "Dense(classes, softmax), Adam unless --optimizer; --unfreeze-after E unfreezes the base after\n"
+      "E epochs with a 100 times smaller learning rate. --validation-split of the shuffled images\n"
+      "is kept for validation. All images are loaded in memory: meant for small datasets.\n"
+      "Under mpirun (bnorm built with MPI) the ranks train one model together: each batch is split\n"
+      "across them, batch normalization is synchronized, and rank 0 prints and saves\n"
+      "(docs/distributed.md; --epochs only).\n"
       "\nExamples:\n"
       "  bnorm train --steps 500 -o small.keras           # a minute's training\n"
       "  bnorm train --epochs 2 --optimizer adam --layers 256,128\n"
       "  bnorm train --batch-norm off --activation relu -o plain.keras\n"
-      "  bnorm inspect small.keras                        # then look at its batch norms");
+      "  bnorm inspect small.keras                        # then look at its batch norms\n"
+      "  bnorm train --finetune base.keras --data-dir photos/ --epochs 10 --unfreeze-after 5\n"
+      "  mpirun -np 4 bnorm train --epochs 2              # data-parallel, docs/distributed.md");
   cmd->add_option("--layers", o->layers, "Hidden layer sizes, comma-separated")->capture_default_str();
   choices(cmd->add_option("--activation", o->activation, "Activation of the hidden layers"),
           {"sigmoid", "relu", "tanh", "linear"})
@@ -412,8 +545,37 @@ Runner add_train_command(CLI::App& app) {
       "--monitor", o->monitor,
       "Folder for monitor.csv/.gp/.png: the train/inference gap at every epoch's end, measured on "
       "the first 1000 test images; warns when it grows");
+  auto* finetune = cmd->add_option(
+      "--finetune", o->finetune,
+      "A Keras model file (image input (H, W, 3)) as a frozen base: the Keras guide's transfer "
+      "learning (GlobalAveragePooling2D, Dropout 0.2, Dense softmax) on the class folders of "
+      "--data-dir");
+  for (const char* mlp_only :
+       {"--layers", "--activation", "--batch-norm", "--epsilon", "--steps", "--monitor"})
+    finetune->excludes(cmd->get_option(mlp_only));
+  cmd->add_flag("--freeze-base", o->freeze_base,
+                "With --finetune: keep the base frozen for every epoch (the default)")
+      ->needs(finetune);
+  cmd->add_option(
+         "--unfreeze-after", o->unfreeze_after,
+         "With --finetune: unfreeze the base after this many epochs and fine-tune it for the rest of "
+         "--epochs (its batch norms stay in inference mode)")
+      ->check(nonnegative_integer())
+      ->needs(finetune)
+      ->excludes("--freeze-base");
+  cmd->add_option("--fine-tune-learning-rate", o->fine_tune_learning_rate,
+                  "With --unfreeze-after: the second phase's learning rate [default: --learning-rate / 100]")
+      ->check(positive_real())
+      ->needs("--unfreeze-after");
+  cmd->add_option("--validation-split", o->validation_split,
+                  "With --finetune: the fraction of the (shuffled) images kept for validation")
+      ->check(real_in(0.0, 1.0, false, true))
+      ->needs(finetune)
+      ->capture_default_str();
   return [cmd, o]() -> int {
     if (!cmd->parsed()) return -1;
+    o->optimizer_given = cmd->count("--optimizer") > 0;
+    if (!o->finetune.empty()) return run_finetune(*o);
     return run_train(*o);
   };
 }

@@ -3,11 +3,13 @@
 
 #include <png.h>
 // jpeglib.h needs FILE and size_t first.
+#include <jpeglib.h>
+#include <algorithm>
+#include <cmath>
+#include <csetjmp>
 #include <cstdio>
 #include <cstring>
-#include <csetjmp>
 #include <fstream>
-#include <jpeglib.h>
 #include <vector>
 
 #include "file_bytes.hpp"
@@ -170,6 +172,50 @@ Tensor resize_nearest(const Tensor& image, std::int64_t height, std::int64_t wid
     for (std::int64_t j = 0; j < width; ++j)
       std::copy_n(image.data() + (ys[static_cast<std::size_t>(i)] * w + xs[static_cast<std::size_t>(j)]) * c, c,
                   out.data() + (i * width + j) * c);
+  return out;
+}
+
+Tensor resize_bilinear(const Tensor& image, std::int64_t height, std::int64_t width) {
+  if (image.rank() != 3)
+    throw ShapeError("resize_bilinear", "image", "an (H, W, C) image", image.shape().str());
+  if (height < 1 || width < 1) {
+    throw ArgumentError("resize_bilinear", "size", "at least 1 x 1",
+                        std::to_string(height) + " x " + std::to_string(width));
+  }
+  const std::int64_t h = image.dim(0), w = image.dim(1), c = image.dim(2);
+  struct Tap {
+    std::int64_t lo, hi;
+    float t;
+  };
+  // TensorFlow's compute_interpolation_weights with HalfPixelScaler, in float.
+  auto taps = [](std::int64_t in, std::int64_t out_size) {
+    std::vector<Tap> at(static_cast<std::size_t>(out_size));
+    const float scale = static_cast<float>(in) / static_cast<float>(out_size);
+    for (std::int64_t i = 0; i < out_size; ++i) {
+      const float p = (static_cast<float>(i) + 0.5f) * scale - 0.5f;
+      const float p_floor = std::floor(p);
+      at[static_cast<std::size_t>(i)] = {std::max(static_cast<std::int64_t>(p_floor), std::int64_t{0}),
+                                         std::min(static_cast<std::int64_t>(std::ceil(p)), in - 1),
+                                         p - p_floor};
+    }
+    return at;
+  };
+  const auto ys = taps(h, height), xs = taps(w, width);
+  Tensor out(Shape{height, width, c});
+  float* o = out.data();
+  for (const Tap& y : ys) {
+    const float* top_row = image.data() + y.lo * w * c;
+    const float* bottom_row = image.data() + y.hi * w * c;
+    for (const Tap& x : xs) {
+      for (std::int64_t k = 0; k < c; ++k) {
+        const float a = top_row[x.lo * c + k], b = top_row[x.hi * c + k];
+        const float cc = bottom_row[x.lo * c + k], d = bottom_row[x.hi * c + k];
+        const float top = a + (b - a) * x.t;
+        const float bottom = cc + (d - cc) * x.t;
+        *o++ = top + (bottom - top) * y.t;
+      }
+    }
+  }
   return out;
 }
 

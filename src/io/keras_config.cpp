@@ -568,6 +568,9 @@ nn::LayerPtr read_batch_normalization(const Reading& r, const LayerEntry& entry)
     o.beta_constraint = constraint_of(r, config.value("beta_constraint", json()), where + " beta_constraint");
     o.gamma_constraint = constraint_of(r, config.value("gamma_constraint", json()), where + " gamma_constraint");
     read_batch_normalization_variants(r, config, where, o);
+    // Keras 3's synchronized (tf_keras keeps it out of the config): the layer synchronizes
+    // when a data-parallel fit attaches a communicator (docs/distributed.md).
+    o.synchronized = get<bool>(r, config, where, "synchronized", false);
     if (const auto v = config.find("fused"); v != config.end() && v->is_boolean()) {
       o.fused = v->get<bool>() ? nn::Fused::yes : nn::Fused::no;
     }
@@ -1127,7 +1130,7 @@ void write_batch_normalization(nn::Layer& layer, json& c, Style style) {
       if (o.renorm_clipping.dmax) clipping["dmax"] = *o.renorm_clipping.dmax;
     }
     if (style == Style::keras3) {
-      c["synchronized"] = false;
+      c["synchronized"] = o.synchronized;
       c["renorm"] = o.renorm;
       c["renorm_clipping"] = clipping;
       c["renorm_momentum"] = o.renorm_momentum;

@@ -294,6 +294,15 @@ void backward_training(const float* dy, const float* x, const BatchNormDims& dim
                         impl);
 }
 
+void backward_training_dx(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
+                          const float* invstd, const float* gamma, const double* sum_dy,
+                          const double* sum_dy_xhat, std::int64_t count, float* dx, Impl impl) {
+  assert(count >= dims.count());
+  if (write_empty_batch(dims, {})) return;  // (dx has no elements)
+  (void)impl;  // one elementwise pass: only the reference loop for now (no vector path yet)
+  reference::backward_training_dx(dy, x, dims, mean, invstd, gamma, sum_dy, sum_dy_xhat, count, dx);
+}
+
 void backward_inference(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
                         const float* var, const float* gamma, float epsilon, float* dx, float* dgamma,
                         float* dbeta, Impl impl) {

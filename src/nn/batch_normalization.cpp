@@ -5,6 +5,7 @@
 
 #include "batch_norm_common.hpp"
 #include "bnorm/core/error.hpp"
+#include "bnorm/kernels/activation.hpp"
 #include "bnorm/nn/updates.hpp"
 #include "channel_view.hpp"
 
@@ -171,12 +172,58 @@ void BatchNormalization::check_input(const Tensor& x) const {
 }
 
 Tensor BatchNormalization::run(const Tensor& x, bool batch_statistics, StatisticsUpdate& update,
+                               BatchNormContext* context, const Tensor* mask, bool relu) const {
+  if (!relu) return run(x, batch_statistics, update, context, mask);
+  const bool fused_kernel = batch_statistics && mask == nullptr && fusable_with_relu() && !synchronizing();
+  Tensor y;
+  if (fused_kernel) {
+    const detail::ChannelView view = detail::channel_view(x.shape(), axes_);
+    BatchNormContext local;
+    BatchNormContext& ctx = context ? *context : local;
+    y = detail::normalize_with_batch(x, view, param_shape_, gamma_ ? gamma_->value.data() : nullptr,
+                                     beta_ ? beta_->value.data() : nullptr, options_.epsilon, ctx,
+                                     &update.moments, true);
+    update.batch_mean = ctx.mean;
+    update.batch_variance = ctx.var;
+    update.count = view.dims.count();
+  } else {
+    // The ReLU as the Activation layer computes it, in place.
+    y = run(x, batch_statistics, update, context, mask);
+    kernels::activation_forward(kernels::Activation::relu, y.data(), 1, y.numel(), y.data());
+  }
+  if (context) {
+    context->relu = true;
+    context->relu_output = y;
+  }
+  return y;
+}
+
+Tensor BatchNormalization::run(const Tensor& x, bool batch_statistics, StatisticsUpdate& update,
                                BatchNormContext* context, const Tensor* mask) const {
   const detail::ChannelView view = detail::channel_view(x.shape(), axes_);
   Tensor weights;
   if (mask != nullptr) weights = mask_weights(x, *mask);  // validates in any mode
   // tf_keras's fused kernel ignores the mask (with a warning).
   if (fused_) weights = Tensor();
+  if (batch_statistics && synchronizing()) {
+    // Before the empty-batch test: an empty shard still takes part (count 0).
+    if (options_.renorm || options_.virtual_batch_size || weights.numel() > 0) {
+      throw ArgumentError("BatchNormalization '" + name_ + "'", "communicator",
+                          "a plain training call when synchronized (no renorm, virtual_batch_size or mask)",
+                          options_.renorm               ? "renorm"
+                          : options_.virtual_batch_size ? "virtual_batch_size"
+                                                        : "a mask");
+    }
+    BatchNormContext local;
+    BatchNormContext& ctx = context ? *context : local;
+    Tensor y = detail::normalize_synchronized(x, view, param_shape_, gamma_ ? gamma_->value.data() : nullptr,
+                                              beta_ ? beta_->value.data() : nullptr, options_.epsilon,
+                                              communicator_, ctx, update.moments);
+    update.batch_mean = ctx.mean;
+    update.batch_variance = ctx.var;
+    update.count = ctx.global_count;
+    return y;
+  }
   if (batch_statistics && view.dims.count() > 0 &&
       (options_.renorm || options_.virtual_batch_size || weights.numel() > 0)) {
     BatchNormContext local;
@@ -489,22 +536,32 @@ Tensor BatchNormalization::forward(const Tensor& x, std::optional<bool> training
 
 Tensor BatchNormalization::forward_masked(const Tensor& x, const Tensor* mask, std::optional<bool> training,
                                           BatchNormContext* context) {
+  return forward_impl(x, mask, training, context, false);
+}
+
+Tensor BatchNormalization::forward_impl(const Tensor& x, const Tensor* mask, std::optional<bool> training,
+                                        BatchNormContext* context, bool relu) {
   if (!built_) build(x.shape());
   check_input(x);
   StatisticsUpdate update;
   // Keras: batch statistics (and an update) only when `training and self.trainable`.
   const bool batch_statistics = training.value_or(false) && trainable_;
-  Tensor y = run(x, batch_statistics, update, context, mask);
+  Tensor y = run(x, batch_statistics, update, context, mask, relu);
   if (update.count > 0) apply_update(update);  // validates before changing anything
   return y;
 }
 
 Tensor BatchNormalization::forward_collect(const Tensor& x, StatisticsUpdate& update, BatchNormContext* context,
                                           const Tensor* mask) {
+  return collect(x, update, context, mask, false);
+}
+
+Tensor BatchNormalization::collect(const Tensor& x, StatisticsUpdate& update, BatchNormContext* context,
+                                   const Tensor* mask, bool relu) {
   if (!built_) build(x.shape());
   check_input(x);
   StatisticsUpdate local;
-  Tensor y = run(x, trainable_, local, context, mask);
+  Tensor y = run(x, trainable_, local, context, mask, relu);
   if (local.count > 0 && options_.nan_policy == NanPolicy::reject) {
     const std::string where = "BatchNormalization '" + name_ + "'";
     detail::require_finite(local.batch_mean, where, "batch mean");
@@ -586,6 +643,17 @@ void BatchNormalization::apply_update(const StatisticsUpdate& update) {
 BatchNormGradients BatchNormalization::backward(const BatchNormContext& context, const Tensor& dy) const {
   const std::string where = "BatchNormalization '" + name_ + "'";
   if (!built_) throw StateError(where, "layer", "a built layer (call forward first)", "an unbuilt layer");
+  if (context.variant && context.relu) {
+    // A ReLU after a variant (renorm, ghost batches): its gradient, then the variant's.
+    if (dy.shape() != context.relu_output.shape()) {
+      throw ShapeError(where, "dy", "the shape of the forward input " + context.x.shape().str(),
+                       dy.shape().str());
+    }
+    Tensor masked(dy.shape());
+    kernels::activation_backward(kernels::Activation::relu, nullptr, context.relu_output.data(), dy.data(), 1,
+                                 masked.numel(), masked.data());
+    return backward_variant(context, masked);
+  }
   if (context.variant) return backward_variant(context, dy);
   const detail::ChannelView view = detail::channel_view(context.x.shape(), axes_);
   return detail::backward(context, view, dy, gamma_ ? gamma_->value.data() : nullptr, options_.epsilon,
@@ -620,15 +688,26 @@ struct BatchNormLayerContext : LayerContext {
 
 Tensor BatchNormalization::forward(const Tensor& x, bool training, std::unique_ptr<LayerContext>* context,
                                    UpdateSink* updates) {
+  return forward_layer(x, training, context, updates, false);
+}
+
+Tensor BatchNormalization::forward_relu(const Tensor& x, bool training,
+                                        std::unique_ptr<LayerContext>* context, UpdateSink* updates) {
+  return forward_layer(x, training, context, updates, true);
+}
+
+Tensor BatchNormalization::forward_layer(const Tensor& x, bool training,
+                                         std::unique_ptr<LayerContext>* context, UpdateSink* updates,
+                                         bool relu) {
   auto saved = context ? std::make_unique<BatchNormLayerContext>() : nullptr;
   BatchNormContext* ctx = saved ? &saved->context : nullptr;
   Tensor y;
   if (updates && training) {
     StatisticsUpdate update;
-    y = forward_collect(x, update, ctx);
+    y = collect(x, update, ctx, nullptr, relu);
     if (update.count > 0) updates->record(*this, update);
   } else {
-    y = forward(x, std::optional<bool>(training), ctx);
+    y = forward_impl(x, nullptr, std::optional<bool>(training), ctx, relu);
   }
   if (context) *context = std::move(saved);
   return y;

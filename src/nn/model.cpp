@@ -11,7 +11,9 @@
 #include "bnorm/core/error.hpp"
 #include "bnorm/nn/batch_normalization.hpp"
 #include "bnorm/nn/layers.hpp"
+#include "bnorm/nn/spatial.hpp"
 #include "bnorm/nn/updates.hpp"
+#include "data_parallel.hpp"
 #include "layer_context.hpp"
 
 namespace bnorm::nn {
@@ -186,10 +188,55 @@ Model::Model(const SymbolicTensor& inputs, const SymbolicTensor& outputs, std::s
   input_name_ = inputs.node_->name;
 }
 
+namespace {
+// y = max(x, 0) exactly as the fused kernel's ReLU: Activation('relu'), or a ReLU layer
+// with default arguments.
+bool is_plain_relu(const Layer& layer) {
+  if (const auto* a = dynamic_cast<const Activation*>(&layer))
+    return a->activation() == kernels::Activation::relu;
+  if (const auto* r = dynamic_cast<const ReLU*>(&layer)) {
+    const ReLUOptions& o = r->options();
+    return !o.max_value && o.negative_slope == 0.0 && o.threshold == 0.0;
+  }
+  return false;
+}
+}  // namespace
+
 void Model::compute_last_uses() {
   last_use_.assign(nodes_.size() + 1, 0);
+  std::vector<int> readers(nodes_.size() + 1, 0);
   for (std::size_t k = 0; k < nodes_.size(); ++k)
-    for (int t : nodes_[k].inputs) last_use_[static_cast<std::size_t>(t)] = k;
+    for (int t : nodes_[k].inputs) {
+      last_use_[static_cast<std::size_t>(t)] = k;
+      ++readers[static_cast<std::size_t>(t)];
+    }
+  // Batch norm + ReLU pairs (fused_pairs): the ReLU is the only reader of the batch
+  // normalization's output, which is not the model's output.
+  fused_relu_.assign(nodes_.size(), -1);
+  fused_away_.assign(nodes_.size(), false);
+  for (std::size_t j = 0; j < nodes_.size(); ++j) {
+    const Node& relu = nodes_[j];
+    if (relu.inputs.size() != 1 || relu.inputs[0] == 0 || relu.inputs[0] == output_) continue;
+    const auto t = static_cast<std::size_t>(relu.inputs[0]);
+    const auto* bn = dynamic_cast<const BatchNormalization*>(nodes_[t - 1].layer.get());
+    if (readers[t] != 1 || !bn || !bn->fusable_with_relu() || !is_plain_relu(*relu.layer)) continue;
+    fused_relu_[t - 1] = static_cast<int>(j);
+    fused_away_[j] = true;
+  }
+}
+
+std::vector<std::pair<std::size_t, std::size_t>> Model::fused_pairs() const {
+  std::vector<std::pair<std::size_t, std::size_t>> out;
+  if (!fuse_batch_norm_relu_) return out;
+  for (std::size_t k = 0; k < fused_relu_.size(); ++k)
+    if (fused_relu_[k] >= 0) out.emplace_back(k, static_cast<std::size_t>(fused_relu_[k]));
+  return out;
+}
+
+void Model::set_fuse_batch_norm_relu(bool on) {
+  fuse_batch_norm_relu_ = on;
+  for (auto& l : layers_)
+    if (auto m = std::dynamic_pointer_cast<Model>(l)) m->set_fuse_batch_norm_relu(on);
 }
 
 void Model::add_layer(LayerPtr layer, Shape output_shape) {
@@ -329,13 +376,22 @@ Tensor Model::run(const Tensor& x, bool training, GradientTape* tape, UpdateSink
   std::vector<int> ids(nodes_.size() + 1);
   if (tape) ids[0] = tape->chain_tensor();
   const int target = stop < nodes_.size() ? nodes_[stop].inputs.front() : output_;
+  // Fused pairs run whole graphs only (layer_input may stop between the two calls).
+  const bool fuse = fuse_batch_norm_relu_ && stop == nodes_.size();
   for (std::size_t k = 0; k < stop; ++k) {
+    if (fuse && fused_away_[k]) continue;  // run by its batch normalization's call
     const Node& node = nodes_[k];
     const bool mode = (node.training && nested_training_ == NestedTraining::recorded_wins) ? *node.training : training;
     std::unique_ptr<LayerContext> context;
     std::unique_ptr<LayerContext>* ctx = tape ? &context : nullptr;
     Tensor y;
-    if (node.inputs.size() == 1 && !node.layer->takes_input_list()) {
+    // The output's tensor number: the ReLU's in a fused pair.
+    const std::size_t out =
+        fuse && fused_relu_[k] >= 0 ? static_cast<std::size_t>(fused_relu_[k]) + 1 : k + 1;
+    if (out != k + 1) {
+      y = static_cast<BatchNormalization&>(*node.layer)
+              .forward_relu(value(node.inputs[0]), mode, ctx, updates);
+    } else if (node.inputs.size() == 1 && !node.layer->takes_input_list()) {
       y = node.layer->forward(value(node.inputs[0]), mode, ctx, updates);
     } else {
       std::vector<const Tensor*> xs;
@@ -343,12 +399,12 @@ Tensor Model::run(const Tensor& x, bool training, GradientTape* tape, UpdateSink
       y = node.layer->forward_inputs(xs, mode, ctx, updates);
     }
     if (tape) {
-      ids[k + 1] = tape->new_tensor();
+      ids[out] = tape->new_tensor();
       std::vector<int> in_ids;
       for (int t : node.inputs) in_ids.push_back(ids[static_cast<std::size_t>(t)]);
-      tape->record(*node.layer, std::move(context), std::move(in_ids), ids[k + 1]);
+      tape->record(*node.layer, std::move(context), std::move(in_ids), ids[out]);
     }
-    values[k + 1] = std::move(y);
+    values[out] = std::move(y);
     // Free what no later node reads (the input of node `stop` is read at `stop`: kept).
     for (int t : node.inputs)
       if (t != 0 && last_use_[static_cast<std::size_t>(t)] == k) values[static_cast<std::size_t>(t)] = Tensor();
@@ -597,6 +653,10 @@ std::shared_ptr<History> Model::fit(const Tensor& x, const Tensor& y, FitOptions
     n = split_at;
   }
   const std::int64_t steps = (n + options.batch_size - 1) / options.batch_size;
+  // Data-parallel (FitOptions::communicator): rank 0's weights everywhere, synchronized
+  // batch normalization, each batch split by rows (data_parallel.cpp).
+  detail::DataParallelScope data_parallel(*this, options.communicator, options.sync_all_batch_norm);
+  if (data_parallel.rank() != 0) options.verbose = 0;
   auto history = std::make_shared<History>();
   std::vector<std::shared_ptr<Callback>> callbacks;
   if (options.verbose > 0) callbacks.push_back(std::make_shared<ProgressBar>(options.verbose));
@@ -630,8 +690,16 @@ std::shared_ptr<History> Model::fit(const Tensor& x, const Tensor& y, FitOptions
     for (std::int64_t step = 0; step < steps; ++step) {
       const auto begin = static_cast<std::size_t>(step * options.batch_size);
       const auto end = static_cast<std::size_t>(std::min(n, (step + 1) * options.batch_size));
-      const Tensor xb = gather_rows(xt, order, begin, end), yb = gather_rows(yt, order, begin, end);
-      logs = train_step(xb, yb, static_cast<std::int64_t>(end - begin));
+      if (data_parallel.active()) {
+        const auto [first, last] = data_parallel.shard(static_cast<std::int64_t>(end - begin));
+        const std::size_t b0 = begin + static_cast<std::size_t>(first),
+                          b1 = begin + static_cast<std::size_t>(last);
+        logs = train_step_sharded(gather_rows(xt, order, b0, b1), gather_rows(yt, order, b0, b1),
+                                  static_cast<std::int64_t>(end - begin), *options.communicator);
+      } else {
+        const Tensor xb = gather_rows(xt, order, begin, end), yb = gather_rows(yt, order, begin, end);
+        logs = train_step(xb, yb, static_cast<std::int64_t>(end - begin));
+      }
       loss.add(logs["loss"], static_cast<double>(end - begin));
       logs["loss"] = loss.result();
       for (auto& c : callbacks) c->on_train_batch_end(*this, step, logs);

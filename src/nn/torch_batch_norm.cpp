@@ -117,7 +117,8 @@ Tensor TorchBatchNorm::forward(const Tensor& x, BatchNormContext* context) {
 
   const detail::ChannelView view = detail::channel_view(x.shape(), {1});
   const std::int64_t count = view.dims.count();
-  if (batch_statistics && count == 1) {
+  const bool synchronized = batch_statistics && synchronizing();
+  if (batch_statistics && !synchronized && count == 1) {
     throw ShapeError(where, "input", "more than 1 value per channel when training",
                      "input size " + x.shape().str());
   }
@@ -128,8 +129,21 @@ Tensor TorchBatchNorm::forward(const Tensor& x, BatchNormContext* context) {
   if (!batch_statistics) {
     return detail::normalize_with(x, view, *running_mean_, *running_var_, w, b, options_.eps, ctx);
   }
-  Tensor y = detail::normalize_with_batch(x, view, Shape{num_features_}, w, b, options_.eps, ctx);
-  if (!update || count == 0) return y;  // an empty batch changes nothing
+  Tensor y;
+  std::int64_t n = count;  // elements per channel of the statistics: every rank's with a communicator
+  if (synchronized) {      // SyncBatchNorm: statistics of every rank's batch (batch_normalization.hpp)
+    ChannelMoments merged;
+    y = detail::normalize_synchronized(x, view, Shape{num_features_}, w, b, options_.eps, communicator_, ctx,
+                                       merged);
+    n = ctx.global_count;
+    if (n == 1) {  // PyTorch's SyncBatchNorm: the check is on the global count
+      throw ShapeError(where, "input", "more than 1 value per channel over all processes when training",
+                       "input size " + x.shape().str() + " and 1 value in all");
+    }
+  } else {
+    y = detail::normalize_with_batch(x, view, Shape{num_features_}, w, b, options_.eps, ctx);
+  }
+  if (!update || n == 0) return y;  // an empty batch changes nothing
 
   if (options_.nan_policy == NanPolicy::reject) {
     detail::require_finite(ctx.mean, where, "batch mean");
@@ -138,7 +152,7 @@ Tensor TorchBatchNorm::forward(const Tensor& x, BatchNormContext* context) {
   const std::int64_t counter = num_batches_tracked_ + 1;
   // PyTorch: factor = momentum, or 1 / num_batches_tracked for a cumulative average.
   const double factor = options_.momentum ? *options_.momentum : 1.0 / static_cast<double>(counter);
-  const double bessel = static_cast<double>(count) / static_cast<double>(count - 1);
+  const double bessel = static_cast<double>(n) / static_cast<double>(n - 1);
   Tensor rm = *running_mean_, rv = *running_var_;
   for (std::int64_t c = 0; c < num_features_; ++c) {
     rm[c] = static_cast<float>(factor * ctx.mean[c] + (1.0 - factor) * rm[c]);

@@ -19,6 +19,7 @@
 # work) and gap_stale (a stale model's gap, near 0 after recalibrate on the same data).
 # monitor_train: bnorm train --monitor DIR (issue 17): the gap every epoch in monitor.csv,
 # monitor.png with gnuplot, the line naming them; an unwritable DIR refused before training.
+# finetune_folder: bnorm train --finetune and bnorm evaluate on a class-folder dataset.
 set -u
 
 bnorm="$1"
@@ -358,6 +359,44 @@ case "$case_name" in
     run fold "$tmp/nothere.keras" -o "$tmp/f2.keras"
     expect_status 1 "bnorm fold of a missing file"
     [ ! -e "$tmp/f2.keras" ] || fail "bnorm fold of a missing file wrote an output"
+    ;;
+
+  finetune_folder)
+    # bnorm train --finetune on a class-folder dataset (issue 14): a Keras base model, the
+    # guide's head, both phases, the model saved and evaluated on the folder; bad bases,
+    # folders and options refused before training, naming the argument.
+    images="$(cd "$(dirname "$0")/../fixtures/images" && pwd)"
+    run train --finetune "$images/tiny_base.keras" --data-dir "$images/classes8" --epochs 3 --unfreeze-after 1 \
+      --batch-size 4 -o "$tmp/tuned.keras"
+    expect_status 0 "bnorm train --finetune"
+    expect_contains "$tmp/out" "found 12 images belonging to 3 classes: bright, dark, striped" "bnorm train --finetune lists the classes"
+    expect_contains "$tmp/out" "phase 1: base frozen" "bnorm train --finetune phase 1"
+    expect_contains "$tmp/out" "phase 2: base unfrozen" "bnorm train --finetune phase 2"
+    expect_contains "$tmp/out" "global_average_pooling2d (GlobalAveragePooling2D)" "bnorm train --finetune head"
+    [ -s "$tmp/tuned.keras" ] || fail "bnorm train --finetune wrote no model"
+    run evaluate "$tmp/tuned.keras" --data-dir "$images/classes8"
+    expect_status 0 "bnorm evaluate on an image folder"
+    expect_contains "$tmp/out" "12 samples, inference mode" "bnorm evaluate on an image folder"
+    mkdir -p "$tmp/empty" "$tmp/one/a" "$tmp/broken/a" "$tmp/broken/b"
+    cp "$images/classes8/dark/0.png" "$tmp/one/a/"
+    cp "$images/classes8/dark/0.png" "$tmp/broken/a/"
+    echo "not a png" >"$tmp/broken/b/x.png"
+    run train --finetune "$images/tiny_base.keras" --data-dir "$tmp/empty" -o "$tmp/e.keras"
+    expect_one_line_error "no subfolders" "bnorm train --finetune on an empty folder"
+    run train --finetune "$images/tiny_base.keras" --data-dir "$tmp/one" -o "$tmp/e.keras"
+    expect_one_line_error "at least 2 class folders" "bnorm train --finetune on one class"
+    run train --finetune "$images/tiny_base.keras" --data-dir "$tmp/broken" -o "$tmp/e.keras"
+    expect_one_line_error "b/x.png" "bnorm train --finetune with a broken image"
+    run train --finetune "$models/bn_center_scale.keras" --data-dir "$images/classes8" -o "$tmp/e.keras"
+    expect_one_line_error "image input (H, W, 3)" "bnorm train --finetune with a non-image base"
+    run train --finetune "$images/tiny_base.keras" --data-dir "$images/classes8" --epochs 2 --unfreeze-after 2 -o "$tmp/e.keras"
+    expect_one_line_error "--unfreeze-after" "bnorm train --unfreeze-after >= --epochs"
+    expect_status 2 "bnorm train --unfreeze-after >= --epochs"
+    run train --finetune "$images/tiny_base.keras" --layers 5 -o "$tmp/e.keras"
+    expect_status 2 "bnorm train --finetune --layers"
+    [ ! -e "$tmp/e.keras" ] || fail "a refused bnorm train --finetune wrote a model"
+    run evaluate "$models/bn_center_scale.keras" --data-dir "$images/classes8"
+    expect_one_line_error "image input (H, W, 3)" "bnorm evaluate of a non-image model on an image folder"
     ;;
 
   evaluate_model)

@@ -62,4 +62,13 @@ class StateError : public Error {
   using Error::Error;
 };
 
+// A collective operation between the processes of a distributed run (bnorm/nn/
+// communicator.hpp) that failed: a peer process died, or did not take part within the
+// communicator's deadline. The processes' replicas may then disagree: the run cannot go
+// on. (PyTorch: torch.distributed's DistBackendError; TensorFlow: UnavailableError.)
+class CommunicationError : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace bnorm

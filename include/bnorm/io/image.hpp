@@ -33,6 +33,17 @@ Tensor read_image(const std::string& path);
 Tensor load_image(const std::string& path, std::int64_t height, std::int64_t width);
 // Nearest resize of an (H, W, C) image to (height, width, C), as above.
 Tensor resize_nearest(const Tensor& image, std::int64_t height, std::int64_t width);
+// Bilinear resize of an (H, W, C) image to (height, width, C) as TensorFlow's
+// tf.image.resize(image, (height, width), method="bilinear") computes it (antialias
+// false: the ResizeBilinear kernel with half-pixel centres), what Keras's
+// image_dataset_from_directory uses by default. In float, per axis (scale = in / out):
+//   p = (i + 0.5) * scale - 0.5,  lo = max(floor(p), 0),  hi = min(ceil(p), in - 1),
+//   t = p - floor(p)
+// and per pixel top = a + (b - a) * tx, bottom = c + (d - c) * tx, y = top + (bottom - top) * ty
+// (a, b the row-lo pixels at columns lo, hi; c, d the row-hi ones). Checked against
+// TensorFlow 2.21 (tests/fixtures/images/bilinear.json). ShapeError for another rank,
+// ArgumentError for a size under 1 x 1.
+Tensor resize_bilinear(const Tensor& image, std::int64_t height, std::int64_t width);
 // True when the bytes start with a PNG or JPEG signature.
 bool is_image(std::string_view bytes);
 // True when the file at `path` starts with a PNG or JPEG signature (false when unreadable).

@@ -167,6 +167,27 @@ void backward_training(const float* dy,      // (N, C, S)
                        float* dbeta,         // (C) assigned, or null
                        Impl impl = Impl::automatic);
 
+// The elementwise half of backward_training, with the channel sums given: for a
+// synchronized batch normalization (bnorm/nn/batch_normalization.hpp) the sums are taken
+// over the elements of every process, `count` per channel, of which this call holds
+// dims.count(). With xhat = (x - mean_c) * invstd_c:
+//   dx = gamma_c * invstd_c * (dy - sum_dy_c / count - xhat * sum_dy_xhat_c / count)
+// Given backward_training's own dbeta and dgamma as sum_dy and sum_dy_xhat and
+// count = dims.count(), this is its dx (within float rounding: the sums are given rounded).
+// Precondition: count >= dims.count(); nothing is written when dims.count() == 0. Only
+// the reference loop implements it (one pass; no vector path yet).
+void backward_training_dx(const float* dy,  // (N, C, S)
+                          const float* x,   // (N, C, S)
+                          const BatchNormDims& dims,
+                          const float* mean,          // (C)
+                          const float* invstd,        // (C)
+                          const float* gamma,         // (C) or null
+                          const double* sum_dy,       // (C) sum of dy over all `count` elements
+                          const double* sum_dy_xhat,  // (C) sum of dy * xhat over them
+                          std::int64_t count,         // elements per channel over all processes
+                          float* dx,                  // (N, C, S) assigned
+                          Impl impl = Impl::automatic);
+
 // Backward of forward_inference (statistics are constants):
 //   invstd_c = 1/sqrt(var_c + epsilon)
 //   dx = dy * gamma_c * invstd_c;  dgamma_c = invstd_c * sum dy*(x - mean_c);  dbeta_c = sum dy

@@ -46,4 +46,9 @@ template <typename T>
 void backward_training_relu(const T* dy, const T* x, const BatchNormDims& dims, const T* mean, const T* invstd,
                             const T* gamma, const T* beta, T* dx, T* dgamma, T* dbeta);
 
+template <typename T>
+void backward_training_dx(const T* dy, const T* x, const BatchNormDims& dims, const T* mean, const T* invstd,
+                          const T* gamma, const double* sum_dy, const double* sum_dy_xhat, std::int64_t count,
+                          T* dx);
+
 }  // namespace bnorm::kernels::reference

@@ -39,6 +39,7 @@
 #include "bnorm/core/error.hpp"
 #include "bnorm/core/tensor.hpp"
 #include "bnorm/nn/callbacks.hpp"
+#include "bnorm/nn/communicator.hpp"
 #include "bnorm/nn/layer.hpp"
 #include "bnorm/nn/losses.hpp"
 #include "bnorm/nn/metrics.hpp"
@@ -88,6 +89,18 @@ struct FitOptions {
   double validation_split = 0.0;  // the LAST fraction of the samples, taken before shuffling
   std::optional<std::pair<Tensor, Tensor>> validation_data{};
   std::vector<std::shared_ptr<Callback>> callbacks{};
+  // Data-parallel training (docs/distributed.md): with a communicator of size P > 1 every
+  // rank calls fit with the same x, y and options. fit first gives every rank rank 0's
+  // weights; each batch (the same shuffled batch on every rank) is split by rows, rank r
+  // taking rows [B r / P, B (r + 1) / P) (any B: uneven or empty shards); the gradients
+  // of each rank's share of the batch's mean loss are summed over the ranks, so every rank
+  // applies the full-batch gradient and the replicas stay equal; batch normalization
+  // layers synchronize their statistics (all of them, or with sync_all_batch_norm false
+  // only those with synchronized = true, Keras's rule). The logged loss is the batch's;
+  // metrics are those of each rank's own shards. Ranks other than 0 show no progress bar
+  // (verbose 0); callbacks run on every rank. Null or size 1: the single-process fit.
+  std::shared_ptr<Communicator> communicator{};
+  bool sync_all_batch_norm = true;
 };
 
 // How a training argument recorded on a call inside a model meets the mode the model is
@@ -141,6 +154,19 @@ class Model : public Layer {
   // True when some call in this model or a nested one records a training argument that
   // the outer mode could contradict (the two rules then differ).
   bool has_recorded_training() const;
+
+  // Fused batch norm + ReLU. A BatchNormalization call whose output is read by exactly
+  // one call, of a ReLU (Activation('relu'), or a ReLU layer with default arguments), and
+  // is not the model's output, runs with that ReLU as one call
+  // (BatchNormalization::forward_relu: the fused kernels in training, the same results bit
+  // for bit as the two calls; one tensor and one pass over the data less). Not with
+  // renorm or virtual_batch_size, nor when layer_input() stops between the two. The pairs
+  // of this model's own graph (nested models have theirs), as indices into nodes():
+  // {batch normalization call, ReLU call}; empty when fusion is off.
+  std::vector<std::pair<std::size_t, std::size_t>> fused_pairs() const;
+  // On by default; set here, it is set on nested models too.
+  bool fuse_batch_norm_relu() const noexcept { return fuse_batch_norm_relu_; }
+  void set_fuse_batch_norm_relu(bool on);
 
   const std::vector<LayerPtr>& layers() const noexcept { return layers_; }
   // The declared input shape (batch dimension -1): a functional model's Input, a
@@ -242,6 +268,8 @@ class Model : public Layer {
   // ShapeError unless x fits input_shape_ (when declared).
   void check_input(const Tensor& x) const;
   Logs train_step(const Tensor& x, const Tensor& y, std::int64_t step_size);
+  // A data-parallel step on this rank's shard of a batch of batch_rows rows (data_parallel.cpp).
+  Logs train_step_sharded(const Tensor& x, const Tensor& y, std::int64_t batch_rows, Communicator& comm);
   std::vector<std::unique_ptr<MeanMetricWrapper>>& metrics_for(const Tensor& y_pred);
 
   // Runs the graph up to (not including) node `stop` (all: nodes_.size()); returns the
@@ -255,6 +283,9 @@ class Model : public Layer {
   std::vector<LayerPtr> layers_;
   std::vector<Node> nodes_;
   std::vector<std::size_t> last_use_;  // tensor -> index of the last node reading it
+  std::vector<int> fused_relu_;        // node -> the ReLU node fused into it, or -1
+  std::vector<bool> fused_away_;       // node -> a ReLU run by the node before it in a pair
+  bool fuse_batch_norm_relu_ = true;
   int output_ = 0;
   NestedTraining nested_training_ = NestedTraining::recorded_wins;
   bool trainable_ = true;

@@ -28,6 +28,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -86,6 +87,17 @@ class TorchBatchNorm {
   std::int64_t num_batches_tracked() const noexcept { return num_batches_tracked_; }
   void set_num_batches_tracked(std::int64_t n) noexcept { num_batches_tracked_ = n; }
 
+  // torch.nn.SyncBatchNorm: with a communicator of size > 1 attached, training calls
+  // normalize with the statistics of every rank's batch and the running statistics get
+  // their update from them (Bessel's correction with the global count; the single-value
+  // check is on the global count too), exactly as BatchNormalization's synchronized calls
+  // (batch_normalization.hpp). Null or size 1: this module, bit for bit.
+  void set_communicator(std::shared_ptr<Communicator> communicator) {
+    communicator_ = std::move(communicator);
+  }
+  const std::shared_ptr<Communicator>& communicator() const noexcept { return communicator_; }
+  bool synchronizing() const noexcept { return communicator_ && communicator_->size() > 1; }
+
   // running stats to 0 / 1, counter to 0.
   void reset_running_stats();
   // also weight to 1, bias to 0.
@@ -103,6 +115,7 @@ class TorchBatchNorm {
   bool track_running_stats_ = true;
   std::optional<Tensor> weight_, bias_, running_mean_, running_var_;
   std::int64_t num_batches_tracked_ = 0;
+  std::shared_ptr<Communicator> communicator_;  // SyncBatchNorm when size > 1
 };
 
 // The PyTorch module names.

@@ -249,6 +249,27 @@ void backward_inference(const T* dy, const T* x, const BatchNormDims& dims, cons
   }
 }
 
+template <typename T>
+void backward_training_dx(const T* dy, const T* x, const BatchNormDims& dims, const T* mean, const T* invstd,
+                          const T* gamma, const double* sum_dy, const double* sum_dy_xhat, std::int64_t count,
+                          T* dx) {
+  if (dims.count() == 0 || count <= 0) return;
+  for (std::int64_t c = 0; c < dims.C; ++c) {
+    // dx = (dy - sum_dy/count - (x - mean) * sum_dy_xhat*invstd/count) * invstd * gamma
+    // (backward_training_masked's expression, with the sums given)
+    const double inv = static_cast<double>(invstd[c]);
+    const auto n_all = static_cast<double>(count);
+    const T grad_mean = static_cast<T>(sum_dy[c] / n_all);
+    const T k = static_cast<T>(sum_dy_xhat[c] * inv / n_all);
+    const T scale = invstd[c] * gamma_at(gamma, c);
+    for (std::int64_t n = 0; n < dims.N; ++n)
+      for (std::int64_t s = 0; s < dims.S; ++s) {
+        const std::int64_t i = offset(dims, n, c, s);
+        dx[i] = (dy[i] - grad_mean - (x[i] - mean[c]) * k) * scale;
+      }
+  }
+}
+
 #define BNORM_INSTANTIATE_REFERENCE(T)                                                                       \
   template void moments<T>(const T*, const BatchNormDims&, T*, T*, double*, double*);                        \
   template void forward_training<T>(const T*, const BatchNormDims&, const T*, const T*, T, T*, T*, T*, T*,   \
@@ -264,7 +285,9 @@ void backward_inference(const T* dy, const T* x, const BatchNormDims& dims, cons
   template void backward_training_relu<T>(const T*, const T*, const T*, const BatchNormDims&, const T*,      \
                                           const T*, const T*, T*, T*, T*);                                   \
   template void backward_training_relu<T>(const T*, const T*, const BatchNormDims&, const T*, const T*,      \
-                                          const T*, const T*, T*, T*, T*);
+                                          const T*, const T*, T*, T*, T*);                                   \
+  template void backward_training_dx<T>(const T*, const T*, const BatchNormDims&, const T*, const T*,        \
+                                        const T*, const double*, const double*, std::int64_t, T*);
 
 BNORM_INSTANTIATE_REFERENCE(float)
 BNORM_INSTANTIATE_REFERENCE(double)
