@@ -95,10 +95,24 @@ std::vector<Variable*> Dense::weights() {
 namespace {
 struct DenseContext : LayerContext {
   Tensor x;
+  Shape y_shape;  // the output's shape (what dy must have)
   // The output y, or the pre-activation z = x @ kernel + bias when the activation's
-  // gradient reads its input (kernels::activation_backward_reads): one tensor either way.
+  // gradient reads its input (kernels::activation_backward_reads); empty for a linear
+  // Dense, whose backward needs neither.
   Tensor a;
 };
+
+// Where a Dense backward puts the gradient of v: straight into grads when v has no
+// gradient yet (a zero tensor the kernel accumulates into: the same bits as the zeroed
+// temporary it replaces), else into `temporary` (zeroed), which the caller adds to the
+// existing gradient with accumulate() (a layer called more than once).
+float* gradient_target(Gradients& grads, const Variable& v, Tensor& temporary, bool& added) {
+  auto it = grads.find(&v);
+  added = it == grads.end();
+  if (added) return grads.emplace(&v, Tensor(v.value.shape())).first->second.data();
+  temporary = Tensor(v.value.shape());
+  return temporary.data();
+}
 }  // namespace
 
 Tensor Dense::forward(const Tensor& x, bool, std::unique_ptr<LayerContext>* context, UpdateSink*) {
@@ -112,14 +126,24 @@ Tensor Dense::forward(const Tensor& x, bool, std::unique_ptr<LayerContext>* cont
   Tensor y(compute_output_shape(x.shape()));
   kernels::dense_forward(x.data(), kernel_->value.data(), bias_ ? bias_->value.data() : nullptr, n, k, units_,
                          y.data());
+  if (activation_ == kernels::Activation::linear) {
+    if (context) {
+      auto c = std::make_unique<DenseContext>();
+      c->x = x;
+      c->y_shape = y.shape();
+      *context = std::move(c);
+    }
+    return y;
+  }
   std::unique_ptr<DenseContext> c;
   if (context) {
     c = std::make_unique<DenseContext>();
     c->x = x;
+    c->y_shape = y.shape();
   }
   const bool reads_x = kernels::activation_backward_reads(activation_) == kernels::BackwardReads::x;
   if (c && reads_x) c->a = y;  // z, before the in-place activation
-  if (activation_ != kernels::Activation::linear) kernels::activation_forward(activation_, y.data(), n, units_, y.data());
+  kernels::activation_forward(activation_, y.data(), n, units_, y.data());
   if (c) {
     if (!reads_x) c->a = y;
     *context = std::move(c);
@@ -139,21 +163,27 @@ void Dense::backward_variables(const LayerContext& context, const Tensor& dy, Gr
 
 void Dense::backward_into(const LayerContext& context, const Tensor& dy, Gradients& grads, Tensor* dx) {
   const auto& c = context_of<DenseContext>(context, where());
-  check_dy(dy, c.a.shape(), where());
+  check_dy(dy, c.y_shape, where());
   const std::int64_t k = kernel_->value.dim(0), n = c.x.numel() / k;
-  Tensor dz = dy;
+  // dz = dL/dz for the pre-activation z: dy itself for a linear Dense (no copy).
+  Tensor dz_storage;
+  const Tensor* dz = &dy;
   if (activation_ != kernels::Activation::linear) {
+    dz_storage = Tensor(dy.shape());
     const bool reads_x = kernels::activation_backward_reads(activation_) == kernels::BackwardReads::x;
     kernels::activation_backward(activation_, reads_x ? c.a.data() : nullptr, reads_x ? nullptr : c.a.data(),
-                                 dy.data(), n, units_, dz.data());
+                                 dy.data(), n, units_, dz_storage.data());
+    dz = &dz_storage;
   }
   if (dx != nullptr) *dx = Tensor(c.x.shape());
-  Tensor dw(kernel_->value.shape());
-  Tensor db(Shape{units_});
-  kernels::dense_backward(dz.data(), c.x.data(), kernel_->value.data(), n, k, units_,
-                          dx != nullptr ? dx->data() : nullptr, dw.data(), bias_ ? db.data() : nullptr);
-  accumulate(grads, &*kernel_, dw);
-  if (bias_) accumulate(grads, &*bias_, db);
+  Tensor dw_temporary, db_temporary;
+  bool dw_added = false, db_added = false;
+  float* dw = gradient_target(grads, *kernel_, dw_temporary, dw_added);
+  float* db = bias_ ? gradient_target(grads, *bias_, db_temporary, db_added) : nullptr;
+  kernels::dense_backward(dz->data(), c.x.data(), kernel_->value.data(), n, k, units_,
+                          dx != nullptr ? dx->data() : nullptr, dw, db);
+  if (!dw_added) accumulate(grads, &*kernel_, dw_temporary);
+  if (bias_ && !db_added) accumulate(grads, &*bias_, db_temporary);
 }
 
 // ---------------------------------------------------------------- Activation

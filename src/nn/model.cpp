@@ -642,14 +642,18 @@ std::shared_ptr<History> Model::fit(const Tensor& x, const Tensor& y, FitOptions
   // Keras: the validation split is the last fraction of the samples, before shuffling.
   std::int64_t n = x.dim(0);
   std::optional<std::pair<Tensor, Tensor>> validation = options.validation_data;
-  Tensor xt = x, yt = y;
+  Tensor x_split, y_split;  // the training part when validation_split takes the tail
+  const Tensor* xt = &x;    // the training samples, not copied otherwise
+  const Tensor* yt = &y;
   if (options.validation_split > 0.0) {
     const auto split_at = static_cast<std::int64_t>(static_cast<double>(n) * (1.0 - options.validation_split));
     const auto all = iota(n);
     validation = std::make_pair(gather_rows(x, all, static_cast<std::size_t>(split_at), static_cast<std::size_t>(n)),
                                 gather_rows(y, all, static_cast<std::size_t>(split_at), static_cast<std::size_t>(n)));
-    xt = gather_rows(x, all, 0, static_cast<std::size_t>(split_at));
-    yt = gather_rows(y, all, 0, static_cast<std::size_t>(split_at));
+    x_split = gather_rows(x, all, 0, static_cast<std::size_t>(split_at));
+    y_split = gather_rows(y, all, 0, static_cast<std::size_t>(split_at));
+    xt = &x_split;
+    yt = &y_split;
     n = split_at;
   }
   const std::int64_t steps = (n + options.batch_size - 1) / options.batch_size;
@@ -694,10 +698,10 @@ std::shared_ptr<History> Model::fit(const Tensor& x, const Tensor& y, FitOptions
         const auto [first, last] = data_parallel.shard(static_cast<std::int64_t>(end - begin));
         const std::size_t b0 = begin + static_cast<std::size_t>(first),
                           b1 = begin + static_cast<std::size_t>(last);
-        logs = train_step_sharded(gather_rows(xt, order, b0, b1), gather_rows(yt, order, b0, b1),
+        logs = train_step_sharded(gather_rows(*xt, order, b0, b1), gather_rows(*yt, order, b0, b1),
                                   static_cast<std::int64_t>(end - begin), *options.communicator);
       } else {
-        const Tensor xb = gather_rows(xt, order, begin, end), yb = gather_rows(yt, order, begin, end);
+        const Tensor xb = gather_rows(*xt, order, begin, end), yb = gather_rows(*yt, order, begin, end);
         logs = train_step(xb, yb, static_cast<std::int64_t>(end - begin));
       }
       loss.add(logs["loss"], static_cast<double>(end - begin));

@@ -139,10 +139,14 @@ void Optimizer::apply(const std::vector<const Tensor*>& grads, const std::vector
     }
   }
 
-  // 2. Stage: clipped gradients, slots for new variables, slot pointers.
+  // 2. Stage: clipped gradients (copies, only when a clip is set; otherwise the update
+  // reads the caller's gradients), slots for new variables, slot pointers.
   std::vector<Tensor> g;
-  g.reserve(vars.size());
-  for (const Tensor* t : grads) g.push_back(*t);
+  const bool clipping = clip_.clipnorm || clip_.global_clipnorm || clip_.clipvalue;
+  if (clipping) {
+    g.reserve(vars.size());
+    for (const Tensor* t : grads) g.push_back(*t);
+  }
 
   if (clip_.clipnorm) {
     // tf.clip_by_norm(g, c): (g * c) / max(||g||, c); ||g|| taken as 0 when sum(g^2) == 0.
@@ -198,7 +202,7 @@ void Optimizer::apply(const std::vector<const Tensor*>& grads, const std::vector
   slots_.merge(fresh);
   next_order_ = order;
   for (std::size_t i = 0; i < vars.size(); ++i) {
-    update_step(g[i], vars[i]->value, slot_ptrs[i], learning_rate_, iterations_);
+    update_step(clipping ? g[i] : *grads[i], vars[i]->value, slot_ptrs[i], learning_rate_, iterations_);
   }
   for (Variable* v : vars) v->constraint.apply(v->value);
   ++iterations_;

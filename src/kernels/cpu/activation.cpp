@@ -111,10 +111,11 @@ namespace {
 // library call per element, ~8 ns: 13% of an MLP training step). Cephes expf:
 // n = round(x / ln 2), r = x - n ln 2 (ln 2 split into C1 + C2, C1 with few mantissa
 // bits so n * C1 is exact), exp(r) = 1 + r + r^2 P(r) on |r| <= ln(2) / 2, then times
-// 2^n built from the exponent bits. Relative error about 1.3 ulp (std::expf: 1 ulp;
-// tested against the double reference). Saturation as std::exp with denormals flushed:
-// x > 88.3763 gives +inf, x < -87.3365 gives 0 (std::exp's results there are within 0.4%
-// of FLT_MAX, or denormals below 1.2e-38); NaN gives NaN. No FMA: the generic and AVX2
+// 2^n built from the exponent bits. Error at most 0.95 ulp of the exact value over the
+// whole float range (std::expf: 1 ulp; ActivationFastMath tests in
+// tests/kernels/activation_fast_math_test.cpp). Saturation as std::exp with denormals flushed:
+// x > 88.3763 gives +inf, x < -87.3365 gives 0 (std::exp's results there lie between
+// 2^127.5 and FLT_MAX, or are denormals below 1.2e-38); NaN gives NaN. No FMA: the generic and AVX2
 // builds of the loops below give bitwise identical results.
 using f32x8 = float __attribute__((vector_size(32)));
 using i32x8 = std::int32_t __attribute__((vector_size(32)));
@@ -147,32 +148,128 @@ __attribute__((always_inline)) inline f32x8 exp_f32x8(f32x8 x) {
   return x != x ? x : y;  // NaN
 }
 
-enum class ExpOp { exp_shifted, sigmoid, silu };
+// Constants of selu and the gelu forms (TensorFlow's values).
+constexpr double kSeluAlpha = 1.6732632423543772848170429916717;
+constexpr double kSeluScale = 1.0507009873554804934193349852946;
+constexpr double kSqrt2OverPi = 0.7978845608028654;  // sqrt(2 / pi)
+constexpr double kGeluCubic = 0.044715;
+constexpr double kInvSqrt2 = 0.70710678118654752440;
+constexpr double kInvSqrt2Pi = 0.39894228040143267794;  // 1 / sqrt(2 pi)
 
-// y[i] = exp(x[i] - shift), 1 / (1 + exp(-x[i])) or x[i] * (1 / (1 + exp(-x[i]))) for
-// i < n; y may alias x. Eight
-// lanes at a time; the tail goes through a zero-padded block, so every element is
-// computed by the same lane arithmetic.
-__attribute__((target_clones("avx2", "default"))) void exp_loop(ExpOp op, const float* x, float shift,
-                                                                std::int64_t n, float* y) {
-  const auto apply = [&](f32x8 v) __attribute__((always_inline)) {
-    if (op == ExpOp::exp_shifted) return exp_f32x8(v - shift);
-    const f32x8 s = 1.0f / (1.0f + exp_f32x8(-v));
-    return op == ExpOp::silu ? v * s : s;
+// tanh(x) in float, eight lanes (Cephes tanhf). |x| < 0.625: x + x z P(z), z = x^2, an
+// odd minimax polynomial; otherwise sign(x) (1 - 2 / (exp(2 |x|) + 1)) with exp_f32x8
+// (2 |x| is exact; exp = inf for |x| > 44.19 gives exactly +-1). NaN gives NaN; +-0
+// keep their sign. Measured error against the double reference: at most 2 ulp
+// (ActivationFastMath.UlpErrorOverTheWholeFloatRange).
+__attribute__((always_inline)) inline f32x8 tanh_f32x8(f32x8 x) {
+  const f32x8 a = x < 0.0f ? -x : x;
+  const f32x8 z = x * x;
+  f32x8 p = f32x8{} - 5.70498872745e-3f;
+  p = p * z + 2.06390887954e-2f;
+  p = p * z - 5.37397155531e-2f;
+  p = p * z + 1.33314422036e-1f;
+  p = p * z - 3.33332819422e-1f;
+  f32x8 small = (p * z) * x + x;
+  small = x == 0.0f ? x : small;  // -0 stays -0
+  const f32x8 big_abs = 1.0f - 2.0f / (exp_f32x8(a + a) + 1.0f);
+  const f32x8 big = x < 0.0f ? -big_abs : big_abs;
+  return a < 0.625f ? small : big;
+}
+
+// expm1(x) in float for x <= 0 (elu / selu use it on their negative side only): on
+// (-ln 2, 0] the Taylor series to x^10 (truncation below 1e-9 relative), else
+// exp_f32x8(x) - 1 (>= 0.5 in magnitude there, so the subtraction loses nothing); -1
+// below -87.34 (exp flushes to 0). Measured error: at most 2 ulp.
+__attribute__((always_inline)) inline f32x8 expm1_negative_f32x8(f32x8 x) {
+  f32x8 p = f32x8{} + static_cast<float>(1.0 / 3628800.0);
+  p = p * x + static_cast<float>(1.0 / 362880.0);
+  p = p * x + static_cast<float>(1.0 / 40320.0);
+  p = p * x + static_cast<float>(1.0 / 5040.0);
+  p = p * x + static_cast<float>(1.0 / 720.0);
+  p = p * x + static_cast<float>(1.0 / 120.0);
+  p = p * x + static_cast<float>(1.0 / 24.0);
+  p = p * x + static_cast<float>(1.0 / 6.0);
+  p = p * x + 0.5f;
+  const f32x8 small = (x * x) * p + x;
+  const f32x8 big = exp_f32x8(x) - 1.0f;
+  return x > -0.693147182f ? small : big;
+}
+
+// The element-wise operations the vector loop runs; each is the scalar formula of the
+// header, evaluated in float in the order written.
+enum class VecOp {
+  // forward: y = f(x)
+  exp_shifted,  // exp(x - param)
+  sigmoid,      // 1 / (1 + exp(-x))
+  silu,         // x * (1 / (1 + exp(-x)))
+  tanh,         // tanh_f32x8
+  elu,          // x < 0 ? expm1(x) : x
+  selu,         // x < 0 ? (scale alpha) expm1(x) : scale x
+  gelu_tanh,    // 0.5 x (1 + tanh(c (x + a x^3)))
+  // backward: dx = dy * f'(x), x the forward input, or (log_softmax) the output y
+  silu_grad,         // s (1 + x (1 - s)), s = sigmoid(x)
+  softplus_grad,     // sigmoid(x)
+  gelu_tanh_grad,    // 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 a x^2)
+  log_softmax_grad,  // dx = dy - exp(y) * param
+};
+
+// out[i] = op(x[i], dy[i], param) for i < n (dy read only by the backward ops). out may
+// alias x or dy. Eight lanes at a time; the tail goes through a zero-padded block, so
+// every element is computed by the same lane arithmetic wherever it sits (the results
+// depend on neither the length, the offset nor the thread that runs the loop).
+__attribute__((target_clones("avx2", "default"))) void vector_loop(VecOp op, const float* x, const float* dy,
+                                                                   float param, std::int64_t n, float* out) {
+  const auto apply = [&](f32x8 v, f32x8 g) __attribute__((always_inline)) {
+    const auto c = static_cast<float>(kSqrt2OverPi), a = static_cast<float>(kGeluCubic);
+    switch (op) {
+      case VecOp::exp_shifted:
+        return exp_f32x8(v - param);
+      case VecOp::sigmoid:
+        return 1.0f / (1.0f + exp_f32x8(-v));
+      case VecOp::silu:
+        return v * (1.0f / (1.0f + exp_f32x8(-v)));
+      case VecOp::tanh:
+        return tanh_f32x8(v);
+      case VecOp::elu:
+        return v < 0.0f ? expm1_negative_f32x8(v) : v;
+      case VecOp::selu:
+        return v < 0.0f ? static_cast<float>(kSeluScale * kSeluAlpha) * expm1_negative_f32x8(v)
+                        : static_cast<float>(kSeluScale) * v;
+      case VecOp::gelu_tanh:
+        return 0.5f * v * (1.0f + tanh_f32x8(c * (v + a * v * v * v)));
+      case VecOp::silu_grad: {
+        const f32x8 s = 1.0f / (1.0f + exp_f32x8(-v));
+        return g * (s * (1.0f + v * (1.0f - s)));
+      }
+      case VecOp::softplus_grad:
+        return g * (1.0f / (1.0f + exp_f32x8(-v)));
+      case VecOp::gelu_tanh_grad: {
+        const f32x8 t = tanh_f32x8(c * (v + a * v * v * v));
+        // Where t rounds to +-1 the second term is 0 (not 0 * inf once x^2 overflows).
+        const f32x8 w = 1.0f - t * t;
+        const f32x8 second = w == 0.0f ? f32x8{} : 0.5f * v * w * c * (1.0f + 3.0f * a * v * v);
+        return g * (0.5f * (1.0f + t) + second);
+      }
+      case VecOp::log_softmax_grad:
+        return g - exp_f32x8(v) * param;
+    }
+    return v;
   };
   std::int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    f32x8 v;
+    f32x8 v, g{};
     std::memcpy(&v, x + i, sizeof v);
-    v = apply(v);
-    std::memcpy(y + i, &v, sizeof v);
+    if (dy != nullptr) std::memcpy(&g, dy + i, sizeof g);
+    v = apply(v, g);
+    std::memcpy(out + i, &v, sizeof v);
   }
   if (i < n) {
     const auto rest = static_cast<std::size_t>(n - i);
-    f32x8 v{};
+    f32x8 v{}, g{};
     std::memcpy(&v, x + i, rest * sizeof(float));
-    v = apply(v);
-    std::memcpy(y + i, &v, rest * sizeof(float));
+    if (dy != nullptr) std::memcpy(&g, dy + i, rest * sizeof(float));
+    v = apply(v, g);
+    std::memcpy(out + i, &v, rest * sizeof(float));
   }
 }
 
@@ -182,7 +279,7 @@ void softmax_row(const float* x, std::int64_t cols, float* y) {
   float max = x[0];
   for (std::int64_t j = 1; j < cols; ++j) max = std::max(max, x[j]);
   double sum = 0.0;
-  exp_loop(ExpOp::exp_shifted, x, max, cols, y);
+  vector_loop(VecOp::exp_shifted, x, nullptr, max, cols, y);
   for (std::int64_t j = 0; j < cols; ++j) sum += static_cast<double>(y[j]);
   const float inverse = static_cast<float>(1.0 / sum);
   for (std::int64_t j = 0; j < cols; ++j) y[j] *= inverse;
@@ -197,21 +294,20 @@ void softmax_backward_row(const float* y, const float* dy, std::int64_t cols, fl
   for (std::int64_t j = 0; j < cols; ++j) dx[j] = y[j] * (dy[j] - dot_f);
 }
 
-// Constants of selu and the gelu forms (TensorFlow's values).
-constexpr double kSeluAlpha = 1.6732632423543772848170429916717;
-constexpr double kSeluScale = 1.0507009873554804934193349852946;
-constexpr double kSqrt2OverPi = 0.7978845608028654;  // sqrt(2 / pi)
-constexpr double kGeluCubic = 0.044715;
-constexpr double kInvSqrt2 = 0.70710678118654752440;
-constexpr double kInvSqrt2Pi = 0.39894228040143267794;  // 1 / sqrt(2 pi)
-
 // log_softmax of one row: y = (x - max) - log(sum exp(x - max)), float exp, double sum,
 // as tf.nn.log_softmax. y may alias x.
 void log_softmax_row(const float* x, std::int64_t cols, float* y) {
   float max = x[0];
   for (std::int64_t j = 1; j < cols; ++j) max = std::max(max, x[j]);
+  // exp(x - max) in float through a block on the stack (y may alias x, which the last
+  // loop still reads), summed in double.
   double sum = 0.0;
-  for (std::int64_t j = 0; j < cols; ++j) sum += std::exp(static_cast<double>(x[j] - max));
+  float block[256];
+  for (std::int64_t j0 = 0; j0 < cols; j0 += 256) {
+    const std::int64_t len = std::min<std::int64_t>(256, cols - j0);
+    vector_loop(VecOp::exp_shifted, x + j0, nullptr, max, len, block);
+    for (std::int64_t j = 0; j < len; ++j) sum += static_cast<double>(block[j]);
+  }
   const auto log_sum = static_cast<float>(std::log(sum));
   for (std::int64_t j = 0; j < cols; ++j) y[j] = (x[j] - max) - log_sum;
 }
@@ -220,12 +316,7 @@ void log_softmax_row(const float* x, std::int64_t cols, float* y) {
 void log_softmax_backward_row(const float* y, const float* dy, std::int64_t cols, float* dx) {
   double sum = 0.0;
   for (std::int64_t j = 0; j < cols; ++j) sum += static_cast<double>(dy[j]);
-  const auto sum_f = static_cast<float>(sum);
-  for (std::int64_t j = 0; j < cols; ++j) dx[j] = dy[j] - std::exp(y[j]) * sum_f;
-}
-
-float sigmoid_f(float v) {
-  return 1.0f / (1.0f + std::exp(-v));
+  vector_loop(VecOp::log_softmax_grad, y, dy, static_cast<float>(sum), cols, dx);
 }
 
 }  // namespace
@@ -247,10 +338,10 @@ void activation_forward(Activation activation, const float* x, std::int64_t rows
       return;
     case Activation::sigmoid:
       // exp(-x) = inf gives 1 / inf = 0; exp(-x) tiny gives 1: never inf / inf.
-      exp_loop(ExpOp::sigmoid, x, 0.0f, count, y);
+      vector_loop(VecOp::sigmoid, x, nullptr, 0.0f, count, y);
       return;
     case Activation::tanh:
-      each([](float v) { return std::tanh(v); });
+      vector_loop(VecOp::tanh, x, nullptr, 0.0f, count, y);
       return;
     case Activation::softmax:
       for (std::int64_t r = 0; r < rows; ++r) softmax_row(x + r * cols, cols, y + r * cols);
@@ -260,26 +351,19 @@ void activation_forward(Activation activation, const float* x, std::int64_t rows
       return;
     case Activation::silu:
     case Activation::swish:
-      exp_loop(ExpOp::silu, x, 0.0f, count, y);
+      vector_loop(VecOp::silu, x, nullptr, 0.0f, count, y);
       return;
     case Activation::gelu:
       each([](float v) { return 0.5f * v * (1.0f + std::erf(v * static_cast<float>(kInvSqrt2))); });
       return;
     case Activation::gelu_tanh:
-      each([](float v) {
-        const float inner =
-            static_cast<float>(kSqrt2OverPi) * (v + static_cast<float>(kGeluCubic) * v * v * v);
-        return 0.5f * v * (1.0f + std::tanh(inner));
-      });
+      vector_loop(VecOp::gelu_tanh, x, nullptr, 0.0f, count, y);
       return;
     case Activation::elu:
-      each([](float v) { return v < 0.0f ? std::expm1(v) : v; });
+      vector_loop(VecOp::elu, x, nullptr, 0.0f, count, y);
       return;
     case Activation::selu:
-      each([](float v) {
-        return v < 0.0f ? static_cast<float>(kSeluScale * kSeluAlpha) * std::expm1(v)
-                        : static_cast<float>(kSeluScale) * v;
-      });
+      vector_loop(VecOp::selu, x, nullptr, 0.0f, count, y);
       return;
     case Activation::softplus:
       each([](float v) { return v > 0.0f ? v + std::log1p(std::exp(-v)) : std::log1p(std::exp(v)); });
@@ -301,7 +385,7 @@ void activation_forward(Activation activation, const float* x, std::int64_t rows
       each([](float v) { return v > 0.0f ? v : 0.2f * v; });
       return;
     case Activation::exponential:
-      exp_loop(ExpOp::exp_shifted, x, 0.0f, count, y);
+      vector_loop(VecOp::exp_shifted, x, nullptr, 0.0f, count, y);
       return;
     case Activation::log_softmax:
       for (std::int64_t r = 0; r < rows; ++r) log_softmax_row(x + r * cols, cols, y + r * cols);
@@ -357,10 +441,7 @@ void activation_backward(Activation activation, const float* x, const float* y, 
       return;
     case Activation::silu:
     case Activation::swish:
-      each(x, [](float v) {
-        const float s = sigmoid_f(v);
-        return s * (1.0f + v * (1.0f - s));
-      });
+      vector_loop(VecOp::silu_grad, x, dy, 0.0f, count, dx);
       return;
     case Activation::gelu:
       each(x, [](float v) {
@@ -369,14 +450,10 @@ void activation_backward(Activation activation, const float* x, const float* y, 
       });
       return;
     case Activation::gelu_tanh:
-      each(x, [](float v) {
-        const auto c = static_cast<float>(kSqrt2OverPi), a = static_cast<float>(kGeluCubic);
-        const float t = std::tanh(c * (v + a * v * v * v));
-        return 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * c * (1.0f + 3.0f * a * v * v);
-      });
+      vector_loop(VecOp::gelu_tanh_grad, x, dy, 0.0f, count, dx);
       return;
     case Activation::softplus:
-      each(x, [](float v) { return sigmoid_f(v); });
+      vector_loop(VecOp::softplus_grad, x, dy, 0.0f, count, dx);
       return;
     case Activation::softsign:
       each(x, [](float v) {
