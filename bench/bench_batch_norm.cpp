@@ -459,6 +459,7 @@ struct Options {
   int max_reps = 200;
   int min_reps = 5;
   std::string only_op;  // run one op only (debugging)
+  std::string shapes;   // comma-separated shape names to run (e.g. 1024x512,32x16x8x8), or all
   bool reference = true;
 };
 
@@ -621,6 +622,8 @@ int run(const Options& opt) {
   std::vector<Record> recs;
   const double start = now_us();
   for (const Shape& shape : shapes(opt)) {
+    if (!opt.shapes.empty() && ("," + opt.shapes + ",").find("," + shape.name() + ",") == std::string::npos)
+      continue;
     const std::vector<Layout> layouts =
         shape.two_d() ? std::vector<Layout>{Layout::nc} : std::vector<Layout>{Layout::nchw, Layout::nhwc};
     for (const Layout layout : layouts) {
@@ -764,12 +767,16 @@ int main(int argc, char** argv) {
       opt.long_budget_s = std::atof(value().c_str());
     } else if (a == "--op") {
       opt.only_op = value();
+    } else if (a == "--shape") {
+      opt.shapes = value();
+    } else if (a == "--simd") {
+      bk::force_simd_level(value());  // bnorm's loops (peers keep theirs)
     } else if (a == "--no-reference") {
       opt.reference = false;
     } else {
       std::fprintf(stderr,
                    "usage: %s [--out FILE] [--set main|long|all] [--threads 1,2] [--budget S] [--long-budget S] "
-                   "[--op NAME] [--no-reference]\n",
+                   "[--op NAME] [--shape NxC[xHxW],...] [--simd generic|avx2|avx512] [--no-reference]\n",
                    argv[0]);
       return a == "--help" ? 0 : 2;
     }

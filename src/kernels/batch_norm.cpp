@@ -1,6 +1,9 @@
-// Dispatch of the batch-norm kernels: an ordered list of implementations, each saying
-// what it supports; `automatic` takes the first that accepts the call, the reference
-// last. explain_choice() and BNORM_VERBOSE=1 say why the earlier ones were rejected.
+// Dispatch of the batch-norm kernels: an ordered list of implementations, each row
+// saying what it supports and holding its functions; `automatic` takes the first that
+// accepts the call, the reference last. explain_choice() and BNORM_VERBOSE=1 say why the
+// earlier ones were rejected. choose_call() is the one place that decides, for every
+// entry point: the row, the SIMD level of the cpu rows and the thread count. Empty
+// batches are answered before it (write_empty_batch), the same for every row.
 #include "bnorm/kernels/batch_norm.hpp"
 
 #include <omp.h>
@@ -11,22 +14,78 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
+#include "bnorm/core/error.hpp"
 #include "bnorm/kernels/batch_norm_ref.hpp"
 #include "cpu/batch_norm_cpu.hpp"
+#include "cpu/simd_dispatch.hpp"
 
 namespace bnorm::kernels {
 namespace {
 
-enum class Path { cpu_nhwc, cpu_nchw, reference };
+using cpu::Exec;
+using cpu::ReluMask;
 
-// One entry of the ordered list: its name, and whether it supports `dims` (else why not).
-struct Candidate {
-  Path path;
+// The reference kernels with the signatures of the rows (the SIMD loops and the thread
+// count unused; the ReLU's mask as the fused reference functions take it).
+namespace ref_row {
+
+void moments(const float* x, const BatchNormDims& dims, float* mean, float* var, double* mean_d,
+             double* var_d, const Exec&) {
+  reference::moments(x, dims, mean, var, mean_d, var_d);
+}
+
+void forward_training(const float* x, const BatchNormDims& dims, const float* gamma, const float* beta,
+                      float epsilon, float* y, float* mean, float* var, float* invstd, double* mean_d,
+                      double* var_d, bool relu, const Exec&) {
+  if (relu)
+    return reference::forward_training_relu(x, dims, gamma, beta, epsilon, y, mean, var, invstd, mean_d,
+                                            var_d);
+  reference::forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd, mean_d, var_d);
+}
+
+void forward_inference(const float* x, const BatchNormDims& dims, const float* mean, const float* var,
+                       const float* gamma, const float* beta, float epsilon, float* y, const Exec&) {
+  reference::forward_inference(x, dims, mean, var, gamma, beta, epsilon, y);
+}
+
+void backward_training(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
+                       const float* invstd, const float* gamma, float* dx, float* dgamma, float* dbeta,
+                       const ReluMask& mask, const Exec&) {
+  switch (mask.from) {
+    case cpu::MaskFrom::output:
+      return reference::backward_training_relu(dy, x, mask.y, dims, mean, invstd, gamma, dx, dgamma, dbeta);
+    case cpu::MaskFrom::input:
+      return reference::backward_training_relu(dy, x, dims, mean, invstd, gamma, mask.beta, dx, dgamma,
+                                               dbeta);
+    case cpu::MaskFrom::none:
+      break;
+  }
+  reference::backward_training(dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta);
+}
+
+void backward_inference(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
+                        const float* var, const float* gamma, float epsilon, float* dx, float* dgamma,
+                        float* dbeta, const Exec&) {
+  reference::backward_inference(dy, x, dims, mean, var, gamma, epsilon, dx, dgamma, dbeta);
+}
+
+}  // namespace ref_row
+
+// One row of the ordered list: its name, whether it is a cpu (fast) kernel, whether it
+// supports `dims` (else why not), and its functions.
+struct Implementation {
   const char* name;
+  bool is_cpu;
   // Whether it supports `dims`; if not, and why_not is not null, the reason. (No string
   // is built on the plain dispatch path: a call's fixed cost matters for small tensors.)
   bool (*supports)(const BatchNormDims& dims, std::string* why_not);
+  decltype(&cpu::nchw_moments) moments;
+  decltype(&cpu::nchw_forward_training) forward_training;
+  decltype(&cpu::nchw_forward_inference) forward_inference;
+  decltype(&cpu::nchw_backward_training) backward_training;
+  decltype(&cpu::nchw_backward_inference) backward_inference;
 };
 
 bool nhwc_supports(const BatchNormDims& dims, std::string* why_not) {
@@ -45,56 +104,51 @@ bool reference_supports(const BatchNormDims&, std::string*) {
   return true;
 }
 
-constexpr Candidate kImplementations[] = {
-    {Path::cpu_nhwc, "cpu_nhwc", nhwc_supports},
-    {Path::cpu_nchw, "cpu_nchw", nchw_supports},
-    {Path::reference, "reference", reference_supports},
+constexpr Implementation kImplementations[] = {
+    {"cpu_nhwc", true, nhwc_supports, cpu::nhwc_moments, cpu::nhwc_forward_training,
+     cpu::nhwc_forward_inference, cpu::nhwc_backward_training, cpu::nhwc_backward_inference},
+    {"cpu_nchw", true, nchw_supports, cpu::nchw_moments, cpu::nchw_forward_training,
+     cpu::nchw_forward_inference, cpu::nchw_backward_training, cpu::nchw_backward_inference},
+    {"reference", false, reference_supports, ref_row::moments, ref_row::forward_training,
+     ref_row::forward_inference, ref_row::backward_training, ref_row::backward_inference},
 };
+constexpr const Implementation& kReference = kImplementations[std::size(kImplementations) - 1];
 
-const char* name_of(Path path) {
-  for (const Candidate& c : kImplementations)
-    if (c.path == path) return c.name;
-  return "?";
-}
-
-// The first implementation of the list that supports `dims`; `explanation` names it and
-// the rejected ones before it.
-Path choose(const BatchNormDims& dims, std::string* explanation) {
-  if (explanation == nullptr) {
-    for (const Candidate& candidate : kImplementations)
-      if (candidate.supports(dims, nullptr)) return candidate.path;
-    return Path::reference;
-  }
+// The first row that supports `dims`, among the cpu rows only with `cpu_only`;
+// `explanation` (if not null) names it and the rejected ones before it.
+const Implementation& choose(const BatchNormDims& dims, bool cpu_only, std::string* explanation) {
   std::string rejected;
-  for (const Candidate& candidate : kImplementations) {
+  for (const Implementation& row : kImplementations) {
+    if (cpu_only && !row.is_cpu) continue;
     std::string why_not;
-    if (candidate.supports(dims, &why_not)) {
+    if (row.supports(dims, explanation != nullptr ? &why_not : nullptr)) {
       if (explanation != nullptr) {
-        *explanation = candidate.name;
+        *explanation = row.name;
         if (!rejected.empty()) *explanation += " (" + rejected + ")";
       }
-      return candidate.path;
+      return row;
     }
+    if (explanation == nullptr) continue;
     if (!rejected.empty()) rejected += "; ";
-    rejected += std::string(candidate.name) + " rejected: " + why_not;
+    rejected += std::string(row.name) + " rejected: " + why_not;
   }
-  return Path::reference;  // unreachable: the reference supports everything
+  return kReference;  // unreachable: the reference supports everything, and the cpu rows cover every S
 }
 
-Path resolve(Impl impl, const BatchNormDims& dims, std::string* explanation) {
+const Implementation& resolve(Impl impl, const BatchNormDims& dims, std::string* explanation) {
   switch (impl) {
     case Impl::reference:
       if (explanation != nullptr) *explanation = "reference (requested)";
-      return Path::reference;
+      return kReference;
     case Impl::cpu: {
-      const Path path = dims.S == 1 ? Path::cpu_nhwc : Path::cpu_nchw;
-      if (explanation != nullptr) *explanation = std::string(name_of(path)) + " (requested cpu)";
-      return path;
+      const Implementation& row = choose(dims, true, nullptr);
+      if (explanation != nullptr) *explanation = std::string(row.name) + " (requested cpu)";
+      return row;
     }
     case Impl::automatic:
       break;
   }
-  return choose(dims, explanation);
+  return choose(dims, false, explanation);
 }
 
 bool verbose() {
@@ -105,52 +159,92 @@ bool verbose() {
   return enabled;
 }
 
-// Picks the implementation for `op` and, with BNORM_VERBOSE=1, prints the choice.
-Path dispatch(const char* op, Impl impl, const BatchNormDims& dims) {
-  if (!verbose()) return resolve(impl, dims, nullptr);
+std::atomic<int> g_threads{0};  // 0: OpenMP's default
+
+// A decided call: the row, and what its functions run with.
+struct Call {
+  const Implementation& row;
+  Exec exec;
+};
+
+// The one choice of every entry point: the row for `impl` and `dims`, the SIMD level (a
+// cpu row's; resolved for the reference too, so that a bad BNORM_SIMD is refused on any
+// path) and the thread count. With BNORM_VERBOSE=1 it prints the choice.
+Call choose_call(const char* op, Impl impl, const BatchNormDims& dims) {
+  const cpu::SimdLevel level = cpu::simd_level();
+  const int threads = num_threads();
+  if (!verbose()) return {resolve(impl, dims, nullptr), Exec{cpu::simd_ops(level), threads}};
   std::string explanation;
-  const Path path = resolve(impl, dims, &explanation);
+  const Implementation& row = resolve(impl, dims, &explanation);
+  if (row.is_cpu) explanation += std::string(" [simd ") + cpu::name_of(level) + "]";
   std::fprintf(stderr, "bnorm: %s (N=%lld,C=%lld,S=%lld) -> %s\n", op, static_cast<long long>(dims.N),
                static_cast<long long>(dims.C), static_cast<long long>(dims.S), explanation.c_str());
-  return path;
+  return {row, Exec{cpu::simd_ops(level), threads}};
 }
-
-std::atomic<int> g_threads{0};  // 0: OpenMP's default
 
 // Debug-only precondition check (the callers validate at the API boundary).
 [[maybe_unused]] bool valid(const BatchNormDims& dims) {
   return dims.N >= 0 && dims.C >= 0 && dims.S >= 0;
 }
 
-// Statistics of an empty batch (N*S == 0): mean = 0, var = 0, invstd = 1/sqrt(epsilon).
-void write_empty_batch_stats(std::int64_t C, float epsilon, float* mean, float* var, float* invstd) {
-  for (std::int64_t c = 0; c < C; ++c) {
-    mean[c] = 0.0f;
-    var[c] = 0.0f;
-    invstd[c] = cpu::invstd_of(0.0, epsilon);
+// The per-channel outputs a call writes for an empty batch (null: the call has none, or
+// skips it).
+struct EmptyOutputs {
+  float* mean = nullptr;     // 0
+  float* var = nullptr;      // 0
+  float* invstd = nullptr;   // 1 / sqrt(epsilon)
+  double* mean_d = nullptr;  // 0
+  double* var_d = nullptr;   // 0
+  float* dgamma = nullptr;   // 0
+  float* dbeta = nullptr;    // 0
+  float epsilon = 0.0f;
+};
+
+// Whether the call has no work (C == 0, or an empty batch N*S == 0, whose per-channel
+// outputs it then writes): the one place empty batches are handled, before dispatch.
+bool write_empty_batch(const BatchNormDims& dims, const EmptyOutputs& out) {
+  assert(valid(dims));
+  if (dims.C > 0 && dims.count() > 0) return false;
+  for (std::int64_t c = 0; c < dims.C; ++c) {
+    if (out.mean != nullptr) out.mean[c] = 0.0f;
+    if (out.var != nullptr) out.var[c] = 0.0f;
+    if (out.invstd != nullptr) out.invstd[c] = invstd_of(0.0, out.epsilon);
+    if (out.mean_d != nullptr) out.mean_d[c] = 0.0;
+    if (out.var_d != nullptr) out.var_d[c] = 0.0;
+    if (out.dgamma != nullptr) out.dgamma[c] = 0.0f;
+    if (out.dbeta != nullptr) out.dbeta[c] = 0.0f;
   }
+  return true;
 }
 
-// The double statistics of an empty batch: 0, 0 (null pointers skipped).
-void write_empty_batch_stats_d(std::int64_t C, double* mean_d, double* var_d) {
-  for (std::int64_t c = 0; c < C; ++c) {
-    if (mean_d != nullptr) mean_d[c] = 0.0;
-    if (var_d != nullptr) var_d[c] = 0.0;
-  }
+// forward_training and forward_training_relu: the ReLU a flag of the rows.
+void forward_training_any(bool relu, const float* x, const BatchNormDims& dims, const float* gamma,
+                          const float* beta, float epsilon, float* y, float* mean, float* var, float* invstd,
+                          double* mean_d, double* var_d, Impl impl) {
+  assert(dims.C == 0 || (mean != nullptr && var != nullptr && invstd != nullptr));
+  if (write_empty_batch(
+          dims,
+          {.mean = mean, .var = var, .invstd = invstd, .mean_d = mean_d, .var_d = var_d, .epsilon = epsilon}))
+    return;
+  const Call call = choose_call(relu ? "forward_training_relu" : "forward_training", impl, dims);
+  call.row.forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd, mean_d, var_d, relu,
+                            call.exec);
 }
 
-void write_zeros(std::int64_t C, float* a, float* b) {
-  for (std::int64_t c = 0; c < C; ++c) {
-    if (a != nullptr) a[c] = 0.0f;
-    if (b != nullptr) b[c] = 0.0f;
-  }
+// The training backward, plain or with the ReLU's mask.
+void backward_training_any(const char* op, const float* dy, const float* x, const BatchNormDims& dims,
+                           const float* mean, const float* invstd, const float* gamma, float* dx,
+                           float* dgamma, float* dbeta, const ReluMask& mask, Impl impl) {
+  if (write_empty_batch(dims, {.dgamma = dgamma, .dbeta = dbeta})) return;
+  const Call call = choose_call(op, impl, dims);
+  call.row.backward_training(dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, mask, call.exec);
 }
 
 }  // namespace
 
 std::string explain_choice(const BatchNormDims& dims) {
   std::string explanation;
-  choose(dims, &explanation);
+  choose(dims, false, &explanation);
   return explanation;
 }
 
@@ -163,61 +257,16 @@ int num_threads() {
   return n > 0 ? n : omp_get_max_threads();
 }
 
-namespace {
-
-// The cpu paths of the training backward (plain, or with the ReLU's mask), after the
-// dispatcher's checks; an empty batch gives zero gradients.
-void cpu_backward_training(Path path, const float* dy, const float* x, const BatchNormDims& dims,
-                           const float* mean, const float* invstd, const float* gamma, float* dx, float* dgamma,
-                           float* dbeta, const cpu::ReluMask& mask) {
-  if (dims.count() == 0) return write_zeros(dims.C, dgamma, dbeta);
-  if (path == Path::cpu_nhwc)
-    return cpu::nhwc_backward_training(dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, num_threads(), mask);
-  cpu::nchw_backward_training(dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, num_threads(), mask);
-}
-
-// forward_training and forward_training_relu: one dispatch, the ReLU a flag of the cpu
-// loops and a separate reference function.
-void forward_training_any(bool relu, const float* x, const BatchNormDims& dims, const float* gamma,
-                          const float* beta, float epsilon, float* y, float* mean, float* var, float* invstd,
-                          double* mean_d, double* var_d, Impl impl) {
-  assert(valid(dims) && (dims.C == 0 || (mean != nullptr && var != nullptr && invstd != nullptr)));
-  const Path path = dispatch(relu ? "forward_training_relu" : "forward_training", impl, dims);
-  if (dims.C == 0) return;
-  if (path == Path::reference) {
-    return relu ? reference::forward_training_relu(x, dims, gamma, beta, epsilon, y, mean, var, invstd, mean_d,
-                                                   var_d)
-                : reference::forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd, mean_d, var_d);
-  }
-  if (dims.count() == 0) {
-    write_empty_batch_stats_d(dims.C, mean_d, var_d);
-    return write_empty_batch_stats(dims.C, epsilon, mean, var, invstd);
-  }
-  if (path == Path::cpu_nhwc)
-    return cpu::nhwc_forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd, num_threads(), relu,
-                                      mean_d, var_d);
-  cpu::nchw_forward_training(x, dims, gamma, beta, epsilon, y, mean, var, invstd, num_threads(), relu, mean_d,
-                             var_d);
-}
-
-}  // namespace
-
 void moments(const float* x, const BatchNormDims& dims, float* mean, float* var, Impl impl) {
   moments(x, dims, mean, var, nullptr, nullptr, impl);
 }
 
 void moments(const float* x, const BatchNormDims& dims, float* mean, float* var, double* mean_d,
              double* var_d, Impl impl) {
-  assert(valid(dims) && (dims.C == 0 || (mean != nullptr && var != nullptr)));
-  const Path path = dispatch("moments", impl, dims);
-  if (dims.C == 0) return;
-  if (path == Path::reference) return reference::moments(x, dims, mean, var, mean_d, var_d);
-  if (dims.count() == 0) {
-    write_empty_batch_stats_d(dims.C, mean_d, var_d);
-    return write_zeros(dims.C, mean, var);
-  }
-  if (path == Path::cpu_nhwc) return cpu::nhwc_moments(x, dims, mean, var, num_threads(), mean_d, var_d);
-  cpu::nchw_moments(x, dims, mean, var, num_threads(), mean_d, var_d);
+  assert(dims.C == 0 || (mean != nullptr && var != nullptr));
+  if (write_empty_batch(dims, {.mean = mean, .var = var, .mean_d = mean_d, .var_d = var_d})) return;
+  const Call call = choose_call("moments", impl, dims);
+  call.row.moments(x, dims, mean, var, mean_d, var_d, call.exec);
 }
 
 void forward_training(const float* x, const BatchNormDims& dims, const float* gamma, const float* beta,
@@ -233,50 +282,33 @@ void forward_training(const float* x, const BatchNormDims& dims, const float* ga
 
 void forward_inference(const float* x, const BatchNormDims& dims, const float* mean, const float* var,
                        const float* gamma, const float* beta, float epsilon, float* y, Impl impl) {
-  assert(valid(dims));
-  const Path path = dispatch("forward_inference", impl, dims);
-  if (dims.numel() == 0) return;
-  if (path == Path::reference)
-    return reference::forward_inference(x, dims, mean, var, gamma, beta, epsilon, y);
-  if (path == Path::cpu_nhwc)
-    return cpu::nhwc_forward_inference(x, dims, mean, var, gamma, beta, epsilon, y, num_threads());
-  cpu::nchw_forward_inference(x, dims, mean, var, gamma, beta, epsilon, y, num_threads());
+  if (write_empty_batch(dims, {})) return;
+  const Call call = choose_call("forward_inference", impl, dims);
+  call.row.forward_inference(x, dims, mean, var, gamma, beta, epsilon, y, call.exec);
 }
 
 void backward_training(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
                        const float* invstd, const float* gamma, float* dx, float* dgamma, float* dbeta,
                        Impl impl) {
-  assert(valid(dims));
-  const Path path = dispatch("backward_training", impl, dims);
-  if (dims.C == 0) return;
-  if (path == Path::reference)
-    return reference::backward_training(dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta);
-  cpu_backward_training(path, dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, cpu::ReluMask{});
+  backward_training_any("backward_training", dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, ReluMask{},
+                        impl);
 }
 
 void backward_training_dx(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
                           const float* invstd, const float* gamma, const double* sum_dy,
                           const double* sum_dy_xhat, std::int64_t count, float* dx, Impl impl) {
-  assert(valid(dims));
   assert(count >= dims.count());
+  if (write_empty_batch(dims, {})) return;  // (dx has no elements)
   (void)impl;  // one elementwise pass: only the reference loop for now (no vector path yet)
-  if (dims.C == 0) return;
   reference::backward_training_dx(dy, x, dims, mean, invstd, gamma, sum_dy, sum_dy_xhat, count, dx);
 }
 
 void backward_inference(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
                         const float* var, const float* gamma, float epsilon, float* dx, float* dgamma,
                         float* dbeta, Impl impl) {
-  assert(valid(dims));
-  const Path path = dispatch("backward_inference", impl, dims);
-  if (dims.C == 0) return;
-  if (path == Path::reference)
-    return reference::backward_inference(dy, x, dims, mean, var, gamma, epsilon, dx, dgamma, dbeta);
-  if (dims.count() == 0) return write_zeros(dims.C, dgamma, dbeta);
-  if (path == Path::cpu_nhwc)
-    return cpu::nhwc_backward_inference(dy, x, dims, mean, var, gamma, epsilon, dx, dgamma, dbeta,
-                                        num_threads());
-  cpu::nchw_backward_inference(dy, x, dims, mean, var, gamma, epsilon, dx, dgamma, dbeta, num_threads());
+  if (write_empty_batch(dims, {.dgamma = dgamma, .dbeta = dbeta})) return;
+  const Call call = choose_call("backward_inference", impl, dims);
+  call.row.backward_inference(dy, x, dims, mean, var, gamma, epsilon, dx, dgamma, dbeta, call.exec);
 }
 
 void forward_training_relu(const float* x, const BatchNormDims& dims, const float* gamma, const float* beta,
@@ -291,33 +323,36 @@ void forward_training_relu(const float* x, const BatchNormDims& dims, const floa
 }
 
 void backward_training_relu(const float* dy, const float* x, const float* y, const BatchNormDims& dims,
-                            const float* mean, const float* invstd, const float* gamma, float* dx, float* dgamma,
-                            float* dbeta, Impl impl) {
-  assert(valid(dims));
-  const Path path = dispatch("backward_training_relu", impl, dims);
-  if (dims.C == 0) return;
-  if (path == Path::reference)
-    return reference::backward_training_relu(dy, x, y, dims, mean, invstd, gamma, dx, dgamma, dbeta);
-  cpu_backward_training(path, dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, cpu::ReluMask::from_output(y));
+                            const float* mean, const float* invstd, const float* gamma, float* dx,
+                            float* dgamma, float* dbeta, Impl impl) {
+  backward_training_any("backward_training_relu", dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta,
+                        ReluMask::from_output(y), impl);
 }
 
 void backward_training_relu(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
-                            const float* invstd, const float* gamma, const float* beta, float* dx, float* dgamma,
-                            float* dbeta, Impl impl) {
-  assert(valid(dims));
-  const Path path = dispatch("backward_training_relu", impl, dims);
-  if (dims.C == 0) return;
-  if (path == Path::reference)
-    return reference::backward_training_relu(dy, x, dims, mean, invstd, gamma, beta, dx, dgamma, dbeta);
-  cpu_backward_training(path, dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta, cpu::ReluMask::from_input(beta));
+                            const float* invstd, const float* gamma, const float* beta, float* dx,
+                            float* dgamma, float* dbeta, Impl impl) {
+  backward_training_any("backward_training_relu", dy, x, dims, mean, invstd, gamma, dx, dgamma, dbeta,
+                        ReluMask::from_input(beta), impl);
 }
 
 const char* simd_level() {
-  return &cpu::simd_ops() == &cpu::simd_ops_generic() ? "generic" : "avx2";
+  return cpu::name_of(cpu::simd_level());
+}
+
+std::vector<std::string> simd_levels() {
+  std::vector<std::string> names;
+  for (const cpu::SimdLevel level : cpu::kSimdLevels)
+    if (cpu::cpu_supports(level)) names.emplace_back(cpu::name_of(level));
+  return names;
+}
+
+void force_simd_level(const std::string& level) {
+  cpu::force_simd_level(level.c_str());
 }
 
 void force_generic_simd(bool on) {
-  cpu::force_generic_simd(on);
+  cpu::force_simd_level(on ? "generic" : nullptr);
 }
 
 void force_streaming_stores(bool on) {

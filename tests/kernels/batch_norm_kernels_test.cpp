@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "bnorm/core/error.hpp"
 #include "bnorm/kernels/batch_norm.hpp"
 #include "bnorm/kernels/batch_norm_ref.hpp"
 
@@ -90,27 +91,44 @@ void expect_bitwise(const std::vector<float>& got, const std::vector<float>& wan
 
 // Everything every op produces for one input, by one implementation.
 struct Outputs {
-  std::vector<float> m_mean, m_var;                  // moments
-  std::vector<float> y, mean, var, invstd;           // forward_training
-  std::vector<float> y_inf;                          // forward_inference
-  std::vector<float> dx, dgamma, dbeta;              // backward_training
-  std::vector<float> dx_inf, dgamma_inf, dbeta_inf;  // backward_inference
+  std::vector<float> m_mean, m_var;                             // moments
+  std::vector<float> y, mean, var, invstd;                      // forward_training
+  std::vector<float> y_inf;                                     // forward_inference
+  std::vector<float> dx, dgamma, dbeta;                         // backward_training
+  std::vector<float> dx_inf, dgamma_inf, dbeta_inf;             // backward_inference
   std::vector<float> y_relu, mean_relu, var_relu, invstd_relu;  // forward_training_relu
   std::vector<float> dx_relu, dgamma_relu, dbeta_relu;          // backward_training_relu (y)
   std::vector<float> dx_relu_x, dgamma_relu_x, dbeta_relu_x;    // backward_training_relu (mask from x)
   std::vector<std::vector<float>*> all() {
-    return {&m_mean,     &m_var,       &y,       &mean,          &var,          &invstd,       &y_inf,
-            &dx,         &dgamma,      &dbeta,   &dx_inf,        &dgamma_inf,   &dbeta_inf,    &y_relu,
-            &mean_relu,  &var_relu,    &invstd_relu, &dx_relu,   &dgamma_relu,  &dbeta_relu,   &dx_relu_x,
-            &dgamma_relu_x, &dbeta_relu_x};
+    return {&m_mean,      &m_var,      &y,         &mean,          &var,         &invstd,
+            &y_inf,       &dx,         &dgamma,    &dbeta,         &dx_inf,      &dgamma_inf,
+            &dbeta_inf,   &y_relu,     &mean_relu, &var_relu,      &invstd_relu, &dx_relu,
+            &dgamma_relu, &dbeta_relu, &dx_relu_x, &dgamma_relu_x, &dbeta_relu_x};
   }
 };
-const char* const kOutputNames[] = {
-    "moments.mean",   "moments.var", "y",      "mean",  "var",          "invstd",
-    "y_inference",    "dx",          "dgamma", "dbeta", "dx_inference", "dgamma_inference",
-    "dbeta_inference", "y_relu",     "mean_relu", "var_relu", "invstd_relu", "dx_relu",
-    "dgamma_relu",    "dbeta_relu", "dx_relu (mask from x)", "dgamma_relu (mask from x)",
-    "dbeta_relu (mask from x)"};
+const char* const kOutputNames[] = {"moments.mean",
+                                    "moments.var",
+                                    "y",
+                                    "mean",
+                                    "var",
+                                    "invstd",
+                                    "y_inference",
+                                    "dx",
+                                    "dgamma",
+                                    "dbeta",
+                                    "dx_inference",
+                                    "dgamma_inference",
+                                    "dbeta_inference",
+                                    "y_relu",
+                                    "mean_relu",
+                                    "var_relu",
+                                    "invstd_relu",
+                                    "dx_relu",
+                                    "dgamma_relu",
+                                    "dbeta_relu",
+                                    "dx_relu (mask from x)",
+                                    "dgamma_relu (mask from x)",
+                                    "dbeta_relu (mask from x)"};
 
 struct Inputs {
   BatchNormDims dims;
@@ -142,8 +160,8 @@ struct Inputs {
   void refresh() {
     std::vector<float> var(mean.size());
     yrelu.resize(x.size());
-    bk::reference::forward_training_relu(x.data(), dims, g(), b(), epsilon, yrelu.data(), mean.data(), var.data(),
-                                         invstd.data());
+    bk::reference::forward_training_relu(x.data(), dims, g(), b(), epsilon, yrelu.data(), mean.data(),
+                                         var.data(), invstd.data());
   }
   const float* g() const { return affine ? gamma.data() : nullptr; }
   const float* b() const { return affine ? beta.data() : nullptr; }
@@ -208,21 +226,32 @@ struct ShapeCase {
   std::int64_t N, C, S;
 };
 
+// Restores the automatic choice of SIMD level when a test that forces levels ends.
+class SimdLevelGuard {
+ public:
+  ~SimdLevelGuard() { bk::force_simd_level(""); }
+};
+
 class FastVsReference : public ::testing::TestWithParam<ShapeCase> {};
 
+// Every SIMD level this machine runs (simd_levels()), each against the reference.
 TEST_P(FastVsReference, EveryOpAgreesWithReference) {
+  SimdLevelGuard guard;
   const ShapeCase sc = GetParam();
   const BatchNormDims d{sc.N, sc.C, sc.S};
   for (const bool affine : {true, false}) {
     SCOPED_TRACE(str(d) + (affine ? " with gamma/beta" : " without gamma/beta"));
     const Inputs in(d, affine, 1234u + static_cast<std::uint32_t>(sc.N * 7 + sc.C * 3 + sc.S));
     Outputs ref = run_all(in, Impl::reference);
-    for (const Impl impl : {Impl::automatic, Impl::cpu}) {
-      SCOPED_TRACE(impl == Impl::cpu ? "Impl::cpu" : "Impl::automatic");
-      Outputs fast = run_all(in, impl);
-      const auto got = fast.all();
-      const auto want = ref.all();
-      for (std::size_t k = 0; k < got.size(); ++k) expect_close(*got[k], *want[k], kOutputNames[k]);
+    for (const std::string& level : bk::simd_levels()) {
+      bk::force_simd_level(level);
+      for (const Impl impl : {Impl::automatic, Impl::cpu}) {
+        SCOPED_TRACE(level + (impl == Impl::cpu ? " Impl::cpu" : " Impl::automatic"));
+        Outputs fast = run_all(in, impl);
+        const auto got = fast.all();
+        const auto want = ref.all();
+        for (std::size_t k = 0; k < got.size(); ++k) expect_close(*got[k], *want[k], kOutputNames[k]);
+      }
     }
   }
 }
@@ -275,19 +304,19 @@ class ThreadCountGuard {
 
 TEST(BatchNormKernels, BitwiseIdenticalForAnyThreadCount) {
   ThreadCountGuard guard;
-  for (const BatchNormDims d : {BatchNormDims{4096, 64, 1}, BatchNormDims{8, 32, 3136},
-                                BatchNormDims{2, 3, 60000}, BatchNormDims{30000, 3, 1},
-                                BatchNormDims{64, 1024, 1}, BatchNormDims{1000, 77, 1},
-                                BatchNormDims{32, 17, 196}, BatchNormDims{16, 2048, 7},
-                                // Small tensors that go parallel: channels-first from 16 Ki
-                                // elements (by channel, and by (channel, block) task for C = 7);
-                                // channels-last with fewer blocks than threads (row shares).
-                                BatchNormDims{32, 16, 64}, BatchNormDims{3, 7, 1000},
-                                BatchNormDims{61, 1100, 1}, BatchNormDims{200, 600, 1},
-                                // Channels-last split by lanes and channels (fewer blocks than
-                                // threads): P = C (one block of 16 and of 100 rows), P = 2C, P = 8C.
-                                BatchNormDims{16, 4096, 1}, BatchNormDims{100, 520, 1},
-                                BatchNormDims{64, 1028, 1}, BatchNormDims{64, 1025, 1}}) {
+  for (const BatchNormDims d :
+       {BatchNormDims{4096, 64, 1}, BatchNormDims{8, 32, 3136}, BatchNormDims{2, 3, 60000},
+        BatchNormDims{30000, 3, 1}, BatchNormDims{64, 1024, 1}, BatchNormDims{1000, 77, 1},
+        BatchNormDims{32, 17, 196}, BatchNormDims{16, 2048, 7},
+        // Small tensors that go parallel: channels-first from 16 Ki
+        // elements (by channel, and by (channel, block) task for C = 7);
+        // channels-last with fewer blocks than threads (row shares).
+        BatchNormDims{32, 16, 64}, BatchNormDims{3, 7, 1000}, BatchNormDims{61, 1100, 1},
+        BatchNormDims{200, 600, 1},
+        // Channels-last split by lanes and channels (fewer blocks than
+        // threads): P = C (one block of 16 and of 100 rows), P = 2C, P = 8C.
+        BatchNormDims{16, 4096, 1}, BatchNormDims{100, 520, 1}, BatchNormDims{64, 1028, 1},
+        BatchNormDims{64, 1025, 1}}) {
     for (const bool spiky : {false, true}) {
       SCOPED_TRACE(str(d) + (spiky ? " spiky" : " normal"));
       Inputs in(d, true, 99u);
@@ -313,6 +342,18 @@ TEST(BatchNormKernels, BitwiseIdenticalForAnyThreadCount) {
         EXPECT_EQ(bk::num_threads(), threads);
         Outputs many = run_all(in, Impl::automatic);
         const auto got = many.all();
+        const auto want = one.all();
+        for (std::size_t k = 0; k < got.size(); ++k) expect_bitwise(*got[k], *want[k], kOutputNames[k]);
+      }
+      // Every level at 2 threads: the same bits again (the levels share lanes and order,
+      // simd_level() in batch_norm.hpp).
+      SimdLevelGuard levels;
+      bk::set_num_threads(2);
+      for (const std::string& level : bk::simd_levels()) {
+        SCOPED_TRACE(level + " threads=2");
+        bk::force_simd_level(level);
+        Outputs other = run_all(in, Impl::automatic);
+        const auto got = other.all();
         const auto want = one.all();
         for (std::size_t k = 0; k < got.size(); ++k) expect_bitwise(*got[k], *want[k], kOutputNames[k]);
       }
@@ -349,9 +390,9 @@ std::pair<std::vector<double>, std::vector<double>> double_two_pass(const std::v
 
 TEST(BatchNormKernels, MomentsAccurateWithLargeOffset) {
   for (const double offset : {1e4, 1e6}) {
-    for (const BatchNormDims d : {BatchNormDims{20000, 3, 1}, BatchNormDims{16, 3, 1250},
-                                  BatchNormDims{3000, 64, 1}, BatchNormDims{5, 24, 900},
-                                  BatchNormDims{100, 512, 1}}) {
+    for (const BatchNormDims d :
+         {BatchNormDims{20000, 3, 1}, BatchNormDims{16, 3, 1250}, BatchNormDims{3000, 64, 1},
+          BatchNormDims{5, 24, 900}, BatchNormDims{100, 512, 1}}) {
       SCOPED_TRACE(str(d) + " offset " + std::to_string(offset));
       Rng rng(7u);
       const std::vector<float> x = rng.normals(d.numel(), offset, 1.0);
@@ -739,7 +780,8 @@ TEST(BatchNormKernels, ExplainChoice) {
 TEST(BatchNormKernels, VerbosePrintsEachDispatch) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");  // re-executes: BNORM_VERBOSE read afresh
   EXPECT_EXIT(dispatch_verbosely(), ::testing::ExitedWithCode(0),
-              "bnorm: moments \\(N=8,C=3,S=49\\) -> cpu_nchw \\(cpu_nhwc rejected: S=49 != 1\\)\n"
+              "bnorm: moments \\(N=8,C=3,S=49\\) -> cpu_nchw \\(cpu_nhwc rejected: S=49 != 1\\) "
+              "\\[simd (generic|avx2|avx512)\\]\n"
               "bnorm: moments \\(N=8,C=3,S=49\\) -> reference");
 }
 
@@ -802,8 +844,8 @@ TEST(BatchNormKernels, ZeroChannelsIsANoOp) {
 // Fused batch norm + ReLU: exactly the composition, on every path.
 
 TEST(BatchNormKernels, FusedReluIsTheComposition) {
-  for (const BatchNormDims d : {BatchNormDims{300, 17, 1}, BatchNormDims{8, 32, 196}, BatchNormDims{2, 3, 40000},
-                                BatchNormDims{5000, 3, 1}}) {
+  for (const BatchNormDims d : {BatchNormDims{300, 17, 1}, BatchNormDims{8, 32, 196},
+                                BatchNormDims{2, 3, 40000}, BatchNormDims{5000, 3, 1}}) {
     SCOPED_TRACE(str(d));
     const Inputs in(d, true, 8u);
     for (const Impl impl : {Impl::automatic, Impl::reference}) {
@@ -833,8 +875,9 @@ TEST(BatchNormKernels, FusedReluIsTheComposition) {
       bk::backward_training(g.data(), in.x.data(), d, in.mean.data(), in.invstd.data(), in.g(), dx.data(),
                             dgamma.data(), dbeta.data(), impl);
       std::vector<float> dx_r = junk(d.numel()), dgamma_r = junk(d.C), dbeta_r = junk(d.C);
-      bk::backward_training_relu(in.dy.data(), in.x.data(), in.yrelu.data(), d, in.mean.data(), in.invstd.data(),
-                                 in.g(), dx_r.data(), dgamma_r.data(), dbeta_r.data(), impl);
+      bk::backward_training_relu(in.dy.data(), in.x.data(), in.yrelu.data(), d, in.mean.data(),
+                                 in.invstd.data(), in.g(), dx_r.data(), dgamma_r.data(), dbeta_r.data(),
+                                 impl);
       expect_bitwise(dx_r, dx, "dx_relu");
       expect_bitwise(dgamma_r, dgamma, "dgamma_relu");
       expect_bitwise(dbeta_r, dbeta, "dbeta_relu");
@@ -850,8 +893,9 @@ TEST(BatchNormKernels, FusedReluIsTheComposition) {
 // the forward's shift holds -(mean_d - mean) * alpha besides beta, about 1e-8 of the
 // spread, which moves no element of these data across zero.
 TEST(BatchNormKernels, FusedReluMaskFromInputEqualsMaskFromOutput) {
-  for (const BatchNormDims d : {BatchNormDims{300, 17, 1}, BatchNormDims{8, 32, 196}, BatchNormDims{2, 3, 40000},
-                                BatchNormDims{64, 1024, 1}, BatchNormDims{7, 5, 3}}) {
+  for (const BatchNormDims d :
+       {BatchNormDims{300, 17, 1}, BatchNormDims{8, 32, 196}, BatchNormDims{2, 3, 40000},
+        BatchNormDims{64, 1024, 1}, BatchNormDims{7, 5, 3}}) {
     SCOPED_TRACE(str(d));
     Inputs in(d, true, 9u);
     for (std::int64_t n = 0; n < d.N; ++n)  // channel 1 constant
@@ -861,7 +905,8 @@ TEST(BatchNormKernels, FusedReluMaskFromInputEqualsMaskFromOutput) {
       for (const int variant : {0, 1, 2, 3}) {
         const float* gamma = variant & 1 ? nullptr : in.gamma.data();
         const float* beta = variant & 2 ? nullptr : (variant == 0 ? zero_beta.data() : in.beta.data());
-        SCOPED_TRACE("variant " + std::to_string(variant) + (fwd == Impl::reference ? " reference forward" : ""));
+        SCOPED_TRACE("variant " + std::to_string(variant) +
+                     (fwd == Impl::reference ? " reference forward" : ""));
         std::vector<float> y(in.x.size()), mean(in.gamma.size()), var(mean), invstd(mean);
         bk::forward_training_relu(in.x.data(), d, gamma, beta, in.epsilon, y.data(), mean.data(), var.data(),
                                   invstd.data(), fwd);
@@ -871,8 +916,8 @@ TEST(BatchNormKernels, FusedReluMaskFromInputEqualsMaskFromOutput) {
         for (const Impl impl : {Impl::automatic, Impl::cpu, Impl::reference}) {
           std::vector<float> dx_y = junk(d.numel()), dg_y = junk(d.C), db_y = junk(d.C);
           std::vector<float> dx_x = junk(d.numel()), dg_x = junk(d.C), db_x = junk(d.C);
-          bk::backward_training_relu(in.dy.data(), in.x.data(), y.data(), d, mean.data(), invstd.data(), gamma,
-                                     dx_y.data(), dg_y.data(), db_y.data(), impl);
+          bk::backward_training_relu(in.dy.data(), in.x.data(), y.data(), d, mean.data(), invstd.data(),
+                                     gamma, dx_y.data(), dg_y.data(), db_y.data(), impl);
           bk::backward_training_relu(in.dy.data(), in.x.data(), d, mean.data(), invstd.data(), gamma, beta,
                                      dx_x.data(), dg_x.data(), db_x.data(), impl);
           expect_bitwise(dx_x, dx_y, "dx");
@@ -906,8 +951,8 @@ TEST(BatchNormKernels, FusedReluEmptyAndZeroChannels) {
       expect_bitwise(dgamma, {0, 0, 0}, "dgamma (mask from x)");
       expect_bitwise(dbeta, {0, 0, 0}, "dbeta (mask from x)");
     }
-    bk::forward_training_relu(nullptr, BatchNormDims{4, 0, 9}, nullptr, nullptr, eps, nullptr, nullptr, nullptr,
-                              nullptr, impl);
+    bk::forward_training_relu(nullptr, BatchNormDims{4, 0, 9}, nullptr, nullptr, eps, nullptr, nullptr,
+                              nullptr, nullptr, impl);
     bk::backward_training_relu(nullptr, nullptr, nullptr, BatchNormDims{4, 0, 1}, nullptr, nullptr, nullptr,
                                nullptr, nullptr, nullptr, impl);
     bk::backward_training_relu(nullptr, nullptr, BatchNormDims{4, 0, 1}, nullptr, nullptr, nullptr, nullptr,
@@ -916,32 +961,77 @@ TEST(BatchNormKernels, FusedReluEmptyAndZeroChannels) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Vector code: the generic loops and the AVX2 loops give the same bits.
+// Vector code: every SIMD level gives the same bits, and the choice of level is checked.
 
-class GenericSimdGuard {
- public:
-  ~GenericSimdGuard() { bk::force_generic_simd(false); }
-};
-
-TEST(BatchNormKernels, GenericAndAvx2LoopsAgreeBitwise) {
-  GenericSimdGuard guard;
-  const std::string level = bk::simd_level();
-  EXPECT_TRUE(level == "avx2" || level == "generic") << level;
-  for (const BatchNormDims d : {BatchNormDims{1000, 64, 1}, BatchNormDims{5000, 3, 1}, BatchNormDims{8, 32, 196},
-                                BatchNormDims{2, 3, 40000}, BatchNormDims{40, 1100, 1}, BatchNormDims{7, 5, 1},
-                                BatchNormDims{3, 13, 49}, BatchNormDims{64, 1024, 1}}) {
+TEST(BatchNormKernels, EverySimdLevelGivesTheSameBits) {
+  SimdLevelGuard guard;
+  const std::vector<std::string> levels = bk::simd_levels();
+  ASSERT_FALSE(levels.empty());
+  EXPECT_EQ(levels.front(), "generic");
+  EXPECT_NE(std::find(levels.begin(), levels.end(), std::string(bk::simd_level())), levels.end())
+      << bk::simd_level();
+  for (const BatchNormDims d :
+       {BatchNormDims{1000, 64, 1}, BatchNormDims{5000, 3, 1}, BatchNormDims{8, 32, 196},
+        BatchNormDims{2, 3, 40000}, BatchNormDims{40, 1100, 1}, BatchNormDims{7, 5, 1},
+        BatchNormDims{3, 13, 49}, BatchNormDims{64, 1024, 1}, BatchNormDims{32, 16, 64}}) {
     SCOPED_TRACE(str(d));
     const Inputs in(d, true, 21u);
-    bk::force_generic_simd(false);
-    Outputs automatic = run_all(in, Impl::cpu);
-    bk::force_generic_simd(true);
-    EXPECT_STREQ(bk::simd_level(), "generic");
+    bk::force_simd_level("generic");
     Outputs generic = run_all(in, Impl::cpu);
-    bk::force_generic_simd(false);
-    const auto got = generic.all();
-    const auto want = automatic.all();
-    for (std::size_t k = 0; k < got.size(); ++k) expect_bitwise(*got[k], *want[k], kOutputNames[k]);
+    for (const std::string& level : levels) {
+      SCOPED_TRACE(level);
+      bk::force_simd_level(level);
+      EXPECT_EQ(bk::simd_level(), level);
+      Outputs other = run_all(in, Impl::cpu);
+      const auto got = other.all();
+      const auto want = generic.all();
+      for (std::size_t k = 0; k < got.size(); ++k) expect_bitwise(*got[k], *want[k], kOutputNames[k]);
+    }
   }
+}
+
+TEST(BatchNormKernels, ForcingAnUnknownOrMissingSimdLevelThrows) {
+  SimdLevelGuard guard;
+  const std::string before = bk::simd_level();
+  try {
+    bk::force_simd_level("avx9");
+    FAIL() << "no exception";
+  } catch (const bnorm::ArgumentError& e) {
+    EXPECT_EQ(e.argument(), "level");
+    EXPECT_EQ(e.expected(), "one of generic, avx2, avx512");
+    EXPECT_EQ(e.received(), "\"avx9\"");
+  }
+  EXPECT_EQ(bk::simd_level(), before);  // unchanged
+  const std::vector<std::string> levels = bk::simd_levels();
+  for (const std::string level : {"avx2", "avx512"}) {
+    if (std::find(levels.begin(), levels.end(), level) == levels.end()) {
+      EXPECT_THROW(bk::force_simd_level(level), bnorm::ArgumentError) << level;
+    }
+  }
+  bk::force_generic_simd(true);
+  EXPECT_STREQ(bk::simd_level(), "generic");
+  bk::force_generic_simd(false);
+  EXPECT_EQ(bk::simd_level(), before);
+}
+
+// BNORM_SIMD naming a level that is not one: every kernel call throws ArgumentError.
+// (Runs in a re-executed child: the variable is read once, at the first call.)
+void dispatch_with_bad_simd_env() {
+  setenv("BNORM_SIMD", "avx9", 1);
+  std::vector<float> x(8, 1.0f), mean(2), var(2);
+  try {
+    bk::moments(x.data(), BatchNormDims{4, 2, 1}, mean.data(), var.data());
+  } catch (const bnorm::ArgumentError& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    std::exit(3);
+  }
+  std::exit(0);
+}
+
+TEST(BatchNormKernels, BadSimdEnvironmentIsRefused) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // re-executes: BNORM_SIMD read afresh
+  EXPECT_EXIT(dispatch_with_bad_simd_env(), ::testing::ExitedWithCode(3),
+              "environment variable BNORM_SIMD: expected one of generic, avx2, avx512, received \"avx9\"");
 }
 
 class StreamingStoresGuard {
@@ -953,9 +1043,10 @@ class StreamingStoresGuard {
 // them on small tensors runs that path here, with unaligned heads and odd tails included.
 TEST(BatchNormKernels, StreamingAndPlainStoresAgreeBitwise) {
   StreamingStoresGuard guard;
-  for (const BatchNormDims d : {BatchNormDims{1000, 64, 1}, BatchNormDims{8, 32, 196}, BatchNormDims{2, 3, 40001},
-                                BatchNormDims{40, 1100, 1}, BatchNormDims{7, 5, 1}, BatchNormDims{3, 13, 49},
-                                BatchNormDims{64, 1024, 1}}) {
+  for (const BatchNormDims d :
+       {BatchNormDims{1000, 64, 1}, BatchNormDims{8, 32, 196}, BatchNormDims{2, 3, 40001},
+        BatchNormDims{40, 1100, 1}, BatchNormDims{7, 5, 1}, BatchNormDims{3, 13, 49},
+        BatchNormDims{64, 1024, 1}}) {
     SCOPED_TRACE(str(d));
     const Inputs in(d, true, 23u);
     bk::force_streaming_stores(false);
@@ -1060,11 +1151,11 @@ std::vector<double> channel_sd(const std::vector<double>& v, const BatchNormDims
 // the float statistics given: xhat = (x - mean) * invstd, dbeta = sum g,
 // dgamma = sum g * xhat, dx = gamma * invstd * (g - dbeta / count - xhat * dgamma / count).
 // scale: per channel, the natural size of the sums (sqrt of the sum of their squared terms).
-void double_backward_training(const std::vector<float>& g, const std::vector<float>& x, const BatchNormDims& d,
-                              const std::vector<float>& mean, const std::vector<float>& invstd,
-                              const std::vector<float>& gamma, std::vector<double>& dx,
-                              std::vector<double>& dgamma, std::vector<double>& dbeta,
-                              std::vector<double>& scale) {
+void double_backward_training(const std::vector<float>& g, const std::vector<float>& x,
+                              const BatchNormDims& d, const std::vector<float>& mean,
+                              const std::vector<float>& invstd, const std::vector<float>& gamma,
+                              std::vector<double>& dx, std::vector<double>& dgamma,
+                              std::vector<double>& dbeta, std::vector<double>& scale) {
   dx.assign(x.size(), 0.0);
   dgamma.assign(static_cast<std::size_t>(d.C), 0.0);
   dbeta.assign(static_cast<std::size_t>(d.C), 0.0);
@@ -1095,7 +1186,7 @@ void double_backward_training(const std::vector<float>& g, const std::vector<flo
 }
 
 TEST(BatchNormKernels, OutputsAccurateAtAnyOffset) {
-  GenericSimdGuard guard;
+  SimdLevelGuard guard;
   // Bound: 1e-6 of the output's standard deviation, plus 4 u (u = 2^-24) of the value
   // itself for values many deviations out (a float holds them to half an ulp at best: a
   // backward with a ReLU mask leaving few elements of a channel gives dx at 8 deviations).
@@ -1104,8 +1195,9 @@ TEST(BatchNormKernels, OutputsAccurateAtAnyOffset) {
   const float eps = 1e-3f;
   // Channels-last: period P = C (64), lanes of 5 channels (P = 40), lane split (fewer blocks
   // than threads); channels-first: few channels ((channel, block) tasks), groups, 7x7 rows.
-  for (const BatchNormDims d : {BatchNormDims{2000, 5, 1}, BatchNormDims{300, 64, 1}, BatchNormDims{64, 1024, 1},
-                                BatchNormDims{16, 3, 1250}, BatchNormDims{6, 24, 196}, BatchNormDims{8, 16, 49}}) {
+  for (const BatchNormDims d :
+       {BatchNormDims{2000, 5, 1}, BatchNormDims{300, 64, 1}, BatchNormDims{64, 1024, 1},
+        BatchNormDims{16, 3, 1250}, BatchNormDims{6, 24, 196}, BatchNormDims{8, 16, 49}}) {
     for (const double offset : {1e4, 1e6, 1e7}) {
       SCOPED_TRACE(str(d) + " offset " + std::to_string(offset) + " times the spread");
       Rng rng(17u);
@@ -1131,17 +1223,20 @@ TEST(BatchNormKernels, OutputsAccurateAtAnyOffset) {
         run_var[c] = static_cast<float>(1.2 * sd * sd);
       }
       WorstErrors worst;
-      for (const bool generic : {false, true}) {
-        bk::force_generic_simd(generic);
+      SimdLevelGuard levels;
+      for (const std::string& level : bk::simd_levels()) {
+        bk::force_simd_level(level);
         for (const Impl impl : {Impl::cpu, Impl::reference}) {
-          SCOPED_TRACE(std::string(bk::simd_level()) + (impl == Impl::cpu ? " Impl::cpu" : " Impl::reference"));
+          SCOPED_TRACE(std::string(bk::simd_level()) +
+                       (impl == Impl::cpu ? " Impl::cpu" : " Impl::reference"));
           const auto at = [&](std::int64_t n, std::int64_t c, std::int64_t s) {
             return static_cast<std::size_t>((n * d.C + c) * d.S + s);
           };
           // Each element of `got` against `want`, in units of sd[c]; channel 0 (constant)
           // exactly when `exact0`.
           const auto check = [&](const std::string& op, const std::vector<float>& got,
-                                 const std::vector<double>& want, const std::vector<double>& sd, bool exact0) {
+                                 const std::vector<double>& want, const std::vector<double>& sd,
+                                 bool exact0) {
             int failures = 0;
             for (std::int64_t c = 0; c < d.C; ++c)
               for (std::int64_t n = 0; n < d.N; ++n)
@@ -1150,7 +1245,8 @@ TEST(BatchNormKernels, OutputsAccurateAtAnyOffset) {
                   const double err = std::abs(static_cast<double>(got[i]) - want[i]);
                   if (c == 0 && exact0) {
                     if (!(static_cast<double>(got[i]) == want[i]) && ++failures <= 3)
-                      ADD_FAILURE() << op << " constant channel: got " << got[i] << ", want exactly " << want[i];
+                      ADD_FAILURE() << op << " constant channel: got " << got[i] << ", want exactly "
+                                    << want[i];
                     continue;
                   }
                   const double sc = sd[static_cast<std::size_t>(c)];  // 0: a channel masked whole
@@ -1167,13 +1263,15 @@ TEST(BatchNormKernels, OutputsAccurateAtAnyOffset) {
             for (std::size_t c = 0; c < C; ++c) {
               const double err = std::abs(static_cast<double>(got[c]) - want[c]);
               worst.note(op, err == 0.0 ? 0.0 : err / scale[c]);
-              EXPECT_LE(err, kBound * scale[c]) << op << " channel " << c << ": got " << got[c] << ", want " << want[c];
+              EXPECT_LE(err, kBound * scale[c])
+                  << op << " channel " << c << ": got " << got[c] << ", want " << want[c];
             }
           };
 
           // Training forward (plain and fused) against the double computation with the
           // call's own double statistics.
-          std::vector<float> y(x.size()), yr(x.size()), mean(C), var(C), invstd(C), mean2(C), var2(C), invstd2(C);
+          std::vector<float> y(x.size()), yr(x.size()), mean(C), var(C), invstd(C), mean2(C), var2(C),
+              invstd2(C);
           std::vector<double> mean_d(C), var_d(C), mean_d2(C), var_d2(C);
           bk::forward_training(x.data(), d, gamma.data(), beta.data(), eps, y.data(), mean.data(), var.data(),
                                invstd.data(), mean_d.data(), var_d.data(), impl);
@@ -1241,8 +1339,8 @@ TEST(BatchNormKernels, OutputsAccurateAtAnyOffset) {
               bk::backward_training_relu(dy.data(), x.data(), yr.data(), d, m.data(), iv.data(), gamma.data(),
                                          dx.data(), dgamma.data(), dbeta.data(), impl);
             else
-              bk::backward_training_relu(dy.data(), x.data(), d, m.data(), iv.data(), gamma.data(), beta.data(),
-                                         dx.data(), dgamma.data(), dbeta.data(), impl);
+              bk::backward_training_relu(dy.data(), x.data(), d, m.data(), iv.data(), gamma.data(),
+                                         beta.data(), dx.data(), dgamma.data(), dbeta.data(), impl);
             check(op + " dx", dx, dx_want, channel_sd(dx_want, d), false);
             check_sums(op + " dgamma", dgamma, dg_want, scale);
             check_sums(op + " dbeta", dbeta, db_want, scale);
@@ -1271,7 +1369,7 @@ TEST(BatchNormKernels, OutputsAccurateAtAnyOffset) {
           }
         }
       }
-      bk::force_generic_simd(false);
+      bk::force_simd_level("");
       std::string line = "worst errors (output sd) " + str(d) + " offset " + std::to_string(offset) + ":";
       for (const auto& [op, e] : worst.worst) {
         char buf[160];

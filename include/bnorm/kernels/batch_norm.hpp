@@ -71,6 +71,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace bnorm::kernels {
 
@@ -278,15 +279,26 @@ void backward_training_relu(const float* dy,      // (N, C, S)
                             float* dbeta,         // (C) assigned, or null
                             Impl impl = Impl::automatic);
 
-// Vector instruction set the cpu kernels use on this machine, chosen once at the first
-// call: "avx2" (AVX2 + FMA present) or "generic" (baseline x86-64 SSE2). Setting the
-// environment variable BNORM_SIMD=generic before the first kernel call forces the
-// generic loops. Results are bitwise identical for any thread count within one choice;
-// the two choices agree to about one float ulp.
+// Vector instruction set the cpu kernels use, chosen at the first call: the best this
+// CPU has of "avx512" (AVX-512 F and VL), "avx2" and "generic" (baseline x86-64, SSE2),
+// or the one the environment variable BNORM_SIMD names (read once, at the first call).
+// One binary runs on any x86-64. Every level gives the same bits (same lanes, same
+// order of operations, no FMA contraction): results are bitwise identical for any
+// thread count and any level; the levels differ only in speed. Throws ArgumentError
+// (naming BNORM_SIMD, the expected and the received value), as every kernel call then
+// does, when BNORM_SIMD names an unknown level or one this CPU lacks.
 const char* simd_level();
 
-// Forces the generic loops (true) or restores the automatic choice (false), for tests
-// and benchmarks. Not meant to be called while kernels run on other threads.
+// The levels this CPU can run, from "generic" up (what force_simd_level accepts).
+std::vector<std::string> simd_levels();
+
+// Forces the loops of `level` ("generic", "avx2", "avx512"), or with "" restores the
+// automatic choice, for tests and benchmarks. Throws ArgumentError when `level` is
+// unknown or this CPU lacks it (see simd_levels()). Not meant to be called while kernels
+// run on other threads.
+void force_simd_level(const std::string& level);
+
+// force_simd_level("generic") (true) or force_simd_level("") (false).
 void force_generic_simd(bool on);
 
 // Output stores. The elementwise passes write their output with non-temporal stores

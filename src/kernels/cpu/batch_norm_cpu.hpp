@@ -4,8 +4,8 @@
 //   nchw_*  channels-first, S > 1: each (n, c) row of S elements is contiguous;
 //   nhwc_*  channels-last,  S == 1: data is (N, C), each row holds every channel.
 // Same contracts as the public functions (mean_d, var_d: the double statistics, or
-// null), plus: C > 0 and N*S > 0 (the dispatcher handles empty tensors), `threads` >= 1
-// is the OpenMP team size for large tensors.
+// null), plus: C > 0 and N*S > 0 (the dispatcher handles empty tensors), and an Exec:
+// the SIMD loops and the OpenMP team size for large tensors.
 //
 // Determinism: reductions are split into blocks whose boundaries depend on the dims
 // only; each block's partial sums (double) land in their own slot and are merged in
@@ -20,11 +20,11 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
-#include <xmmintrin.h>
-
 #include "bnorm/kernels/batch_norm.hpp"
+#include "invstd.hpp"
 
 namespace bnorm::kernels::cpu {
 
@@ -35,6 +35,11 @@ inline constexpr std::int64_t kMinParallelNumel = 65536;
 inline constexpr std::int64_t kMinThreadNumel = 32768;
 // Target number of elements per reduction block.
 inline constexpr std::int64_t kBlockElems = 16384;
+
+// A tensor (or a block of one channel) spanning less than this is taken to be in cache:
+// software prefetches and prefetches of the output lines only cost there (rows_ahead in
+// batch_norm_simd.hpp, the grouped passes of batch_norm_nchw.cpp).
+inline constexpr std::int64_t kInCacheBytes = 512 << 10;
 
 // Channels-first calls go parallel from a quarter of that: their per-channel tasks need
 // no merge across threads, so a 2-thread region (about 0.7 us to open here, 0.2 us per
@@ -69,38 +74,39 @@ void run_team(int team, Body&& body) {
   }
 }
 
-// Whether the elementwise pass of a call writes its output with non-temporal stores
-// (bypassing the caches): when the output exceeds 3/4 of the last-level cache, taken as
-// at most 48 MiB (it would evict the input and everything else on its way through the
-// cache; see stream_threshold in batch_norm_nchw.cpp for the measurements). Stored
-// values are the same either way. force_streaming_stores(true) makes every size stream
-// (tests).
-bool stream_stores(std::int64_t out_bytes);
-void force_streaming_stores(bool on);
+// The buffers of scratch(): one per (slot, element type), so a kernel may hold several
+// at once; a slot names the role its buffer plays in a call.
+enum class Slot {
+  thread_sums,      // one thread's partial sums of its blocks or lanes (double)
+  block_sums,       // the per-(channel, block) partial sums a call merges (double)
+  channel_doubles,  // per-channel double statistics or sums, per-lane double means
+  lanes,            // per-(block, lane) sums of a lane-split call (double)
+  pivot_sums,       // the sums behind the pivots (double)
+  coefficients,     // per-channel and per-lane coefficients of the elementwise pass
+  pivots,           // per-channel and per-lane pivots of the shifted sums (float)
+  grads,            // per-channel backward coefficients (TrainingGrad)
+  masks,            // per-channel ReLU masks of a fused backward
+};
 
-// Orders this thread's non-temporal stores before what follows (a barrier, the return to
-// the caller): each thread that streamed calls it once its elementwise work is done. The
-// channels-first row loops (affine_rows, affine_cyclic, dx_rows) leave it to their caller.
-inline void end_streaming(bool stream) {
-  if (stream) _mm_sfence();
-}
-
-// Grow-only scratch of the calling thread (no allocation once warm). Each slot is a
-// separate buffer, so a kernel may hold several at once.
-template <typename T, int kSlot>
+// Grow-only scratch of the calling thread (no allocation once warm), one buffer per slot.
+// Arrays of floats and doubles start on a 64-byte line: the per-lane accumulators are
+// read and written eight doubles (a 64-byte zmm register with AVX-512) at a time, and a
+// load split across two lines costs twice.
+template <typename T, Slot kSlot>
 T* scratch(std::int64_t n) {
   // (Vector types stay out: a thread-local vector of a struct of 32-byte vectors came back
   // 16-byte aligned, and aligned vector stores into it crashed.)
   static_assert(alignof(T) <= alignof(std::max_align_t), "scratch: no over-aligned types");
+  constexpr std::size_t kLine = 64;
+  constexpr std::size_t kPad = std::is_arithmetic_v<T> ? kLine / sizeof(T) : 0;
   thread_local std::vector<T> buffer;
-  if (buffer.size() < static_cast<std::size_t>(n)) buffer.resize(static_cast<std::size_t>(n));
-  return buffer.data();
-}
-
-// invstd = 1 / sqrt(var + epsilon), in double, rounded once to float (PyTorch's
-// save_invstd).
-inline float invstd_of(double var, float epsilon) {
-  return static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(epsilon)));
+  if (buffer.size() < static_cast<std::size_t>(n) + kPad) buffer.resize(static_cast<std::size_t>(n) + kPad);
+  T* p = buffer.data();
+  if constexpr (kPad > 0) {  // (the vector's storage is 16-byte aligned: a whole number of T to skip)
+    const std::size_t off = reinterpret_cast<std::uintptr_t>(p) % kLine;
+    if (off != 0) p += (kLine - off) / sizeof(T);
+  }
+  return p;
 }
 
 // The affine transform of the normalization, centred: y = (x - center) * alpha + shift,
@@ -238,85 +244,42 @@ struct ReluMask {
   static ReluMask from_input(const float* beta) { return {MaskFrom::input, nullptr, beta}; }
 };
 
-// ---- inner loops (batch_norm_simd.hpp), one table per instruction set ----
-// Semantics in batch_norm_simd.hpp. Both tables give bitwise identical results. Per-lane
-// float coefficient arrays of the *_flat loops hold P + 8 lanes (kLaneExtra).
+// Per-lane float coefficient arrays of the *_flat loops hold P + kLaneExtra lanes.
 inline constexpr std::int64_t kLaneExtra = 8;
 
-struct SimdOps {
-  const char* name;
-  void (*moments_rows)(const float* x, std::int64_t rows, std::int64_t stride, std::int64_t len,
-                       double* sum, double* m2);
-  void (*shifted_rows)(const float* x, std::int64_t rows, std::int64_t stride, std::int64_t len, float pivot,
-                       double* s1, double* s2);
-  void (*grad_rows)(const float* dy, const float* x, const RowsMask& mask, std::int64_t rows,
-                    std::int64_t stride, std::int64_t len, double mean, double* sum, double* dotp);
-  void (*grad_scale_rows)(const float* dy, const float* x, float* dx, std::int64_t rows, std::int64_t stride,
-                          std::int64_t len, double mean, float scale, double* sum, double* dotp, bool stream);
-  void (*affine_rows)(const float* x, float* y, std::int64_t rows, std::int64_t stride, std::int64_t len,
-                      const Fold& f, bool relu, bool stream);
-  void (*affine_cyclic)(const float* x, float* y, std::int64_t r0, std::int64_t r1, std::int64_t C,
-                        std::int64_t S, const Fold* f, bool relu, bool stream);
-  void (*dx_cyclic)(const float* dy, const float* x, const RowsMask* masks, float* dx, std::int64_t r0,
-                    std::int64_t r1, std::int64_t C, std::int64_t S, const float* mean, const TrainingGrad* g,
-                    bool stream);
-  void (*dx_rows)(const float* dy, const float* x, const RowsMask& mask, float* dx, std::int64_t rows,
-                  std::int64_t stride, std::int64_t len, float mean, float grad_mean, float k, float scale,
-                  bool stream);
-  void (*shifted_flat)(const float* x, std::int64_t n, std::int64_t P, const float* pivot, double* acc1,
-                       double* acc2);
-  void (*grad_flat)(const float* dy, const float* x, const FlatMask& mask, std::int64_t n, std::int64_t P,
-                    const double* mean, double* acc_g, double* acc_p);
-  void (*scale_flat)(const float* dy, float* dx, std::int64_t n, std::int64_t P, const float* scale, bool stream);
-  void (*affine_flat)(const float* x, float* y, std::int64_t n, std::int64_t P, const float* center,
-                      const float* alpha, const float* shift, bool relu, bool stream);
-  void (*dx_flat)(const float* dy, const float* x, const FlatMask& mask, float* dx, std::int64_t n,
-                  std::int64_t P, const float* mean, const float* grad_mean, const float* k,
-                  const float* scale, bool stream);
-  // shifted_flat and grad_flat for the lanes [j0, j1) only (multiples of 8, j1 <= P), with
-  // the same sums for each of them.
-  void (*shifted_flat_lanes)(const float* x, std::int64_t n, std::int64_t P, std::int64_t j0, std::int64_t j1,
-                             const float* pivot, double* acc1, double* acc2);
-  void (*grad_flat_lanes)(const float* dy, const float* x, const FlatMask& mask, std::int64_t n, std::int64_t P,
-                          std::int64_t j0, std::int64_t j1, const double* mean, double* acc_g, double* acc_p);
+// What a fast call runs with besides its data, decided once by the dispatcher
+// (src/kernels/batch_norm.cpp): the table of inner loops of the chosen instruction set
+// (simd_dispatch.hpp) and the OpenMP team size for large tensors (>= 1).
+struct SimdOps;
+struct Exec {
+  const SimdOps& ops;
+  int threads;
 };
 
-// The table for this machine: AVX2 when the CPU has it (and BNORM_SIMD is not
-// "generic", and force_generic_simd(true) was not called), else the generic one.
-const SimdOps& simd_ops();
-const SimdOps& simd_ops_generic();
-void force_generic_simd(bool on);
+// ---- the fast kernels, one set per layout ----
+// Every layout has the same five functions with the same signatures (the rows of the
+// dispatcher's implementation list hold them). `relu` (forward): y = relu(batch norm);
+// `relu_mask` (backward): the gradient is masked first (the ReLU's backward, see ReluMask).
+#define BNORM_CPU_KERNELS(layout)                                                                            \
+  void layout##_moments(const float* x, const BatchNormDims& dims, float* mean, float* var, double* mean_d,  \
+                        double* var_d, const Exec& exec);                                                    \
+  void layout##_forward_training(const float* x, const BatchNormDims& dims, const float* gamma,              \
+                                 const float* beta, float epsilon, float* y, float* mean, float* var,        \
+                                 float* invstd, double* mean_d, double* var_d, bool relu, const Exec& exec); \
+  void layout##_forward_inference(const float* x, const BatchNormDims& dims, const float* mean,              \
+                                  const float* var, const float* gamma, const float* beta, float epsilon,    \
+                                  float* y, const Exec& exec);                                               \
+  void layout##_backward_training(const float* dy, const float* x, const BatchNormDims& dims,                \
+                                  const float* mean, const float* invstd, const float* gamma, float* dx,     \
+                                  float* dgamma, float* dbeta, const ReluMask& relu_mask, const Exec& exec); \
+  void layout##_backward_inference(const float* dy, const float* x, const BatchNormDims& dims,               \
+                                   const float* mean, const float* var, const float* gamma, float epsilon,   \
+                                   float* dx, float* dgamma, float* dbeta, const Exec& exec);
 
-// ---- channels-first, S > 1 (batch_norm_nchw.cpp) ----
-// `relu` (forward): y = relu(batch norm); `relu_mask` (backward): the gradient is masked
-// first (the ReLU's backward, see ReluMask).
-void nchw_moments(const float* x, const BatchNormDims& dims, float* mean, float* var, int threads,
-                  double* mean_d = nullptr, double* var_d = nullptr);
-void nchw_forward_training(const float* x, const BatchNormDims& dims, const float* gamma, const float* beta,
-                           float epsilon, float* y, float* mean, float* var, float* invstd, int threads,
-                           bool relu = false, double* mean_d = nullptr, double* var_d = nullptr);
-void nchw_forward_inference(const float* x, const BatchNormDims& dims, const float* mean, const float* var,
-                            const float* gamma, const float* beta, float epsilon, float* y, int threads);
-void nchw_backward_training(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
-                            const float* invstd, const float* gamma, float* dx, float* dgamma, float* dbeta,
-                            int threads, const ReluMask& relu_mask = {});
-void nchw_backward_inference(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
-                             const float* var, const float* gamma, float epsilon, float* dx, float* dgamma,
-                             float* dbeta, int threads);
-
-// ---- channels-last, S == 1 (batch_norm_nhwc.cpp) ----
-void nhwc_moments(const float* x, const BatchNormDims& dims, float* mean, float* var, int threads,
-                  double* mean_d = nullptr, double* var_d = nullptr);
-void nhwc_forward_training(const float* x, const BatchNormDims& dims, const float* gamma, const float* beta,
-                           float epsilon, float* y, float* mean, float* var, float* invstd, int threads,
-                           bool relu = false, double* mean_d = nullptr, double* var_d = nullptr);
-void nhwc_forward_inference(const float* x, const BatchNormDims& dims, const float* mean, const float* var,
-                            const float* gamma, const float* beta, float epsilon, float* y, int threads);
-void nhwc_backward_training(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
-                            const float* invstd, const float* gamma, float* dx, float* dgamma, float* dbeta,
-                            int threads, const ReluMask& relu_mask = {});
-void nhwc_backward_inference(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
-                             const float* var, const float* gamma, float epsilon, float* dx, float* dgamma,
-                             float* dbeta, int threads);
+// Channels-first, S > 1 (batch_norm_nchw.cpp).
+BNORM_CPU_KERNELS(nchw)
+// Channels-last, S == 1 (batch_norm_nhwc.cpp).
+BNORM_CPU_KERNELS(nhwc)
+#undef BNORM_CPU_KERNELS
 
 }  // namespace bnorm::kernels::cpu

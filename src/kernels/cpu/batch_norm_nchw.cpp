@@ -12,126 +12,17 @@
 // still in cache, so the tensor crosses memory once. With few channels (C < 8 threads
 // and not a multiple of them), the (channel, block) pairs are the parallel tasks and
 // the elementwise pass is a second sweep.
-//
-// This file also holds the two tables of inner loops (batch_norm_simd.hpp compiled for
-// baseline x86-64 and for AVX2) and the choice between them.
-#include <immintrin.h>
 #include <omp.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cassert>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
-#include <type_traits>
 #include <vector>
 
 #include "batch_norm_cpu.hpp"
-
-// ---- the inner loops, once per instruction set ----
-#define BNORM_SIMD_NS simd_generic
-#include "batch_norm_simd.hpp"
-#undef BNORM_SIMD_NS
-
-#pragma GCC push_options
-#pragma GCC target("avx2")
-#define BNORM_SIMD_NS simd_avx2
-#define BNORM_SIMD_AVX2 1
-#include "batch_norm_simd.hpp"
-#undef BNORM_SIMD_AVX2
-#undef BNORM_SIMD_NS
-#pragma GCC pop_options
+#include "simd_dispatch.hpp"
 
 namespace bnorm::kernels::cpu {
-namespace {
-
-#define BNORM_SIMD_TABLE(ns)                                                                             \
-  SimdOps {                                                                                              \
-    #ns, ns::moments_rows, ns::shifted_rows, ns::grad_rows, ns::grad_scale_rows, ns::affine_rows,        \
-        ns::affine_cyclic, ns::dx_cyclic, ns::dx_rows, ns::shifted_flat, ns::grad_flat, ns::scale_flat, \
-        ns::affine_flat, ns::dx_flat, ns::shifted_flat_lanes, ns::grad_flat_lanes                        \
-  }
-const SimdOps kGeneric = BNORM_SIMD_TABLE(simd_generic);
-const SimdOps kAvx2 = BNORM_SIMD_TABLE(simd_avx2);
-#undef BNORM_SIMD_TABLE
-
-bool cpu_has_avx2() {
-  static const bool has = [] {
-    const char* env = std::getenv("BNORM_SIMD");
-    if (env != nullptr && std::strcmp(env, "generic") == 0) return false;
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") != 0;
-  }();
-  return has;
-}
-
-std::atomic<bool> g_force_generic{false};
-std::atomic<bool> g_force_stream{false};
-
-// Streaming pays when the output cannot stay in the last-level cache next to the input
-// (and the next reader finds it in memory either way). The cache is the whole shared L3,
-// taken as at most kMaxCache: inside a virtual machine, sysconf (and glibc) see the
-// host's whole L3 (480 MiB on the 2-vCPU benchmark VM), although the cache a guest
-// really gets is far smaller. Measured there (interleaved harness runs, minima, plain vs
-// streaming): 49 MiB outputs at 2 threads: NCHW 32x128x56x56 forward_training 3242-5097
-// vs 2169-2361 us, NHWC 3386-3989 vs 3085 us, backward_training 7146-8199 vs
-// 6008-6842 us, forward_inference 2092-2170 vs 1855 us; at 1 thread streaming won too
-// (100 MiB: 14500-15800 vs 10070-11240 us); 24.5 MiB outputs: a coin toss, either way by
-// up to 1.3x between runs; 12 MiB: plain 3-5 % faster. (glibc's memcpy rule, 3/4 of one
-// thread's share, would stream 49 MiB at 2 threads only on caches under 65 MiB, and
-// single-threaded outputs that fit a small L3 too early.)
-constexpr std::int64_t kMaxCache = 48LL << 20;
-
-// 3/4 of the last-level cache (at most kMaxCache; 32 MiB when the size is unknown).
-std::int64_t stream_threshold() {
-  static const std::int64_t bytes = [] {
-    long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
-    if (l3 <= 0) l3 = 32L << 20;
-    return std::min<std::int64_t>(l3, kMaxCache) * 3 / 4;
-  }();
-  return bytes;
-}
-
-}  // namespace
-
-bool stream_stores(std::int64_t out_bytes) {
-  if (g_force_stream.load(std::memory_order_relaxed)) return true;
-  return out_bytes > stream_threshold();
-}
-
-// Channels-first outputs are written row by row (rows of S floats). The row loops stream
-// only the whole 64-byte lines of a row and store its partial end lines plainly
-// (line_head_of in batch_norm_simd.hpp): streaming part of a line is slow (it flushes a
-// half-filled write-combining buffer; 256x256x14x14 forward_inference at 1 thread took
-// 28.7 ms when rows of 196 floats were streamed whole, against 3.5 ms for a copy). With
-// whole lines only, 14x14 maps gain as 28x28 do (256x256x14x14 at 1 thread, plain ->
-// streamed: forward_training 7.8 -> 5.7 ms, backward_training 15.5 -> 11.5 ms,
-// forward_inference 4.5 -> 4.1 ms). Rows under 64 floats (7x7, 8x8 maps) are not streamed:
-// their partial lines would be most of them.
-static bool stream_rows(std::int64_t out_bytes, std::int64_t S) {
-  if (g_force_stream.load(std::memory_order_relaxed)) return true;
-  return S >= 64 && stream_stores(out_bytes);
-}
-
-void force_streaming_stores(bool on) {
-  g_force_stream.store(on, std::memory_order_relaxed);
-}
-
-const SimdOps& simd_ops() {
-  if (g_force_generic.load(std::memory_order_relaxed) || !cpu_has_avx2()) return kGeneric;
-  return kAvx2;
-}
-
-const SimdOps& simd_ops_generic() {
-  return kGeneric;
-}
-
-void force_generic_simd(bool on) {
-  g_force_generic.store(on, std::memory_order_relaxed);
-}
-
 namespace {
 
 int nchw_team(const BatchNormDims& dims, int threads) {
@@ -226,8 +117,9 @@ void block_moments(const SimdOps& ops, const float* x, const BatchNormDims& dims
 // Mean and biased variance of channel c from its blocks' sums and M2s (`step` apart).
 void merge_channel(const double* sums, const double* m2s, std::int64_t step, const Blocking& b,
                    const BatchNormDims& dims, double& mean, double& var) {
-  chan_merge(sums, m2s, b.per_channel(), step, [&](std::int64_t k) { return block_at(b, dims, k).count(); },
-             static_cast<double>(dims.count()), mean, var);
+  chan_merge(
+      sums, m2s, b.per_channel(), step, [&](std::int64_t k) { return block_at(b, dims, k).count(); },
+      static_cast<double>(dims.count()), mean, var);
 }
 
 // Every channel's mean and variance: (channel, block) pairs as parallel tasks.
@@ -236,16 +128,17 @@ void channel_stats(const SimdOps& ops, const float* x, const BatchNormDims& dims
   const Blocking b = blocking_for(dims);
   const std::int64_t nb = b.per_channel();
   const std::int64_t tasks = dims.C * nb;
-  double* sums = scratch<double, 1>(2 * tasks);
+  double* sums = scratch<double, Slot::block_sums>(2 * tasks);
   double* m2s = sums + tasks;
-  float* pivots = scratch<float, 5>(dims.C);
+  float* pivots = scratch<float, Slot::pivots>(dims.C);
   for (std::int64_t c = 0; c < dims.C; ++c) pivots[c] = channel_pivot(x, dims, c);
   run_team(team, [&] {
 #pragma omp for schedule(static)
     for (std::int64_t t = 0; t < tasks; ++t)
       block_moments(ops, x, dims, b, t / nb, t % nb, pivots[t / nb], sums + t, m2s + t);
   });
-  for (std::int64_t c = 0; c < dims.C; ++c) merge_channel(sums + c * nb, m2s + c * nb, 1, b, dims, mean[c], var[c]);
+  for (std::int64_t c = 0; c < dims.C; ++c)
+    merge_channel(sums + c * nb, m2s + c * nb, 1, b, dims, mean[c], var[c]);
 }
 
 // Channel c's sums from its nb (channel, block) task slots, in block order.
@@ -294,11 +187,11 @@ void channel_grad(const SimdOps& ops, const float* dy, const float* x, const Row
 
 }  // namespace
 
-void nchw_moments(const float* x, const BatchNormDims& dims, float* mean, float* var, int threads,
-                  double* mean_d, double* var_d) {
-  double* m = scratch<double, 2>(2 * dims.C);
+void nchw_moments(const float* x, const BatchNormDims& dims, float* mean, float* var, double* mean_d,
+                  double* var_d, const Exec& exec) {
+  double* m = scratch<double, Slot::channel_doubles>(2 * dims.C);
   double* v = m + dims.C;
-  channel_stats(simd_ops(), x, dims, nchw_team(dims, threads), m, v);
+  channel_stats(exec.ops, x, dims, nchw_team(dims, exec.threads), m, v);
   for (std::int64_t c = 0; c < dims.C; ++c) {
     mean[c] = static_cast<float>(m[c]);
     var[c] = static_cast<float>(v[c]);
@@ -308,24 +201,24 @@ void nchw_moments(const float* x, const BatchNormDims& dims, float* mean, float*
 }
 
 void nchw_forward_training(const float* x, const BatchNormDims& dims, const float* gamma, const float* beta,
-                           float epsilon, float* y, float* mean, float* var, float* invstd, int threads,
-                           bool relu, double* mean_d, double* var_d) {
-  const SimdOps& ops = simd_ops();
-  const int team = nchw_team(dims, threads);
+                           float epsilon, float* y, float* mean, float* var, float* invstd, double* mean_d,
+                           double* var_d, bool relu, const Exec& exec) {
+  const SimdOps& ops = exec.ops;
+  const int team = nchw_team(dims, exec.threads);
   const std::int64_t C = dims.C, S = dims.S;
   const Blocking b = blocking_for(dims);
   const std::int64_t nb = b.per_channel();
 
   const bool stream = stream_rows(dims.numel() * 4, dims.S);
-  const bool out_of_cache = dims.numel() * 4 >= (512 << 10);  // as rows_ahead's rule
-  Fold* folds = scratch<Fold, 3>(C);  // (C): normalization with the double mean
+  const bool out_of_cache = dims.numel() * 4 >= kInCacheBytes;  // as rows_ahead's rule
+  Fold* folds = scratch<Fold, Slot::coefficients>(C);           // (C): normalization with the double mean
   const std::int64_t k = group_size(dims, team), groups = ceil_div(C, k);
 
   if (by_channel(groups, team)) {
     // Whole groups of channels per thread: reduce, merge, normalize while the slice is
     // in cache.
     run_team(team, [&] {
-      double* sums = scratch<double, 0>(2 * nb);
+      double* sums = scratch<double, Slot::thread_sums>(2 * nb);
       double* m2s = sums + nb;
 #pragma omp for schedule(static)
       for (std::int64_t g = 0; g < groups; ++g) {
@@ -366,7 +259,7 @@ void nchw_forward_training(const float* x, const BatchNormDims& dims, const floa
     return;
   }
 
-  double* m = scratch<double, 2>(2 * C);
+  double* m = scratch<double, Slot::channel_doubles>(2 * C);
   double* v = m + C;
   channel_stats(ops, x, dims, team, m, v);
   if (mean_d != nullptr) std::copy(m, m + C, mean_d);
@@ -386,12 +279,14 @@ void nchw_forward_training(const float* x, const BatchNormDims& dims, const floa
 }
 
 void nchw_forward_inference(const float* x, const BatchNormDims& dims, const float* mean, const float* var,
-                            const float* gamma, const float* beta, float epsilon, float* y, int threads) {
-  const SimdOps& ops = simd_ops();
-  const int team = nchw_team(dims, threads);
-  Fold* folds = scratch<Fold, 3>(dims.C);  // (C)
+                            const float* gamma, const float* beta, float epsilon, float* y,
+                            const Exec& exec) {
+  const SimdOps& ops = exec.ops;
+  const int team = nchw_team(dims, exec.threads);
+  Fold* folds = scratch<Fold, Slot::coefficients>(dims.C);  // (C)
   for (std::int64_t c = 0; c < dims.C; ++c)
-    folds[c] = fold(static_cast<double>(mean[c]), invstd_of(static_cast<double>(var[c]), epsilon), gamma, beta, c);
+    folds[c] =
+        fold(static_cast<double>(mean[c]), invstd_of(static_cast<double>(var[c]), epsilon), gamma, beta, c);
   const bool stream = stream_rows(dims.numel() * 4, dims.S);
   run_team(team, [&] {
     std::int64_t r0 = 0, r1 = 0;
@@ -403,10 +298,10 @@ void nchw_forward_inference(const float* x, const BatchNormDims& dims, const flo
 
 void nchw_backward_training(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
                             const float* invstd, const float* gamma, float* dx, float* dgamma, float* dbeta,
-                            int threads, const ReluMask& relu) {
+                            const ReluMask& relu, const Exec& exec) {
   if (dx == nullptr && dgamma == nullptr && dbeta == nullptr) return;
-  const SimdOps& ops = simd_ops();
-  const int team = nchw_team(dims, threads);
+  const SimdOps& ops = exec.ops;
+  const int team = nchw_team(dims, exec.threads);
   const std::int64_t C = dims.C, S = dims.S;
   const Blocking b = blocking_for(dims);
 
@@ -426,9 +321,9 @@ void nchw_backward_training(const float* dy, const float* x, const BatchNormDims
     // Whole groups of channels per thread: each channel's sums, then dx while the group's
     // dy and x are in cache, one channel's rows at a time, or for a group of short rows n
     // by n over its consecutive channels.
-    TrainingGrad* grads = scratch<TrainingGrad, 4>(C);
-    RowsMask* masks = scratch<RowsMask, 5>(C);
-    const bool prefetch_dx = dx != nullptr && !stream && dims.numel() * 4 >= (512 << 10);
+    TrainingGrad* grads = scratch<TrainingGrad, Slot::grads>(C);
+    RowsMask* masks = scratch<RowsMask, Slot::masks>(C);
+    const bool prefetch_dx = dx != nullptr && !stream && dims.numel() * 4 >= kInCacheBytes;
     run_team(team, [&] {
 #pragma omp for schedule(static)
       for (std::int64_t grp = 0; grp < groups; ++grp) {
@@ -464,7 +359,7 @@ void nchw_backward_training(const float* dy, const float* x, const BatchNormDims
   // Few channels: (channel, block) tasks, then dx over rows.
   const std::int64_t nb = b.per_channel();
   const std::int64_t tasks = C * nb;
-  double* sums = scratch<double, 1>(2 * tasks);
+  double* sums = scratch<double, Slot::block_sums>(2 * tasks);
   double* dots = sums + tasks;
   run_team(team, [&] {
 #pragma omp for schedule(static)
@@ -476,8 +371,8 @@ void nchw_backward_training(const float* dy, const float* x, const BatchNormDims
                     k.s1 - k.s0, static_cast<double>(mean[c]), sums + t, dots + t);
     }
   });
-  TrainingGrad* grads = scratch<TrainingGrad, 4>(C);
-  RowsMask* masks = scratch<RowsMask, 5>(C);
+  TrainingGrad* grads = scratch<TrainingGrad, Slot::grads>(C);
+  RowsMask* masks = scratch<RowsMask, Slot::masks>(C);
   for (std::int64_t c = 0; c < C; ++c) {
     double sum_g = 0.0, dotp = 0.0;
     channel_task_sums(sums, dots, c, nb, sum_g, dotp);
@@ -497,11 +392,11 @@ void nchw_backward_training(const float* dy, const float* x, const BatchNormDims
 
 void nchw_backward_inference(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
                              const float* var, const float* gamma, float epsilon, float* dx, float* dgamma,
-                             float* dbeta, int threads) {
-  const SimdOps& ops = simd_ops();
-  const int team = nchw_team(dims, threads);
+                             float* dbeta, const Exec& exec) {
+  const SimdOps& ops = exec.ops;
+  const int team = nchw_team(dims, exec.threads);
   const std::int64_t C = dims.C, S = dims.S;
-  float* inv = scratch<float, 3>(2 * C);
+  float* inv = scratch<float, Slot::coefficients>(2 * C);
   float* scale = inv + C;
   for (std::int64_t c = 0; c < C; ++c) {
     inv[c] = invstd_of(static_cast<double>(var[c]), epsilon);
@@ -511,22 +406,22 @@ void nchw_backward_inference(const float* dy, const float* x, const BatchNormDim
   const Blocking b = blocking_for(dims);
   const std::int64_t nb = b.per_channel();
   const std::int64_t tasks = C * nb;
-  double* sums = scratch<double, 1>(2 * tasks);
+  double* sums = scratch<double, Slot::block_sums>(2 * tasks);
   double* dots = sums + tasks;
   const bool stream = dx != nullptr && stream_rows(dims.numel() * 4, S);
   run_team(team, [&] {
 #pragma omp for schedule(static)
-  for (std::int64_t t = 0; t < tasks; ++t) {
-    const std::int64_t c = t / nb;
-    const Block k = block_at(b, dims, t % nb);
-    const std::int64_t o = block_offset(dims, k, c);
-    if (dx != nullptr)
-      ops.grad_scale_rows(dy + o, x + o, dx + o, k.n1 - k.n0, C * S, k.s1 - k.s0, static_cast<double>(mean[c]),
-                          scale[c], sums + t, dots + t, stream);
-    else
-      ops.grad_rows(dy + o, x + o, RowsMask{}, k.n1 - k.n0, C * S, k.s1 - k.s0, static_cast<double>(mean[c]),
-                    sums + t, dots + t);
-  }
+    for (std::int64_t t = 0; t < tasks; ++t) {
+      const std::int64_t c = t / nb;
+      const Block k = block_at(b, dims, t % nb);
+      const std::int64_t o = block_offset(dims, k, c);
+      if (dx != nullptr)
+        ops.grad_scale_rows(dy + o, x + o, dx + o, k.n1 - k.n0, C * S, k.s1 - k.s0,
+                            static_cast<double>(mean[c]), scale[c], sums + t, dots + t, stream);
+      else
+        ops.grad_rows(dy + o, x + o, RowsMask{}, k.n1 - k.n0, C * S, k.s1 - k.s0,
+                      static_cast<double>(mean[c]), sums + t, dots + t);
+    }
   });
   for (std::int64_t c = 0; c < C; ++c) {
     double sum_g = 0.0, dotp = 0.0;

@@ -32,6 +32,7 @@
 #include <omp.h>
 
 #include "batch_norm_cpu.hpp"
+#include "simd_dispatch.hpp"
 
 namespace bnorm::kernels::cpu {
 namespace {
@@ -78,7 +79,8 @@ void fold_lanes(const double* acc, std::int64_t P, std::int64_t C, double* out) 
 
 // lanes[j] = per_channel[j % C] for the lanes j < L whose channel is in [c0, c1).
 template <typename T, typename U>
-void spread(const U* per_channel, std::int64_t c0, std::int64_t c1, std::int64_t L, std::int64_t C, T* lanes) {
+void spread(const U* per_channel, std::int64_t c0, std::int64_t c1, std::int64_t L, std::int64_t C,
+            T* lanes) {
   for (std::int64_t j0 = 0; j0 < L; j0 += C) {
     const std::int64_t end = std::min(c1, L - j0);
     for (std::int64_t c = c0; c < end; ++c) lanes[j0 + c] = static_cast<T>(per_channel[c]);
@@ -101,9 +103,13 @@ struct Plan {
   RowBlocking blocking;
   std::int64_t C, P;
   int team;
-  Plan(const BatchNormDims& d, int threads)
-      : ops(simd_ops()), dims(d), blocking(row_blocking(d)), C(d.C), P(period_of(d.C)),
-        team(team_size(d, threads)) {}
+  Plan(const BatchNormDims& d, const Exec& exec)
+      : ops(exec.ops),
+        dims(d),
+        blocking(row_blocking(d)),
+        C(d.C),
+        P(period_of(d.C)),
+        team(team_size(d, exec.threads)) {}
   std::int64_t r0(std::int64_t b) const { return blocking.begin(b); }
   std::int64_t r1(std::int64_t b) const { return block_end(blocking, dims, b); }
   std::int64_t flat(std::int64_t b) const { return (r1(b) - r0(b)) * C; }
@@ -173,8 +179,8 @@ void elementwise_rows(const Plan& p, RowsFn&& rows_fn, bool equal_shares = false
 // Exact statistics of channel c over rows [r0, r1) (sum, then squared deviations from
 // the mean, in double): the fallback of block_moments for a channel whose pivot turned
 // out too far from its block mean.
-void exact_channel(const float* x, std::int64_t r0, std::int64_t r1, std::int64_t C, std::int64_t c, double& sum,
-                   double& m2) {
+void exact_channel(const float* x, std::int64_t r0, std::int64_t r1, std::int64_t C, std::int64_t c,
+                   double& sum, double& m2) {
   double s = 0.0;
   for (std::int64_t r = r0; r < r1; ++r) s += static_cast<double>(x[r * C + c]);
   const double mean = s / static_cast<double>(r1 - r0);
@@ -211,7 +217,7 @@ void block_moments(const Plan& p, const float* x, std::int64_t b, const float* p
 // Per-channel pivots of the shifted sums (channel_pivot) and their lane expansion.
 void pivots(const float* x, const BatchNormDims& dims, std::int64_t P, float* pivot_c, float* pivot_l) {
   for (std::int64_t c = 0; c < dims.C; ++c) pivot_c[c] = 0.0f;
-  double* acc = scratch<double, 7>(dims.C);
+  double* acc = scratch<double, Slot::pivot_sums>(dims.C);
   for (std::int64_t c = 0; c < dims.C; ++c) acc[c] = 0.0;
   for (std::int64_t i = 0; i < 8; ++i) {
     const float* row = x + ((2 * i + 1) * dims.N) / 16 * dims.C;
@@ -225,7 +231,7 @@ void pivots(const float* x, const BatchNormDims& dims, std::int64_t P, float* pi
 // same sums in the same order).
 void lane_pivots(const float* x, const BatchNormDims& dims, std::int64_t j0, std::int64_t j1,
                  float* pivot_l) {
-  double* acc = scratch<double, 7>(j1);
+  double* acc = scratch<double, Slot::pivot_sums>(j1);
   for (std::int64_t j = j0; j < j1; ++j) acc[j] = 0.0;
   for (std::int64_t i = 0; i < 8; ++i) {
     const float* row = x + ((2 * i + 1) * dims.N) / 16 * dims.C;
@@ -304,24 +310,22 @@ void fold_range(const M* mean, const float* invstd, const float* gamma, const fl
     center[c] = static_cast<float>(mean[c]);
     const float b = beta != nullptr ? beta[c] : 0.0f;
     const double below = static_cast<double>(mean[c]) - static_cast<double>(center[c]);
-    shift[c] = below == 0.0 ? b
-                            : static_cast<float>(static_cast<double>(b) - below * static_cast<double>(alpha[c]));
+    shift[c] =
+        below == 0.0 ? b : static_cast<float>(static_cast<double>(b) - below * static_cast<double>(alpha[c]));
   }
 }
 
-// invstd = 1 / sqrt(var + epsilon) in double, rounded to float (invstd_of, vectorized).
+// invstd_of() of channels [c0, c1) (a loop the compiler vectorizes).
 template <typename V>
 void invstd_range(const V* var, float epsilon, std::int64_t c0, std::int64_t c1, float* invstd) {
-  const double eps = static_cast<double>(epsilon);
-  for (std::int64_t c = c0; c < c1; ++c)
-    invstd[c] = static_cast<float>(1.0 / std::sqrt(static_cast<double>(var[c]) + eps));
+  for (std::int64_t c = c0; c < c1; ++c) invstd[c] = invstd_of(static_cast<double>(var[c]), epsilon);
 }
 
 // Block phase of the statistics (every thread: its thread_blocks), into the slots, then a
 // barrier.
 void reduce_blocks(const Plan& p, const float* x, const float* pivot_c, const float* pivot_l, double* sums,
                    double* m2s) {
-  double* work = scratch<double, 0>(2 * p.P);
+  double* work = scratch<double, Slot::thread_sums>(2 * p.P);
   std::int64_t b0 = 0, b1 = 0;
   thread_blocks(p, b0, b1);
   for (std::int64_t b = b0; b < b1; ++b)
@@ -398,10 +402,10 @@ struct MomentsScratch {
   float* pivot_l;
   double* lanes = nullptr;
   MomentsScratch(const Plan& p, const float* x) {
-    pivot_c = scratch<float, 4>(p.C + p.P);
+    pivot_c = scratch<float, Slot::pivots>(p.C + p.P);
     pivot_l = pivot_c + p.C;
     if (p.lane_split())
-      lanes = scratch<double, 3>(p.blocking.blocks * 2 * p.P);
+      lanes = scratch<double, Slot::lanes>(p.blocking.blocks * 2 * p.P);
     else
       pivots(x, p.dims, p.P, pivot_c, pivot_l);
   }
@@ -409,13 +413,13 @@ struct MomentsScratch {
 
 }  // namespace
 
-void nhwc_moments(const float* x, const BatchNormDims& dims, float* mean, float* var, int threads,
-                  double* mean_d, double* var_d) {
-  const Plan p(dims, threads);
+void nhwc_moments(const float* x, const BatchNormDims& dims, float* mean, float* var, double* mean_d,
+                  double* var_d, const Exec& exec) {
+  const Plan p(dims, exec);
   const std::int64_t slots = p.blocking.blocks * p.C;
-  double* sums = scratch<double, 1>(2 * slots);
+  double* sums = scratch<double, Slot::block_sums>(2 * slots);
   double* m2s = sums + slots;
-  double* m = scratch<double, 6>(2 * p.C);
+  double* m = scratch<double, Slot::channel_doubles>(2 * p.C);
   double* v = m + p.C;
   const MomentsScratch ms(p, x);
   run_team(p.team, [&] {
@@ -436,16 +440,16 @@ void nhwc_moments(const float* x, const BatchNormDims& dims, float* mean, float*
 }
 
 void nhwc_forward_training(const float* x, const BatchNormDims& dims, const float* gamma, const float* beta,
-                           float epsilon, float* y, float* mean, float* var, float* invstd, int threads,
-                           bool relu, double* mean_d, double* var_d) {
-  const Plan p(dims, threads);
+                           float epsilon, float* y, float* mean, float* var, float* invstd, double* mean_d,
+                           double* var_d, bool relu, const Exec& exec) {
+  const Plan p(dims, exec);
   const std::int64_t C = p.C, L = p.P + kLaneExtra;
   const std::int64_t slots = p.blocking.blocks * C;
-  double* sums = scratch<double, 1>(2 * slots);
+  double* sums = scratch<double, Slot::block_sums>(2 * slots);
   double* m2s = sums + slots;
-  double* m = scratch<double, 6>(2 * C);
+  double* m = scratch<double, Slot::channel_doubles>(2 * C);
   double* v = m + C;
-  float* coef = scratch<float, 2>(3 * C + 3 * L);
+  float* coef = scratch<float, Slot::coefficients>(3 * C + 3 * L);
   float* center_c = coef;  // per channel
   float* alpha_c = coef + C;
   float* shift_c = coef + 2 * C;
@@ -477,10 +481,11 @@ void nhwc_forward_training(const float* x, const BatchNormDims& dims, const floa
 }
 
 void nhwc_forward_inference(const float* x, const BatchNormDims& dims, const float* mean, const float* var,
-                            const float* gamma, const float* beta, float epsilon, float* y, int threads) {
-  const Plan p(dims, threads);
+                            const float* gamma, const float* beta, float epsilon, float* y,
+                            const Exec& exec) {
+  const Plan p(dims, exec);
   const std::int64_t C = p.C, L = p.P + kLaneExtra;
-  float* coef = scratch<float, 2>(4 * C + 3 * L);
+  float* coef = scratch<float, Slot::coefficients>(4 * C + 3 * L);
   float* inv = coef;
   float* center_c = coef + C;
   float* alpha_c = coef + 2 * C;
@@ -490,8 +495,8 @@ void nhwc_forward_inference(const float* x, const BatchNormDims& dims, const flo
   float* shift = alpha + L;
   const bool stream = stream_stores(dims.numel() * 4);
   run_team(p.team, [&] {
-    // The coefficients by chunks of channels, shared by the team: the double square
-    // roots and divisions cost about 2 us for C = 1024, a quarter of the call.
+  // The coefficients by chunks of channels, shared by the team: the double square
+  // roots and divisions cost about 2 us for C = 1024, a quarter of the call.
 #pragma omp for schedule(static)
     for (std::int64_t k = 0; k < chunks(C); ++k) {
       std::int64_t c0 = 0, c1 = 0;
@@ -518,14 +523,15 @@ namespace {
 // backward) also dx = dy * scale from cache (streamed as stream_stores says).
 void grad_blocks(const Plan& p, const float* dy, const float* x, const FlatMask& mask, const double* mean_d,
                  double* sums, double* dots, float* dx, const float* dx_scale, bool stream = false) {
-  double* acc = scratch<double, 0>(2 * p.P);
+  double* acc = scratch<double, Slot::thread_sums>(2 * p.P);
   std::int64_t b0 = 0, b1 = 0;
   thread_blocks(p, b0, b1);
   for (std::int64_t b = b0; b < b1; ++b) {
     const std::int64_t o = p.r0(b) * p.C;
     zero(acc, 2 * p.P);
     p.ops.grad_flat(dy + o, x + o, mask.at(o), p.flat(b), p.P, mean_d, acc, acc + p.P);
-    if (dx != nullptr && dx_scale != nullptr) p.ops.scale_flat(dy + o, dx + o, p.flat(b), p.P, dx_scale, stream);
+    if (dx != nullptr && dx_scale != nullptr)
+      p.ops.scale_flat(dy + o, dx + o, p.flat(b), p.P, dx_scale, stream);
     fold_lanes(acc, p.P, p.C, sums + b * p.C);
     fold_lanes(acc + p.P, p.P, p.C, dots + b * p.C);
   }
@@ -563,9 +569,9 @@ void lane_split_grads(const Plan& p, const float* dy, const float* x, const Flat
 
 void nhwc_backward_training(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
                             const float* invstd, const float* gamma, float* dx, float* dgamma, float* dbeta,
-                            int threads, const ReluMask& relu) {
+                            const ReluMask& relu, const Exec& exec) {
   if (dx == nullptr && dgamma == nullptr && dbeta == nullptr) return;
-  const Plan p(dims, threads);
+  const Plan p(dims, exec);
   const std::int64_t C = p.C, P = p.P, L = P + kLaneExtra;
   // The ReLU's mask: y, or the centred coefficients of the given mean per lane (O(C),
   // serial).
@@ -573,8 +579,8 @@ void nhwc_backward_training(const float* dy, const float* x, const BatchNormDims
   mask.from = relu.from;
   mask.y = relu.y;
   if (relu.from == MaskFrom::input) {
-    float* fold_c = scratch<float, 5>(3 * C + 3 * L);  // center, alpha, shift per channel
-    float* center_l = fold_c + 3 * C;                  // then per lane
+    float* fold_c = scratch<float, Slot::masks>(3 * C + 3 * L);  // center, alpha, shift per channel
+    float* center_l = fold_c + 3 * C;                            // then per lane
     fold_range(mean, invstd, gamma, relu.beta, 0, C, fold_c, fold_c + C, fold_c + 2 * C);
     expand_lanes(fold_c, L, C, center_l);
     expand_lanes(fold_c + C, L, C, center_l + L);
@@ -584,14 +590,14 @@ void nhwc_backward_training(const float* dy, const float* x, const BatchNormDims
     mask.shift = center_l + 2 * L;
   }
   const std::int64_t slots = p.blocking.blocks * C;
-  double* sums = scratch<double, 1>(2 * slots);
+  double* sums = scratch<double, Slot::block_sums>(2 * slots);
   double* dots = sums + slots;
-  double* mean_d = scratch<double, 2>(P + 2 * C);
+  double* mean_d = scratch<double, Slot::channel_doubles>(P + 2 * C);
   double* sum_g = mean_d + P;  // per channel
   double* dotp = sum_g + C;
-  double* lanes = p.lane_split() ? scratch<double, 3>(p.blocking.blocks * 2 * P) : nullptr;
+  double* lanes = p.lane_split() ? scratch<double, Slot::lanes>(p.blocking.blocks * 2 * P) : nullptr;
   if (!p.lane_split()) expand_lanes(mean, P, C, mean_d);
-  float* coef = scratch<float, 3>(3 * C + 4 * L);
+  float* coef = scratch<float, Slot::coefficients>(3 * C + 4 * L);
   float* gm_c = coef;  // per channel
   float* k_c = coef + C;
   float* sc_c = coef + 2 * C;
@@ -643,16 +649,16 @@ void nhwc_backward_training(const float* dy, const float* x, const BatchNormDims
 
 void nhwc_backward_inference(const float* dy, const float* x, const BatchNormDims& dims, const float* mean,
                              const float* var, const float* gamma, float epsilon, float* dx, float* dgamma,
-                             float* dbeta, int threads) {
-  const Plan p(dims, threads);
+                             float* dbeta, const Exec& exec) {
+  const Plan p(dims, exec);
   const std::int64_t C = p.C, P = p.P, L = P + kLaneExtra;
   const std::int64_t slots = p.blocking.blocks * C;
-  double* sums = scratch<double, 1>(2 * slots);
+  double* sums = scratch<double, Slot::block_sums>(2 * slots);
   double* dots = sums + slots;
-  double* mean_d = scratch<double, 2>(P + 2 * C);
+  double* mean_d = scratch<double, Slot::channel_doubles>(P + 2 * C);
   double* sum_g = mean_d + P;
   double* dotp = sum_g + C;
-  float* coef = scratch<float, 3>(2 * C + L);
+  float* coef = scratch<float, Slot::coefficients>(2 * C + L);
   float* inv = coef;
   float* sc_c = coef + C;
   float* sc = coef + 2 * C;  // per lane: invstd * gamma
@@ -676,7 +682,7 @@ void nhwc_backward_inference(const float* dy, const float* x, const BatchNormDim
   if (p.lane_split()) {
     // Each thread takes the coefficients of its channels, the sums of its lanes; after
     // the barrier, dx = dy * scale by rows, then the gradients of its channels.
-    double* lanes = scratch<double, 3>(p.blocking.blocks * 2 * P);
+    double* lanes = scratch<double, Slot::lanes>(p.blocking.blocks * 2 * P);
     run_team(p.team, [&] {
       const Share s(p);
       coefficients(s.c0, s.c1);

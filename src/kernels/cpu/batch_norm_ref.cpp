@@ -8,6 +8,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "invstd.hpp"
+
 namespace bnorm::kernels::reference {
 namespace {
 
@@ -24,12 +26,6 @@ T gamma_at(const T* gamma, std::int64_t c) {
 template <typename T>
 T beta_at(const T* beta, std::int64_t c) {
   return beta != nullptr ? beta[c] : T(0);
-}
-
-// invstd = 1 / sqrt(var + epsilon), computed in double and rounded once to T.
-template <typename T>
-T invstd_of(double var, T epsilon) {
-  return static_cast<T>(1.0 / std::sqrt(var + static_cast<double>(epsilon)));
 }
 
 // Batch statistics of channel c in double: mean = sum x / count, then
@@ -67,8 +63,9 @@ struct Centred {
   Centred(double mean, T invstd, const T* gamma, const T* beta, std::int64_t c)
       : center(static_cast<T>(mean)), alpha(invstd * gamma_at(gamma, c)) {
     const double below = mean - static_cast<double>(center);
-    shift = below == 0.0 ? beta_at(beta, c)
-                         : static_cast<T>(static_cast<double>(beta_at(beta, c)) - below * static_cast<double>(alpha));
+    shift = below == 0.0
+                ? beta_at(beta, c)
+                : static_cast<T>(static_cast<double>(beta_at(beta, c)) - below * static_cast<double>(alpha));
   }
   T operator()(T x) const { return (x - center) * alpha + shift; }
 };
@@ -123,8 +120,8 @@ void gradient_sums(const T* dy, const T* x, const BatchNormDims& dims, std::int6
 // else recomputed from x with beta when from_x, else none (plain backward).
 template <typename T>
 void backward_training_masked(const T* dy, const T* x, const T* y, bool from_x, const T* beta,
-                              const BatchNormDims& dims, const T* mean, const T* invstd, const T* gamma, T* dx,
-                              T* dgamma, T* dbeta) {
+                              const BatchNormDims& dims, const T* mean, const T* invstd, const T* gamma,
+                              T* dx, T* dgamma, T* dbeta) {
   for (std::int64_t c = 0; c < dims.C; ++c) {
     ReluGate<T> gate;
     gate.y = y;
@@ -218,15 +215,15 @@ void backward_training(const T* dy, const T* x, const BatchNormDims& dims, const
 template <typename T>
 void backward_training_relu(const T* dy, const T* x, const T* y, const BatchNormDims& dims, const T* mean,
                             const T* invstd, const T* gamma, T* dx, T* dgamma, T* dbeta) {
-  backward_training_masked(dy, x, y, false, static_cast<const T*>(nullptr), dims, mean, invstd, gamma, dx, dgamma,
-                           dbeta);
+  backward_training_masked(dy, x, y, false, static_cast<const T*>(nullptr), dims, mean, invstd, gamma, dx,
+                           dgamma, dbeta);
 }
 
 template <typename T>
-void backward_training_relu(const T* dy, const T* x, const BatchNormDims& dims, const T* mean, const T* invstd,
-                            const T* gamma, const T* beta, T* dx, T* dgamma, T* dbeta) {
-  backward_training_masked(dy, x, static_cast<const T*>(nullptr), true, beta, dims, mean, invstd, gamma, dx, dgamma,
-                           dbeta);
+void backward_training_relu(const T* dy, const T* x, const BatchNormDims& dims, const T* mean,
+                            const T* invstd, const T* gamma, const T* beta, T* dx, T* dgamma, T* dbeta) {
+  backward_training_masked(dy, x, static_cast<const T*>(nullptr), true, beta, dims, mean, invstd, gamma, dx,
+                           dgamma, dbeta);
 }
 
 template <typename T>

@@ -1,7 +1,7 @@
 // src/kernels/cpu/batch_norm_simd.hpp: the inner loops of the fast batch-norm kernels,
 // written once with GCC vector extensions and compiled once per instruction set.
 //
-// NO include guard on purpose: batch_norm_nchw.cpp includes this file twice, inside
+// NO include guard on purpose: simd_dispatch.cpp includes this file once per level, inside
 //   namespace ... simd_generic   (baseline x86-64: each 32-byte vector op becomes two SSE ops)
 //   namespace ... simd_avx2      (under #pragma GCC target("avx2"): one AVX op)
 // with BNORM_SIMD_NS naming the namespace; the standard headers are included before, so
@@ -55,18 +55,12 @@ typedef double d4u __attribute__((vector_size(32), aligned(8), may_alias));
 #define BNORM_WIDEN(v) __builtin_convertvector((v), d4)
 #endif
 #define BNORM_CVT(p) BNORM_WIDEN(BNORM_LD4(p))
-// Four floats at p, masked by the ReLU output at m (g = m > 0 ? v : 0), widened.
-#define BNORM_CVT_MASKED(p, m) BNORM_WIDEN((BNORM_LD4(m) > f4{} ? BNORM_LD4(p) : f4{}))
-// Four gradients at offset o of a block (dy at g), masked by the output at ym for
-// kMask == output, widened. (A mask recomputed from x is taken on eight lanes at once,
-// BNORM_MASK8, by the loops themselves.)
-#define BNORM_CVT_GRAD(kMask, g, ym, o) \
-  (kMask == MaskFrom::output ? BNORM_CVT_MASKED((g) + (o), (ym) + (o)) : BNORM_CVT((g) + (o)))
 // Eight gradients: v (dy, loaded) masked as kMask says, with the output at ym or the x
 // vector xv and eight-lane coefficients m (center), a, b.
-#define BNORM_MASK8(kMask, v, ym, xv, m, a, b)                                          \
-  (kMask == MaskFrom::output  ? (BNORM_LD8(ym) > f8{} ? (v) : f8{})                     \
-   : kMask == MaskFrom::input ? (((xv) - (m)) * (a) + (b) > f8{} ? (v) : f8{}) : (v))
+#define BNORM_MASK8(kMask, v, ym, xv, m, a, b)                                 \
+  (kMask == MaskFrom::output  ? (BNORM_LD8(ym) > f8{} ? (v) : f8{})            \
+   : kMask == MaskFrom::input ? (((xv) - (m)) * (a) + (b) > f8{} ? (v) : f8{}) \
+                              : (v))
 // Software prefetch of row r + ahead (one channel's rows are `stride` apart, too short
 // and too far apart for the hardware prefetcher): the whole row when it is short.
 #define BNORM_PREFETCH_ROWS_AHEAD 2048
@@ -75,6 +69,54 @@ typedef double d4u __attribute__((vector_size(32), aligned(8), may_alias));
 #define BNORM_WIDEN_LO(v) BNORM_WIDEN(__builtin_shufflevector((v), (v), 0, 1, 2, 3))
 #define BNORM_WIDEN_HI(v) BNORM_WIDEN(__builtin_shufflevector((v), (v), 4, 5, 6, 7))
 
+// d8: eight double accumulators, lane l summing what lane l of an f8 brings. With
+// AVX-512 one 64-byte vector (one zmm op per step); below it a pair of d4 (two AVX or
+// four SSE ops): GCC spills 64-byte vectors to the stack where the target lacks them.
+// Lane for lane the same operations either way, so every level gives the same bits.
+#ifdef BNORM_SIMD_AVX512
+typedef double d8 __attribute__((vector_size(64)));
+typedef double d8u __attribute__((vector_size(64), aligned(8), may_alias));
+// Eight floats widened: one vcvtps2pd to a zmm (GCC 12 splits __builtin_convertvector;
+// _mm512_cvtps_pd's undefined source trips -Wmaybe-uninitialized).
+#define BNORM_WIDEN8(v) __builtin_ia32_cvtps2pd512_mask((v), d8{}, static_cast<unsigned char>(0xff), 4)
+#define BNORM_LO4(a) __builtin_shufflevector((a), (a), 0, 1, 2, 3)
+#define BNORM_HI4(a) __builtin_shufflevector((a), (a), 4, 5, 6, 7)
+#define BNORM_LDD8(p) (*reinterpret_cast<const d8u*>(p))
+#define BNORM_STD8(p, v) (*reinterpret_cast<d8u*>(p) = (v))
+#define BNORM_SPLAT8(m) (d8{(m), (m), (m), (m), (m), (m), (m), (m)})
+#else
+struct d8 {
+  d4 lo, hi;
+};
+[[gnu::always_inline]] inline d8 operator+(const d8& a, const d8& b) {
+  return {a.lo + b.lo, a.hi + b.hi};
+}
+[[gnu::always_inline]] inline d8 operator-(const d8& a, const d8& b) {
+  return {a.lo - b.lo, a.hi - b.hi};
+}
+[[gnu::always_inline]] inline d8 operator*(const d8& a, const d8& b) {
+  return {a.lo * b.lo, a.hi * b.hi};
+}
+[[gnu::always_inline]] inline d8& operator+=(d8& a, const d8& b) {
+  a.lo += b.lo;
+  a.hi += b.hi;
+  return a;
+}
+#define BNORM_WIDEN8(v) (d8{BNORM_WIDEN_LO(v), BNORM_WIDEN_HI(v)})
+#define BNORM_LO4(a) ((a).lo)
+#define BNORM_HI4(a) ((a).hi)
+#define BNORM_LDD8(p) (d8{BNORM_LDD(p), BNORM_LDD((p) + 4)})
+#define BNORM_STD8(p, v)             \
+  do {                               \
+    const d8 bnorm_a_ = (v);         \
+    BNORM_STD((p), bnorm_a_.lo);     \
+    BNORM_STD((p) + 4, bnorm_a_.hi); \
+  } while (0)
+#define BNORM_SPLAT8(m) (d8{d4{(m), (m), (m), (m)}, d4{(m), (m), (m), (m)}})
+#endif
+// The four-lane sum of a d8's halves: lo + hi.
+#define BNORM_FOLD8(a) (BNORM_LO4(a) + BNORM_HI4(a))
+
 // Stores eight floats at p: with kStream a non-temporal store (p must be 32-byte aligned;
 // the output bypasses the caches, see stream_stores() in batch_norm_cpu.hpp), else a
 // plain one. The stored values are the same either way. (A macro: vectors passed by
@@ -82,11 +124,12 @@ typedef double d4u __attribute__((vector_size(32), aligned(8), may_alias));
 #ifdef BNORM_SIMD_AVX2
 #define BNORM_STREAM8(p, v) _mm256_stream_ps((p), reinterpret_cast<__m256>(v))
 #else
-#define BNORM_STREAM8(p, v)                                                                  \
-  do {                                                                                        \
-    const f8 bnorm_v_ = (v);                                                                  \
+#define BNORM_STREAM8(p, v)                                                                                \
+  do {                                                                                                     \
+    const f8 bnorm_v_ = (v);                                                                               \
     _mm_stream_ps((p), reinterpret_cast<__m128>(__builtin_shufflevector(bnorm_v_, bnorm_v_, 0, 1, 2, 3))); \
-    _mm_stream_ps((p) + 4, reinterpret_cast<__m128>(__builtin_shufflevector(bnorm_v_, bnorm_v_, 4, 5, 6, 7))); \
+    _mm_stream_ps((p) + 4,                                                                                 \
+                  reinterpret_cast<__m128>(__builtin_shufflevector(bnorm_v_, bnorm_v_, 4, 5, 6, 7)));      \
   } while (0)
 #endif
 #define BNORM_STORE8(kStream, p, v) \
@@ -154,12 +197,13 @@ inline void with_mask_kind(MaskFrom from, F&& f) {
 
 // Rows of one channel ahead of the current one, so that about 2 KiB are in flight (len:
 // the floats read per row, over all arrays), for a block of `rows` rows `stride` floats
-// apart (row_len: the floats of one row). A block spanning under 512 KiB gets none (the
+// apart (row_len: the floats of one row). A block spanning under kInCacheBytes gets none (the
 // result is `rows`, past its end): such a tensor is in cache, and the prefetches only
 // cost (32x16x8x8 at 1 thread, harness minima: backward_inference 8.7 -> 7.0 us,
 // backward_training 11.7 -> 10.7 us, forward_training 6.9 -> 6.4 us).
-inline std::int64_t rows_ahead(std::int64_t len, std::int64_t rows, std::int64_t stride, std::int64_t row_len) {
-  if ((rows - 1) * stride + row_len < (128 << 10)) return rows;
+inline std::int64_t rows_ahead(std::int64_t len, std::int64_t rows, std::int64_t stride,
+                               std::int64_t row_len) {
+  if (((rows - 1) * stride + row_len) * 4 < kInCacheBytes) return rows;
   const std::int64_t bytes = len * 4;
   return bytes >= BNORM_PREFETCH_ROWS_AHEAD ? 1 : (BNORM_PREFETCH_ROWS_AHEAD + bytes - 1) / bytes;
 }
@@ -245,8 +289,8 @@ inline void moments_rows(const float* x, std::int64_t rows, std::int64_t stride,
 // computation (the caller checks the pivot and falls back to moments_rows otherwise).
 // A row of at least 8 floats ends with an overlapping vector whose already counted lanes
 // are zeroed, so short rows (7x7, 8x8 maps) need no scalar tail.
-inline void shifted_rows(const float* x, std::int64_t rows, std::int64_t stride, std::int64_t len, float pivot,
-                         double* out_s1, double* out_s2) {
+inline void shifted_rows(const float* x, std::int64_t rows, std::int64_t stride, std::int64_t len,
+                         float pivot, double* out_s1, double* out_s2) {
   const std::int64_t ahead = rows_ahead(len, rows, stride, len);
   if (ahead < rows)  // the first rows (none for a block in cache)
     for (std::int64_t r = 0; r < ahead; ++r) prefetch_row(x, r, 0, rows, stride, len);
@@ -255,7 +299,7 @@ inline void shifted_rows(const float* x, std::int64_t rows, std::int64_t stride,
   // not cover: lane l counts iff l >= 8 - len % 8.
   const int first = static_cast<int>(8 - len % 8);
   const i8 keep = i8{0, 1, 2, 3, 4, 5, 6, 7} >= i8{first, first, first, first, first, first, first, first};
-  d4 a0{}, a1{}, b0{}, b1{};
+  d8 a{}, b{};
   double t1 = 0.0, t2 = 0.0;
   const bool spread = spread_prefetch(ahead, len);
   for (std::int64_t r = 0; r < rows; ++r) {
@@ -272,26 +316,20 @@ inline void shifted_rows(const float* x, std::int64_t rows, std::int64_t stride,
       const f8 d2 = BNORM_LD8(xr + i + 16) - p, d3 = BNORM_LD8(xr + i + 24) - p;
       const f8 s = (d0 + d1) + (d2 + d3);
       const f8 q = (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
-      a0 += BNORM_WIDEN_LO(s);
-      a1 += BNORM_WIDEN_HI(s);
-      b0 += BNORM_WIDEN_LO(q);
-      b1 += BNORM_WIDEN_HI(q);
+      a += BNORM_WIDEN8(s);
+      b += BNORM_WIDEN8(q);
     }
     for (; i + 8 <= len; i += 8) {
       const f8 d = BNORM_LD8(xr + i) - p;
       const f8 q = d * d;
-      a0 += BNORM_WIDEN_LO(d);
-      a1 += BNORM_WIDEN_HI(d);
-      b0 += BNORM_WIDEN_LO(q);
-      b1 += BNORM_WIDEN_HI(q);
+      a += BNORM_WIDEN8(d);
+      b += BNORM_WIDEN8(q);
     }
     if (i < len && len >= 8) {
       const f8 d = keep ? BNORM_LD8(xr + len - 8) - p : f8{};
       const f8 q = d * d;
-      a0 += BNORM_WIDEN_LO(d);
-      a1 += BNORM_WIDEN_HI(d);
-      b0 += BNORM_WIDEN_LO(q);
-      b1 += BNORM_WIDEN_HI(q);
+      a += BNORM_WIDEN8(d);
+      b += BNORM_WIDEN8(q);
     } else {
       for (; i < len; ++i) {
         const float d = xr[i] - pivot;
@@ -300,9 +338,9 @@ inline void shifted_rows(const float* x, std::int64_t rows, std::int64_t stride,
       }
     }
   }
-  const d4 a = a0 + a1, b = b0 + b1;
-  *out_s1 = BNORM_HSUM(a) + t1;
-  *out_s2 = BNORM_HSUM(b) + t2;
+  const d4 sa = BNORM_FOLD8(a), sb = BNORM_FOLD8(b);
+  *out_s1 = BNORM_HSUM(sa) + t1;
+  *out_s2 = BNORM_HSUM(sb) + t2;
 }
 
 // sum g and sum g * (x - mean) over the block (g = dy, or masked as kMask says), in
@@ -312,9 +350,9 @@ template <MaskFrom kMask, bool kScale, bool kStream = false>
 inline void grad_rows_t(const float* dy, const float* x, const RowsMask& mask, float* dx, std::int64_t rows,
                         std::int64_t stride, std::int64_t len, double mean, float scale, double* out_sum,
                         double* out_dotp) {
-  d4 a0{}, a1{}, b0{}, b1{};
+  d8 a{}, b{};
   double ta = 0.0, tb = 0.0;
-  const d4 m = {mean, mean, mean, mean};
+  const d8 m = BNORM_SPLAT8(mean);
   const f8 sc = {scale, scale, scale, scale, scale, scale, scale, scale};
   const float* ymask = mask.y;
   const float ce = mask.center, al = mask.alpha, sh = mask.shift;
@@ -343,19 +381,10 @@ inline void grad_rows_t(const float* dy, const float* x, const RowsMask& mask, f
         if constexpr (kMask == MaskFrom::output) __builtin_prefetch(yr + stride + i, 0, 3);
         if constexpr (kScale && !kStream) __builtin_prefetch(dx + o + stride + i, 1, 3);
       }
-      d4 g0, g1;
-      if constexpr (kMask == MaskFrom::input) {  // the mask on eight lanes at once
-        const f8 gv = (BNORM_LD8(xr + i) - mc8) * ma8 + mb8 > f8{} ? BNORM_LD8(g + i) : f8{};
-        g0 = BNORM_WIDEN_LO(gv);
-        g1 = BNORM_WIDEN_HI(gv);
-      } else {
-        g0 = BNORM_CVT_GRAD(kMask, g, yr, i);
-        g1 = BNORM_CVT_GRAD(kMask, g, yr, i + 4);
-      }
-      a0 += g0;
-      a1 += g1;
-      b0 += g0 * (BNORM_CVT(xr + i) - m);
-      b1 += g1 * (BNORM_CVT(xr + i + 4) - m);
+      const f8 xv = BNORM_LD8(xr + i);
+      const d8 gd = BNORM_WIDEN8(BNORM_MASK8(kMask, BNORM_LD8(g + i), yr + i, xv, mc8, ma8, mb8));
+      a += gd;
+      b += gd * (BNORM_WIDEN8(xv) - m);
     }
     for (; i < len; ++i) {
       const float gi = masked<kMask>(g, xr, yr, ce, al, sh, i);
@@ -376,9 +405,9 @@ inline void grad_rows_t(const float* dy, const float* x, const RowsMask& mask, f
     }
   }
   stream_fence<kStream>();
-  const d4 a = a0 + a1, b = b0 + b1;
-  *out_sum = BNORM_HSUM(a) + ta;
-  *out_dotp = BNORM_HSUM(b) + tb;
+  const d4 sa = BNORM_FOLD8(a), sb = BNORM_FOLD8(b);
+  *out_sum = BNORM_HSUM(sa) + ta;
+  *out_dotp = BNORM_HSUM(sb) + tb;
 }
 
 inline void grad_rows(const float* dy, const float* x, const RowsMask& mask, std::int64_t rows,
@@ -389,22 +418,22 @@ inline void grad_rows(const float* dy, const float* x, const RowsMask& mask, std
   });
 }
 
-inline void grad_scale_rows(const float* dy, const float* x, float* dx, std::int64_t rows, std::int64_t stride,
-                            std::int64_t len, double mean, float scale, double* out_sum, double* out_dotp,
-                            bool stream) {
+inline void grad_scale_rows(const float* dy, const float* x, float* dx, std::int64_t rows,
+                            std::int64_t stride, std::int64_t len, double mean, float scale, double* out_sum,
+                            double* out_dotp, bool stream) {
   if (stream)
     grad_rows_t<MaskFrom::none, true, true>(dy, x, RowsMask{}, dx, rows, stride, len, mean, scale, out_sum,
                                             out_dotp);
   else
-    grad_rows_t<MaskFrom::none, true>(dy, x, RowsMask{}, dx, rows, stride, len, mean, scale, out_sum, out_dotp);
+    grad_rows_t<MaskFrom::none, true>(dy, x, RowsMask{}, dx, rows, stride, len, mean, scale, out_sum,
+                                      out_dotp);
 }
 
-// y = (x - center) * alpha + shift over the block (then the ReLU), with f's coefficients. y may alias x. With kStream only
-// whole lines are streamed (line_head_of), and the caller orders the non-temporal stores
-// when its elementwise work ends (end_streaming in batch_norm_cpu.hpp), not every call: a
-// fence per row drains the write-combining buffers that often (forward_inference
-// 32x512x28x28 from a std::vector at 1 thread: 10.0 -> 7.3 ms without it, 3.6 ms with
-// whole lines only, as fast as from 64-byte aligned buffers; 4.3 ms plain).
+// y = (x - center) * alpha + shift over the block (then the ReLU), with f's coefficients. y may alias x. With
+// kStream only whole lines are streamed (line_head_of), and the caller orders the non-temporal stores when
+// its elementwise work ends (end_streaming in batch_norm_cpu.hpp), not every call: a fence per row drains the
+// write-combining buffers that often (forward_inference 32x512x28x28 from a std::vector at 1 thread: 10.0
+// -> 7.3 ms without it, 3.6 ms with whole lines only, as fast as from 64-byte aligned buffers; 4.3 ms plain).
 // A row of at least
 // 8 floats ends with an overlapping vector when y != x (it rewrites a few outputs with the
 // same values); in place, the tail is scalar.
@@ -489,7 +518,8 @@ inline void affine_cyclic(const float* x, float* y, std::int64_t r0, std::int64_
 // by the caller (end_streaming), as in affine_rows_t.
 template <MaskFrom kMask, bool kStream>
 inline void dx_rows_t(const float* dy, const float* x, const RowsMask& mask, float* dx, std::int64_t rows,
-                      std::int64_t stride, std::int64_t len, float mean, float grad_mean, float k, float scale) {
+                      std::int64_t stride, std::int64_t len, float mean, float grad_mean, float k,
+                      float scale) {
   const float* ymask = mask.y;
   const float mc_s = mask.center, ma_s = mask.alpha, mb_s = mask.shift;
   const f8 mc = {mc_s, mc_s, mc_s, mc_s, mc_s, mc_s, mc_s, mc_s};
@@ -507,7 +537,8 @@ inline void dx_rows_t(const float* dy, const float* x, const RowsMask& mask, flo
     const std::int64_t o = r * stride;
     const float* yr = kMask == MaskFrom::output ? ymask + o : nullptr;
     std::int64_t i = 0;
-    for (const std::int64_t head = kStream ? line_head_of(dx + o, len) : head_of(dx + o, len); i < head; ++i) {
+    for (const std::int64_t head = kStream ? line_head_of(dx + o, len) : head_of(dx + o, len); i < head;
+         ++i) {
       const float g = masked<kMask>(dy + o, x + o, yr, mc_s, ma_s, mb_s, i);
       dx[o + i] = ((g - grad_mean) - (x[o + i] - mean) * k) * scale;
     }
@@ -540,8 +571,8 @@ inline void dx_rows_t(const float* dy, const float* x, const RowsMask& mask, flo
 
 template <MaskFrom kMask>
 inline void dx_rows_m(const float* dy, const float* x, const RowsMask& mask, float* dx, std::int64_t rows,
-                      std::int64_t stride, std::int64_t len, float mean, float grad_mean, float k, float scale,
-                      bool stream) {
+                      std::int64_t stride, std::int64_t len, float mean, float grad_mean, float k,
+                      float scale, bool stream) {
   if (stream)
     dx_rows_t<kMask, true>(dy, x, mask, dx, rows, stride, len, mean, grad_mean, k, scale);
   else
@@ -561,7 +592,8 @@ inline void dx_rows(const float* dy, const float* x, const RowsMask& mask, float
 // are ordered by the caller (end_streaming).
 template <MaskFrom kMask, bool kStream>
 inline void dx_cyclic_t(const float* dy, const float* x, const RowsMask* masks, float* dx, std::int64_t r0,
-                        std::int64_t r1, std::int64_t C, std::int64_t S, const float* mean, const TrainingGrad* g) {
+                        std::int64_t r1, std::int64_t C, std::int64_t S, const float* mean,
+                        const TrainingGrad* g) {
   std::int64_t c = r0 % C;
   for (std::int64_t r = r0; r < r1; ++r) {
     const std::int64_t o = r * S;
@@ -573,8 +605,8 @@ inline void dx_cyclic_t(const float* dy, const float* x, const RowsMask* masks, 
 
 template <MaskFrom kMask>
 inline void dx_cyclic_m(const float* dy, const float* x, const RowsMask* masks, float* dx, std::int64_t r0,
-                        std::int64_t r1, std::int64_t C, std::int64_t S, const float* mean, const TrainingGrad* g,
-                        bool stream) {
+                        std::int64_t r1, std::int64_t C, std::int64_t S, const float* mean,
+                        const TrainingGrad* g, bool stream) {
   if (stream)
     dx_cyclic_t<kMask, true>(dy, x, masks, dx, r0, r1, C, S, mean, g);
   else
@@ -583,8 +615,8 @@ inline void dx_cyclic_m(const float* dy, const float* x, const RowsMask* masks, 
 
 // (All channels' masks are of one kind: masks[r0 % C]'s.)
 inline void dx_cyclic(const float* dy, const float* x, const RowsMask* masks, float* dx, std::int64_t r0,
-                      std::int64_t r1, std::int64_t C, std::int64_t S, const float* mean, const TrainingGrad* g,
-                      bool stream) {
+                      std::int64_t r1, std::int64_t C, std::int64_t S, const float* mean,
+                      const TrainingGrad* g, bool stream) {
   if (r0 >= r1) return;
   with_mask_kind(masks[r0 % C].from, [&](auto kind) {
     dx_cyclic_m<decltype(kind)::value>(dy, x, masks, dx, r0, r1, C, S, mean, g, stream);
@@ -613,8 +645,7 @@ inline constexpr int kRound = 8;
     const float* base = x + i;
     for (std::int64_t j = j0; j < j1; j += 8) {
       const f8 p = BNORM_LD8(pivot + j);
-      d4 a0 = BNORM_LDD(acc1 + j), a1 = BNORM_LDD(acc1 + j + 4);
-      d4 b0 = BNORM_LDD(acc2 + j), b1 = BNORM_LDD(acc2 + j + 4);
+      d8 a = BNORM_LDD8(acc1 + j), b = BNORM_LDD8(acc2 + j);
       std::int64_t q = 0;
       for (; q + 4 <= periods; q += 4) {
         const float* r = base + q * P + j;
@@ -622,23 +653,17 @@ inline constexpr int kRound = 8;
         const f8 d2 = BNORM_LD8(r + 2 * P) - p, d3 = BNORM_LD8(r + 3 * P) - p;
         const f8 s = (d0 + d1) + (d2 + d3);
         const f8 sq = (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
-        a0 += BNORM_WIDEN_LO(s);
-        a1 += BNORM_WIDEN_HI(s);
-        b0 += BNORM_WIDEN_LO(sq);
-        b1 += BNORM_WIDEN_HI(sq);
+        a += BNORM_WIDEN8(s);
+        b += BNORM_WIDEN8(sq);
       }
       for (; q < periods; ++q) {
         const f8 d = BNORM_LD8(base + q * P + j) - p;
         const f8 sq = d * d;
-        a0 += BNORM_WIDEN_LO(d);
-        a1 += BNORM_WIDEN_HI(d);
-        b0 += BNORM_WIDEN_LO(sq);
-        b1 += BNORM_WIDEN_HI(sq);
+        a += BNORM_WIDEN8(d);
+        b += BNORM_WIDEN8(sq);
       }
-      BNORM_STD(acc1 + j, a0);
-      BNORM_STD(acc1 + j + 4, a1);
-      BNORM_STD(acc2 + j, b0);
-      BNORM_STD(acc2 + j + 4, b1);
+      BNORM_STD8(acc1 + j, a);
+      BNORM_STD8(acc2 + j, b);
     }
     i += periods * P;
   }
@@ -667,8 +692,8 @@ inline void grad_flat_t(const float* dy, const float* x, const FlatMask& mask, s
     std::int64_t periods = (n - i) / P;
     if (periods > kRound) periods = kRound;
     for (std::int64_t j = j0; j < j1; j += 8) {
-      const d4 m0 = BNORM_LDD(mean + j), m1 = BNORM_LDD(mean + j + 4);
-      d4 g0{}, g1{}, p0{}, p1{};
+      const d8 m = BNORM_LDD8(mean + j);
+      d8 ga{}, pa{};
       if constexpr (kMask == MaskFrom::input) {
         // The mask on eight lanes at once, then the halves widened.
         const f8 mc = BNORM_LD8(mask.center + j);
@@ -676,28 +701,22 @@ inline void grad_flat_t(const float* dy, const float* x, const FlatMask& mask, s
         for (std::int64_t q = 0; q < periods; ++q) {
           const std::int64_t o = i + q * P + j;
           const f8 xv = BNORM_LD8(x + o);
-          const f8 gv = (xv - mc) * ma + mb > f8{} ? BNORM_LD8(dy + o) : f8{};
-          const d4 h0 = BNORM_WIDEN_LO(gv), h1 = BNORM_WIDEN_HI(gv);
-          g0 += h0;
-          g1 += h1;
-          p0 += h0 * (BNORM_CVT(x + o) - m0);
-          p1 += h1 * (BNORM_CVT(x + o + 4) - m1);
+          const d8 h = BNORM_WIDEN8((xv - mc) * ma + mb > f8{} ? BNORM_LD8(dy + o) : f8{});
+          ga += h;
+          pa += h * (BNORM_WIDEN8(xv) - m);
         }
       } else {
         for (std::int64_t q = 0; q < periods; ++q) {
           const std::int64_t o = i + q * P + j;
-          const d4 h0 = BNORM_CVT_GRAD(kMask, dy, ymask, o);
-          const d4 h1 = BNORM_CVT_GRAD(kMask, dy, ymask, o + 4);
-          g0 += h0;
-          g1 += h1;
-          p0 += h0 * (BNORM_CVT(x + o) - m0);
-          p1 += h1 * (BNORM_CVT(x + o + 4) - m1);
+          const d8 h = BNORM_WIDEN8(kMask == MaskFrom::output
+                                        ? (BNORM_LD8(ymask + o) > f8{} ? BNORM_LD8(dy + o) : f8{})
+                                        : BNORM_LD8(dy + o));
+          ga += h;
+          pa += h * (BNORM_WIDEN8(BNORM_LD8(x + o)) - m);
         }
       }
-      BNORM_STD(acc_g + j, BNORM_LDD(acc_g + j) + g0);
-      BNORM_STD(acc_g + j + 4, BNORM_LDD(acc_g + j + 4) + g1);
-      BNORM_STD(acc_p + j, BNORM_LDD(acc_p + j) + p0);
-      BNORM_STD(acc_p + j + 4, BNORM_LDD(acc_p + j + 4) + p1);
+      BNORM_STD8(acc_g + j, BNORM_LDD8(acc_g + j) + ga);
+      BNORM_STD8(acc_p + j, BNORM_LDD8(acc_p + j) + pa);
     }
     i += periods * P;
   }
@@ -717,7 +736,6 @@ inline void grad_flat(const float* dy, const float* x, const FlatMask& mask, std
     grad_flat_t<decltype(kind)::value>(dy, x, mask, n, P, 0, P, mean, acc_g, acc_p);
   });
 }
-
 
 // The elementwise flat loops: lane l = i mod P runs along with i; per-lane coefficient
 // arrays hold P + 8 lanes (lane j the value of lane j % P), so eight lanes starting
@@ -812,32 +830,33 @@ inline void affine_flat(const float* x, float* y, std::int64_t n, std::int64_t P
 // dx = (g - grad_mean[j] - (x - mean[j]) * k[j]) * scale[j] for i = j (mod P).
 template <MaskFrom kMask, bool kStream>
 inline void dx_flat_t(const float* dy, const float* x, const FlatMask& mask, float* dx, std::int64_t n,
-                      std::int64_t P, const float* mean, const float* grad_mean, const float* k, const float* scale) {
+                      std::int64_t P, const float* mean, const float* grad_mean, const float* k,
+                      const float* scale) {
   const float* ymask = mask.y;
   const float* mc = mask.center;
   const float* ma = mask.alpha;
   const float* mb = mask.shift;
   std::int64_t i = 0, l = 0;
   for (const std::int64_t head = head_of(dx, n, kStream); i < head; ++i) {
-    const float g = masked<kMask>(dy, x, ymask, kMask == MaskFrom::input ? mc[l] : 0.0f,
-                                  kMask == MaskFrom::input ? ma[l] : 0.0f,
-                                  kMask == MaskFrom::input ? mb[l] : 0.0f, i);
+    const float g =
+        masked<kMask>(dy, x, ymask, kMask == MaskFrom::input ? mc[l] : 0.0f,
+                      kMask == MaskFrom::input ? ma[l] : 0.0f, kMask == MaskFrom::input ? mb[l] : 0.0f, i);
     dx[i] = ((g - grad_mean[l]) - (x[i] - mean[l]) * k[l]) * scale[l];
     BNORM_NEXT_LANE(l);
   }
   for (; i + 8 <= n; i += 8) {
     const f8 xv = BNORM_LD8(x + i);
     const f8 g = BNORM_MASK8(kMask, BNORM_LD8(dy + i), ymask + i, xv, BNORM_LD8(mc + l), BNORM_LD8(ma + l),
-                               BNORM_LD8(mb + l));
+                             BNORM_LD8(mb + l));
     BNORM_STORE8(kStream, dx + i,
                  ((g - BNORM_LD8(grad_mean + l)) - (xv - BNORM_LD8(mean + l)) * BNORM_LD8(k + l)) *
                      BNORM_LD8(scale + l));
     BNORM_NEXT_8_LANES(l);
   }
   for (; i < n; ++i) {
-    const float g = masked<kMask>(dy, x, ymask, kMask == MaskFrom::input ? mc[l] : 0.0f,
-                                  kMask == MaskFrom::input ? ma[l] : 0.0f,
-                                  kMask == MaskFrom::input ? mb[l] : 0.0f, i);
+    const float g =
+        masked<kMask>(dy, x, ymask, kMask == MaskFrom::input ? mc[l] : 0.0f,
+                      kMask == MaskFrom::input ? ma[l] : 0.0f, kMask == MaskFrom::input ? mb[l] : 0.0f, i);
     dx[i] = ((g - grad_mean[l]) - (x[i] - mean[l]) * k[l]) * scale[l];
     BNORM_NEXT_LANE(l);
   }
@@ -846,8 +865,8 @@ inline void dx_flat_t(const float* dy, const float* x, const FlatMask& mask, flo
 
 template <MaskFrom kMask>
 inline void dx_flat_m(const float* dy, const float* x, const FlatMask& mask, float* dx, std::int64_t n,
-                      std::int64_t P, const float* mean, const float* grad_mean, const float* k, const float* scale,
-                      bool stream) {
+                      std::int64_t P, const float* mean, const float* grad_mean, const float* k,
+                      const float* scale, bool stream) {
   if (stream)
     dx_flat_t<kMask, true>(dy, x, mask, dx, n, P, mean, grad_mean, k, scale);
   else
@@ -855,8 +874,8 @@ inline void dx_flat_m(const float* dy, const float* x, const FlatMask& mask, flo
 }
 
 inline void dx_flat(const float* dy, const float* x, const FlatMask& mask, float* dx, std::int64_t n,
-                    std::int64_t P, const float* mean, const float* grad_mean, const float* k, const float* scale,
-                    bool stream) {
+                    std::int64_t P, const float* mean, const float* grad_mean, const float* k,
+                    const float* scale, bool stream) {
   with_mask_kind(mask.from, [&](auto kind) {
     dx_flat_m<decltype(kind)::value>(dy, x, mask, dx, n, P, mean, grad_mean, k, scale, stream);
   });
@@ -870,8 +889,6 @@ inline void dx_flat(const float* dy, const float* x, const FlatMask& mask, float
 #undef BNORM_LDD
 #undef BNORM_STD
 #undef BNORM_CVT
-#undef BNORM_CVT_MASKED
-#undef BNORM_CVT_GRAD
 #undef BNORM_MASK8
 #undef BNORM_WIDEN
 #undef BNORM_PREFETCH_ROWS_AHEAD
@@ -880,6 +897,13 @@ inline void dx_flat(const float* dy, const float* x, const FlatMask& mask, float
 #undef BNORM_STREAM8
 #undef BNORM_STORE8
 #undef BNORM_WIDEN_HI
+#undef BNORM_WIDEN8
+#undef BNORM_LO4
+#undef BNORM_HI4
+#undef BNORM_LDD8
+#undef BNORM_STD8
+#undef BNORM_SPLAT8
+#undef BNORM_FOLD8
 
 // The lane-range reductions (shifted_flat_t, grad_flat_t for the lanes [j0, j1)), last in
 // the file so the loops above keep their place in the code.
@@ -888,8 +912,8 @@ inline void shifted_flat_lanes(const float* x, std::int64_t n, std::int64_t P, s
   shifted_flat_t(x, n, P, j0, j1, pivot, acc1, acc2);
 }
 inline void grad_flat_lanes(const float* dy, const float* x, const FlatMask& mask, std::int64_t n,
-                            std::int64_t P, std::int64_t j0, std::int64_t j1, const double* mean, double* acc_g,
-                            double* acc_p) {
+                            std::int64_t P, std::int64_t j0, std::int64_t j1, const double* mean,
+                            double* acc_g, double* acc_p) {
   with_mask_kind(mask.from, [&](auto kind) {
     grad_flat_t<decltype(kind)::value>(dy, x, mask, n, P, j0, j1, mean, acc_g, acc_p);
   });
