@@ -26,6 +26,7 @@
 
 #include "bnorm/core/error.hpp"
 #include "bnorm/mpi/mpi_communicator.hpp"
+#include "mpi_test_util.hpp"
 #include "bnorm/nn/batch_normalization.hpp"
 #include "bnorm/nn/layers.hpp"
 #include "bnorm/nn/model.hpp"
@@ -168,10 +169,8 @@ int main(int argc, char** argv) {
   g_comm = std::make_shared<mpi::MpiCommunicator>(
       mpi::MpiCommunicator::Options{milliseconds(fault ? 3000 : 60000)});
   if (fault) return run_fault(fault);
-  int failed = RUN_ALL_TESTS();
-  std::vector<double> mine{static_cast<double>(failed != 0)}, all(static_cast<std::size_t>(g_comm->size()));
-  g_comm->all_gather(mine, all);
-  for (double f : all) failed |= f != 0 ? 1 : 0;
+  // The run fails when any rank failed.
+  const int failed = bnorm::testing::any_rank_failed(RUN_ALL_TESTS(), *g_comm);
   g_comm.reset();
   return failed;
 }

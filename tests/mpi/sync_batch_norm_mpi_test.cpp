@@ -15,6 +15,7 @@
 
 #include "bnorm/core/error.hpp"
 #include "bnorm/mpi/mpi_communicator.hpp"
+#include "mpi_test_util.hpp"
 #include "bnorm/nn/batch_normalization.hpp"
 #include "bnorm/nn/torch_batch_norm.hpp"
 #include "nn/test_util.hpp"
@@ -199,11 +200,8 @@ int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   g_comm =
       std::make_shared<mpi::MpiCommunicator>(mpi::MpiCommunicator::Options{std::chrono::milliseconds(60000)});
-  int failed = RUN_ALL_TESTS();
   // The run fails when any rank failed.
-  std::vector<double> mine{static_cast<double>(failed != 0)}, all(static_cast<std::size_t>(g_comm->size()));
-  g_comm->all_gather(mine, all);
-  for (double f : all) failed |= f != 0 ? 1 : 0;
+  const int failed = bnorm::testing::any_rank_failed(RUN_ALL_TESTS(), *g_comm);
   g_comm.reset();
   return failed;
 }
