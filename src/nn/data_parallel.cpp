@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <span>
+#include <tuple>
+#include <vector>
 
 #include "bnorm/core/error.hpp"
 #include "bnorm/nn/losses.hpp"
@@ -99,13 +101,20 @@ Logs Model::train_step_sharded(const Tensor& x, const Tensor& y, std::int64_t ba
     double total = weighted_loss[0] / static_cast<double>(batch_rows);
     for (float r : losses()) total += r;
     for (auto& l : layers_) l->add_regularization_gradients(grads);
+    // The metrics of the whole batch: every rank's (total, count), summed (validated
+    // before anything changes).
     auto& metrics = metrics_for(y_pred);
+    std::vector<double> totals(2 * metrics.size(), 0.0);
+    if (n > 0)
+      for (std::size_t k = 0; k < metrics.size(); ++k)
+        std::tie(totals[2 * k], totals[2 * k + 1]) = metrics[k]->batch_totals(y, y_pred);
+    if (!totals.empty()) comm.all_reduce_sum(totals);
     optimizer_->apply_gradients(grads, vars);
     updates.apply();
     Logs logs{{"loss", total}};
-    for (auto& m : metrics) {
-      if (n > 0) m->update_state(y, y_pred);  // this rank's shards only (docs/distributed.md)
-      logs[m->name()] = m->result();
+    for (std::size_t k = 0; k < metrics.size(); ++k) {
+      metrics[k]->add_totals(static_cast<float>(totals[2 * k]), static_cast<float>(totals[2 * k + 1]));
+      logs[metrics[k]->name()] = metrics[k]->result();
     }
     return logs;
   } catch (...) {

@@ -61,7 +61,12 @@ void Mean::update_state(float value, float sample_weight) {
 }
 
 void MeanMetricWrapper::update_state(const Tensor& y_true, const Tensor& y_pred) {
-  const Tensor m = matches(y_true, y_pred);  // validates, throws before any change
+  const auto [total, samples] = batch_totals(y_true, y_pred);  // validates, throws before any change
+  accumulate(static_cast<float>(total), static_cast<float>(samples));
+}
+
+std::pair<double, double> MeanMetricWrapper::batch_totals(const Tensor& y_true, const Tensor& y_pred) const {
+  const Tensor m = matches(y_true, y_pred);
   // One value per sample: the mean over the axes after the first.
   std::int64_t samples = m.rank() == 0 ? 1 : m.dim(0);
   const std::int64_t per_sample = samples == 0 ? 0 : m.numel() / samples;
@@ -71,7 +76,7 @@ void MeanMetricWrapper::update_state(const Tensor& y_true, const Tensor& y_pred)
     for (std::int64_t j = 0; j < per_sample; ++j) row += static_cast<double>(m[s * per_sample + j]);
     total += static_cast<double>(static_cast<float>(row / static_cast<double>(per_sample)));
   }
-  accumulate(static_cast<float>(total), static_cast<float>(samples));
+  return {total, static_cast<double>(samples)};
 }
 
 Tensor BinaryAccuracy::matches(const Tensor& y_true, const Tensor& y_pred) const {

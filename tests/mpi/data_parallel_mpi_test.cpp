@@ -122,6 +122,31 @@ TEST(DataParallelFit, EqualsSingleProcessTrainingKeras2Convention) {
   check_fit("sgd", nn::KerasVersion::keras2);
 }
 
+// The logged metrics are the whole batch's on every rank, not each rank's shard's.
+TEST(DataParallelFit, MetricsAreThoseOfTheWholeBatch) {
+  const Data data = make_data();
+  auto reference = make_model(1, nn::KerasVersion::keras3);
+  auto distributed = make_model(1, nn::KerasVersion::keras3);
+  reference->compile("sgd", "mse", {"categorical_accuracy"});
+  distributed->compile("sgd", "mse", {"categorical_accuracy"});
+  const nn::FitOptions options{.batch_size = 7, .epochs = 5, .verbose = 0, .seed = 5};
+  auto want = reference->fit(data.x, data.y, options);
+  nn::FitOptions dp = options;
+  dp.communicator = g_comm;
+  auto got = distributed->fit(data.x, data.y, dp);
+  const std::vector<double>& w = want->history.at("categorical_accuracy");
+  const std::vector<double>& g = got->history.at("categorical_accuracy");
+  ASSERT_EQ(g.size(), w.size());
+  std::vector<double> all(g.size() * static_cast<std::size_t>(g_comm->size()));
+  g_comm->all_gather(g, all);
+  for (std::size_t e = 0; e < g.size(); ++e) {
+    // Weights agree within 1e-5, so at most a sample near a tie may be counted otherwise.
+    EXPECT_NEAR(g[e], w[e], 1.0 / 50 + 1e-6) << "epoch " << e << " on rank " << g_comm->rank();
+    for (int q = 0; q < g_comm->size(); ++q)
+      EXPECT_EQ(all[static_cast<std::size_t>(q) * g.size() + e], g[e]) << "epoch " << e << ", rank " << q;
+  }
+}
+
 // BNORM_TEST_FAULT: rank 1 dies (std::_Exit) or stalls (sleeps 120 s) at step 5.
 class Fault : public nn::Callback {
  public:

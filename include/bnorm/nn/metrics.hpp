@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "bnorm/core/tensor.hpp"
 
@@ -43,6 +44,9 @@ class Metric {
   void reset_state() noexcept { total_ = 0.0f, count_ = 0.0f; }
   float total() const noexcept { return total_; }
   float count() const noexcept { return count_; }
+  // total += total, count += count (float32 additions): totals computed elsewhere, for
+  // example the sum over processes of MeanMetricWrapper::batch_totals in data-parallel fit.
+  void add_totals(float total, float count) noexcept { accumulate(total, count); }
 
  protected:
   explicit Metric(std::string name) : name_(std::move(name)) {}
@@ -69,6 +73,10 @@ class MeanMetricWrapper : public Metric {
  public:
   // Throws ShapeError (state unchanged) when the shapes do not fit.
   void update_state(const Tensor& y_true, const Tensor& y_pred);
+  // What update_state adds, without adding it: (sum of the sample values, samples), in
+  // double before the float32 additions. update_state(t, p) is
+  // add_totals(float(batch_totals.first), float(batch_totals.second)). Throws as update_state.
+  std::pair<double, double> batch_totals(const Tensor& y_true, const Tensor& y_pred) const;
 
  protected:
   using Metric::Metric;
