@@ -5,6 +5,7 @@
 // parameterized ReLU of the ReLU / LeakyReLU layers.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -249,6 +250,37 @@ TEST(CnnActivations, SaturationGivesNoNaN) {
 }
 
 // ---------------------------------------------------------------- ReLU layer kernel
+
+// ReLU() and ReLU(max_value=6) run loops of their own (vectorized): on long inputs with
+// every special value, the definition element by element.
+TEST(ReluParams, CommonFormsOnLongInputsFollowTheDefinition) {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<float> special = {-inf,      -7, -1e-30f,   -0.0f, 0.0f, 1e-30f, 3,
+                                      5.999999f, 6,  6.000001f, 1e30f, inf,  nan};
+  std::vector<float> x(1037), dy(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    x[i] = i % 3 == 0 ? special[i / 3 % special.size()] : static_cast<float>(i % 17) - 8.5f;
+    dy[i] = 0.25f * static_cast<float>(i % 7) - 0.5f;
+  }
+  std::vector<float> y(x.size()), dx(x.size());
+  const auto n = static_cast<std::int64_t>(x.size());
+  for (const bool six : {false, true}) {
+    const bk::ReluParams p{0.0, 0.0, six, six ? 6.0 : 0.0};
+    bk::relu_forward(p, x.data(), n, y.data());
+    bk::relu_backward(p, x.data(), dy.data(), n, dx.data());
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      const float v = x[i];
+      const float want_y = std::isnan(v) ? nan : std::min(v > 0 ? v : 0.0f, six ? 6.0f : inf);
+      const float want_dx = dy[i] * (v > 0 && (!six || v < 6) ? 1.0f : 0.0f);
+      if (std::isnan(want_y)) {
+        EXPECT_TRUE(std::isnan(y[i])) << "ReLU(six=" << six << ") at " << i;
+      } else {
+        EXPECT_EQ(y[i], want_y) << "ReLU(six=" << six << ") of " << v << " at " << i;
+      }
+      EXPECT_EQ(dx[i], want_dx) << "ReLU(six=" << six << ") gradient at " << v << ", element " << i;
+    }
+  }
+}
 
 TEST(ReluParams, KerasMeasuredValuesAndKinks) {
   const std::vector<float> x = {-4, -3, -1, -0.5f, 0, 0.5f, 1, 2.5f, 3, 7};
