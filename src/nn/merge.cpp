@@ -34,9 +34,9 @@ const char* op_base_name(MergeOp op) {
   return "add";
 }
 
-// For each flat index of `out`, the flat index of the element of `in` it reads when `in`
-// is broadcast to `out` (same rank; dimensions of `in` equal or 1).
-std::vector<std::int64_t> broadcast_offsets(const Shape& out, const Shape& in) {
+// The strides of `in` broadcast to `out` (same rank; dimensions of `in` equal or 1): 0
+// along a broadcast dimension.
+std::vector<std::int64_t> broadcast_strides(const Shape& out, const Shape& in) {
   const int r = out.rank();
   std::vector<std::int64_t> in_stride(static_cast<std::size_t>(r));
   std::int64_t stride = 1;
@@ -44,6 +44,44 @@ std::vector<std::int64_t> broadcast_offsets(const Shape& out, const Shape& in) {
     in_stride[static_cast<std::size_t>(d)] = (in[d] == 1 && out[d] != 1) ? 0 : stride;
     stride *= in[d];
   }
+  return in_stride;
+}
+
+// f(k, j) for every flat index k of `out`, in order, with j the flat index of the element
+// of `in` that k reads when `in` is broadcast to `out` (same rank, rank >= 1): row by row
+// along the last axis, whose stride in `in` is 1 or 0, so the inner loops are plain.
+template <typename F>
+void for_each_broadcast(const Shape& out, const Shape& in, F&& f) {
+  const int r = out.rank();
+  const std::vector<std::int64_t> in_stride = broadcast_strides(out, in);
+  const std::int64_t last = out[r - 1];
+  const std::int64_t rows = last == 0 ? 0 : out.numel() / last;
+  const bool along = in_stride[static_cast<std::size_t>(r - 1)] != 0;
+  std::vector<std::int64_t> index(static_cast<std::size_t>(r), 0);
+  std::int64_t o = 0;  // the flat index in `in` of the row's first element
+  for (std::int64_t row = 0; row < rows; ++row) {
+    const std::int64_t k0 = row * last;
+    if (along) {
+      for (std::int64_t j = 0; j < last; ++j) f(k0 + j, o + j);
+    } else {
+      for (std::int64_t j = 0; j < last; ++j) f(k0 + j, o);
+    }
+    for (int d = r - 2; d >= 0; --d) {
+      const auto du = static_cast<std::size_t>(d);
+      ++index[du];
+      o += in_stride[du];
+      if (index[du] < out[d]) break;
+      o -= in_stride[du] * out[d];
+      index[du] = 0;
+    }
+  }
+}
+
+// For each flat index of `out`, the flat index of the element of `in` it reads when `in`
+// is broadcast to `out` (same rank; dimensions of `in` equal or 1).
+std::vector<std::int64_t> broadcast_offsets(const Shape& out, const Shape& in) {
+  const int r = out.rank();
+  const std::vector<std::int64_t> in_stride = broadcast_strides(out, in);
   std::vector<std::int64_t> offsets(static_cast<std::size_t>(out.numel()));
   std::vector<std::int64_t> index(static_cast<std::size_t>(r), 0);
   std::int64_t o = 0;
@@ -147,20 +185,16 @@ Tensor ElementwiseMerge::forward_inputs(const std::vector<const Tensor*>& xs, bo
   const Shape out_shape = compute_output_shape_inputs(shapes);
   Tensor y(out_shape);
   const std::int64_t n = y.numel();
-  std::vector<std::vector<std::int64_t>> offsets(xs.size());
-  for (std::size_t i = 0; i < xs.size(); ++i)
-    if (shapes[i] != out_shape) offsets[i] = broadcast_offsets(out_shape, shapes[i]);
   // y = x0, then the other inputs folded in one after the other, each in one pass with the
   // operation chosen once: per element the same operations in the same order as
   // ((x0 op x1) op x2) ..., so the same bits.
   // for_each(i, f): f(y[k], x_i at k) for every output element k (x_i broadcast).
   auto for_each = [&](std::size_t i, auto&& f) {
     const float* xi = xs[i]->data();
-    const auto& off = offsets[i];
-    if (off.empty()) {
+    if (shapes[i] == out_shape) {
       for (std::int64_t k = 0; k < n; ++k) f(k, xi[k]);
     } else {
-      for (std::int64_t k = 0; k < n; ++k) f(k, xi[off[static_cast<std::size_t>(k)]]);
+      for_each_broadcast(out_shape, shapes[i], [&](std::int64_t k, std::int64_t j) { f(k, xi[j]); });
     }
   };
   for_each(0, [&](std::int64_t k, float u) { y[k] = u; });

@@ -174,6 +174,31 @@ TEST(Graph, FrozenNestedModelTrainsNothingInside) {
   EXPECT_EQ(ex.model->trainable_weights().size(), 4u);  // stem and branch_a only
 }
 
+// Broadcasting along any set of axes, the last one included, and from either input.
+TEST(Graph, MergeBroadcastsAlongEveryAxis) {
+  Tensor x(Shape{2, 3, 4});
+  for (std::int64_t i = 0; i < x.numel(); ++i) x[i] = 0.25f * static_cast<float>(i % 11) - 1.0f;
+  for (const Shape& ss : {Shape{1, 3, 1}, Shape{2, 1, 4}, Shape{1, 1, 1}, Shape{2, 3, 1}, Shape{1, 1, 4}}) {
+    Tensor s(ss);
+    for (std::int64_t i = 0; i < s.numel(); ++i) s[i] = 1.5f + static_cast<float>(i);
+    for (const bool s_first : {false, true}) {
+      nn::Subtract sub("sub");
+      const Tensor y = s_first ? sub.forward_inputs({&s, &x}, false, nullptr, nullptr)
+                               : sub.forward_inputs({&x, &s}, false, nullptr, nullptr);
+      ASSERT_EQ(y.shape(), x.shape());
+      for (std::int64_t a = 0; a < 2; ++a)
+        for (std::int64_t b = 0; b < 3; ++b)
+          for (std::int64_t c = 0; c < 4; ++c) {
+            const float xv = x[(a * 3 + b) * 4 + c];
+            const float sv =
+                s[((ss[0] == 1 ? 0 : a) * ss[1] + (ss[1] == 1 ? 0 : b)) * ss[2] + (ss[2] == 1 ? 0 : c)];
+            EXPECT_EQ(y[(a * 3 + b) * 4 + c], s_first ? sv - xv : xv - sv)
+                << ss.str() << " at " << a << b << c;
+          }
+    }
+  }
+}
+
 TEST(Graph, MergeBroadcastAndTies) {
   auto a = nn::Input({2, 2, 3});
   auto b = nn::Input({1, 1, 3});
