@@ -74,13 +74,8 @@ GapReport measure_gap(Model& model, const Tensor& x, const GapOptions& options) 
     for (std::size_t i = 0; i < layers.size(); ++i) {
       if (slot[i] >= 0) {
         BatchNormalization* bn = bns[static_cast<std::size_t>(slot[i])];
+        bn->check_input(y);  // the shape the layer was built for, as its own call checks
         ChannelMoments m = population_moments(y, bn->axes(), std::max<std::int64_t>(1, y.dim(0)));
-        if (m.channels() != moments[static_cast<std::size_t>(slot[i])].channels()) {
-          throw ShapeError(where, "BatchNormalization '" + bn->name() + "' input",
-                           std::to_string(moments[static_cast<std::size_t>(slot[i])].channels()) +
-                               " channels (what the layer was built for)",
-                           "an input of shape " + y.shape().str());
-        }
         moments[static_cast<std::size_t>(slot[i])].merge(m);
       }
       y = layers[i]->forward(y, false, nullptr, nullptr);

@@ -110,16 +110,7 @@ RecalibrationReport recalibrate(Model& model, const Tensor& x, const Recalibrate
       for (std::int64_t begin = 0; begin < n; begin += options.batch_size) {
         const Tensor input =
             model.layer_input(rows(x, begin, std::min(n, begin + options.batch_size)), path);
-        // The channel sizes the layer was built for (as its own call would check).
-        for (int a : bn->axes()) {
-          const std::int64_t want = bn->axes().size() == 1 ? param.numel() : param[a];
-          if (a >= input.rank() || input.dim(a) != want) {
-            throw ShapeError(where, layer + " input",
-                             "size " + std::to_string(want) + " on channel axis " + std::to_string(a) +
-                                 " (the channels the layer was built for)",
-                             "an input of shape " + input.shape().str());
-          }
-        }
+        bn->check_input(input);  // the shape the layer was built for, as its own call checks
         total.merge(moments_of(input, bn->axes()));
       }
       r.moments = std::move(total);

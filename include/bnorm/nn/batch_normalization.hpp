@@ -321,8 +321,13 @@ class BatchNormalization : public Layer {
   std::vector<Variable*> weights() override;
   using Layer::weights;
 
- private:
+  // Throws ShapeError (naming the layer, the axis, what it was built for and what x is)
+  // unless x has the rank and channel sizes this built layer takes; what every call checks
+  // first, for tools that compute statistics of a layer's input themselves (recalibrate,
+  // the gap report).
   void check_input(const Tensor& x) const;
+
+ private:
   // Normalizes x with batch statistics (fills `update`, touches no state) or with the
   // moving statistics.
   Tensor run(const Tensor& x, bool batch_statistics, StatisticsUpdate& update, BatchNormContext* context,
