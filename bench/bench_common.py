@@ -1,5 +1,6 @@
 """Helpers shared by the benchmark drivers (bench/training, bench/cnn)."""
 import platform
+import subprocess
 
 
 def cpu_name():
@@ -12,3 +13,12 @@ def cpu_name():
     except OSError:
         pass
     return platform.processor()
+
+
+def git_commit(root):
+    """The short commit of the checkout at root ('' outside git)."""
+    try:
+        return subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True).stdout.strip()
+    except OSError:
+        return ""

@@ -48,7 +48,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from bench_common import cpu_name  # noqa: E402
+from bench_common import cpu_name, git_commit  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -471,11 +471,7 @@ def main():
                         print(f"  {fw:<6} {model:<15} {r['case']:<9} threads={t} {what}: {shown} "
                               f"(load {load:.1f})", file=sys.stderr, flush=True)
 
-    try:
-        commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True).stdout.strip()
-    except OSError:
-        commit = ""
+    commit = git_commit(ROOT)
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "cpu": cpu_name(), "cores": os.cpu_count(), "load_average_after": os.getloadavg(),
             "python_keras": KERAS_PYTHON, "python_torch": TORCH_PYTHON, "versions": versions,

@@ -39,7 +39,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from bench_common import cpu_name  # noqa: E402
+from bench_common import cpu_name, git_commit  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -319,11 +319,7 @@ def main():
     versions = {}
     for r in results:
         versions.update(r.pop("versions", {}))
-    try:
-        commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True).stdout.strip()
-    except OSError:
-        commit = ""
+    commit = git_commit(ROOT)
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "cpu": cpu_name(), "cores": os.cpu_count(), "load_average": os.getloadavg(),
             "python": platform.python_version(), "versions": versions, "repeat": args.repeat,

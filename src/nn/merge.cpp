@@ -4,6 +4,7 @@
 
 #include "bnorm/core/error.hpp"
 #include "bnorm/nn/variable.hpp"
+#include "broadcast.hpp"
 #include "layer_context.hpp"
 
 namespace bnorm::nn {
@@ -34,68 +35,12 @@ const char* op_base_name(MergeOp op) {
   return "add";
 }
 
-// The strides of `in` broadcast to `out` (same rank; dimensions of `in` equal or 1): 0
-// along a broadcast dimension.
-std::vector<std::int64_t> broadcast_strides(const Shape& out, const Shape& in) {
-  const int r = out.rank();
-  std::vector<std::int64_t> in_stride(static_cast<std::size_t>(r));
-  std::int64_t stride = 1;
-  for (int d = r - 1; d >= 0; --d) {
-    in_stride[static_cast<std::size_t>(d)] = (in[d] == 1 && out[d] != 1) ? 0 : stride;
-    stride *= in[d];
-  }
-  return in_stride;
-}
-
-// f(k, j) for every flat index k of `out`, in order, with j the flat index of the element
-// of `in` that k reads when `in` is broadcast to `out` (same rank, rank >= 1): row by row
-// along the last axis, whose stride in `in` is 1 or 0, so the inner loops are plain.
-template <typename F>
-void for_each_broadcast(const Shape& out, const Shape& in, F&& f) {
-  const int r = out.rank();
-  const std::vector<std::int64_t> in_stride = broadcast_strides(out, in);
-  const std::int64_t last = out[r - 1];
-  const std::int64_t rows = last == 0 ? 0 : out.numel() / last;
-  const bool along = in_stride[static_cast<std::size_t>(r - 1)] != 0;
-  std::vector<std::int64_t> index(static_cast<std::size_t>(r), 0);
-  std::int64_t o = 0;  // the flat index in `in` of the row's first element
-  for (std::int64_t row = 0; row < rows; ++row) {
-    const std::int64_t k0 = row * last;
-    if (along) {
-      for (std::int64_t j = 0; j < last; ++j) f(k0 + j, o + j);
-    } else {
-      for (std::int64_t j = 0; j < last; ++j) f(k0 + j, o);
-    }
-    for (int d = r - 2; d >= 0; --d) {
-      const auto du = static_cast<std::size_t>(d);
-      ++index[du];
-      o += in_stride[du];
-      if (index[du] < out[d]) break;
-      o -= in_stride[du] * out[d];
-      index[du] = 0;
-    }
-  }
-}
-
 // For each flat index of `out`, the flat index of the element of `in` it reads when `in`
 // is broadcast to `out` (same rank; dimensions of `in` equal or 1).
 std::vector<std::int64_t> broadcast_offsets(const Shape& out, const Shape& in) {
-  const int r = out.rank();
-  const std::vector<std::int64_t> in_stride = broadcast_strides(out, in);
   std::vector<std::int64_t> offsets(static_cast<std::size_t>(out.numel()));
-  std::vector<std::int64_t> index(static_cast<std::size_t>(r), 0);
-  std::int64_t o = 0;
-  for (std::size_t f = 0; f < offsets.size(); ++f) {
-    offsets[f] = o;
-    for (int d = r - 1; d >= 0; --d) {
-      const auto du = static_cast<std::size_t>(d);
-      ++index[du];
-      o += in_stride[du];
-      if (index[du] < out[d]) break;
-      o -= in_stride[du] * out[d];
-      index[du] = 0;
-    }
-  }
+  detail::for_each_broadcast(
+      out, in, [&](std::int64_t k, std::int64_t j) { offsets[static_cast<std::size_t>(k)] = j; });
   return offsets;
 }
 
@@ -194,7 +139,7 @@ Tensor ElementwiseMerge::forward_inputs(const std::vector<const Tensor*>& xs, bo
     if (shapes[i] == out_shape) {
       for (std::int64_t k = 0; k < n; ++k) f(k, xi[k]);
     } else {
-      for_each_broadcast(out_shape, shapes[i], [&](std::int64_t k, std::int64_t j) { f(k, xi[j]); });
+      detail::for_each_broadcast(out_shape, shapes[i], [&](std::int64_t k, std::int64_t j) { f(k, xi[j]); });
     }
   };
   for_each(0, [&](std::int64_t k, float u) { y[k] = u; });

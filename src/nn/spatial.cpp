@@ -7,6 +7,7 @@
 #include "bnorm/core/error.hpp"
 #include "bnorm/kernels/activation.hpp"
 #include "bnorm/kernels/pooling.hpp"
+#include "broadcast.hpp"
 #include "layer_context.hpp"
 
 namespace bnorm::nn {
@@ -596,30 +597,12 @@ namespace {
 constexpr float kNormalizationEpsilon = 1e-7f;  // keras.config.epsilon()
 
 // For each element of x in row-major order, calls f(i, k) with k its flat index in the
-// kept axes' tensor (an odometer over x's dims; kept_stride 0 on reduced axes).
+// kept axes' tensor (that tensor, size 1 on the reduced axes, broadcast to s).
 template <typename F>
 void for_each_kept(const Shape& s, const std::vector<int>& kept, F f) {
-  const int rank = s.rank();
-  std::vector<std::int64_t> kept_stride(static_cast<std::size_t>(rank), 0);
-  std::int64_t stride = 1;
-  for (auto it = kept.rbegin(); it != kept.rend(); ++it) {
-    kept_stride[static_cast<std::size_t>(*it)] = stride;
-    stride *= s[*it];
-  }
-  std::vector<std::int64_t> idx(static_cast<std::size_t>(rank), 0);
-  std::int64_t k = 0;
-  const std::int64_t n = s.numel();
-  for (std::int64_t i = 0; i < n; ++i) {
-    f(i, k);
-    for (int a = rank - 1; a >= 0; --a) {
-      const auto ua = static_cast<std::size_t>(a);
-      ++idx[ua];
-      k += kept_stride[ua];
-      if (idx[ua] < s[a]) break;
-      k -= kept_stride[ua] * s[a];
-      idx[ua] = 0;
-    }
-  }
+  std::vector<std::int64_t> kept_dims(static_cast<std::size_t>(s.rank()), 1);
+  for (int a : kept) kept_dims[static_cast<std::size_t>(a)] = s[a];
+  detail::for_each_broadcast(s, Shape(kept_dims), f);
 }
 }  // namespace
 
