@@ -170,7 +170,7 @@ RowsMask channel_mask(const ReluMask& relu, const float* mean, const float* invs
 
 // Per-channel sum g and sum g * (x - mean) for channel c, blocks merged in order.
 void channel_grad(const SimdOps& ops, const float* dy, const float* x, const RowsMask& mask,
-                  const BatchNormDims& dims, const Blocking& b, std::int64_t c, double mean, double& sum_g,
+                  const BatchNormDims& dims, const Blocking& b, std::int64_t c, float mean, double& sum_g,
                   double& dotp) {
   double a = 0.0, p = 0.0;
   for (std::int64_t blk = 0; blk < b.per_channel(); ++blk) {
@@ -331,7 +331,7 @@ void nchw_backward_training(const float* dy, const float* x, const BatchNormDims
         for (std::int64_t c = c0; c < c1; ++c) {
           double sum_g = 0.0, dotp = 0.0;
           masks[c] = channel_mask(relu, mean, invstd, gamma, c);
-          channel_grad(ops, dy, x, masks[c], dims, b, c, static_cast<double>(mean[c]), sum_g, dotp);
+          channel_grad(ops, dy, x, masks[c], dims, b, c, mean[c], sum_g, dotp);
           if (dgamma != nullptr) dgamma[c] = static_cast<float>(dotp * static_cast<double>(invstd[c]));
           if (dbeta != nullptr) dbeta[c] = static_cast<float>(sum_g);
           grads[c] = training_grad(sum_g, dotp, dims.count(), invstd[c], gamma, c);
@@ -368,7 +368,7 @@ void nchw_backward_training(const float* dy, const float* x, const BatchNormDims
       const Block k = block_at(b, dims, t % nb);
       const std::int64_t o = block_offset(dims, k, c);
       ops.grad_rows(dy + o, x + o, channel_mask(relu, mean, invstd, gamma, c).at(o), k.n1 - k.n0, C * S,
-                    k.s1 - k.s0, static_cast<double>(mean[c]), sums + t, dots + t);
+                    k.s1 - k.s0, mean[c], sums + t, dots + t);
     }
   });
   TrainingGrad* grads = scratch<TrainingGrad, Slot::grads>(C);
@@ -417,10 +417,10 @@ void nchw_backward_inference(const float* dy, const float* x, const BatchNormDim
       const std::int64_t o = block_offset(dims, k, c);
       if (dx != nullptr)
         ops.grad_scale_rows(dy + o, x + o, dx + o, k.n1 - k.n0, C * S, k.s1 - k.s0,
-                            static_cast<double>(mean[c]), scale[c], sums + t, dots + t, stream);
+                            mean[c], scale[c], sums + t, dots + t, stream);
       else
         ops.grad_rows(dy + o, x + o, RowsMask{}, k.n1 - k.n0, C * S, k.s1 - k.s0,
-                      static_cast<double>(mean[c]), sums + t, dots + t);
+                      mean[c], sums + t, dots + t);
     }
   });
   for (std::int64_t c = 0; c < C; ++c) {

@@ -521,7 +521,7 @@ namespace {
 // Block phase of the gradient sums (every thread: its thread_blocks): sum g and
 // sum g (x - mean) per block into the slots, then a barrier; with dx_scale (inference
 // backward) also dx = dy * scale from cache (streamed as stream_stores says).
-void grad_blocks(const Plan& p, const float* dy, const float* x, const FlatMask& mask, const double* mean_d,
+void grad_blocks(const Plan& p, const float* dy, const float* x, const FlatMask& mask, const float* mean_l,
                  double* sums, double* dots, float* dx, const float* dx_scale, bool stream = false) {
   double* acc = scratch<double, Slot::thread_sums>(2 * p.P);
   std::int64_t b0 = 0, b1 = 0;
@@ -529,7 +529,7 @@ void grad_blocks(const Plan& p, const float* dy, const float* x, const FlatMask&
   for (std::int64_t b = b0; b < b1; ++b) {
     const std::int64_t o = p.r0(b) * p.C;
     zero(acc, 2 * p.P);
-    p.ops.grad_flat(dy + o, x + o, mask.at(o), p.flat(b), p.P, mean_d, acc, acc + p.P);
+    p.ops.grad_flat(dy + o, x + o, mask.at(o), p.flat(b), p.P, mean_l, acc, acc + p.P);
     if (dx != nullptr && dx_scale != nullptr)
       p.ops.scale_flat(dy + o, dx + o, p.flat(b), p.P, dx_scale, stream);
     fold_lanes(acc, p.P, p.C, sums + b * p.C);
@@ -540,21 +540,21 @@ void grad_blocks(const Plan& p, const float* dy, const float* x, const FlatMask&
 
 // The gradient sums of a lane-split call (every thread, with its share), up to the slots
 // of the share's channels: the share's lanes of every block into `lanes` (2P doubles per
-// block, shared; mean_d: P lanes, the share's filled here), a barrier, after_barrier(),
+// block, shared; mean_l: P lanes, the share's filled here), a barrier, after_barrier(),
 // then the folds of the share's channels.
 template <typename AfterBarrier>
 void lane_split_grads(const Plan& p, const float* dy, const float* x, const FlatMask& mask, const float* mean,
-                      double* mean_d, double* lanes, double* sums, double* dots,
+                      float* mean_l, double* lanes, double* sums, double* dots,
                       AfterBarrier&& after_barrier) {
   const std::int64_t P = p.P, C = p.C;
   const Share s(p);
-  lanes_of(mean, s.j0, s.j1, C, mean_d);
+  lanes_of(mean, s.j0, s.j1, C, mean_l);
   for (std::int64_t b = 0; b < p.blocking.blocks; ++b) {
     const std::int64_t o = p.r0(b) * C;
     double* acc = lanes + b * 2 * P;
     std::fill(acc + s.j0, acc + s.j1, 0.0);
     std::fill(acc + P + s.j0, acc + P + s.j1, 0.0);
-    p.ops.grad_flat_lanes(dy + o, x + o, mask.at(o), p.flat(b), P, s.j0, s.j1, mean_d, acc, acc + P);
+    p.ops.grad_flat_lanes(dy + o, x + o, mask.at(o), p.flat(b), P, s.j0, s.j1, mean_l, acc, acc + P);
   }
 #pragma omp barrier
   after_barrier();
@@ -592,26 +592,25 @@ void nhwc_backward_training(const float* dy, const float* x, const BatchNormDims
   const std::int64_t slots = p.blocking.blocks * C;
   double* sums = scratch<double, Slot::block_sums>(2 * slots);
   double* dots = sums + slots;
-  double* mean_d = scratch<double, Slot::channel_doubles>(P + 2 * C);
-  double* sum_g = mean_d + P;  // per channel
+  double* sum_g = scratch<double, Slot::channel_doubles>(2 * C);  // per channel
   double* dotp = sum_g + C;
   double* lanes = p.lane_split() ? scratch<double, Slot::lanes>(p.blocking.blocks * 2 * P) : nullptr;
-  if (!p.lane_split()) expand_lanes(mean, P, C, mean_d);
   float* coef = scratch<float, Slot::coefficients>(3 * C + 4 * L);
   float* gm_c = coef;  // per channel
   float* k_c = coef + C;
   float* sc_c = coef + 2 * C;
-  float* mean_f = coef + 3 * C;  // per lane
+  float* mean_f = coef + 3 * C;  // per lane (the sums' P lanes, filled first, then the rest)
   float* gm = mean_f + L;
   float* kk = gm + L;
   float* sc = kk + L;
+  if (!p.lane_split()) expand_lanes(mean, P, C, mean_f);
   const double count = static_cast<double>(dims.count());
   const bool stream = dx != nullptr && stream_stores(dims.numel() * 4);
   run_team(p.team, [&] {
     if (p.lane_split())
-      lane_split_grads(p, dy, x, mask, mean, mean_d, lanes, sums, dots, [] {});
+      lane_split_grads(p, dy, x, mask, mean, mean_f, lanes, sums, dots, [] {});
     else
-      grad_blocks(p, dy, x, mask, mean_d, sums, dots, nullptr, nullptr);
+      grad_blocks(p, dy, x, mask, mean_f, sums, dots, nullptr, nullptr);
     channel_chunks(
         p,
         [&](std::int64_t c0, std::int64_t c1) {
@@ -655,13 +654,13 @@ void nhwc_backward_inference(const float* dy, const float* x, const BatchNormDim
   const std::int64_t slots = p.blocking.blocks * C;
   double* sums = scratch<double, Slot::block_sums>(2 * slots);
   double* dots = sums + slots;
-  double* mean_d = scratch<double, Slot::channel_doubles>(P + 2 * C);
-  double* sum_g = mean_d + P;
+  double* sum_g = scratch<double, Slot::channel_doubles>(2 * C);
   double* dotp = sum_g + C;
-  float* coef = scratch<float, Slot::coefficients>(2 * C + L);
+  float* coef = scratch<float, Slot::coefficients>(2 * C + L + P);
   float* inv = coef;
   float* sc_c = coef + C;
   float* sc = coef + 2 * C;  // per lane: invstd * gamma
+  float* mean_l = sc + L;    // P lanes: the mean
   // invstd and scale of channels [c0, c1), into inv, sc_c and the lanes of sc.
   const auto coefficients = [&](std::int64_t c0, std::int64_t c1) {
     invstd_range(var, epsilon, c0, c1, inv);
@@ -686,7 +685,7 @@ void nhwc_backward_inference(const float* dy, const float* x, const BatchNormDim
     run_team(p.team, [&] {
       const Share s(p);
       coefficients(s.c0, s.c1);
-      lane_split_grads(p, dy, x, FlatMask{}, mean, mean_d, lanes, sums, dots, [&] {
+      lane_split_grads(p, dy, x, FlatMask{}, mean, mean_l, lanes, sums, dots, [&] {
         if (dx != nullptr)
           elementwise_rows(p, [&](std::int64_t r0, std::int64_t r1) {
             p.ops.scale_flat(dy + r0 * C, dx + r0 * C, (r1 - r0) * C, P, sc, false);
@@ -696,14 +695,14 @@ void nhwc_backward_inference(const float* dy, const float* x, const BatchNormDim
     });
     return;
   }
-  expand_lanes(mean, P, C, mean_d);
+  expand_lanes(mean, P, C, mean_l);
   coefficients(0, C);
   // One sweep: each block takes its partial sums, then writes its dx from cache. (The
   // stores stream above the cache share: with plain ones, 32x256x56x56 at 1 thread took
   // 35 ms against libtorch's 26 ms.)
   const bool stream = dx != nullptr && stream_stores(dims.numel() * 4);
   run_team(p.team, [&] {
-    grad_blocks(p, dy, x, FlatMask{}, mean_d, sums, dots, dx, sc, stream);
+    grad_blocks(p, dy, x, FlatMask{}, mean_l, sums, dots, dx, sc, stream);
 #pragma omp for schedule(static)
     for (std::int64_t k = 0; k < chunks(C); ++k) {
       std::int64_t c0 = 0, c1 = 0;

@@ -343,22 +343,32 @@ inline void shifted_rows(const float* x, std::int64_t rows, std::int64_t stride,
   *out_s2 = BNORM_HSUM(sb) + t2;
 }
 
-// sum g and sum g * (x - mean) over the block (g = dy, or masked as kMask says), in
-// double. With kScale also dx = dy * scale (the inference backward, one pass); with
-// kStream its whole lines are streamed (line_head_of) and the call ends with a fence.
+// sum g and sum g * (x - mean) over the block (g = dy, or masked as kMask says), as
+// shifted_rows takes its sums: e = x - mean and g * e in float (x - mean is exact for x
+// within a factor 2 of the float mean, Sterbenz), partial sums of up to four vectors in
+// float, widened into double accumulators. (The double accumulators alone, one widening
+// and one dependent double add per 8 elements, held the loop to 4 cycles per vector:
+// 32x16x8x8 backward_training at 1 thread spent 52 % of its 8.6 us here.) A row of at
+// least 8 floats ends with an overlapping vector whose already counted lanes are zeroed.
+// With kScale also dx = dy * scale (the inference backward, one pass); with kStream its
+// whole lines are streamed (line_head_of) and the call ends with a fence.
 template <MaskFrom kMask, bool kScale, bool kStream = false>
 inline void grad_rows_t(const float* dy, const float* x, const RowsMask& mask, float* dx, std::int64_t rows,
-                        std::int64_t stride, std::int64_t len, double mean, float scale, double* out_sum,
+                        std::int64_t stride, std::int64_t len, float mean, float scale, double* out_sum,
                         double* out_dotp) {
   d8 a{}, b{};
   double ta = 0.0, tb = 0.0;
-  const d8 m = BNORM_SPLAT8(mean);
+  const f8 m = {mean, mean, mean, mean, mean, mean, mean, mean};
   const f8 sc = {scale, scale, scale, scale, scale, scale, scale, scale};
   const float* ymask = mask.y;
   const float ce = mask.center, al = mask.alpha, sh = mask.shift;
   const f8 mc8 = {ce, ce, ce, ce, ce, ce, ce, ce};
   const f8 ma8 = {al, al, al, al, al, al, al, al};
   const f8 mb8 = {sh, sh, sh, sh, sh, sh, sh, sh};
+  // Lanes of the last, overlapping vector of a row (len >= 8) that the vector loops did
+  // not cover: lane l counts iff l >= 8 - len % 8.
+  const int first = static_cast<int>(8 - len % 8);
+  const i8 keep = i8{0, 1, 2, 3, 4, 5, 6, 7} >= i8{first, first, first, first, first, first, first, first};
   const std::int64_t ahead = rows_ahead(2 * len, rows, stride, len);
   const bool spread = spread_prefetch(ahead, len);
   for (std::int64_t r = 0; r < rows; ++r) {
@@ -374,6 +384,34 @@ inline void grad_rows_t(const float* dy, const float* x, const RowsMask& mask, f
     const float* xr = x + o;
     const float* yr = kMask == MaskFrom::output ? ymask + o : nullptr;
     std::int64_t i = 0;
+    for (; i + 32 <= len; i += 32) {
+      if (pf) {  // lines i and i + 16 of the next row
+        __builtin_prefetch(g + stride + i, 0, 3);
+        __builtin_prefetch(xr + stride + i, 0, 3);
+        __builtin_prefetch(g + stride + i + 16, 0, 3);
+        __builtin_prefetch(xr + stride + i + 16, 0, 3);
+        if constexpr (kMask == MaskFrom::output) {
+          __builtin_prefetch(yr + stride + i, 0, 3);
+          __builtin_prefetch(yr + stride + i + 16, 0, 3);
+        }
+        if constexpr (kScale && !kStream) {
+          __builtin_prefetch(dx + o + stride + i, 1, 3);
+          __builtin_prefetch(dx + o + stride + i + 16, 1, 3);
+        }
+      }
+      const f8 x0 = BNORM_LD8(xr + i), x1 = BNORM_LD8(xr + i + 8);
+      const f8 x2 = BNORM_LD8(xr + i + 16), x3 = BNORM_LD8(xr + i + 24);
+      const f8 g0 = BNORM_MASK8(kMask, BNORM_LD8(g + i), yr + i, x0, mc8, ma8, mb8);
+      const f8 g1 = BNORM_MASK8(kMask, BNORM_LD8(g + i + 8), yr + i + 8, x1, mc8, ma8, mb8);
+      const f8 g2 = BNORM_MASK8(kMask, BNORM_LD8(g + i + 16), yr + i + 16, x2, mc8, ma8, mb8);
+      const f8 g3 = BNORM_MASK8(kMask, BNORM_LD8(g + i + 24), yr + i + 24, x3, mc8, ma8, mb8);
+      // ([[maybe_unused]]: GCC 12 misses the uses inside __builtin_shufflevector in a
+      // template, -Wunused-but-set-variable.)
+      [[maybe_unused]] const f8 s = (g0 + g1) + (g2 + g3);
+      [[maybe_unused]] const f8 p = (g0 * (x0 - m) + g1 * (x1 - m)) + (g2 * (x2 - m) + g3 * (x3 - m));
+      a += BNORM_WIDEN8(s);
+      b += BNORM_WIDEN8(p);
+    }
     for (; i + 8 <= len; i += 8) {
       if (pf && (i & 15) == 0) {  // line i of the next row
         __builtin_prefetch(g + stride + i, 0, 3);
@@ -382,14 +420,25 @@ inline void grad_rows_t(const float* dy, const float* x, const RowsMask& mask, f
         if constexpr (kScale && !kStream) __builtin_prefetch(dx + o + stride + i, 1, 3);
       }
       const f8 xv = BNORM_LD8(xr + i);
-      const d8 gd = BNORM_WIDEN8(BNORM_MASK8(kMask, BNORM_LD8(g + i), yr + i, xv, mc8, ma8, mb8));
-      a += gd;
-      b += gd * (BNORM_WIDEN8(xv) - m);
+      const f8 gv = BNORM_MASK8(kMask, BNORM_LD8(g + i), yr + i, xv, mc8, ma8, mb8);
+      [[maybe_unused]] const f8 p = gv * (xv - m);
+      a += BNORM_WIDEN8(gv);
+      b += BNORM_WIDEN8(p);
     }
-    for (; i < len; ++i) {
-      const float gi = masked<kMask>(g, xr, yr, ce, al, sh, i);
-      ta += static_cast<double>(gi);
-      tb += static_cast<double>(gi) * (static_cast<double>(xr[i]) - mean);
+    if (i < len && len >= 8) {
+      const std::int64_t t = len - 8;
+      const f8 xv = BNORM_LD8(xr + t);
+      const f8 gv = BNORM_MASK8(kMask, BNORM_LD8(g + t), yr + t, xv, mc8, ma8, mb8);
+      [[maybe_unused]] const f8 gk = keep ? gv : f8{};
+      [[maybe_unused]] const f8 p = keep ? gv * (xv - m) : f8{};
+      a += BNORM_WIDEN8(gk);
+      b += BNORM_WIDEN8(p);
+    } else {
+      for (; i < len; ++i) {
+        const float gi = masked<kMask>(g, xr, yr, ce, al, sh, i);
+        ta += static_cast<double>(gi);
+        tb += static_cast<double>(gi * (xr[i] - mean));
+      }
     }
     if constexpr (kScale) {  // dx = dy * scale, the row still in L1
       float* d = dx + o;
@@ -411,7 +460,7 @@ inline void grad_rows_t(const float* dy, const float* x, const RowsMask& mask, f
 }
 
 inline void grad_rows(const float* dy, const float* x, const RowsMask& mask, std::int64_t rows,
-                      std::int64_t stride, std::int64_t len, double mean, double* out_sum, double* out_dotp) {
+                      std::int64_t stride, std::int64_t len, float mean, double* out_sum, double* out_dotp) {
   with_mask_kind(mask.from, [&](auto kind) {
     grad_rows_t<decltype(kind)::value, false>(dy, x, mask, nullptr, rows, stride, len, mean, 0.0f, out_sum,
                                               out_dotp);
@@ -419,7 +468,7 @@ inline void grad_rows(const float* dy, const float* x, const RowsMask& mask, std
 }
 
 inline void grad_scale_rows(const float* dy, const float* x, float* dx, std::int64_t rows,
-                            std::int64_t stride, std::int64_t len, double mean, float scale, double* out_sum,
+                            std::int64_t stride, std::int64_t len, float mean, float scale, double* out_sum,
                             double* out_dotp, bool stream) {
   if (stream)
     grad_rows_t<MaskFrom::none, true, true>(dy, x, RowsMask{}, dx, rows, stride, len, mean, scale, out_sum,
@@ -680,40 +729,49 @@ inline void shifted_flat(const float* x, std::int64_t n, std::int64_t P, const f
   shifted_flat_t(x, n, P, 0, P, pivot, acc1, acc2);
 }
 
-// acc_g[j] += g, acc_p[j] += g * (x - mean[j]) for i = j (mod P), in double; tiles of 8
-// lanes keep their sums in registers over a round of kRound periods. Only the lanes
-// [j0, j1) (multiples of 8, j1 <= P) are touched, as in shifted_flat_t. P is a multiple of 8.
+// acc_g[j] += g, acc_p[j] += g * (x - mean[j]) for i = j (mod P), summed as grad_rows_t
+// does (x - mean and the products in float, partial sums of up to four periods in float,
+// widened into double); tiles of 8 lanes keep their sums in registers over a round of
+// kRound periods. Only the lanes [j0, j1) (multiples of 8, j1 <= P) are touched, as in
+// shifted_flat_t. P is a multiple of 8; mean: P lanes.
 template <MaskFrom kMask>
 inline void grad_flat_t(const float* dy, const float* x, const FlatMask& mask, std::int64_t n, std::int64_t P,
-                        std::int64_t j0, std::int64_t j1, const double* mean, double* acc_g, double* acc_p) {
+                        std::int64_t j0, std::int64_t j1, const float* mean, double* acc_g, double* acc_p) {
   const float* ymask = mask.y;
   std::int64_t i = 0;
   while (i + P <= n) {
     std::int64_t periods = (n - i) / P;
     if (periods > kRound) periods = kRound;
     for (std::int64_t j = j0; j < j1; j += 8) {
-      const d8 m = BNORM_LDD8(mean + j);
-      d8 ga{}, pa{};
+      const f8 m = BNORM_LD8(mean + j);
+      f8 mc{}, ma{}, mb{};
       if constexpr (kMask == MaskFrom::input) {
-        // The mask on eight lanes at once, then the halves widened.
-        const f8 mc = BNORM_LD8(mask.center + j);
-        const f8 ma = BNORM_LD8(mask.alpha + j), mb = BNORM_LD8(mask.shift + j);
-        for (std::int64_t q = 0; q < periods; ++q) {
-          const std::int64_t o = i + q * P + j;
-          const f8 xv = BNORM_LD8(x + o);
-          const d8 h = BNORM_WIDEN8((xv - mc) * ma + mb > f8{} ? BNORM_LD8(dy + o) : f8{});
-          ga += h;
-          pa += h * (BNORM_WIDEN8(xv) - m);
-        }
-      } else {
-        for (std::int64_t q = 0; q < periods; ++q) {
-          const std::int64_t o = i + q * P + j;
-          const d8 h = BNORM_WIDEN8(kMask == MaskFrom::output
-                                        ? (BNORM_LD8(ymask + o) > f8{} ? BNORM_LD8(dy + o) : f8{})
-                                        : BNORM_LD8(dy + o));
-          ga += h;
-          pa += h * (BNORM_WIDEN8(BNORM_LD8(x + o)) - m);
-        }
+        mc = BNORM_LD8(mask.center + j);
+        ma = BNORM_LD8(mask.alpha + j);
+        mb = BNORM_LD8(mask.shift + j);
+      }
+      d8 ga{}, pa{};
+      const std::int64_t o = i + j;
+      std::int64_t q = 0;
+      for (; q + 4 <= periods; q += 4) {
+        const std::int64_t o0 = o + q * P, o1 = o0 + P, o2 = o1 + P, o3 = o2 + P;
+        const f8 x0 = BNORM_LD8(x + o0), x1 = BNORM_LD8(x + o1), x2 = BNORM_LD8(x + o2), x3 = BNORM_LD8(x + o3);
+        const f8 g0 = BNORM_MASK8(kMask, BNORM_LD8(dy + o0), ymask + o0, x0, mc, ma, mb);
+        const f8 g1 = BNORM_MASK8(kMask, BNORM_LD8(dy + o1), ymask + o1, x1, mc, ma, mb);
+        const f8 g2 = BNORM_MASK8(kMask, BNORM_LD8(dy + o2), ymask + o2, x2, mc, ma, mb);
+        const f8 g3 = BNORM_MASK8(kMask, BNORM_LD8(dy + o3), ymask + o3, x3, mc, ma, mb);
+        [[maybe_unused]] const f8 sg = (g0 + g1) + (g2 + g3);
+        [[maybe_unused]] const f8 sp = (g0 * (x0 - m) + g1 * (x1 - m)) + (g2 * (x2 - m) + g3 * (x3 - m));
+        ga += BNORM_WIDEN8(sg);
+        pa += BNORM_WIDEN8(sp);
+      }
+      for (; q < periods; ++q) {
+        const std::int64_t oq = o + q * P;
+        const f8 xv = BNORM_LD8(x + oq);
+        const f8 gv = BNORM_MASK8(kMask, BNORM_LD8(dy + oq), ymask + oq, xv, mc, ma, mb);
+        [[maybe_unused]] const f8 sp = gv * (xv - m);
+        ga += BNORM_WIDEN8(gv);
+        pa += BNORM_WIDEN8(sp);
       }
       BNORM_STD8(acc_g + j, BNORM_LDD8(acc_g + j) + ga);
       BNORM_STD8(acc_p + j, BNORM_LDD8(acc_p + j) + pa);
@@ -726,12 +784,12 @@ inline void grad_flat_t(const float* dy, const float* x, const FlatMask& mask, s
                                   kMask == MaskFrom::input ? mask.alpha[j] : 0.0f,
                                   kMask == MaskFrom::input ? mask.shift[j] : 0.0f, j);
     acc_g[j] += static_cast<double>(g);
-    acc_p[j] += static_cast<double>(g) * (static_cast<double>(x[i + j]) - mean[j]);
+    acc_p[j] += static_cast<double>(g * (x[i + j] - mean[j]));
   }
 }
 
 inline void grad_flat(const float* dy, const float* x, const FlatMask& mask, std::int64_t n, std::int64_t P,
-                      const double* mean, double* acc_g, double* acc_p) {
+                      const float* mean, double* acc_g, double* acc_p) {
   with_mask_kind(mask.from, [&](auto kind) {
     grad_flat_t<decltype(kind)::value>(dy, x, mask, n, P, 0, P, mean, acc_g, acc_p);
   });
@@ -912,7 +970,7 @@ inline void shifted_flat_lanes(const float* x, std::int64_t n, std::int64_t P, s
   shifted_flat_t(x, n, P, j0, j1, pivot, acc1, acc2);
 }
 inline void grad_flat_lanes(const float* dy, const float* x, const FlatMask& mask, std::int64_t n,
-                            std::int64_t P, std::int64_t j0, std::int64_t j1, const double* mean,
+                            std::int64_t P, std::int64_t j0, std::int64_t j1, const float* mean,
                             double* acc_g, double* acc_p) {
   with_mask_kind(mask.from, [&](auto kind) {
     grad_flat_t<decltype(kind)::value>(dy, x, mask, n, P, j0, j1, mean, acc_g, acc_p);

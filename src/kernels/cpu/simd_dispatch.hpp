@@ -30,9 +30,9 @@ struct SimdOps {
   void (*shifted_rows)(const float* x, std::int64_t rows, std::int64_t stride, std::int64_t len, float pivot,
                        double* s1, double* s2);
   void (*grad_rows)(const float* dy, const float* x, const RowsMask& mask, std::int64_t rows,
-                    std::int64_t stride, std::int64_t len, double mean, double* sum, double* dotp);
+                    std::int64_t stride, std::int64_t len, float mean, double* sum, double* dotp);
   void (*grad_scale_rows)(const float* dy, const float* x, float* dx, std::int64_t rows, std::int64_t stride,
-                          std::int64_t len, double mean, float scale, double* sum, double* dotp, bool stream);
+                          std::int64_t len, float mean, float scale, double* sum, double* dotp, bool stream);
   void (*affine_rows)(const float* x, float* y, std::int64_t rows, std::int64_t stride, std::int64_t len,
                       const Fold& f, bool relu, bool stream);
   void (*affine_cyclic)(const float* x, float* y, std::int64_t r0, std::int64_t r1, std::int64_t C,
@@ -46,7 +46,7 @@ struct SimdOps {
   void (*shifted_flat)(const float* x, std::int64_t n, std::int64_t P, const float* pivot, double* acc1,
                        double* acc2);
   void (*grad_flat)(const float* dy, const float* x, const FlatMask& mask, std::int64_t n, std::int64_t P,
-                    const double* mean, double* acc_g, double* acc_p);
+                    const float* mean, double* acc_g, double* acc_p);
   void (*scale_flat)(const float* dy, float* dx, std::int64_t n, std::int64_t P, const float* scale,
                      bool stream);
   void (*affine_flat)(const float* x, float* y, std::int64_t n, std::int64_t P, const float* center,
@@ -59,7 +59,7 @@ struct SimdOps {
   void (*shifted_flat_lanes)(const float* x, std::int64_t n, std::int64_t P, std::int64_t j0, std::int64_t j1,
                              const float* pivot, double* acc1, double* acc2);
   void (*grad_flat_lanes)(const float* dy, const float* x, const FlatMask& mask, std::int64_t n,
-                          std::int64_t P, std::int64_t j0, std::int64_t j1, const double* mean, double* acc_g,
+                          std::int64_t P, std::int64_t j0, std::int64_t j1, const float* mean, double* acc_g,
                           double* acc_p);
 };
 
