@@ -244,8 +244,9 @@ struct ReluMask {
   static ReluMask from_input(const float* beta) { return {MaskFrom::input, nullptr, beta}; }
 };
 
-// Per-lane float coefficient arrays of the *_flat loops hold P + kLaneExtra lanes.
-inline constexpr std::int64_t kLaneExtra = 8;
+// Per-lane float coefficient arrays of the *_flat loops hold P + kLaneExtra lanes: a
+// vector of up to 16 lanes may start at any lane below P.
+inline constexpr std::int64_t kLaneExtra = 16;
 
 // What a fast call runs with besides its data, decided once by the dispatcher
 // (src/kernels/batch_norm.cpp): the table of inner loops of the chosen instruction set

@@ -117,6 +117,32 @@ struct d8 {
 // The four-lane sum of a d8's halves: lo + hi.
 #define BNORM_FOLD8(a) (BNORM_LO4(a) + BNORM_HI4(a))
 
+// fw: the elementwise loops' vector, kW floats: one zmm (16) with AVX-512, else an f8
+// (one ymm, or two xmm ops). The elementwise loops step 16 floats (a cache line) as
+// 16 / kW vectors; each element's arithmetic is the same at any width, so every level
+// gives the same bits.
+#ifdef BNORM_SIMD_AVX512
+typedef float fw __attribute__((vector_size(64)));
+typedef float fwu __attribute__((vector_size(64), aligned(4), may_alias));
+inline constexpr std::int64_t kW = 16;
+#define BNORM_STREAMW(p, v) _mm512_stream_ps((p), reinterpret_cast<__m512>(v))
+#else
+typedef f8 fw;
+typedef f8u fwu;
+inline constexpr std::int64_t kW = 8;
+#define BNORM_STREAMW(p, v) BNORM_STREAM8(p, v)
+#endif
+#define BNORM_LDW(p) (*reinterpret_cast<const fwu*>(p))
+#define BNORM_STW(p, v) (*reinterpret_cast<fwu*>(p) = (v))
+#define BNORM_SPLATW(v) (fw{} + (v))
+// kW floats of gradient: as BNORM_MASK8, on fw.
+#define BNORM_MASKW(kMask, v, ym, xv, m, a, b)                                 \
+  (kMask == MaskFrom::output  ? (BNORM_LDW(ym) > fw{} ? (v) : fw{})            \
+   : kMask == MaskFrom::input ? (((xv) - (m)) * (a) + (b) > fw{} ? (v) : fw{}) \
+                              : (v))
+// for (w = 0; w < 16; w += kW): the vectors of one 16-float step.
+#define BNORM_EACH_W(w) for (std::int64_t w = 0; w < 16; w += kW)
+
 // Stores eight floats at p: with kStream a non-temporal store (p must be 32-byte aligned;
 // the output bypasses the caches, see stream_stores() in batch_norm_cpu.hpp), else a
 // plain one. The stored values are the same either way. (A macro: vectors passed by
@@ -139,6 +165,14 @@ struct d8 {
     else                            \
       BNORM_ST8(p, v);              \
   } while (0)
+// The same for kW floats (p 64-byte aligned when streaming with AVX-512).
+#define BNORM_STOREW(kStream, p, v) \
+  do {                              \
+    if constexpr (kStream)          \
+      BNORM_STREAMW(p, v);          \
+    else                            \
+      BNORM_STW(p, v);              \
+  } while (0)
 
 // Orders the non-temporal stores of this thread before whatever follows (a barrier, the
 // return to the caller).
@@ -147,13 +181,13 @@ inline void stream_fence() {
   if constexpr (kStream) _mm_sfence();
 }
 
-// Elements to handle one by one before out + i is 32-byte aligned (at most len; none
-// for short rows): the elementwise loops align their stores (a store split across two
-// cache lines costs twice); reductions never depend on alignment.
+// Elements to handle one by one before out + i is aligned to a vector (kW floats; at most
+// len; none for short rows): the elementwise loops align their stores (a store split
+// across two cache lines costs twice); reductions never depend on alignment.
 inline std::int64_t head_of(const float* out, std::int64_t len, bool must_align = false) {
   if (len < 64 && !must_align) return 0;  // short rows (7x7 maps): peeling costs more than split stores
-  const std::int64_t mis = static_cast<std::int64_t>((reinterpret_cast<std::uintptr_t>(out) / 4) & 7);
-  const std::int64_t head = (8 - mis) & 7;
+  const std::int64_t mis = static_cast<std::int64_t>((reinterpret_cast<std::uintptr_t>(out) / 4) & (kW - 1));
+  const std::int64_t head = (kW - mis) & (kW - 1);
   return head < len ? head : len;
 }
 
@@ -445,10 +479,9 @@ inline void grad_rows_t(const float* dy, const float* x, const RowsMask& mask, f
       const std::int64_t head = kStream ? line_head_of(d, len) : head_of(d, len);
       i = 0;
       for (; i < head; ++i) d[i] = g[i] * scale;
-      for (; i + 16 <= len; i += 16) {  // whole lines when kStream
-        BNORM_STORE8(kStream, d + i, BNORM_LD8(g + i) * sc);
-        BNORM_STORE8(kStream, d + i + 8, BNORM_LD8(g + i + 8) * sc);
-      }
+      const fw scw = BNORM_SPLATW(scale);
+      for (; i + 16 <= len; i += 16)  // whole lines when kStream
+        BNORM_EACH_W(w) BNORM_STOREW(kStream, d + i + w, BNORM_LDW(g + i + w) * scw);
       for (; i + 8 <= len; i += 8) BNORM_ST8(d + i, BNORM_LD8(g + i) * sc);
       for (; i < len; ++i) d[i] = g[i] * scale;
     }
@@ -493,6 +526,7 @@ inline void affine_rows_t(const float* x, float* y, std::int64_t rows, std::int6
   const f8 m = {center, center, center, center, center, center, center, center};
   const f8 a = {alpha, alpha, alpha, alpha, alpha, alpha, alpha, alpha};
   const f8 b = {shift, shift, shift, shift, shift, shift, shift, shift};
+  const fw mw = BNORM_SPLATW(center), aw = BNORM_SPLATW(alpha), bw = BNORM_SPLATW(shift);
   const std::int64_t ahead = rows_ahead(len, rows, stride, len);
   // (Not when streaming: the overlap could rewrite part of a streamed line plainly, which
   // costs a write-combining flush and a line read; 6.9 ms against 3.6 ms in the case above.)
@@ -510,14 +544,11 @@ inline void affine_rows_t(const float* x, float* y, std::int64_t rows, std::int6
     }
     for (; i + 16 <= len; i += 16) {  // whole lines when kStream
       if (pf) __builtin_prefetch(yr + stride + i, 1, 3);
-      f8 v0 = (BNORM_LD8(xr + i) - m) * a + b;
-      f8 v1 = (BNORM_LD8(xr + i + 8) - m) * a + b;
-      if constexpr (kRelu) {
-        v0 = v0 < f8{} ? f8{} : v0;
-        v1 = v1 < f8{} ? f8{} : v1;
+      BNORM_EACH_W(w) {
+        fw v = (BNORM_LDW(xr + i + w) - mw) * aw + bw;
+        if constexpr (kRelu) v = v < fw{} ? fw{} : v;
+        BNORM_STOREW(kStream, yr + i + w, v);
       }
-      BNORM_STORE8(kStream, yr + i, v0);
-      BNORM_STORE8(kStream, yr + i + 8, v1);
     }
     for (; i + 8 <= len; i += 8) {  // part of a line: plain
       f8 v = (BNORM_LD8(xr + i) - m) * a + b;
@@ -578,6 +609,9 @@ inline void dx_rows_t(const float* dy, const float* x, const RowsMask& mask, flo
   const f8 gm = {grad_mean, grad_mean, grad_mean, grad_mean, grad_mean, grad_mean, grad_mean, grad_mean};
   const f8 kk = {k, k, k, k, k, k, k, k};
   const f8 sc = {scale, scale, scale, scale, scale, scale, scale, scale};
+  const fw mcw = BNORM_SPLATW(mc_s), maw = BNORM_SPLATW(ma_s), mbw = BNORM_SPLATW(mb_s);
+  const fw mw = BNORM_SPLATW(mean), gmw = BNORM_SPLATW(grad_mean), kw = BNORM_SPLATW(k);
+  const fw scw = BNORM_SPLATW(scale);
   const std::int64_t ahead = rows_ahead(len, rows, stride, len);
   const bool spread = !kStream && rows > 1 && spread_prefetch(ahead, len);
   for (std::int64_t r = 0; r < rows; ++r) {
@@ -593,11 +627,12 @@ inline void dx_rows_t(const float* dy, const float* x, const RowsMask& mask, flo
     }
     for (; i + 16 <= len; i += 16) {  // whole lines when kStream
       if (pf) __builtin_prefetch(dx + o + stride + i, 1, 3);
-      const f8 x0 = BNORM_LD8(x + o + i), x1 = BNORM_LD8(x + o + i + 8);
-      const f8 g0 = BNORM_MASK8(kMask, BNORM_LD8(dy + o + i), yr + i, x0, mc, ma, mb);
-      const f8 g1 = BNORM_MASK8(kMask, BNORM_LD8(dy + o + i + 8), yr + i + 8, x1, mc, ma, mb);
-      BNORM_STORE8(kStream, dx + o + i, ((g0 - gm) - (x0 - m) * kk) * sc);
-      BNORM_STORE8(kStream, dx + o + i + 8, ((g1 - gm) - (x1 - m) * kk) * sc);
+      BNORM_EACH_W(w) {
+        const std::int64_t e = o + i + w;
+        const fw xv = BNORM_LDW(x + e);
+        const fw g = BNORM_MASKW(kMask, BNORM_LDW(dy + e), yr + i + w, xv, mcw, maw, mbw);
+        BNORM_STOREW(kStream, dx + e, ((g - gmw) - (xv - mw) * kw) * scw);
+      }
     }
     for (; i + 8 <= len; i += 8) {  // part of a line: plain
       const f8 xv = BNORM_LD8(x + o + i);
@@ -802,6 +837,8 @@ inline void grad_flat(const float* dy, const float* x, const FlatMask& mask, std
   if (++(l) == P) (l) = 0
 #define BNORM_NEXT_8_LANES(l) \
   if (((l) += 8) >= P) (l) -= P
+#define BNORM_NEXT_W_LANES(l) \
+  if (((l) += kW) >= P) (l) -= P
 
 // dx = dy * scale[j] for i = j (mod P); with kStream the stores are non-temporal.
 template <bool kStream>
@@ -811,9 +848,9 @@ inline void scale_flat_t(const float* dy, float* dx, std::int64_t n, std::int64_
     dx[i] = dy[i] * scale[l];
     BNORM_NEXT_LANE(l);
   }
-  for (; i + 8 <= n; i += 8) {
-    BNORM_STORE8(kStream, dx + i, BNORM_LD8(dy + i) * BNORM_LD8(scale + l));
-    BNORM_NEXT_8_LANES(l);
+  for (; i + kW <= n; i += kW) {
+    BNORM_STOREW(kStream, dx + i, BNORM_LDW(dy + i) * BNORM_LDW(scale + l));
+    BNORM_NEXT_W_LANES(l);
   }
   for (; i < n; ++i) {
     dx[i] = dy[i] * scale[l];
@@ -845,16 +882,12 @@ inline void affine_flat_t(const float* x, float* y, std::int64_t n, std::int64_t
     BNORM_NEXT_LANE(l);
   }
   for (; i + 16 <= n; i += 16) {
-    f8 v0 = (BNORM_LD8(x + i) - BNORM_LD8(center + l)) * BNORM_LD8(alpha + l) + BNORM_LD8(shift + l);
-    BNORM_NEXT_8_LANES(l);
-    f8 v1 = (BNORM_LD8(x + i + 8) - BNORM_LD8(center + l)) * BNORM_LD8(alpha + l) + BNORM_LD8(shift + l);
-    BNORM_NEXT_8_LANES(l);
-    if constexpr (kRelu) {
-      v0 = v0 < f8{} ? f8{} : v0;
-      v1 = v1 < f8{} ? f8{} : v1;
+    BNORM_EACH_W(w) {
+      fw v = (BNORM_LDW(x + i + w) - BNORM_LDW(center + l)) * BNORM_LDW(alpha + l) + BNORM_LDW(shift + l);
+      BNORM_NEXT_W_LANES(l);
+      if constexpr (kRelu) v = v < fw{} ? fw{} : v;
+      BNORM_STOREW(kStream, y + i + w, v);
     }
-    BNORM_STORE8(kStream, y + i, v0);
-    BNORM_STORE8(kStream, y + i + 8, v1);
   }
   for (; i + 8 <= n; i += 8) {
     f8 v = (BNORM_LD8(x + i) - BNORM_LD8(center + l)) * BNORM_LD8(alpha + l) + BNORM_LD8(shift + l);
@@ -902,14 +935,14 @@ inline void dx_flat_t(const float* dy, const float* x, const FlatMask& mask, flo
     dx[i] = ((g - grad_mean[l]) - (x[i] - mean[l]) * k[l]) * scale[l];
     BNORM_NEXT_LANE(l);
   }
-  for (; i + 8 <= n; i += 8) {
-    const f8 xv = BNORM_LD8(x + i);
-    const f8 g = BNORM_MASK8(kMask, BNORM_LD8(dy + i), ymask + i, xv, BNORM_LD8(mc + l), BNORM_LD8(ma + l),
-                             BNORM_LD8(mb + l));
-    BNORM_STORE8(kStream, dx + i,
-                 ((g - BNORM_LD8(grad_mean + l)) - (xv - BNORM_LD8(mean + l)) * BNORM_LD8(k + l)) *
-                     BNORM_LD8(scale + l));
-    BNORM_NEXT_8_LANES(l);
+  for (; i + kW <= n; i += kW) {
+    const fw xv = BNORM_LDW(x + i);
+    const fw g = BNORM_MASKW(kMask, BNORM_LDW(dy + i), ymask + i, xv, BNORM_LDW(mc + l), BNORM_LDW(ma + l),
+                             BNORM_LDW(mb + l));
+    BNORM_STOREW(kStream, dx + i,
+                 ((g - BNORM_LDW(grad_mean + l)) - (xv - BNORM_LDW(mean + l)) * BNORM_LDW(k + l)) *
+                     BNORM_LDW(scale + l));
+    BNORM_NEXT_W_LANES(l);
   }
   for (; i < n; ++i) {
     const float g =
@@ -941,6 +974,14 @@ inline void dx_flat(const float* dy, const float* x, const FlatMask& mask, float
 
 #undef BNORM_NEXT_LANE
 #undef BNORM_NEXT_8_LANES
+#undef BNORM_NEXT_W_LANES
+#undef BNORM_LDW
+#undef BNORM_STW
+#undef BNORM_SPLATW
+#undef BNORM_MASKW
+#undef BNORM_EACH_W
+#undef BNORM_STREAMW
+#undef BNORM_STOREW
 #undef BNORM_LD8
 #undef BNORM_ST8
 #undef BNORM_LD4
