@@ -142,6 +142,17 @@ inline constexpr std::int64_t kW = 8;
                               : (v))
 // for (w = 0; w < 16; w += kW): the vectors of one 16-float step.
 #define BNORM_EACH_W(w) for (std::int64_t w = 0; w < 16; w += kW)
+// The reductions' 32-float steps: v[w / kW] = f(i + w) + f(i + 16 + w) for each w of
+// BNORM_EACH_W, then the eight-lane sum BNORM_COMBINE32(v) = (q0 + q2) + (q1 + q3) of the
+// step's quarters q0..q3 (floats i, i + 8, i + 16, i + 24), whatever kW: with AVX-512 the
+// low and high halves of the one zmm, else the two f8.
+#ifdef BNORM_SIMD_AVX512
+#define BNORM_LO8(v) __builtin_shufflevector((v), (v), 0, 1, 2, 3, 4, 5, 6, 7)
+#define BNORM_HI8(v) __builtin_shufflevector((v), (v), 8, 9, 10, 11, 12, 13, 14, 15)
+#define BNORM_COMBINE32(v) (BNORM_LO8((v)[0]) + BNORM_HI8((v)[0]))
+#else
+#define BNORM_COMBINE32(v) ((v)[0] + (v)[1])
+#endif
 
 // Stores eight floats at p: with kStream a non-temporal store (p must be 32-byte aligned;
 // the output bypasses the caches, see stream_stores() in batch_norm_cpu.hpp), else a
@@ -329,6 +340,7 @@ inline void shifted_rows(const float* x, std::int64_t rows, std::int64_t stride,
   if (ahead < rows)  // the first rows (none for a block in cache)
     for (std::int64_t r = 0; r < ahead; ++r) prefetch_row(x, r, 0, rows, stride, len);
   const f8 p = {pivot, pivot, pivot, pivot, pivot, pivot, pivot, pivot};
+  const fw pw = BNORM_SPLATW(pivot);
   // Lanes of the last, overlapping vector of a row (len >= 8) that the vector loops did
   // not cover: lane l counts iff l >= 8 - len % 8.
   const int first = static_cast<int>(8 - len % 8);
@@ -346,12 +358,14 @@ inline void shifted_rows(const float* x, std::int64_t rows, std::int64_t stride,
         __builtin_prefetch(xr + stride + i, 0, 3);
         __builtin_prefetch(xr + stride + i + 16, 0, 3);
       }
-      const f8 d0 = BNORM_LD8(xr + i) - p, d1 = BNORM_LD8(xr + i + 8) - p;
-      const f8 d2 = BNORM_LD8(xr + i + 16) - p, d3 = BNORM_LD8(xr + i + 24) - p;
-      const f8 s = (d0 + d1) + (d2 + d3);
-      const f8 q = (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
-      a += BNORM_WIDEN8(s);
-      b += BNORM_WIDEN8(q);
+      fw sv[16 / kW], qv[16 / kW];
+      BNORM_EACH_W(w) {
+        const fw d0 = BNORM_LDW(xr + i + w) - pw, d1 = BNORM_LDW(xr + i + 16 + w) - pw;
+        sv[w / kW] = d0 + d1;
+        qv[w / kW] = d0 * d0 + d1 * d1;
+      }
+      a += BNORM_WIDEN8(BNORM_COMBINE32(sv));
+      b += BNORM_WIDEN8(BNORM_COMBINE32(qv));
     }
     for (; i + 8 <= len; i += 8) {
       const f8 d = BNORM_LD8(xr + i) - p;
@@ -399,6 +413,7 @@ inline void grad_rows_t(const float* dy, const float* x, const RowsMask& mask, f
   const f8 mc8 = {ce, ce, ce, ce, ce, ce, ce, ce};
   const f8 ma8 = {al, al, al, al, al, al, al, al};
   const f8 mb8 = {sh, sh, sh, sh, sh, sh, sh, sh};
+  const fw mw = BNORM_SPLATW(mean), mcw = BNORM_SPLATW(ce), maw = BNORM_SPLATW(al), mbw = BNORM_SPLATW(sh);
   // Lanes of the last, overlapping vector of a row (len >= 8) that the vector loops did
   // not cover: lane l counts iff l >= 8 - len % 8.
   const int first = static_cast<int>(8 - len % 8);
@@ -433,16 +448,19 @@ inline void grad_rows_t(const float* dy, const float* x, const RowsMask& mask, f
           __builtin_prefetch(dx + o + stride + i + 16, 1, 3);
         }
       }
-      const f8 x0 = BNORM_LD8(xr + i), x1 = BNORM_LD8(xr + i + 8);
-      const f8 x2 = BNORM_LD8(xr + i + 16), x3 = BNORM_LD8(xr + i + 24);
-      const f8 g0 = BNORM_MASK8(kMask, BNORM_LD8(g + i), yr + i, x0, mc8, ma8, mb8);
-      const f8 g1 = BNORM_MASK8(kMask, BNORM_LD8(g + i + 8), yr + i + 8, x1, mc8, ma8, mb8);
-      const f8 g2 = BNORM_MASK8(kMask, BNORM_LD8(g + i + 16), yr + i + 16, x2, mc8, ma8, mb8);
-      const f8 g3 = BNORM_MASK8(kMask, BNORM_LD8(g + i + 24), yr + i + 24, x3, mc8, ma8, mb8);
+      [[maybe_unused]] fw sv[16 / kW], pv[16 / kW];
+      BNORM_EACH_W(w) {
+        const std::int64_t i0 = i + w, i1 = i + 16 + w;
+        const fw x0 = BNORM_LDW(xr + i0), x1 = BNORM_LDW(xr + i1);
+        const fw g0 = BNORM_MASKW(kMask, BNORM_LDW(g + i0), yr + i0, x0, mcw, maw, mbw);
+        const fw g1 = BNORM_MASKW(kMask, BNORM_LDW(g + i1), yr + i1, x1, mcw, maw, mbw);
+        sv[w / kW] = g0 + g1;
+        pv[w / kW] = g0 * (x0 - mw) + g1 * (x1 - mw);
+      }
       // ([[maybe_unused]]: GCC 12 misses the uses inside __builtin_shufflevector in a
       // template, -Wunused-but-set-variable.)
-      [[maybe_unused]] const f8 s = (g0 + g1) + (g2 + g3);
-      [[maybe_unused]] const f8 p = (g0 * (x0 - m) + g1 * (x1 - m)) + (g2 * (x2 - m) + g3 * (x3 - m));
+      [[maybe_unused]] const f8 s = BNORM_COMBINE32(sv);
+      [[maybe_unused]] const f8 p = BNORM_COMBINE32(pv);
       a += BNORM_WIDEN8(s);
       b += BNORM_WIDEN8(p);
     }
@@ -727,7 +745,40 @@ inline constexpr int kRound = 8;
     std::int64_t periods = (n - i) / P;
     if (periods > kRound) periods = kRound;
     const float* base = x + i;
-    for (std::int64_t j = j0; j < j1; j += 8) {
+    std::int64_t j = j0;
+#ifdef BNORM_SIMD_AVX512
+    // Tiles of 16 lanes (each lane's sums as in the tiles of 8 below).
+    for (; j + 16 <= j1; j += 16) {
+      const fw p = BNORM_LDW(pivot + j);
+      d8 a0 = BNORM_LDD8(acc1 + j), a1 = BNORM_LDD8(acc1 + j + 8);
+      d8 b0 = BNORM_LDD8(acc2 + j), b1 = BNORM_LDD8(acc2 + j + 8);
+      std::int64_t q = 0;
+      for (; q + 4 <= periods; q += 4) {
+        const float* r = base + q * P + j;
+        const fw d0 = BNORM_LDW(r) - p, d1 = BNORM_LDW(r + P) - p;
+        const fw d2 = BNORM_LDW(r + 2 * P) - p, d3 = BNORM_LDW(r + 3 * P) - p;
+        const fw s = (d0 + d1) + (d2 + d3);
+        const fw sq = (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
+        a0 += BNORM_WIDEN8(BNORM_LO8(s));
+        a1 += BNORM_WIDEN8(BNORM_HI8(s));
+        b0 += BNORM_WIDEN8(BNORM_LO8(sq));
+        b1 += BNORM_WIDEN8(BNORM_HI8(sq));
+      }
+      for (; q < periods; ++q) {
+        const fw d = BNORM_LDW(base + q * P + j) - p;
+        const fw sq = d * d;
+        a0 += BNORM_WIDEN8(BNORM_LO8(d));
+        a1 += BNORM_WIDEN8(BNORM_HI8(d));
+        b0 += BNORM_WIDEN8(BNORM_LO8(sq));
+        b1 += BNORM_WIDEN8(BNORM_HI8(sq));
+      }
+      BNORM_STD8(acc1 + j, a0);
+      BNORM_STD8(acc1 + j + 8, a1);
+      BNORM_STD8(acc2 + j, b0);
+      BNORM_STD8(acc2 + j + 8, b1);
+    }
+#endif
+    for (; j < j1; j += 8) {
       const f8 p = BNORM_LD8(pivot + j);
       d8 a = BNORM_LDD8(acc1 + j), b = BNORM_LDD8(acc2 + j);
       std::int64_t q = 0;
@@ -777,7 +828,51 @@ inline void grad_flat_t(const float* dy, const float* x, const FlatMask& mask, s
   while (i + P <= n) {
     std::int64_t periods = (n - i) / P;
     if (periods > kRound) periods = kRound;
-    for (std::int64_t j = j0; j < j1; j += 8) {
+    std::int64_t j = j0;
+#ifdef BNORM_SIMD_AVX512
+    // Tiles of 16 lanes (each lane's sums as in the tiles of 8 below).
+    for (; j + 16 <= j1; j += 16) {
+      const fw m = BNORM_LDW(mean + j);
+      fw mc{}, ma{}, mb{};
+      if constexpr (kMask == MaskFrom::input) {
+        mc = BNORM_LDW(mask.center + j);
+        ma = BNORM_LDW(mask.alpha + j);
+        mb = BNORM_LDW(mask.shift + j);
+      }
+      d8 ga0{}, ga1{}, pa0{}, pa1{};
+      const std::int64_t o = i + j;
+      std::int64_t q = 0;
+      for (; q + 4 <= periods; q += 4) {
+        const std::int64_t o0 = o + q * P, o1 = o0 + P, o2 = o1 + P, o3 = o2 + P;
+        const fw x0 = BNORM_LDW(x + o0), x1 = BNORM_LDW(x + o1), x2 = BNORM_LDW(x + o2), x3 = BNORM_LDW(x + o3);
+        const fw g0 = BNORM_MASKW(kMask, BNORM_LDW(dy + o0), ymask + o0, x0, mc, ma, mb);
+        const fw g1 = BNORM_MASKW(kMask, BNORM_LDW(dy + o1), ymask + o1, x1, mc, ma, mb);
+        const fw g2 = BNORM_MASKW(kMask, BNORM_LDW(dy + o2), ymask + o2, x2, mc, ma, mb);
+        const fw g3 = BNORM_MASKW(kMask, BNORM_LDW(dy + o3), ymask + o3, x3, mc, ma, mb);
+        [[maybe_unused]] const fw sg = (g0 + g1) + (g2 + g3);
+        [[maybe_unused]] const fw sp = (g0 * (x0 - m) + g1 * (x1 - m)) + (g2 * (x2 - m) + g3 * (x3 - m));
+        ga0 += BNORM_WIDEN8(BNORM_LO8(sg));
+        ga1 += BNORM_WIDEN8(BNORM_HI8(sg));
+        pa0 += BNORM_WIDEN8(BNORM_LO8(sp));
+        pa1 += BNORM_WIDEN8(BNORM_HI8(sp));
+      }
+      for (; q < periods; ++q) {
+        const std::int64_t oq = o + q * P;
+        const fw xv = BNORM_LDW(x + oq);
+        [[maybe_unused]] const fw gv = BNORM_MASKW(kMask, BNORM_LDW(dy + oq), ymask + oq, xv, mc, ma, mb);
+        [[maybe_unused]] const fw sp = gv * (xv - m);
+        ga0 += BNORM_WIDEN8(BNORM_LO8(gv));
+        ga1 += BNORM_WIDEN8(BNORM_HI8(gv));
+        pa0 += BNORM_WIDEN8(BNORM_LO8(sp));
+        pa1 += BNORM_WIDEN8(BNORM_HI8(sp));
+      }
+      BNORM_STD8(acc_g + j, BNORM_LDD8(acc_g + j) + ga0);
+      BNORM_STD8(acc_g + j + 8, BNORM_LDD8(acc_g + j + 8) + ga1);
+      BNORM_STD8(acc_p + j, BNORM_LDD8(acc_p + j) + pa0);
+      BNORM_STD8(acc_p + j + 8, BNORM_LDD8(acc_p + j + 8) + pa1);
+    }
+#endif
+    for (; j < j1; j += 8) {
       const f8 m = BNORM_LD8(mean + j);
       f8 mc{}, ma{}, mb{};
       if constexpr (kMask == MaskFrom::input) {
@@ -982,6 +1077,11 @@ inline void dx_flat(const float* dy, const float* x, const FlatMask& mask, float
 #undef BNORM_EACH_W
 #undef BNORM_STREAMW
 #undef BNORM_STOREW
+#undef BNORM_COMBINE32
+#ifdef BNORM_SIMD_AVX512
+#undef BNORM_LO8
+#undef BNORM_HI8
+#endif
 #undef BNORM_LD8
 #undef BNORM_ST8
 #undef BNORM_LD4
