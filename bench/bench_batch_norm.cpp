@@ -468,12 +468,23 @@ double now_us() {
 }
 
 // Median microseconds of `run`: one warm-up call, then repetitions for about `budget`.
+constexpr double kWarmupUs = 20000.0;
+
 double median_us(const Runner& run, double budget_s, int min_reps, int max_reps) {
   double t0 = now_us();
   run();
   const double first = now_us() - t0;
   if (first > 250000.0 && min_reps <= 1) return first;  // very slow (the reference): one call
-  if (first < 2000.0) run();  // a second warm-up for short calls (thread pools, caches)
+  // Short calls warm up for kWarmupUs of calls first: right after another library's
+  // calls, its pool threads (libtorch's, oneDNN's, OpenBLAS's) still spin for a few
+  // milliseconds on this machine's 2 cores, and the OpenMP workers of the next impl
+  // compete with them (64x1024 forward_inference of bnorm at 2 threads: 10-11 us for the
+  // first 4 ms of calls, then 6.3 us; the same for every impl).
+  if (first < 2000.0) {
+    const double until = now_us() + kWarmupUs;
+    do run();
+    while (now_us() < until);
+  }
   int reps = static_cast<int>(budget_s * 1e6 / std::max(first, 1.0));
   reps = std::clamp(reps, min_reps, max_reps);
   std::vector<double> times(static_cast<std::size_t>(reps));
