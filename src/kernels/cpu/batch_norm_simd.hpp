@@ -146,9 +146,10 @@ inline constexpr std::int64_t kW = 8;
 // BNORM_EACH_W, then the eight-lane sum BNORM_COMBINE32(v) = (q0 + q2) + (q1 + q3) of the
 // step's quarters q0..q3 (floats i, i + 8, i + 16, i + 24), whatever kW: with AVX-512 the
 // low and high halves of the one zmm, else the two f8.
-#ifdef BNORM_SIMD_AVX512
+// (BNORM_LO8, BNORM_HI8: the halves of a 16-float vector.)
 #define BNORM_LO8(v) __builtin_shufflevector((v), (v), 0, 1, 2, 3, 4, 5, 6, 7)
 #define BNORM_HI8(v) __builtin_shufflevector((v), (v), 8, 9, 10, 11, 12, 13, 14, 15)
+#ifdef BNORM_SIMD_AVX512
 #define BNORM_COMBINE32(v) (BNORM_LO8((v)[0]) + BNORM_HI8((v)[0]))
 #else
 #define BNORM_COMBINE32(v) ((v)[0] + (v)[1])
@@ -730,6 +731,112 @@ inline void dx_cyclic(const float* dy, const float* x, const RowsMask* masks, fl
 // Channels-last blocks are taken in rounds of kRound periods (a round is in L1).
 inline constexpr int kRound = 8;
 
+// The tiles of the channels-last reductions: kT = 8 lanes (V = f8), or 16 with AVX-512
+// (V = fw); each lane's sums are the same in either. BNORM_LDV loads a V from any
+// address through VU, the tile's unaligned type (declared in each tile function: the
+// aligned(4) of f8u, fwu would not survive as a template argument); BNORM_ADD_WIDENED
+// adds V's eight-lane groups, widened, to d8 accumulators acc[0], acc[1].
+#define BNORM_VU typedef float VU __attribute__((vector_size(sizeof(V)), aligned(4), may_alias))
+#define BNORM_LDV(p) (*reinterpret_cast<const VU*>(p))
+#define BNORM_ADD_WIDENED(acc, v)                    \
+  do {                                               \
+    if constexpr (sizeof(V) == 32) {                 \
+      (acc)[0] += BNORM_WIDEN8(v);                   \
+    } else {                                         \
+      (acc)[0] += BNORM_WIDEN8(BNORM_LO8(v));        \
+      (acc)[1] += BNORM_WIDEN8(BNORM_HI8(v));        \
+    }                                                \
+  } while (0)
+
+// shifted_flat_t's sums of the tile of lanes [j, j + kT) over `periods` periods of the
+// round at `base`: partial sums of four periods in float, widened into acc1, acc2.
+template <typename V>
+[[gnu::always_inline]] inline void shifted_flat_tile(const float* base, std::int64_t P, std::int64_t periods,
+                                                     std::int64_t j, const float* pivot, double* acc1,
+                                                     double* acc2) {
+  constexpr std::int64_t kT = sizeof(V) / 4;
+  BNORM_VU;
+  const V p = BNORM_LDV(pivot + j);
+  d8 a[kT / 8], b[kT / 8];
+  for (std::int64_t h = 0; h < kT / 8; ++h) {
+    a[h] = BNORM_LDD8(acc1 + j + 8 * h);
+    b[h] = BNORM_LDD8(acc2 + j + 8 * h);
+  }
+  std::int64_t q = 0;
+  for (; q + 4 <= periods; q += 4) {
+    const float* r = base + q * P + j;
+    const V d0 = BNORM_LDV(r) - p, d1 = BNORM_LDV(r + P) - p;
+    const V d2 = BNORM_LDV(r + 2 * P) - p, d3 = BNORM_LDV(r + 3 * P) - p;
+    [[maybe_unused]] const V sum = (d0 + d1) + (d2 + d3);
+    [[maybe_unused]] const V sq = (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
+    BNORM_ADD_WIDENED(a, sum);
+    BNORM_ADD_WIDENED(b, sq);
+  }
+  for (; q < periods; ++q) {
+    [[maybe_unused]] const V d = BNORM_LDV(base + q * P + j) - p;
+    [[maybe_unused]] const V sq = d * d;
+    BNORM_ADD_WIDENED(a, d);
+    BNORM_ADD_WIDENED(b, sq);
+  }
+  for (std::int64_t h = 0; h < kT / 8; ++h) {
+    BNORM_STD8(acc1 + j + 8 * h, a[h]);
+    BNORM_STD8(acc2 + j + 8 * h, b[h]);
+  }
+}
+
+// grad_flat_t's sums of the tile of lanes [j, j + kT) over `periods` periods from
+// element o (= the round's start + j): g and g * (x - mean) in float, partial sums of four
+// periods, widened and added to acc_g, acc_p.
+template <MaskFrom kMask, typename V>
+[[gnu::always_inline]] inline void grad_flat_tile(const float* dy, const float* x, const FlatMask& mask,
+                                                  std::int64_t o, std::int64_t P, std::int64_t periods,
+                                                  std::int64_t j, const float* mean, double* acc_g,
+                                                  double* acc_p) {
+  constexpr std::int64_t kT = sizeof(V) / 4;
+  BNORM_VU;
+  const float* ymask = mask.y;
+  const V m = BNORM_LDV(mean + j);
+  V mc{}, ma{}, mb{};
+  if constexpr (kMask == MaskFrom::input) {
+    mc = BNORM_LDV(mask.center + j);
+    ma = BNORM_LDV(mask.alpha + j);
+    mb = BNORM_LDV(mask.shift + j);
+  }
+// The gradient of V lanes at element e (x loaded as xv), as BNORM_MASK8. (A macro: a
+// function returning V would change the baseline ABI, -Wpsabi.)
+#define BNORM_GRADV(e, xv)                                                                 \
+  (kMask == MaskFrom::output  ? (BNORM_LDV(ymask + (e)) > V{} ? BNORM_LDV(dy + (e)) : V{}) \
+   : kMask == MaskFrom::input ? (((xv) - mc) * ma + mb > V{} ? BNORM_LDV(dy + (e)) : V{}) \
+                              : BNORM_LDV(dy + (e)))
+  d8 ga[kT / 8] = {}, pa[kT / 8] = {};
+  std::int64_t q = 0;
+  for (; q + 4 <= periods; q += 4) {
+    const std::int64_t o0 = o + q * P, o1 = o0 + P, o2 = o1 + P, o3 = o2 + P;
+    const V x0 = BNORM_LDV(x + o0), x1 = BNORM_LDV(x + o1), x2 = BNORM_LDV(x + o2), x3 = BNORM_LDV(x + o3);
+    const V g0 = BNORM_GRADV(o0, x0), g1 = BNORM_GRADV(o1, x1), g2 = BNORM_GRADV(o2, x2), g3 = BNORM_GRADV(o3, x3);
+    [[maybe_unused]] const V sg = (g0 + g1) + (g2 + g3);
+    [[maybe_unused]] const V sp = (g0 * (x0 - m) + g1 * (x1 - m)) + (g2 * (x2 - m) + g3 * (x3 - m));
+    BNORM_ADD_WIDENED(ga, sg);
+    BNORM_ADD_WIDENED(pa, sp);
+  }
+  for (; q < periods; ++q) {
+    const std::int64_t oq = o + q * P;
+    const V xv = BNORM_LDV(x + oq);
+    [[maybe_unused]] const V gv = BNORM_GRADV(oq, xv);
+    [[maybe_unused]] const V sp = gv * (xv - m);
+    BNORM_ADD_WIDENED(ga, gv);
+    BNORM_ADD_WIDENED(pa, sp);
+  }
+  for (std::int64_t h = 0; h < kT / 8; ++h) {
+    BNORM_STD8(acc_g + j + 8 * h, BNORM_LDD8(acc_g + j + 8 * h) + ga[h]);
+    BNORM_STD8(acc_p + j + 8 * h, BNORM_LDD8(acc_p + j + 8 * h) + pa[h]);
+  }
+}
+#undef BNORM_GRADV
+#undef BNORM_VU
+#undef BNORM_LDV
+#undef BNORM_ADD_WIDENED
+
 // Shifted statistics of a channels-last block in one pass, per lane j (i = j (mod P)):
 // acc1[j] += sum d, acc2[j] += sum d^2 with d = x[i] - pivot[j] in float; partial sums
 // of up to four periods are taken in float, then widened into the double accumulators
@@ -747,59 +854,9 @@ inline constexpr int kRound = 8;
     const float* base = x + i;
     std::int64_t j = j0;
 #ifdef BNORM_SIMD_AVX512
-    // Tiles of 16 lanes (each lane's sums as in the tiles of 8 below).
-    for (; j + 16 <= j1; j += 16) {
-      const fw p = BNORM_LDW(pivot + j);
-      d8 a0 = BNORM_LDD8(acc1 + j), a1 = BNORM_LDD8(acc1 + j + 8);
-      d8 b0 = BNORM_LDD8(acc2 + j), b1 = BNORM_LDD8(acc2 + j + 8);
-      std::int64_t q = 0;
-      for (; q + 4 <= periods; q += 4) {
-        const float* r = base + q * P + j;
-        const fw d0 = BNORM_LDW(r) - p, d1 = BNORM_LDW(r + P) - p;
-        const fw d2 = BNORM_LDW(r + 2 * P) - p, d3 = BNORM_LDW(r + 3 * P) - p;
-        const fw s = (d0 + d1) + (d2 + d3);
-        const fw sq = (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
-        a0 += BNORM_WIDEN8(BNORM_LO8(s));
-        a1 += BNORM_WIDEN8(BNORM_HI8(s));
-        b0 += BNORM_WIDEN8(BNORM_LO8(sq));
-        b1 += BNORM_WIDEN8(BNORM_HI8(sq));
-      }
-      for (; q < periods; ++q) {
-        const fw d = BNORM_LDW(base + q * P + j) - p;
-        const fw sq = d * d;
-        a0 += BNORM_WIDEN8(BNORM_LO8(d));
-        a1 += BNORM_WIDEN8(BNORM_HI8(d));
-        b0 += BNORM_WIDEN8(BNORM_LO8(sq));
-        b1 += BNORM_WIDEN8(BNORM_HI8(sq));
-      }
-      BNORM_STD8(acc1 + j, a0);
-      BNORM_STD8(acc1 + j + 8, a1);
-      BNORM_STD8(acc2 + j, b0);
-      BNORM_STD8(acc2 + j + 8, b1);
-    }
+    for (; j + 16 <= j1; j += 16) shifted_flat_tile<fw>(base, P, periods, j, pivot, acc1, acc2);
 #endif
-    for (; j < j1; j += 8) {
-      const f8 p = BNORM_LD8(pivot + j);
-      d8 a = BNORM_LDD8(acc1 + j), b = BNORM_LDD8(acc2 + j);
-      std::int64_t q = 0;
-      for (; q + 4 <= periods; q += 4) {
-        const float* r = base + q * P + j;
-        const f8 d0 = BNORM_LD8(r) - p, d1 = BNORM_LD8(r + P) - p;
-        const f8 d2 = BNORM_LD8(r + 2 * P) - p, d3 = BNORM_LD8(r + 3 * P) - p;
-        const f8 s = (d0 + d1) + (d2 + d3);
-        const f8 sq = (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
-        a += BNORM_WIDEN8(s);
-        b += BNORM_WIDEN8(sq);
-      }
-      for (; q < periods; ++q) {
-        const f8 d = BNORM_LD8(base + q * P + j) - p;
-        const f8 sq = d * d;
-        a += BNORM_WIDEN8(d);
-        b += BNORM_WIDEN8(sq);
-      }
-      BNORM_STD8(acc1 + j, a);
-      BNORM_STD8(acc2 + j, b);
-    }
+    for (; j < j1; j += 8) shifted_flat_tile<f8>(base, P, periods, j, pivot, acc1, acc2);
     i += periods * P;
   }
   for (std::int64_t j = j0; j < j1 && i + j < n; ++j) {
@@ -830,82 +887,10 @@ inline void grad_flat_t(const float* dy, const float* x, const FlatMask& mask, s
     if (periods > kRound) periods = kRound;
     std::int64_t j = j0;
 #ifdef BNORM_SIMD_AVX512
-    // Tiles of 16 lanes (each lane's sums as in the tiles of 8 below).
-    for (; j + 16 <= j1; j += 16) {
-      const fw m = BNORM_LDW(mean + j);
-      fw mc{}, ma{}, mb{};
-      if constexpr (kMask == MaskFrom::input) {
-        mc = BNORM_LDW(mask.center + j);
-        ma = BNORM_LDW(mask.alpha + j);
-        mb = BNORM_LDW(mask.shift + j);
-      }
-      d8 ga0{}, ga1{}, pa0{}, pa1{};
-      const std::int64_t o = i + j;
-      std::int64_t q = 0;
-      for (; q + 4 <= periods; q += 4) {
-        const std::int64_t o0 = o + q * P, o1 = o0 + P, o2 = o1 + P, o3 = o2 + P;
-        const fw x0 = BNORM_LDW(x + o0), x1 = BNORM_LDW(x + o1), x2 = BNORM_LDW(x + o2), x3 = BNORM_LDW(x + o3);
-        const fw g0 = BNORM_MASKW(kMask, BNORM_LDW(dy + o0), ymask + o0, x0, mc, ma, mb);
-        const fw g1 = BNORM_MASKW(kMask, BNORM_LDW(dy + o1), ymask + o1, x1, mc, ma, mb);
-        const fw g2 = BNORM_MASKW(kMask, BNORM_LDW(dy + o2), ymask + o2, x2, mc, ma, mb);
-        const fw g3 = BNORM_MASKW(kMask, BNORM_LDW(dy + o3), ymask + o3, x3, mc, ma, mb);
-        [[maybe_unused]] const fw sg = (g0 + g1) + (g2 + g3);
-        [[maybe_unused]] const fw sp = (g0 * (x0 - m) + g1 * (x1 - m)) + (g2 * (x2 - m) + g3 * (x3 - m));
-        ga0 += BNORM_WIDEN8(BNORM_LO8(sg));
-        ga1 += BNORM_WIDEN8(BNORM_HI8(sg));
-        pa0 += BNORM_WIDEN8(BNORM_LO8(sp));
-        pa1 += BNORM_WIDEN8(BNORM_HI8(sp));
-      }
-      for (; q < periods; ++q) {
-        const std::int64_t oq = o + q * P;
-        const fw xv = BNORM_LDW(x + oq);
-        [[maybe_unused]] const fw gv = BNORM_MASKW(kMask, BNORM_LDW(dy + oq), ymask + oq, xv, mc, ma, mb);
-        [[maybe_unused]] const fw sp = gv * (xv - m);
-        ga0 += BNORM_WIDEN8(BNORM_LO8(gv));
-        ga1 += BNORM_WIDEN8(BNORM_HI8(gv));
-        pa0 += BNORM_WIDEN8(BNORM_LO8(sp));
-        pa1 += BNORM_WIDEN8(BNORM_HI8(sp));
-      }
-      BNORM_STD8(acc_g + j, BNORM_LDD8(acc_g + j) + ga0);
-      BNORM_STD8(acc_g + j + 8, BNORM_LDD8(acc_g + j + 8) + ga1);
-      BNORM_STD8(acc_p + j, BNORM_LDD8(acc_p + j) + pa0);
-      BNORM_STD8(acc_p + j + 8, BNORM_LDD8(acc_p + j + 8) + pa1);
-    }
+    for (; j + 16 <= j1; j += 16)
+      grad_flat_tile<kMask, fw>(dy, x, mask, i + j, P, periods, j, mean, acc_g, acc_p);
 #endif
-    for (; j < j1; j += 8) {
-      const f8 m = BNORM_LD8(mean + j);
-      f8 mc{}, ma{}, mb{};
-      if constexpr (kMask == MaskFrom::input) {
-        mc = BNORM_LD8(mask.center + j);
-        ma = BNORM_LD8(mask.alpha + j);
-        mb = BNORM_LD8(mask.shift + j);
-      }
-      d8 ga{}, pa{};
-      const std::int64_t o = i + j;
-      std::int64_t q = 0;
-      for (; q + 4 <= periods; q += 4) {
-        const std::int64_t o0 = o + q * P, o1 = o0 + P, o2 = o1 + P, o3 = o2 + P;
-        const f8 x0 = BNORM_LD8(x + o0), x1 = BNORM_LD8(x + o1), x2 = BNORM_LD8(x + o2), x3 = BNORM_LD8(x + o3);
-        const f8 g0 = BNORM_MASK8(kMask, BNORM_LD8(dy + o0), ymask + o0, x0, mc, ma, mb);
-        const f8 g1 = BNORM_MASK8(kMask, BNORM_LD8(dy + o1), ymask + o1, x1, mc, ma, mb);
-        const f8 g2 = BNORM_MASK8(kMask, BNORM_LD8(dy + o2), ymask + o2, x2, mc, ma, mb);
-        const f8 g3 = BNORM_MASK8(kMask, BNORM_LD8(dy + o3), ymask + o3, x3, mc, ma, mb);
-        [[maybe_unused]] const f8 sg = (g0 + g1) + (g2 + g3);
-        [[maybe_unused]] const f8 sp = (g0 * (x0 - m) + g1 * (x1 - m)) + (g2 * (x2 - m) + g3 * (x3 - m));
-        ga += BNORM_WIDEN8(sg);
-        pa += BNORM_WIDEN8(sp);
-      }
-      for (; q < periods; ++q) {
-        const std::int64_t oq = o + q * P;
-        const f8 xv = BNORM_LD8(x + oq);
-        const f8 gv = BNORM_MASK8(kMask, BNORM_LD8(dy + oq), ymask + oq, xv, mc, ma, mb);
-        [[maybe_unused]] const f8 sp = gv * (xv - m);
-        ga += BNORM_WIDEN8(gv);
-        pa += BNORM_WIDEN8(sp);
-      }
-      BNORM_STD8(acc_g + j, BNORM_LDD8(acc_g + j) + ga);
-      BNORM_STD8(acc_p + j, BNORM_LDD8(acc_p + j) + pa);
-    }
+    for (; j < j1; j += 8) grad_flat_tile<kMask, f8>(dy, x, mask, i + j, P, periods, j, mean, acc_g, acc_p);
     i += periods * P;
   }
   for (std::int64_t j = j0; j < j1 && i + j < n; ++j) {
@@ -1078,10 +1063,8 @@ inline void dx_flat(const float* dy, const float* x, const FlatMask& mask, float
 #undef BNORM_STREAMW
 #undef BNORM_STOREW
 #undef BNORM_COMBINE32
-#ifdef BNORM_SIMD_AVX512
 #undef BNORM_LO8
 #undef BNORM_HI8
-#endif
 #undef BNORM_LD8
 #undef BNORM_ST8
 #undef BNORM_LD4
