@@ -183,7 +183,8 @@ std::vector<double> gradient_sums_scale(const Inputs& in) {
       for (std::int64_t s = 0; s < d.S; ++s) {
         const std::size_t i = static_cast<std::size_t>((n * d.C + c) * d.S + s);
         const double g = in.dy[i], x = in.x[i];
-        const double h = std::max(std::abs((x - in.mean[k]) * in.invstd[k]), std::abs((x - in.run_mean[k]) * inv_run));
+        const double h =
+            std::max(std::abs((x - in.mean[k]) * in.invstd[k]), std::abs((x - in.run_mean[k]) * inv_run));
         sq += g * g * (1.0 + h * h);
       }
     scale[k] = std::sqrt(sq);

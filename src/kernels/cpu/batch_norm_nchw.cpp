@@ -425,11 +425,11 @@ void nchw_backward_inference(const float* dy, const float* x, const BatchNormDim
       const Block k = block_at(b, dims, t % nb);
       const std::int64_t o = block_offset(dims, k, c);
       if (dx != nullptr)
-        ops.grad_scale_rows(dy + o, x + o, dx + o, k.n1 - k.n0, C * S, k.s1 - k.s0,
-                            mean[c], scale[c], sums + t, dots + t, stream);
+        ops.grad_scale_rows(dy + o, x + o, dx + o, k.n1 - k.n0, C * S, k.s1 - k.s0, mean[c], scale[c],
+                            sums + t, dots + t, stream);
       else
-        ops.grad_rows(dy + o, x + o, RowsMask{}, k.n1 - k.n0, C * S, k.s1 - k.s0,
-                      mean[c], sums + t, dots + t);
+        ops.grad_rows(dy + o, x + o, RowsMask{}, k.n1 - k.n0, C * S, k.s1 - k.s0, mean[c], sums + t,
+                      dots + t);
     }
   });
   for (std::int64_t c = 0; c < C; ++c) {

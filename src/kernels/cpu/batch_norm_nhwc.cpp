@@ -491,20 +491,23 @@ void nhwc_forward_training(const float* x, const BatchNormDims& dims, const floa
   const bool stream = stream_stores(dims.numel() * 4);
   run_team(p.team, [&] {
     moments_phase(p, x, ms.pivot_c, ms.pivot_l, ms.lanes, sums, m2s);
-    channel_chunks(p, [&](std::int64_t c0, std::int64_t c1) {
-      merge_stats(p, sums, m2s, c0, c1, m, v);
-      for (std::int64_t c = c0; c < c1; ++c) {
-        mean[c] = static_cast<float>(m[c]);
-        var[c] = static_cast<float>(v[c]);
-      }
-      if (mean_d != nullptr) std::copy(m + c0, m + c1, mean_d + c0);
-      if (var_d != nullptr) std::copy(v + c0, v + c1, var_d + c0);
-      invstd_range(v, epsilon, c0, c1, invstd);
-      fold_range(m, invstd, gamma, beta, c0, c1, center_c, alpha_c, shift_c);  // the double mean
-      spread(center_c, c0, c1, L, C, center);
-      spread(alpha_c, c0, c1, L, C, alpha);
-      spread(shift_c, c0, c1, L, C, shift);
-    }, !p.column_split());
+    channel_chunks(
+        p,
+        [&](std::int64_t c0, std::int64_t c1) {
+          merge_stats(p, sums, m2s, c0, c1, m, v);
+          for (std::int64_t c = c0; c < c1; ++c) {
+            mean[c] = static_cast<float>(m[c]);
+            var[c] = static_cast<float>(v[c]);
+          }
+          if (mean_d != nullptr) std::copy(m + c0, m + c1, mean_d + c0);
+          if (var_d != nullptr) std::copy(v + c0, v + c1, var_d + c0);
+          invstd_range(v, epsilon, c0, c1, invstd);
+          fold_range(m, invstd, gamma, beta, c0, c1, center_c, alpha_c, shift_c);  // the double mean
+          spread(center_c, c0, c1, L, C, center);
+          spread(alpha_c, c0, c1, L, C, alpha);
+          spread(shift_c, c0, c1, L, C, shift);
+        },
+        !p.column_split());
     if (p.column_split())
       elementwise_columns(p, [&](std::int64_t o, std::int64_t n, std::int64_t l0) {
         p.ops.affine_flat(x + o, y + o, n, p.P, center + l0, alpha + l0, shift + l0, relu, stream);
@@ -547,8 +550,8 @@ void nhwc_forward_inference(const float* x, const BatchNormDims& dims, const flo
       });
       return;
     }
-  // The coefficients by chunks of channels, shared by the team: the double square
-  // roots and divisions cost about 2 us for C = 1024, a quarter of the call.
+    // The coefficients by chunks of channels, shared by the team: the double square
+    // roots and divisions cost about 2 us for C = 1024, a quarter of the call.
 #pragma omp for schedule(static)
     for (std::int64_t k = 0; k < chunks(C); ++k) {
       std::int64_t c0 = 0, c1 = 0;

@@ -4,17 +4,21 @@
 // NO include guard on purpose: simd_dispatch.cpp includes this file once per level, inside
 //   namespace ... simd_generic   (baseline x86-64: each 32-byte vector op becomes two SSE ops)
 //   namespace ... simd_avx2      (under #pragma GCC target("avx2"): one AVX op)
+//   namespace ... simd_avx512    (target("avx2,avx512f,avx512vl"): 16-float vectors fw and
+//                                 8-double accumulators d8 in one zmm)
 // with BNORM_SIMD_NS naming the namespace; the standard headers are included before, so
-// nothing outside these loops is compiled for AVX2. The arithmetic is the same in both
-// (same lanes, same order, no FMA contraction), so both give bitwise identical results;
-// the choice only changes speed.
+// nothing outside these loops is compiled for AVX2. The arithmetic is the same at every
+// level (same lanes, same order, no FMA contraction), so all give bitwise identical
+// results; the choice only changes speed.
 //
-// Accumulation: sums are taken in double (floats widened four at a time) into a fixed
-// set of vector accumulators whose layout depends on the call's lengths only, then
-// reduced in a fixed order. Elementwise outputs use the reference's float expressions,
-// centred on the mean so that no cancellation grows with the data's offset (Fold in
-// batch_norm_cpu.hpp): y = (x - center) * alpha + shift; dx = (g - grad_mean - (x - mean)
-// * k) * scale; so they agree with the reference bit for bit given the same coefficients.
+// Accumulation: float partial sums of at most four vectors (of x - pivot and its square
+// in the forward, of g and g * (x - mean) in the backward), widened into a fixed set of
+// double vector accumulators whose layout depends on the call's lengths only, then
+// reduced in a fixed order; the exact fallback moments_rows sums in double. Elementwise
+// outputs use the reference's float expressions, centred on the mean so that no
+// cancellation grows with the data's offset (Fold in batch_norm_cpu.hpp):
+// y = (x - center) * alpha + shift; dx = (g - grad_mean - (x - mean) * k) * scale; so they
+// agree with the reference bit for bit given the same coefficients.
 //
 // Two shapes of work:
 //   *_rows  a block of `rows` rows of `len` contiguous floats, `stride` apart (one channel
@@ -22,7 +26,7 @@
 //   *_flat  `n` contiguous floats of a channels-last tensor starting at a row boundary,
 //           seen with a period P (a multiple of both C and 8): lane j of a period belongs
 //           to channel j % C; per-lane accumulators (double[P]) and per-lane coefficients
-//           (double[P], or float[P + 8] for the elementwise loops) come from the caller.
+//           (float[P], or float[P + kLaneExtra] for the elementwise loops) come from the caller.
 // `mask` (RowsMask / FlatMask of batch_norm_cpu.hpp): the ReLU's mask of a fused backward;
 // the gradient is g = (y > 0 ? dy : 0) from the forward output y, or
 // g = ((x - center) * alpha + shift > 0 ? dy : 0) recomputed from x, or g = dy (none). The loops are
@@ -738,14 +742,14 @@ inline constexpr int kRound = 8;
 // adds V's eight-lane groups, widened, to d8 accumulators acc[0], acc[1].
 #define BNORM_VU typedef float VU __attribute__((vector_size(sizeof(V)), aligned(4), may_alias))
 #define BNORM_LDV(p) (*reinterpret_cast<const VU*>(p))
-#define BNORM_ADD_WIDENED(acc, v)                    \
-  do {                                               \
-    if constexpr (sizeof(V) == 32) {                 \
-      (acc)[0] += BNORM_WIDEN8(v);                   \
-    } else {                                         \
-      (acc)[0] += BNORM_WIDEN8(BNORM_LO8(v));        \
-      (acc)[1] += BNORM_WIDEN8(BNORM_HI8(v));        \
-    }                                                \
+#define BNORM_ADD_WIDENED(acc, v)             \
+  do {                                        \
+    if constexpr (sizeof(V) == 32) {          \
+      (acc)[0] += BNORM_WIDEN8(v);            \
+    } else {                                  \
+      (acc)[0] += BNORM_WIDEN8(BNORM_LO8(v)); \
+      (acc)[1] += BNORM_WIDEN8(BNORM_HI8(v)); \
+    }                                         \
   } while (0)
 
 // shifted_flat_t's sums of the tile of lanes [j, j + kT) over `periods` periods of the
@@ -806,14 +810,15 @@ template <MaskFrom kMask, typename V>
 // function returning V would change the baseline ABI, -Wpsabi.)
 #define BNORM_GRADV(e, xv)                                                                 \
   (kMask == MaskFrom::output  ? (BNORM_LDV(ymask + (e)) > V{} ? BNORM_LDV(dy + (e)) : V{}) \
-   : kMask == MaskFrom::input ? (((xv) - mc) * ma + mb > V{} ? BNORM_LDV(dy + (e)) : V{}) \
+   : kMask == MaskFrom::input ? (((xv)-mc) * ma + mb > V{} ? BNORM_LDV(dy + (e)) : V{})    \
                               : BNORM_LDV(dy + (e)))
   d8 ga[kT / 8] = {}, pa[kT / 8] = {};
   std::int64_t q = 0;
   for (; q + 4 <= periods; q += 4) {
     const std::int64_t o0 = o + q * P, o1 = o0 + P, o2 = o1 + P, o3 = o2 + P;
     const V x0 = BNORM_LDV(x + o0), x1 = BNORM_LDV(x + o1), x2 = BNORM_LDV(x + o2), x3 = BNORM_LDV(x + o3);
-    const V g0 = BNORM_GRADV(o0, x0), g1 = BNORM_GRADV(o1, x1), g2 = BNORM_GRADV(o2, x2), g3 = BNORM_GRADV(o3, x3);
+    const V g0 = BNORM_GRADV(o0, x0), g1 = BNORM_GRADV(o1, x1), g2 = BNORM_GRADV(o2, x2),
+            g3 = BNORM_GRADV(o3, x3);
     [[maybe_unused]] const V sg = (g0 + g1) + (g2 + g3);
     [[maybe_unused]] const V sp = (g0 * (x0 - m) + g1 * (x1 - m)) + (g2 * (x2 - m) + g3 * (x3 - m));
     BNORM_ADD_WIDENED(ga, sg);
