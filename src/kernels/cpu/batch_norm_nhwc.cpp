@@ -313,6 +313,19 @@ void merge_stats(const Plan& p, const double* sums, const double* m2s, std::int6
   for (std::int64_t c = c0; c < c1; ++c) var[c] /= count;
 }
 
+// merge_stats() of channels [c0, c1) into m, v (double), then the call's outputs: mean and
+// var rounded to float, mean_d and var_d (if not null) as they are.
+void merged_stats(const Plan& p, const double* sums, const double* m2s, std::int64_t c0, std::int64_t c1,
+                  double* m, double* v, float* mean, float* var, double* mean_d, double* var_d) {
+  merge_stats(p, sums, m2s, c0, c1, m, v);
+  for (std::int64_t c = c0; c < c1; ++c) {
+    mean[c] = static_cast<float>(m[c]);
+    var[c] = static_cast<float>(v[c]);
+  }
+  if (mean_d != nullptr) std::copy(m + c0, m + c1, mean_d + c0);
+  if (var_d != nullptr) std::copy(v + c0, v + c1, var_d + c0);
+}
+
 // sa[c] = sum over blocks of a[b * C + c], sb likewise, in block order.
 void merge_sums(const Plan& p, const double* a, const double* b, std::int64_t c0, std::int64_t c1, double* sa,
                 double* sb) {
@@ -458,13 +471,7 @@ void nhwc_moments(const float* x, const BatchNormDims& dims, float* mean, float*
     channel_chunks(
         p,
         [&](std::int64_t c0, std::int64_t c1) {
-          merge_stats(p, sums, m2s, c0, c1, m, v);
-          for (std::int64_t c = c0; c < c1; ++c) {
-            mean[c] = static_cast<float>(m[c]);
-            var[c] = static_cast<float>(v[c]);
-          }
-          if (mean_d != nullptr) std::copy(m + c0, m + c1, mean_d + c0);
-          if (var_d != nullptr) std::copy(v + c0, v + c1, var_d + c0);
+          merged_stats(p, sums, m2s, c0, c1, m, v, mean, var, mean_d, var_d);
         },
         false);
   });
@@ -494,13 +501,7 @@ void nhwc_forward_training(const float* x, const BatchNormDims& dims, const floa
     channel_chunks(
         p,
         [&](std::int64_t c0, std::int64_t c1) {
-          merge_stats(p, sums, m2s, c0, c1, m, v);
-          for (std::int64_t c = c0; c < c1; ++c) {
-            mean[c] = static_cast<float>(m[c]);
-            var[c] = static_cast<float>(v[c]);
-          }
-          if (mean_d != nullptr) std::copy(m + c0, m + c1, mean_d + c0);
-          if (var_d != nullptr) std::copy(v + c0, v + c1, var_d + c0);
+          merged_stats(p, sums, m2s, c0, c1, m, v, mean, var, mean_d, var_d);
           invstd_range(v, epsilon, c0, c1, invstd);
           fold_range(m, invstd, gamma, beta, c0, c1, center_c, alpha_c, shift_c);  // the double mean
           spread(center_c, c0, c1, L, C, center);
