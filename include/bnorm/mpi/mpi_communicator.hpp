@@ -75,6 +75,10 @@ class MpiCommunicator final : public nn::Communicator {
   void barrier() override;
 
  private:
+  // all_reduce_sum of float or double values (defined and used in mpi_communicator.cpp).
+  template <typename T>
+  void sum_by_blocks(std::span<T> values);
+
   struct Impl;
   Impl* impl_ = nullptr;  // MPI handles, kept out of this header (no <mpi.h> for users)
   int rank_ = 0, size_ = 1;
