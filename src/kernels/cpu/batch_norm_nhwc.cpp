@@ -126,7 +126,7 @@ struct Plan {
   // channels (see the top of the file).
   bool lane_split() const { return blocking.blocks < team; }
   // A lane-split call whose lanes are its channels (P == C) and wide enough: the
-  // elementwise pass splits by columns too (elementwise_columns).
+  // elementwise pass splits by columns too (elementwise).
   bool column_split() const { return lane_split() && P == C && C >= kMinColumns * team; }
   // (Columns per thread: shorter row segments would cost more per call than the
   // coefficients' trip between cores saves.)
@@ -167,42 +167,41 @@ void thread_blocks(const Plan& p, std::int64_t& b0, std::int64_t& b1) {
   b1 = b0 + q + (t < r ? 1 : 0);
 }
 
-// Runs the elementwise pass `rows_fn(r0, r1)` over all N rows, inside the team. With at
-// least as many blocks as threads, thread by thread over the blocks of thread_blocks, as
-// the reductions (each thread finds the rows it reduced in its cache); with fewer
-// blocks (64x1024 is one block), in equal row shares, so no thread idles. Elementwise
-// outputs do not depend on the split. 64x1024 at 2 threads (harness medians, before ->
-// after, with the chunked coefficients of forward_inference): forward_training 25.3 ->
-// 20.7 us, forward_inference 11.5 -> 8.6 us, backward_training 29.0 -> 25.3 us.
+// Runs the elementwise pass over the tensor inside the team, as seg_fn(offset, n, lane0):
+// the n elements at `offset`, whose lanes start at lane0 (the coefficient and mask arrays
+// are offset by it). Elementwise outputs do not depend on the split.
+// - A column-split call (Plan::column_split): the calling thread's channels [c0, c1) of
+//   its Share, row by row (lane0 = c0). The thread reads only the coefficients of its own
+//   channels, which it computed itself: no barrier before, and no coefficient line
+//   crosses to the other core (64x1024 forward_inference at 2 threads: 7.3 us with the
+//   coefficients by chunks and the rows in halves, against 7.6 at 1 thread; 6.1-6.6 by
+//   columns).
+// - With at least as many blocks as threads, thread by thread over the blocks of
+//   thread_blocks, as the reductions, last first (each thread finds the rows it reduced
+//   last in its cache).
+// - Else (64x1024 is one block), in equal row shares, so no thread idles. 64x1024 at 2
+//   threads (harness medians, before -> after, with the chunked coefficients of
+//   forward_inference): forward_training 25.3 -> 20.7 us, forward_inference 11.5 -> 8.6 us,
+//   backward_training 29.0 -> 25.3 us.
 // With `equal_shares` (no reduction pass before it to find in cache: forward_inference)
-// always in equal row shares: 13 blocks over 2 threads were 7 against 6 (32x512x7x7 at 2
-// threads, 0.89x libtorch).
-template <typename RowsFn>
-void elementwise_rows(const Plan& p, RowsFn&& rows_fn, bool equal_shares = false) {
-  if (!equal_shares && p.blocking.blocks >= p.team) {
-    // This thread's blocks, last first: the blocks its reduction read last are the ones
-    // still in cache.
+// rows are always in equal shares: 13 blocks over 2 threads were 7 against 6 (32x512x7x7
+// at 2 threads, 0.89x libtorch).
+template <typename SegFn>
+void elementwise(const Plan& p, SegFn&& seg_fn, bool equal_shares = false) {
+  const std::int64_t C = p.C;
+  if (p.column_split()) {
+    const Share s(p);
+    if (s.c0 >= s.c1) return;
+    for (std::int64_t r = 0; r < p.dims.N; ++r) seg_fn(r * C + s.c0, s.c1 - s.c0, s.c0);
+  } else if (!equal_shares && p.blocking.blocks >= p.team) {
     std::int64_t b0 = 0, b1 = 0;
     thread_blocks(p, b0, b1);
-    for (std::int64_t b = b1 - 1; b >= b0; --b) rows_fn(p.r0(b), p.r1(b));
+    for (std::int64_t b = b1 - 1; b >= b0; --b) seg_fn(p.r0(b) * C, (p.r1(b) - p.r0(b)) * C, 0);
   } else {
     const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-    rows_fn(p.dims.N * t / nt, p.dims.N * (t + 1) / nt);
+    const std::int64_t r0 = p.dims.N * t / nt, r1 = p.dims.N * (t + 1) / nt;
+    seg_fn(r0 * C, (r1 - r0) * C, 0);
   }
-}
-
-// The elementwise pass of a column-split call (Plan::column_split), inside the team: the
-// calling thread's channels [c0, c1) of its Share, row by row, as
-// seg_fn(offset, n, lane0): the n = c1 - c0 elements at `offset`, whose lanes start at
-// lane0 = c0. The thread reads only the coefficients of its own channels, which it
-// computed itself: no barrier before, and no coefficient line crosses to the other core
-// (64x1024 forward_inference at 2 threads, with the coefficients by chunks and the rows
-// in halves: 7.3 us, against 7.6 at 1 thread; by columns: see the CHANGELOG).
-template <typename SegFn>
-void elementwise_columns(const Plan& p, SegFn&& seg_fn) {
-  const Share s(p);
-  if (s.c0 >= s.c1) return;
-  for (std::int64_t r = 0; r < p.dims.N; ++r) seg_fn(r * p.C + s.c0, s.c1 - s.c0, s.c0);
 }
 
 // A per-lane mask seen from lane `lane0` on, for the block at `offset`.
@@ -518,14 +517,9 @@ void nhwc_forward_training(const float* x, const BatchNormDims& dims, const floa
           spread(shift_c, c0, c1, L, C, shift);
         },
         !p.column_split());
-    if (p.column_split())
-      elementwise_columns(p, [&](std::int64_t o, std::int64_t n, std::int64_t l0) {
-        p.ops.affine_flat(x + o, y + o, n, p.P, center + l0, alpha + l0, shift + l0, relu, stream);
-      });
-    else
-      elementwise_rows(p, [&](std::int64_t r0, std::int64_t r1) {
-        p.ops.affine_flat(x + r0 * C, y + r0 * C, (r1 - r0) * C, p.P, center, alpha, shift, relu, stream);
-      });
+    elementwise(p, [&](std::int64_t o, std::int64_t n, std::int64_t l0) {
+      p.ops.affine_flat(x + o, y + o, n, p.P, center + l0, alpha + l0, shift + l0, relu, stream);
+    });
   });
 }
 
@@ -552,26 +546,23 @@ void nhwc_forward_inference(const float* x, const BatchNormDims& dims, const flo
     spread(shift_c, c0, c1, L, C, shift);
   };
   run_team(p.team, [&] {
-    if (p.column_split()) {  // each thread its channels' coefficients, then their columns
+    if (p.column_split()) {  // each thread its own channels' coefficients (for its columns)
       const Share s(p);
       coefficients(s.c0, s.c1);
-      elementwise_columns(p, [&](std::int64_t o, std::int64_t n, std::int64_t l0) {
-        p.ops.affine_flat(x + o, y + o, n, p.P, center + l0, alpha + l0, shift + l0, false, stream);
-      });
-      return;
-    }
-    // The coefficients by chunks of channels, shared by the team: the double square
-    // roots and divisions cost about 2 us for C = 1024, a quarter of the call.
+    } else {
+      // The coefficients by chunks of channels, shared by the team: the double square
+      // roots and divisions cost about 2 us for C = 1024, a quarter of the call.
 #pragma omp for schedule(static)
-    for (std::int64_t k = 0; k < chunks(C); ++k) {
-      std::int64_t c0 = 0, c1 = 0;
-      chunk_range(k, C, c0, c1);
-      coefficients(c0, c1);
+      for (std::int64_t k = 0; k < chunks(C); ++k) {
+        std::int64_t c0 = 0, c1 = 0;
+        chunk_range(k, C, c0, c1);
+        coefficients(c0, c1);
+      }
     }
-    elementwise_rows(
+    elementwise(
         p,
-        [&](std::int64_t r0, std::int64_t r1) {
-          p.ops.affine_flat(x + r0 * C, y + r0 * C, (r1 - r0) * C, p.P, center, alpha, shift, false, stream);
+        [&](std::int64_t o, std::int64_t n, std::int64_t l0) {
+          p.ops.affine_flat(x + o, y + o, n, p.P, center + l0, alpha + l0, shift + l0, false, stream);
         },
         true);
   });
@@ -698,17 +689,11 @@ void nhwc_backward_training(const float* dy, const float* x, const BatchNormDims
           spread(sc_c, c0, c1, L, C, sc);
         },
         dx != nullptr && !p.column_split());
-    if (dx != nullptr && p.column_split()) {
-      elementwise_columns(p, [&](std::int64_t o, std::int64_t n, std::int64_t l0) {
+    if (dx != nullptr)
+      elementwise(p, [&](std::int64_t o, std::int64_t n, std::int64_t l0) {
         p.ops.dx_flat(dy + o, x + o, mask_from_lane(mask, o, l0), dx + o, n, P, mean_f + l0, gm + l0, kk + l0,
                       sc + l0, stream);
       });
-    } else if (dx != nullptr) {
-      elementwise_rows(p, [&](std::int64_t r0, std::int64_t r1) {
-        const std::int64_t o = r0 * C;
-        p.ops.dx_flat(dy + o, x + o, mask.at(o), dx + o, (r1 - r0) * C, P, mean_f, gm, kk, sc, stream);
-      });
-    }
   });
 }
 
@@ -753,14 +738,9 @@ void nhwc_backward_inference(const float* dy, const float* x, const BatchNormDim
       coefficients(s.c0, s.c1);
       lane_split_grads(p, dy, x, FlatMask{}, mean, mean_l, lanes, sums, dots, [&] {
         if (dx == nullptr) return;
-        if (p.column_split())
-          elementwise_columns(p, [&](std::int64_t o, std::int64_t n, std::int64_t l0) {
-            p.ops.scale_flat(dy + o, dx + o, n, P, sc + l0, false);
-          });
-        else
-          elementwise_rows(p, [&](std::int64_t r0, std::int64_t r1) {
-            p.ops.scale_flat(dy + r0 * C, dx + r0 * C, (r1 - r0) * C, P, sc, false);
-          });
+        elementwise(p, [&](std::int64_t o, std::int64_t n, std::int64_t l0) {
+          p.ops.scale_flat(dy + o, dx + o, n, P, sc + l0, false);
+        });
       });
       gradients(s.c0, s.c1);
     });

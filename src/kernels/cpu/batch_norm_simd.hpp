@@ -59,12 +59,18 @@ typedef double d4u __attribute__((vector_size(32), aligned(8), may_alias));
 #define BNORM_WIDEN(v) __builtin_convertvector((v), d4)
 #endif
 #define BNORM_CVT(p) BNORM_WIDEN(BNORM_LD4(p))
-// Eight gradients: v (dy, loaded) masked as kMask says, with the output at ym or the x
-// vector xv and eight-lane coefficients m (center), a, b.
-#define BNORM_MASK8(kMask, v, ym, xv, m, a, b)                                 \
-  (kMask == MaskFrom::output  ? (BNORM_LD8(ym) > f8{} ? (v) : f8{})            \
-   : kMask == MaskFrom::input ? (((xv) - (m)) * (a) + (b) > f8{} ? (v) : f8{}) \
+// Gradients of vector type T: v (dy, loaded) masked as kMask says, with the output at ym
+// (loaded with LD) or the x vector xv and coefficients m (center), a, b of the same width.
+// BNORM_MASK8 for eight lanes (f8). (A macro: a function returning a vector would change
+// the baseline ABI, -Wpsabi.)
+#define BNORM_MASK_T(T, LD, kMask, v, ym, xv, m, a, b)                       \
+  (kMask == MaskFrom::output  ? (LD(ym) > T{} ? (v) : T{})                   \
+   : kMask == MaskFrom::input ? (((xv) - (m)) * (a) + (b) > T{} ? (v) : T{}) \
                               : (v))
+#define BNORM_MASK8(kMask, v, ym, xv, m, a, b) BNORM_MASK_T(f8, BNORM_LD8, kMask, v, ym, xv, m, a, b)
+// The lanes of a row's last, overlapping eight-float vector (len >= 8) that the vector
+// loops did not cover: lane l counts iff l >= 8 - len % 8.
+#define BNORM_TAIL_KEEP(len) (i8{0, 1, 2, 3, 4, 5, 6, 7} >= static_cast<int>(8 - (len) % 8))
 // Software prefetch of row r + ahead (one channel's rows are `stride` apart, too short
 // and too far apart for the hardware prefetcher): the whole row when it is short.
 #define BNORM_PREFETCH_ROWS_AHEAD 2048
@@ -139,11 +145,8 @@ inline constexpr std::int64_t kW = 8;
 #define BNORM_LDW(p) (*reinterpret_cast<const fwu*>(p))
 #define BNORM_STW(p, v) (*reinterpret_cast<fwu*>(p) = (v))
 #define BNORM_SPLATW(v) (fw{} + (v))
-// kW floats of gradient: as BNORM_MASK8, on fw.
-#define BNORM_MASKW(kMask, v, ym, xv, m, a, b)                                 \
-  (kMask == MaskFrom::output  ? (BNORM_LDW(ym) > fw{} ? (v) : fw{})            \
-   : kMask == MaskFrom::input ? (((xv) - (m)) * (a) + (b) > fw{} ? (v) : fw{}) \
-                              : (v))
+// kW floats of gradient (BNORM_MASK_T on fw).
+#define BNORM_MASKW(kMask, v, ym, xv, m, a, b) BNORM_MASK_T(fw, BNORM_LDW, kMask, v, ym, xv, m, a, b)
 // for (w = 0; w < 16; w += kW): the vectors of one 16-float step.
 #define BNORM_EACH_W(w) for (std::int64_t w = 0; w < 16; w += kW)
 // The reductions' 32-float steps: v[w / kW] = f(i + w) + f(i + 16 + w) for each w of
@@ -346,10 +349,7 @@ inline void shifted_rows(const float* x, std::int64_t rows, std::int64_t stride,
     for (std::int64_t r = 0; r < ahead; ++r) prefetch_row(x, r, 0, rows, stride, len);
   const f8 p = {pivot, pivot, pivot, pivot, pivot, pivot, pivot, pivot};
   const fw pw = BNORM_SPLATW(pivot);
-  // Lanes of the last, overlapping vector of a row (len >= 8) that the vector loops did
-  // not cover: lane l counts iff l >= 8 - len % 8.
-  const int first = static_cast<int>(8 - len % 8);
-  const i8 keep = i8{0, 1, 2, 3, 4, 5, 6, 7} >= i8{first, first, first, first, first, first, first, first};
+  const i8 keep = BNORM_TAIL_KEEP(len);
   d8 a{}, b{};
   double t1 = 0.0, t2 = 0.0;
   const bool spread = spread_prefetch(ahead, len);
@@ -419,10 +419,7 @@ inline void grad_rows_t(const float* dy, const float* x, const RowsMask& mask, f
   const f8 ma8 = {al, al, al, al, al, al, al, al};
   const f8 mb8 = {sh, sh, sh, sh, sh, sh, sh, sh};
   const fw mw = BNORM_SPLATW(mean), mcw = BNORM_SPLATW(ce), maw = BNORM_SPLATW(al), mbw = BNORM_SPLATW(sh);
-  // Lanes of the last, overlapping vector of a row (len >= 8) that the vector loops did
-  // not cover: lane l counts iff l >= 8 - len % 8.
-  const int first = static_cast<int>(8 - len % 8);
-  const i8 keep = i8{0, 1, 2, 3, 4, 5, 6, 7} >= i8{first, first, first, first, first, first, first, first};
+  const i8 keep = BNORM_TAIL_KEEP(len);
   const std::int64_t ahead = rows_ahead(2 * len, rows, stride, len);
   const bool spread = spread_prefetch(ahead, len);
   for (std::int64_t r = 0; r < rows; ++r) {
@@ -806,12 +803,8 @@ template <MaskFrom kMask, typename V>
     ma = BNORM_LDV(mask.alpha + j);
     mb = BNORM_LDV(mask.shift + j);
   }
-// The gradient of V lanes at element e (x loaded as xv), as BNORM_MASK8. (A macro: a
-// function returning V would change the baseline ABI, -Wpsabi.)
-#define BNORM_GRADV(e, xv)                                                                 \
-  (kMask == MaskFrom::output  ? (BNORM_LDV(ymask + (e)) > V{} ? BNORM_LDV(dy + (e)) : V{}) \
-   : kMask == MaskFrom::input ? (((xv)-mc) * ma + mb > V{} ? BNORM_LDV(dy + (e)) : V{})    \
-                              : BNORM_LDV(dy + (e)))
+// The gradient of V lanes at element e (x loaded as xv).
+#define BNORM_GRADV(e, xv) BNORM_MASK_T(V, BNORM_LDV, kMask, BNORM_LDV(dy + (e)), ymask + (e), xv, mc, ma, mb)
   d8 ga[kT / 8] = {}, pa[kT / 8] = {};
   std::int64_t q = 0;
   for (; q + 4 <= periods; q += 4) {
@@ -879,9 +872,9 @@ inline void shifted_flat(const float* x, std::int64_t n, std::int64_t P, const f
 
 // acc_g[j] += g, acc_p[j] += g * (x - mean[j]) for i = j (mod P), summed as grad_rows_t
 // does (x - mean and the products in float, partial sums of up to four periods in float,
-// widened into double); tiles of 8 lanes keep their sums in registers over a round of
-// kRound periods. Only the lanes [j0, j1) (multiples of 8, j1 <= P) are touched, as in
-// shifted_flat_t. P is a multiple of 8; mean: P lanes.
+// widened into double); tiles of 8 lanes (16 with AVX-512, grad_flat_tile) keep their sums
+// in registers over a round of kRound periods. Only the lanes [j0, j1) (multiples of 8, j1 <= P) are touched,
+// as in shifted_flat_t. P is a multiple of 8; mean: P lanes.
 template <MaskFrom kMask>
 inline void grad_flat_t(const float* dy, const float* x, const FlatMask& mask, std::int64_t n, std::int64_t P,
                         std::int64_t j0, std::int64_t j1, const float* mean, double* acc_g, double* acc_p) {
@@ -1077,6 +1070,8 @@ inline void dx_flat(const float* dy, const float* x, const FlatMask& mask, float
 #undef BNORM_STD
 #undef BNORM_CVT
 #undef BNORM_MASK8
+#undef BNORM_MASK_T
+#undef BNORM_TAIL_KEEP
 #undef BNORM_WIDEN
 #undef BNORM_PREFETCH_ROWS_AHEAD
 #undef BNORM_HSUM
