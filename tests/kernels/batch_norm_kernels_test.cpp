@@ -259,6 +259,13 @@ Outputs run_all(const Inputs& in, Impl impl) {
   return o;
 }
 
+// Every output of two run_all calls, bitwise equal.
+void expect_all_bitwise(Outputs& got_outputs, Outputs& want_outputs) {
+  const auto got = got_outputs.all();
+  const auto want = want_outputs.all();
+  for (std::size_t k = 0; k < got.size(); ++k) expect_bitwise(*got[k], *want[k], kOutputNames[k]);
+}
+
 // ---------------------------------------------------------------------------------------
 // Fast paths against the reference.
 
@@ -388,9 +395,7 @@ TEST(BatchNormKernels, BitwiseIdenticalForAnyThreadCount) {
         bk::set_num_threads(threads);
         EXPECT_EQ(bk::num_threads(), threads);
         Outputs many = run_all(in, Impl::automatic);
-        const auto got = many.all();
-        const auto want = one.all();
-        for (std::size_t k = 0; k < got.size(); ++k) expect_bitwise(*got[k], *want[k], kOutputNames[k]);
+        expect_all_bitwise(many, one);
       }
       // Every level at 2 threads: the same bits again (the levels share lanes and order,
       // simd_level() in batch_norm.hpp).
@@ -400,9 +405,7 @@ TEST(BatchNormKernels, BitwiseIdenticalForAnyThreadCount) {
         SCOPED_TRACE(level + " threads=2");
         bk::force_simd_level(level);
         Outputs other = run_all(in, Impl::automatic);
-        const auto got = other.all();
-        const auto want = one.all();
-        for (std::size_t k = 0; k < got.size(); ++k) expect_bitwise(*got[k], *want[k], kOutputNames[k]);
+        expect_all_bitwise(other, one);
       }
     }
   }
@@ -1030,9 +1033,7 @@ TEST(BatchNormKernels, EverySimdLevelGivesTheSameBits) {
       bk::force_simd_level(level);
       EXPECT_EQ(bk::simd_level(), level);
       Outputs other = run_all(in, Impl::cpu);
-      const auto got = other.all();
-      const auto want = generic.all();
-      for (std::size_t k = 0; k < got.size(); ++k) expect_bitwise(*got[k], *want[k], kOutputNames[k]);
+      expect_all_bitwise(other, generic);
     }
   }
 }
@@ -1101,9 +1102,7 @@ TEST(BatchNormKernels, StreamingAndPlainStoresAgreeBitwise) {
     bk::force_streaming_stores(true);
     Outputs streamed = run_all(in, Impl::cpu);
     bk::force_streaming_stores(false);
-    const auto got = streamed.all();
-    const auto want = plain.all();
-    for (std::size_t k = 0; k < got.size(); ++k) expect_bitwise(*got[k], *want[k], kOutputNames[k]);
+    expect_all_bitwise(streamed, plain);
   }
 }
 
