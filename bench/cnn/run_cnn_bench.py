@@ -169,6 +169,17 @@ def worker_keras(args):
                                          "numpy": np.__version__}}
 
 
+def fastest_layout(cand, mode, batch, threads, how):
+    """The PyTorch record of the fastest memory format in cand ({format: stats}), with the
+    others' medians kept as alternatives."""
+    best = min(cand, key=lambda k: cand[k]["median_ms"])
+    rec = dict(cand[best])
+    rec.update({"framework": "torch", "mode": mode, "batch": batch, "threads": threads,
+                "how": how + ", " + best,
+                "alternatives": {k: v["median_ms"] for k, v in cand.items()}})
+    return rec
+
+
 def worker_torch(args):
     import torch
     import torchvision
@@ -194,12 +205,7 @@ def worker_torch(args):
                     with torch.no_grad():
                         return mf(x)
                 cand[name] = stats(timed(fn, args.warmup, reps))
-            best = min(cand, key=lambda k: cand[k]["median_ms"])
-            rec = dict(cand[best])
-            rec.update({"framework": "torch", "mode": "infer", "batch": b, "threads": args.threads,
-                        "how": "eval + no_grad, " + best,
-                        "alternatives": {k: v["median_ms"] for k, v in cand.items()}})
-            out.append(rec)
+            out.append(fastest_layout(cand, "infer", b, args.threads, "eval + no_grad"))
     else:
         b = TRAIN_BATCH
         cand = {}
@@ -218,12 +224,7 @@ def worker_torch(args):
                 opt.step()
                 return loss.item()
             cand[name] = stats(timed(step, args.warmup, args.repeats))
-        best = min(cand, key=lambda k: cand[k]["median_ms"])
-        rec = dict(cand[best])
-        rec.update({"framework": "torch", "mode": "train", "batch": b, "threads": args.threads,
-                    "how": "train + SGD 0.01, " + best,
-                    "alternatives": {k: v["median_ms"] for k, v in cand.items()}})
-        out.append(rec)
+        out.append(fastest_layout(cand, "train", b, args.threads, "train + SGD 0.01"))
     return {"records": out, "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__}}
 
 
